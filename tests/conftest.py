@@ -91,3 +91,35 @@ def glue_dir() -> Path:
     if not GLUE_DIR.is_dir():
         pytest.skip(f"GLUE data not found at {GLUE_DIR} (the shared/glue folder beside the repo)")
     return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, minilm_dir) -> Path:
+    """A tiny random BERT (2 blocks, hidden 32) saved with the bundled MiniLM tokenizer."""
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-bert"
+    model = BertModel(tiny_config(vocab_size=30522, num_hidden_layers=2, max_position_embeddings=128))
+    trimbert.save(model, path, tokenizer=trimbert.load_tokenizer(minilm_dir))
+    return path
+
+
+def write_sst2(folder: Path, train_rows: int = 64, dev_rows: int = 24) -> Path:
+    """An SST-2 task folder in the real format, with an easily learnable signal."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = [
+        "a wonderful , moving film",
+        "great acting and a lovely story",
+        "truly delightful",
+        "superb and warm",
+    ]
+    bad = ["a dull , boring mess", "terrible acting and an awful plot", "painfully bad", "tedious and ugly"]
+    for name, count in (("train.tsv", train_rows), ("dev.tsv", dev_rows)):
+        lines = ["sentence\tlabel"]
+        for index in range(count):
+            label = index % 2
+            text = (good if label else bad)[index // 2 % 4]
+            lines.append(f"{text} \t{label}")
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder

@@ -39,7 +39,11 @@ def test_normalizer_contract(name, dtype):
     if NORMALIZERS[name].rows_sum_to_one:
         sums = weights[:2].float().sum(-1)
         scores = (query[:2].float() @ key[:2].float().transpose(2, 3)) * 0.5
-        has_weight = (scores.masked_fill(~mask[:2], -1.0) > 0).any(-1) if name != "softermax" else torch.ones_like(sums, dtype=torch.bool)
+        has_weight = (
+            (scores.masked_fill(~mask[:2], -1.0) > 0).any(-1)
+            if name != "softermax"
+            else torch.ones_like(sums, dtype=torch.bool)
+        )
         tolerance = 1e-5 if dtype == torch.float32 else 2e-2
         assert torch.allclose(sums[has_weight], torch.ones_like(sums[has_weight]), atol=tolerance)
 

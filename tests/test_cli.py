@@ -42,14 +42,30 @@ def test_inspect_minilm_json(run_cli):
 def test_trim_then_inspect_and_load(run_cli, tmp_path, tiny_batch):
     out = tmp_path / "trimmed"
     code, stdout, err = run_cli(
-        "trim", "minilm", "--out", out, "--drop-ffn", "alternate", "--attention", "relu", "--layernorm", "half"
+        "trim",
+        "minilm",
+        "--out",
+        out,
+        "--drop-ffn",
+        "alternate",
+        "--attention",
+        "relu",
+        "--layernorm",
+        "half",
     )
     assert code == 0, err
     assert "ffn-[1,3,5] attn=relu ln-4" in stdout
     code, stdout, _ = run_cli("inspect", out, "--json")
     data = json.loads(stdout)
     assert [block["ffn"] for block in data["blocks"]] == ["kept", "dropped"] * 3
-    assert [block["layernorms"] for block in data["blocks"]] == [["ffn"], [], ["ffn"], ["attn"], ["ffn"], ["attn"]]
+    assert [block["layernorms"] for block in data["blocks"]] == [
+        ["ffn"],
+        [],
+        ["ffn"],
+        ["attn"],
+        ["ffn"],
+        ["attn"],
+    ]
     assert data["params"] == 22_713_216 - 3 * 1_182_336 - 4 * 768
     assert data["blocks"][0]["attention"] == "relu"
     assert data["disk_bytes"] < 80_000_000
@@ -150,7 +166,9 @@ def test_python_module_entry_point():
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "trimbert", "--version"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "trimbert", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and result.stdout.strip() == f"trimbert {trimbert.__version__}"
 
 
@@ -169,3 +187,72 @@ def test_saved_trim_loads_with_auto_class_in_fresh_process(run_cli, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["TrimBertForSequenceClassification", "trimbert_relu"]
     torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------- finetune / evaluate
+
+
+def test_finetune_and_evaluate_cli(run_cli, tiny_checkpoint, tmp_path):
+    from conftest import write_sst2
+
+    data = write_sst2(tmp_path / "SST-2")
+    out = tmp_path / "run"
+    common = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--lr", "1e-3"]
+    code, stdout, err = run_cli(
+        "finetune",
+        tiny_checkpoint,
+        "--task",
+        "sst2",
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--drop-ffn",
+        "0",
+        *common,
+        "--json",
+    )
+    assert code == 0, err
+    record = json.loads(stdout)
+    assert record["trim"]["drop_ffn"] == [0] and record["variant"] == "run"
+    code, stdout, err = run_cli("evaluate", out, "--json", "--max-length", "32")
+    assert code == 0, err
+    assert json.loads(stdout)["metrics"] == record["metrics"]
+    code, stdout, err = run_cli("evaluate", out, "--task", "sst2", "--data-dir", data, "--max-length", "32")
+    assert code == 0 and "accuracy" in stdout
+    code, _, err = run_cli(
+        "finetune", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--out", out, *common
+    )
+    _assert_one_line_error(code, err, "already exists", "--force")
+
+
+def test_finetune_bad_inputs(run_cli, tiny_checkpoint, tmp_path):
+    from conftest import write_sst2
+
+    data = write_sst2(tmp_path / "SST-2")
+    out = tmp_path / "out"
+
+    def finetune(*options):
+        return run_cli("finetune", tiny_checkpoint, "--out", out, "--epochs", "1", *options)
+
+    _assert_one_line_error(*finetune("--task", "sst5", "--data-dir", data)[::2], "unknown", "sst5")
+    (data / "dev.tsv").unlink()
+    _assert_one_line_error(*finetune("--task", "sst2", "--data-dir", data)[::2], "dev.tsv")
+    write_sst2(data)
+    (data / "dev.tsv").write_text("sentence\tlabel\nfine film \t7\n")
+    _assert_one_line_error(*finetune("--task", "sst2", "--data-dir", data)[::2], "7")
+    write_sst2(data)
+    _assert_one_line_error(
+        *finetune("--task", "sst2", "--data-dir", data, "--max-length", "300")[::2], "300", "128"
+    )
+    csv = tmp_path / "mine.csv"
+    csv.write_text("review,label\ngood,1\nbad,0\n")
+    _assert_one_line_error(
+        *finetune("--train", csv, "--text-column", "text", "--label-column", "label")[::2], "text", "review"
+    )
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    _assert_one_line_error(
+        *finetune("--train", empty, "--text-column", "text", "--label-column", "label")[::2], "empty"
+    )
+    assert not out.exists()

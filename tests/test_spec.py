@@ -87,7 +87,9 @@ def test_layernorm_errors(text, drop, words):
 
 def test_resolve_composes_and_refuses_redrop():
     first = resolve_spec(6, drop_ffn="alternate", attention="relu", layernorm="half")
-    assert first == TrimSpec(drop_ffn=(1, 3, 5), attention="relu", layernorm=("0.attn", "1.attn", "2.attn", "4.attn"))
+    assert first == TrimSpec(
+        drop_ffn=(1, 3, 5), attention="relu", layernorm=("0.attn", "1.attn", "2.attn", "4.attn")
+    )
     second = resolve_spec(6, first, drop_ffn="0")
     assert second.drop_ffn == (0, 1, 3, 5)
     assert second.attention == "relu"

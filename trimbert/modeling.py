@@ -74,7 +74,10 @@ for _bert_name in _BERT_HEADS:
     TRIMBERT_CLASSES[_bert_name] = type(
         _trim_name,
         (_TrimBertMixin, _bert_class),
-        {"__module__": __name__, "__doc__": f"{_bert_name} with a trim spec applied (see trimbert.modeling)."},
+        {
+            "__module__": __name__,
+            "__doc__": f"{_bert_name} with a trim spec applied (see trimbert.modeling).",
+        },
     )
     globals()[_trim_name] = TRIMBERT_CLASSES[_bert_name]
 

@@ -140,7 +140,9 @@ def _compact_indices(indices: tuple[int, ...]) -> str:
     return ",".join(parts)
 
 
-def parse_blocks(text: str | list[int] | tuple[int, ...], num_layers: int, *, option: str = "--drop-ffn") -> tuple[int, ...]:
+def parse_blocks(
+    text: str | list[int] | tuple[int, ...], num_layers: int, *, option: str = "--drop-ffn"
+) -> tuple[int, ...]:
     """Resolve a block selection (see the module docstring) to sorted explicit indices.
 
     Raises :class:`TrimbertError` for an unknown pattern, a negative, repeated or out-of-range index.
@@ -155,7 +157,9 @@ def parse_blocks(text: str | list[int] | tuple[int, ...], num_layers: int, *, op
 
     def check(index: int) -> int:
         if index >= num_layers:
-            raise TrimbertError(f"{option}: block index {index} out of range for a {num_layers}-block model ({valid})")
+            raise TrimbertError(
+                f"{option}: block index {index} out of range for a {num_layers}-block model ({valid})"
+            )
         return index
 
     selected: list[int] = []
@@ -171,7 +175,9 @@ def parse_blocks(text: str | list[int] | tuple[int, ...], num_layers: int, *, op
         if match and len(items) == 1:
             count = int(match.group(2))
             if not 0 < count <= num_layers:
-                raise TrimbertError(f"{option}: {item!r} needs 1 <= N <= {num_layers} for a {num_layers}-block model")
+                raise TrimbertError(
+                    f"{option}: {item!r} needs 1 <= N <= {num_layers} for a {num_layers}-block model"
+                )
             if match.group(1) == "first":
                 return tuple(range(count))
             return tuple(range(num_layers - count, num_layers))
@@ -196,7 +202,9 @@ def parse_blocks(text: str | list[int] | tuple[int, ...], num_layers: int, *, op
     return tuple(sorted(selected))
 
 
-def parse_layernorm(text: str, num_layers: int, drop_ffn: tuple[int, ...], already: tuple[str, ...] = ()) -> tuple[str, ...]:
+def parse_layernorm(
+    text: str, num_layers: int, drop_ffn: tuple[int, ...], already: tuple[str, ...] = ()
+) -> tuple[str, ...]:
     """Resolve a LayerNorm selection against the LayerNorms that exist after ``drop_ffn``.
 
     ``already`` are LayerNorms stripped earlier; they no longer count as existing.
@@ -226,11 +234,15 @@ def parse_layernorm(text: str, num_layers: int, drop_ffn: tuple[int, ...], alrea
             )
         block = int(match.group(1))
         if block >= num_layers:
-            raise TrimbertError(f"--layernorm: block index {block} out of range for a {num_layers}-block model")
+            raise TrimbertError(
+                f"--layernorm: block index {block} out of range for a {num_layers}-block model"
+            )
         if item in already:
             raise TrimbertError(f"--layernorm: LayerNorm {item} is already stripped")
         if item not in existing:
-            raise TrimbertError(f"--layernorm: LayerNorm {item} does not exist (the FFN of block {block} is dropped)")
+            raise TrimbertError(
+                f"--layernorm: LayerNorm {item} does not exist (the FFN of block {block} is dropped)"
+            )
         if item in chosen:
             raise TrimbertError(f"--layernorm: LayerNorm {item} given more than once")
         chosen.append(item)

@@ -58,11 +58,15 @@ def _has_layernorm(block: nn.Module, name: str) -> bool:
         return False
 
 
-def describe_model(model: nn.Module, *, source: str, seq_len: int = 128, checkpoint_dir: str | None = None) -> ModelSummary:
+def describe_model(
+    model: nn.Module, *, source: str, seq_len: int = 128, checkpoint_dir: str | None = None
+) -> ModelSummary:
     """Describe ``model`` block by block; bytes on disk from ``checkpoint_dir``'s weight files if given."""
     spec = applied_spec(model)
     layers = encoder_layers(model)
-    attention = spec.attention if spec.attention != SOFTMAX else f"softmax ({model.config._attn_implementation})"
+    attention = (
+        spec.attention if spec.attention != SOFTMAX else f"softmax ({model.config._attn_implementation})"
+    )
     blocks = []
     for index, block in enumerate(layers):
         dropped = isinstance(block.output, DroppedFFN)

@@ -45,7 +45,9 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     try:
         return base.encoder.layer
     except AttributeError as error:
-        raise TrimbertError(f"{type(model).__name__} has no BERT encoder (expected base_model.encoder.layer)") from error
+        raise TrimbertError(
+            f"{type(model).__name__} has no BERT encoder (expected base_model.encoder.layer)"
+        ) from error
 
 
 def layernorm_module_path(name: str) -> tuple[int, str]:
@@ -134,14 +136,18 @@ def trim(
     target_keys = set(trimmed.state_dict().keys())
     missing = sorted(target_keys - set(state))
     if missing:
-        raise TrimbertError(f"cannot trim: the model lacks weights the trimmed model needs (first: {missing[0]})")
+        raise TrimbertError(
+            f"cannot trim: the model lacks weights the trimmed model needs (first: {missing[0]})"
+        )
     trimmed.load_state_dict({key: state[key] for key in target_keys}, strict=True, assign=True)
     # Non-persistent buffers (position ids, ...) are not in the state dict: take them over too.
     source_buffers = dict(model.named_buffers())
     for name, buffer in list(trimmed.named_buffers()):
         if buffer.is_meta and name in source_buffers:
             _set_buffer(trimmed, name, source_buffers[name])
-    leftovers = [name for name, tensor in [*trimmed.named_parameters(), *trimmed.named_buffers()] if tensor.is_meta]
+    leftovers = [
+        name for name, tensor in [*trimmed.named_parameters(), *trimmed.named_buffers()] if tensor.is_meta
+    ]
     if leftovers:
         raise TrimbertError(f"cannot trim: no weights for {leftovers[0]}")
     if getattr(trimmed.config, "tie_word_embeddings", False) and hasattr(trimmed, "tie_weights"):

@@ -1,0 +1,194 @@
+"""``trimbert bench``: size, FLOPs and speed of a model, optionally side by side with a baseline.
+
+Both models are loaded in one process and timed alternately after warm-up (see
+:func:`trimbert.measure.benchmark`); every softmax model, the untrimmed baseline above all, first gets
+its fastest attention implementation on the device (``sdpa`` or ``eager``, timed), so a speed-up is
+never measured against a handicapped baseline. Each ratio is shown beside the FLOP-ideal ratio
+(baseline FLOPs / model FLOPs) and their quotient (1.0 = the trim's FLOP savings fully realized).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from trimbert import checkpoint
+from trimbert.measure import (
+    BenchResult,
+    benchmark,
+    check_seq_len,
+    count_parameters,
+    disk_bytes,
+    encoder_parameters,
+    fastest_attention,
+    flops_per_sequence,
+    weights_bytes,
+)
+from trimbert.records import Record, conditions
+from trimbert.spec import SOFTMAX
+from trimbert.surgery import applied_spec
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class BenchSettings:
+    batch_size: int = 8
+    seq_len: int = 128
+    mode: str = "infer"  # "infer" | "train"
+    repeats: int = 20
+    warmup: int = 3
+    device: str = "cpu"
+    threads: int | None = None
+
+
+@dataclass
+class Comparison:
+    """One measured ratio of a model against the baseline, beside what its FLOPs predict."""
+
+    quantity: str  # "latency", "throughput", "train step"
+    baseline: float
+    model: float
+    ratio: float  # speed-up: baseline time / model time (or model throughput / baseline throughput)
+    flop_ideal: float  # baseline FLOPs / model FLOPs
+    quotient: float  # ratio / flop_ideal
+
+
+@dataclass
+class BenchReport:
+    records: list[Record]  # the model first, then the baseline if any
+    attention_choice: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # per variant: chosen impl + timings
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": [record.to_dict() for record in self.records],
+            "attention_choice": self.attention_choice,
+            "comparisons": [vars(comparison) for comparison in self.comparisons],
+        }
+
+
+def _describe(model: nn.Module, source: str, variant: str, settings: BenchSettings) -> Record:
+    spec = applied_spec(model)
+    folder = checkpoint.local_dir(checkpoint.resolve_source(source))
+    return Record(
+        kind="bench",
+        variant=variant,
+        model=source,
+        trim=spec.to_dict() if not spec.is_empty else {},
+        trim_summary=spec.summary(),
+        params=count_parameters(model),
+        encoder_params=encoder_parameters(model),
+        disk_bytes=disk_bytes(folder) if folder else weights_bytes(model),
+        flops_per_seq=float(flops_per_sequence(model, settings.seq_len)),
+        seq_len=settings.seq_len,
+        batch_size=settings.batch_size,
+        path=str(Path(source)) if Path(source).exists() else None,
+    )
+
+
+def bench_models(
+    models: dict[str, tuple[nn.Module, str]],
+    settings: BenchSettings,
+    *,
+    baseline: str | None = None,
+    on_step: ProgressCallback | None = None,
+) -> BenchReport:
+    """Measure already loaded ``models`` ({variant: (model, source)}) side by side.
+
+    ``baseline`` names the variant the others are compared with.
+    """
+    for model, _ in models.values():
+        check_seq_len(model, settings.seq_len)
+    records = {name: _describe(model, source, name, settings) for name, (model, source) in models.items()}
+    attention_choice: dict[str, dict[str, Any]] = {}
+    for name, (model, _) in models.items():
+        if applied_spec(model).attention == SOFTMAX:
+            chosen, timings = fastest_attention(
+                model,
+                batch_size=settings.batch_size,
+                seq_len=settings.seq_len,
+                device=settings.device,
+                threads=settings.threads,
+            )
+            attention_choice[name] = {"chosen": chosen, "median_ms": timings}
+        else:
+            attention_choice[name] = {"chosen": model.config._attn_implementation, "median_ms": {}}
+    results: dict[str, BenchResult] = benchmark(
+        {name: model for name, (model, _) in models.items()},
+        batch_size=settings.batch_size,
+        seq_len=settings.seq_len,
+        mode=settings.mode,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+        device=settings.device,
+        threads=settings.threads,
+        on_step=on_step,
+    )
+    env = conditions(
+        device=settings.device,
+        threads=settings.threads,
+        mode=settings.mode,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+    )
+    for name, record in records.items():
+        for key, value in results[name].record_fields().items():
+            setattr(record, key, value)
+        record.conditions = {**env, "attention_implementation": attention_choice[name]["chosen"]}
+        record.extra = {
+            "times_ms": results[name].times_ms,
+            "p10_ms": results[name].p10_ms,
+            "p90_ms": results[name].p90_ms,
+        }
+    comparisons: list[Comparison] = []
+    if baseline is not None:
+        base = records[baseline]
+        for name, record in records.items():
+            if name != baseline:
+                comparisons.extend(_compare(base, record))
+    ordered = [records[name] for name in models if name != baseline] + (
+        [records[baseline]] if baseline else []
+    )
+    return BenchReport(records=ordered, attention_choice=attention_choice, comparisons=comparisons)
+
+
+def _compare(base: Record, record: Record) -> list[Comparison]:
+    ideal = base.flops_per_seq / record.flops_per_seq
+    pairs = [
+        ("latency", base.latency_ms, record.latency_ms, True),
+        ("train step", base.train_step_ms, record.train_step_ms, True),
+    ]
+    pairs.append(("throughput", base.throughput, record.throughput, False))
+    comparisons = []
+    for quantity, base_value, value, is_time in pairs:
+        if base_value is None or value is None:
+            continue
+        ratio = base_value / value if is_time else value / base_value
+        comparisons.append(Comparison(quantity, base_value, value, ratio, ideal, ratio / ideal))
+    return comparisons
+
+
+def bench(
+    model: str,
+    settings: BenchSettings,
+    *,
+    vs: str | None = None,
+    name: str | None = None,
+    vs_name: str = "baseline",
+    on_step: ProgressCallback | None = None,
+) -> BenchReport:
+    """Load ``model`` (and ``vs``) and measure them side by side."""
+    variant = name or Path(str(model).rstrip("/")).name
+    loaded = {variant: (checkpoint.load(model), model)}
+    if vs is not None:
+        if vs_name == variant:
+            vs_name = f"{vs_name} (vs)"
+        loaded[vs_name] = (checkpoint.load(vs), vs)
+    return bench_models(loaded, settings, baseline=vs_name if vs is not None else None, on_step=on_step)
