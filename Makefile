@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 RUNS ?= runs
 
-.PHONY: install test lint bench-trim
+.PHONY: install test lint bench-trim bench-speed
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,12 @@ lint:
 bench-trim:
 	$(PY) benchmarks/make_random_bert.py $(RUNS)/bert-base-random
 	$(PY) benchmarks/trim_bench.py $(RUNS)/bert-base-random --drop-ffn 0-7
+
+# Issue-4 benchmark: BERT-base-shaped (random weights) untrimmed vs --drop-ffn 0-7 vs the full trim
+# (0-7 + relu + half), measured side by side in one alternating run, batch 8, seq 128, 2 threads.
+bench-speed:
+	$(PY) benchmarks/make_random_bert.py $(RUNS)/bert-base-random
+	[ -d $(RUNS)/bert-base-ffn0-7 ] || $(PY) -m trimbert trim $(RUNS)/bert-base-random --out $(RUNS)/bert-base-ffn0-7 --drop-ffn 0-7
+	[ -d $(RUNS)/bert-base-full ] || $(PY) -m trimbert trim $(RUNS)/bert-base-random --out $(RUNS)/bert-base-full --drop-ffn 0-7 --attention relu --layernorm half
+	$(PY) -m trimbert bench $(RUNS)/bert-base-ffn0-7 $(RUNS)/bert-base-full --vs $(RUNS)/bert-base-random \
+		--batch-size 8 --seq-len 128 --threads 2 --repeats 15 --warmup 3 --device cpu --out $(RUNS)/bench-speed.json

@@ -256,3 +256,81 @@ def test_finetune_bad_inputs(run_cli, tiny_checkpoint, tmp_path):
         *finetune("--train", empty, "--text-column", "text", "--label-column", "label")[::2], "empty"
     )
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- bench / report
+
+
+def test_bench_vs_baseline_cli(run_cli, tiny_checkpoint, tmp_path):
+    trimmed = tmp_path / "trimmed"
+    assert run_cli("trim", tiny_checkpoint, "--out", trimmed, "--drop-ffn", "0")[0] == 0
+    fast = [
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    code, stdout, err = run_cli(
+        "bench", trimmed, "--vs", tiny_checkpoint, *fast, "--json", "--out", tmp_path / "bench.json"
+    )
+    assert code == 0, err
+    data = json.loads(stdout)
+    variants = [record["variant"] for record in data["records"]]
+    assert variants == ["trimmed", "baseline"]
+    assert {c["quantity"] for c in data["comparisons"]} == {"latency", "throughput"}
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert [record["variant"] for record in saved] == variants
+    code, stdout, err = run_cli("bench", trimmed, "--vs", tiny_checkpoint, *fast)
+    assert code == 0 and "FLOP-ideal" in stdout and "fastest softmax attention" in stdout
+    code, stdout, err = run_cli("report", tmp_path / "bench.json", "--out", tmp_path / "report")
+    assert code == 0, err
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--seq-len", "500"], ["500", "128"]),
+        (["--threads", "0"], ["--threads", "at least 1"]),
+        (["--mode", "sprint"], ["--mode"]),
+    ],
+)
+def test_bench_bad_options(run_cli, tiny_checkpoint, options, words):
+    code, _, err = run_cli("bench", tiny_checkpoint, "--repeats", "1", "--warmup", "0", *options)
+    _assert_one_line_error(code, err, *words)
+
+
+def test_bench_model_that_fails_to_load(run_cli, tmp_path):
+    code, _, err = run_cli("bench", tmp_path / "nothing-here")
+    _assert_one_line_error(code, err, "does not exist")
+
+
+def test_report_bad_inputs(run_cli, tmp_path):
+    from trimbert.records import Record, write_json_atomic
+
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("report", tmp_path / "empty")
+    _assert_one_line_error(code, err, "no trimbert records")
+    for task in ("sst2", "mrpc"):
+        record = Record(
+            kind="finetune",
+            variant=f"base-{task}",
+            model="minilm",
+            task=task,
+            metrics={"accuracy": 0.8},
+            main_metric="accuracy",
+        )
+        write_json_atomic(tmp_path / "mixed" / task / "metrics.json", record.to_dict())
+    code, _, err = run_cli("report", tmp_path / "mixed")
+    _assert_one_line_error(code, err, "sst2", "mrpc", "--task")
+    code, stdout, err = run_cli("report", tmp_path / "mixed", "--task", "mrpc")
+    assert code == 0, err
+    assert "base-mrpc" in stdout and "base-sst2" not in stdout

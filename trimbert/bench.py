@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from trimbert import checkpoint
+from trimbert.errors import TrimbertError
 from trimbert.measure import (
     BenchResult,
     benchmark,
@@ -50,6 +51,7 @@ class BenchSettings:
 class Comparison:
     """One measured ratio of a model against the baseline, beside what its FLOPs predict."""
 
+    variant: str  # the model compared with the baseline
     quantity: str  # "latency", "throughput", "train step"
     baseline: float
     model: float
@@ -171,24 +173,32 @@ def _compare(base: Record, record: Record) -> list[Comparison]:
         if base_value is None or value is None:
             continue
         ratio = base_value / value if is_time else value / base_value
-        comparisons.append(Comparison(quantity, base_value, value, ratio, ideal, ratio / ideal))
+        comparisons.append(
+            Comparison(record.variant, quantity, base_value, value, ratio, ideal, ratio / ideal)
+        )
     return comparisons
 
 
 def bench(
-    model: str,
+    models: list[str],
     settings: BenchSettings,
     *,
     vs: str | None = None,
-    name: str | None = None,
+    names: list[str] | None = None,
     vs_name: str = "baseline",
     on_step: ProgressCallback | None = None,
 ) -> BenchReport:
-    """Load ``model`` (and ``vs``) and measure them side by side."""
-    variant = name or Path(str(model).rstrip("/")).name
-    loaded = {variant: (checkpoint.load(model), model)}
+    """Load ``models`` (and the baseline ``vs``) and measure them side by side in one run."""
+    if names is not None and len(names) != len(models):
+        raise TrimbertError(f"--name was given {len(names)} times for {len(models)} models")
+    variants = names or [Path(str(model).rstrip("/")).name for model in models]
+    if len(set(variants)) != len(variants):
+        raise TrimbertError(f"models need distinct names, got {', '.join(variants)} (use --name)")
+    if vs is not None and vs_name in variants:
+        raise TrimbertError(f"the baseline name {vs_name!r} is also a model name (use --vs-name)")
+    loaded = {
+        variant: (checkpoint.load(model), model) for variant, model in zip(variants, models, strict=True)
+    }
     if vs is not None:
-        if vs_name == variant:
-            vs_name = f"{vs_name} (vs)"
         loaded[vs_name] = (checkpoint.load(vs), vs)
     return bench_models(loaded, settings, baseline=vs_name if vs is not None else None, on_step=on_step)

@@ -351,7 +351,9 @@ def evaluate(
 
 @app.command()
 def bench(
-    model: ModelArg,
+    models: Annotated[
+        list[str], typer.Argument(help="One or more models (hub id, folder or alias), measured in one run.")
+    ],
     vs: Annotated[
         str | None,
         typer.Option("--vs", help="Baseline model measured side by side (e.g. the untrimmed one)."),
@@ -369,13 +371,18 @@ def bench(
         str, typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available).")
     ] = "auto",
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads for the run.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Variant name of MODEL in records.")] = None,
+    names: Annotated[
+        list[str] | None, typer.Option("--name", help="Variant name of each MODEL in records (repeat).")
+    ] = None,
+    vs_name: Annotated[
+        str, typer.Option("--vs-name", help="Variant name of the baseline in records.")
+    ] = "baseline",
     out: Annotated[
         Path | None, typer.Option("--out", help="Also write the records to this JSON file.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Latency, throughput, train-step time, size and FLOPs of MODEL, side by side with --vs."""
+    """Latency, throughput, train-step time, size and FLOPs of MODELS, side by side with --vs."""
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -412,7 +419,7 @@ def bench(
         def on_step(variant: str, step: int, total: int) -> None:
             progress.update(bar, completed=step, total=total, description=f"benchmarking {variant}")
 
-        report = run_bench(model, settings, vs=vs, name=name, on_step=on_step)
+        report = run_bench(models, settings, vs=vs, names=names, vs_name=vs_name, on_step=on_step)
     if out is not None:
         write_json_atomic(out, [record.to_dict() for record in report.records])
     if as_json:
@@ -456,10 +463,11 @@ def _print_bench(report, settings) -> None:
             console.print(f"{variant}: fastest softmax attention {choice['chosen']} ({timings})")
     if report.comparisons:
         ratios = Table(title="vs baseline (ratio > 1 = faster; FLOP-ideal = baseline FLOPs / model FLOPs)")
-        for column in ("quantity", "baseline", "model", "speed-up", "FLOP-ideal", "quotient"):
-            ratios.add_column(column, justify="left" if column == "quantity" else "right")
+        for column in ("variant", "quantity", "baseline", "model", "speed-up", "FLOP-ideal", "quotient"):
+            ratios.add_column(column, justify="left" if column in ("variant", "quantity") else "right")
         for comparison in report.comparisons:
             ratios.add_row(
+                comparison.variant,
                 comparison.quantity,
                 f"{comparison.baseline:.2f}",
                 f"{comparison.model:.2f}",
