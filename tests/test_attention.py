@@ -96,3 +96,15 @@ def test_model_padding_invariance(name, tiny_model, tiny_batch):
         padded = model(**tiny_batch).logits[1]
         alone = model(input_ids=tiny_batch["input_ids"][1:2, :7]).logits[0]
     assert torch.allclose(padded, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(NORMALIZERS))
+def test_inference_path_equals_training_path(name):
+    """At inference the normalizers work in place; the result must not change."""
+    query, key, value, mask = _inputs(torch.float32)
+    module = _Module().eval()
+    output, weights = ATTENTION_FUNCTIONS[name](module, query, key, value, mask, scaling=0.5)
+    with torch.inference_mode():
+        fast_output, fast_weights = ATTENTION_FUNCTIONS[name](module, query, key, value, mask, scaling=0.5)
+    assert torch.allclose(output, fast_output, atol=1e-6)
+    assert torch.allclose(weights, fast_weights, atol=1e-6)

@@ -15,6 +15,7 @@ cast back to the value dtype, so float32 and bfloat16 both work; gradients flow 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,9 +33,8 @@ _EPS = 1e-6
 @dataclass(frozen=True)
 class Normalizer:
     name: str  # user-facing name ("relu")
-    function: Callable[
-        [torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
-    ]  # (scores, mask, n) -> weights
+    # (scores, keep, count, inplace) -> weights; see the module docstring for the arguments.
+    function: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | float, bool], torch.Tensor]
     rows_sum_to_one: bool  # whether the formula promises rows summing to 1 (where a row has any weight)
     formula: str
 
@@ -44,49 +44,72 @@ class Normalizer:
         return "trimbert_" + self.name.replace("-", "_")
 
 
-def relu_normalize(scores: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+# Each normalizer gets float32 ``scores`` [batch, heads, queries, keys], ``keep`` (a boolean mask
+# broadcastable to the scores, True = real key; None = no padding), ``count`` (real keys per row:
+# a tensor broadcastable to the scores, or a number), and ``inplace`` (True at inference, where
+# the scores may be overwritten: fewer passes over the largest tensor of the layer, no copies).
+
+
+def _zero_padding(weights: torch.Tensor, keep: torch.Tensor | None, inplace: bool) -> torch.Tensor:
+    if keep is None:
+        return weights
+    return weights.masked_fill_(~keep, 0.0) if inplace else weights.masked_fill(~keep, 0.0)
+
+
+def _row_normalize(weights: torch.Tensor, inplace: bool) -> torch.Tensor:
+    total = weights.sum(dim=-1, keepdim=True).clamp_min_(_EPS)
+    return weights.div_(total) if inplace else weights / total
+
+
+def relu_normalize(scores, keep, count, inplace) -> torch.Tensor:
     """``w = relu(s) * m / sum_k(relu(s) * m)``; a row with no positive score gets all zeros.
 
     Rows sum to 1 wherever some real key has a positive score.
     """
-    positive = torch.relu(scores) * mask
-    return positive / positive.sum(dim=-1, keepdim=True).clamp_min(_EPS)
+    positive = _zero_padding(scores.relu_() if inplace else scores.relu(), keep, inplace)
+    return _row_normalize(positive, inplace)
 
 
-def relu_len_normalize(scores: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+def relu_len_normalize(scores, keep, count, inplace) -> torch.Tensor:
     """``w = relu(s) * m / n``: divide by the number of real keys; no reduction over the scores.
 
     Rows do not sum to 1 (the cheapest variant: one elementwise op and a per-sequence constant).
     """
-    return torch.relu(scores) * mask / count.clamp_min(1.0)
+    positive = _zero_padding(scores.relu_() if inplace else scores.relu(), keep, inplace)
+    return positive.div_(count) if inplace else positive / count
 
 
-def sigmoid_normalize(scores: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+def sigmoid_normalize(scores, keep, count, inplace) -> torch.Tensor:
     """``w = sigmoid(s - log n) * m`` (sigmoid attention with the -log n bias; no reduction).
 
     Rows do not sum to 1; the bias keeps their expected sum near 1 at initialization.
     """
-    return torch.sigmoid(scores - torch.log(count.clamp_min(1.0))) * mask
+    bias = math.log(count) if isinstance(count, (int, float)) else torch.log(count)
+    weights = scores.sub_(bias).sigmoid_() if inplace else torch.sigmoid(scores - bias)
+    return _zero_padding(weights, keep, inplace)
 
 
-def softermax_normalize(scores: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+def softermax_normalize(scores, keep, count, inplace) -> torch.Tensor:
     """``w = 2^(s - max_k s) * m / sum_k(2^(s - max_k s) * m)``: softmax with base 2 (Softermax).
 
     Rows sum to 1 wherever the row has a real key.
     """
-    lowest = torch.finfo(scores.dtype).min
-    row_max = torch.where(mask.bool(), scores, lowest).amax(dim=-1, keepdim=True)
-    powered = torch.exp2(torch.where(mask.bool(), scores - row_max, 0.0)) * mask
-    return powered / powered.sum(dim=-1, keepdim=True).clamp_min(_EPS)
+    if keep is not None:
+        scores = scores.masked_fill_(~keep, float("-inf")) if inplace else scores.masked_fill(~keep, float("-inf"))
+    # The shift by the row max is a constant for the gradient (the ratio does not depend on it).
+    # A fully padded row has max -inf: use 0 there, so that 2^(-inf) = 0 instead of NaN.
+    row_max = scores.detach().amax(dim=-1, keepdim=True).nan_to_num_(neginf=0.0)
+    powered = scores.sub_(row_max).exp2_() if inplace else torch.exp2(scores - row_max)
+    return _row_normalize(powered, inplace)
 
 
-def squared_relu_normalize(scores: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+def squared_relu_normalize(scores, keep, count, inplace) -> torch.Tensor:
     """``w = relu(s)^2 * m / sum_k(relu(s)^2 * m)``: a degree-2 polynomial instead of the exponent.
 
     Rows sum to 1 wherever some real key has a positive score.
     """
-    squared = torch.relu(scores).square() * mask
-    return squared / squared.sum(dim=-1, keepdim=True).clamp_min(_EPS)
+    squared = scores.relu_().square_() if inplace else scores.relu().square()
+    return _row_normalize(_zero_padding(squared, keep, inplace), inplace)
 
 
 NORMALIZERS: dict[str, Normalizer] = {
@@ -121,14 +144,12 @@ def implementation_name(name: str) -> str | None:
     return None if name == SOFTMAX else NORMALIZERS[name].implementation
 
 
-def _key_mask(attention_mask: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
-    """A float32 {0,1} mask broadcastable to ``scores`` from a boolean or additive attention mask."""
-    if attention_mask is None:
-        return torch.ones((1, 1, 1, scores.shape[-1]), dtype=torch.float32, device=scores.device)
-    if attention_mask.dtype == torch.bool:
-        return attention_mask.to(torch.float32)
+def _keep_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A boolean keep-mask (True = real key) from a boolean or additive attention mask."""
+    if attention_mask is None or attention_mask.dtype == torch.bool:
+        return attention_mask
     # An additive mask: 0 where attended, a very negative number where masked.
-    return (attention_mask > torch.finfo(attention_mask.dtype).min / 2).to(torch.float32)
+    return attention_mask > torch.finfo(attention_mask.dtype).min / 2
 
 
 def _make_attention_function(normalizer: Normalizer):
@@ -144,19 +165,19 @@ def _make_attention_function(normalizer: Normalizer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if scaling is None:
             scaling = query.size(-1) ** -0.5
-        scores = torch.matmul(query, key.transpose(2, 3)).float() * scaling
-        mask = _key_mask(attention_mask, scores)
-        mask = mask.expand(scores.shape[0], 1, scores.shape[2], scores.shape[3])
-        count = mask.sum(dim=-1, keepdim=True)
-        weights = normalizer.function(scores, mask, count).to(value.dtype)
-        weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+        # Scale the (smaller) queries rather than the scores; normalize in float32.
+        scores = torch.matmul(query.float() * scaling, key.float().transpose(2, 3))
+        keep = _keep_mask(attention_mask)
+        count = keep.sum(dim=-1, keepdim=True).clamp_min_(1) if keep is not None else float(key.shape[-2])
+        inplace = not torch.is_grad_enabled()
+        weights = normalizer.function(scores, keep, count, inplace).to(value.dtype)
+        if dropout > 0.0 and module.training:
+            weights = nn.functional.dropout(weights, p=dropout, training=True)
         output = torch.matmul(weights, value).transpose(1, 2).contiguous()
         return output, weights
 
     attention_forward.__name__ = f"{normalizer.implementation}_attention_forward"
-    attention_forward.__doc__ = (
-        f"Attention with the {normalizer.name!r} normalizer: w = {normalizer.formula}."
-    )
+    attention_forward.__doc__ = f"Attention with the {normalizer.name!r} normalizer: w = {normalizer.formula}."
     return attention_forward
 
 
