@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import transformers
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, BertConfig
 
 from trimbert.attention import implementation_name, register_all
 from trimbert.spec import TrimSpec
-from trimbert.surgery import apply_structure
+from trimbert.surgery import AffineNorm, apply_structure
 
 
 @strict
@@ -34,7 +35,12 @@ class TrimBertConfig(BertConfig):
 
 
 class _TrimBertMixin:
-    """Builds the BERT architecture, then removes what the trim spec removed."""
+    """Builds the BERT architecture, then removes what the trim spec removed.
+
+    The config's ``num_hidden_layers`` is the number of blocks present (blocks dropped with
+    ``drop_layers`` are never built); :func:`~trimbert.surgery.apply_structure` then removes FFNs,
+    rebuilds narrowed FFN layers (``ffn_width``) and replaces stripped LayerNorms.
+    """
 
     config_class = TrimBertConfig
 
@@ -45,6 +51,15 @@ class _TrimBertMixin:
         implementation = implementation_name(spec.attention)
         if implementation is not None:
             self.config._attn_implementation_internal = implementation
+
+    def _init_weights(self, module):
+        # Affine LayerNorm replacements start as the identity (only used for weights a checkpoint lacks).
+        if isinstance(module, AffineNorm):
+            with torch.no_grad():
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+            return
+        super()._init_weights(module)
 
     def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, **kwargs):
         # The attention normalizer is part of a trimmed model's definition: keep it whatever is requested.

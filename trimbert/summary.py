@@ -1,4 +1,12 @@
-"""What ``trimbert inspect`` reports: a per-block description of a (trimmed) BERT and its totals."""
+"""What ``trimbert inspect`` reports: a per-block description of a (trimmed) BERT and its totals.
+
+Blocks are listed in the ORIGINAL model's numbering, one row per original block: a block removed
+with ``drop_layers`` keeps its row, marked ``layer="dropped"`` (``ffn="layer dropped"``, no
+LayerNorms, 0 parameters, ``position=None``), so the table shows which original blocks remain.
+``ffn`` is ``"kept"``, ``"dropped"`` or ``"width N"`` (narrowed to N intermediate neurons);
+``layernorms`` lists the remaining LayerNorms (``"attn"``, ``"ffn"``) and, where a stripped
+LayerNorm was replaced by a fitted affine map, ``"attn (affine)"`` / ``"ffn (affine)"``.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +24,21 @@ from trimbert.measure import (
     weights_bytes,
 )
 from trimbert.spec import SOFTMAX
-from trimbert.surgery import DroppedFFN, applied_spec, encoder_layers, layernorm_module_path
+from trimbert.surgery import AffineNorm, DroppedFFN, applied_spec, encoder_layers, layernorm_module_path
+
+DROPPED_LAYER = "layer dropped"
 
 
 @dataclass
 class BlockInfo:
-    index: int
-    ffn: str  # "kept" | "dropped"
-    layernorms: list[str]  # remaining LayerNorms of the block: "attn", "ffn"
+    index: int  # the block's index in the original model
+    ffn: str  # "kept" | "dropped" | "width N" | "layer dropped"
+    layernorms: list[str]  # remaining LayerNorms: "attn", "ffn"; affine replacements "attn (affine)", ...
     attention: str
     params: int
+    layer: str = "kept"  # "kept" | "dropped" (removed with drop_layers)
+    position: int | None = None  # index in encoder.layer; None for a dropped block
+    ffn_width: int | None = None  # intermediate neurons of the FFN; None without FFN
 
 
 @dataclass
@@ -33,7 +46,7 @@ class ModelSummary:
     source: str
     model_class: str
     model_type: str
-    num_layers: int
+    num_layers: int  # blocks present (config.num_hidden_layers)
     hidden_size: int
     intermediate_size: int
     trim: dict[str, Any]
@@ -45,17 +58,24 @@ class ModelSummary:
     seq_len: int
     flops_per_seq: int
     blocks: list[BlockInfo] = field(default_factory=list)
+    original_num_layers: int = 0  # blocks of the model before drop_layers
+    dropped_layers: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _has_layernorm(block: nn.Module, name: str) -> bool:
-    _, path = layernorm_module_path(name)
+def _layernorm_label(block: nn.Module, kind: str) -> str | None:
+    _, path = layernorm_module_path(f"0.{kind}")
     try:
-        return isinstance(block.get_submodule(path), nn.LayerNorm)
+        module = block.get_submodule(path)
     except AttributeError:
-        return False
+        return None
+    if isinstance(module, nn.LayerNorm):
+        return kind
+    if isinstance(module, AffineNorm):
+        return f"{kind} (affine)"
+    return None
 
 
 def describe_model(
@@ -67,17 +87,36 @@ def describe_model(
     attention = (
         spec.attention if spec.attention != SOFTMAX else f"softmax ({model.config._attn_implementation})"
     )
+    num_original = spec.original_num_layers(len(layers))
+    position = {original: index for index, original in enumerate(spec.kept_layers(num_original))}
     blocks = []
-    for index, block in enumerate(layers):
+    for index in range(num_original):
+        if index not in position:
+            blocks.append(
+                BlockInfo(
+                    index=index, ffn=DROPPED_LAYER, layernorms=[], attention="-", params=0, layer="dropped"
+                )
+            )
+            continue
+        block = layers[position[index]]
         dropped = isinstance(block.output, DroppedFFN)
-        remaining = [kind for kind in ("attn", "ffn") if _has_layernorm(block, f"{index}.{kind}")]
+        width = None if dropped else block.intermediate.dense.out_features
+        if dropped:
+            ffn = "dropped"
+        elif width != model.config.intermediate_size:
+            ffn = f"width {width}"
+        else:
+            ffn = "kept"
+        labels = [_layernorm_label(block, kind) for kind in ("attn", "ffn")]
         blocks.append(
             BlockInfo(
                 index=index,
-                ffn="dropped" if dropped else "kept",
-                layernorms=remaining,
+                ffn=ffn,
+                layernorms=[label for label in labels if label],
                 attention=attention,
                 params=sum(parameter.numel() for parameter in block.parameters()),
+                position=position[index],
+                ffn_width=width,
             )
         )
     on_disk, how = None, "state_dict"
@@ -101,4 +140,6 @@ def describe_model(
         seq_len=seq_len,
         flops_per_seq=flops_per_sequence(model, seq_len),
         blocks=blocks,
+        original_num_layers=num_original,
+        dropped_layers=list(spec.drop_layers),
     )
