@@ -47,3 +47,24 @@ bench-speed:
 	[ -d $(RUNS)/bert-base-full ] || $(PY) -m trimbert trim $(RUNS)/bert-base-random --out $(RUNS)/bert-base-full --drop-ffn 0-7 --attention relu --layernorm half
 	$(PY) -m trimbert bench $(RUNS)/bert-base-ffn0-7 $(RUNS)/bert-base-full --vs $(RUNS)/bert-base-random \
 		--batch-size 8 --seq-len 128 --threads 2 --repeats 15 --warmup 3 --device cpu --out $(RUNS)/bench-speed.json
+
+# Sweeps (trimbert.recipe): trim, fine-tune, evaluate and bench every variant of a recipe; resumable:
+# rerunning skips the finished variants. Each sweep writes report.md, results.csv/json and plots into
+# its folder.
+#   make quickstart                                  MiniLM on SST-2, 6 variants, ~15 min on 2 CPU cores
+#   make sweep RECIPE=recipes/ffn-curve.toml [OUT=runs/ffn-curve] [ONLY=a,b] [SHARD=1/2]
+#   make report RUN=runs/quickstart                  re-render the report of one or more folders
+RECIPE ?= recipes/quickstart.toml
+OUT ?= $(RUNS)/$(basename $(notdir $(RECIPE)))
+RUN ?= $(RUNS)/quickstart
+
+.PHONY: quickstart sweep report
+
+quickstart:
+	$(PY) -m trimbert sweep recipes/quickstart.toml --out $(RUNS)/quickstart
+
+sweep:
+	$(PY) -m trimbert sweep $(RECIPE) --out $(OUT) $(if $(ONLY),--only $(ONLY)) $(if $(SHARD),--shard $(SHARD))
+
+report:
+	$(PY) -m trimbert report $(RUN)

@@ -596,3 +596,62 @@ def test_markdown_escapes_pipes_in_cells():
     text = render_markdown(build_rows([finetune("a|b")]))
 
     assert "| a\\|b ★ |" in text
+
+
+# --------------------------------------------------------------------------------------------------
+# Paired speedups (a sweep benches each variant side by side with the untrimmed model)
+
+
+def paired(variant="ffn-alternate", *, speedup, trim=FFN_TRIM, seed=1, latency_ms=30.0, **fields) -> Record:
+    record = sweep(variant, trim=trim, seed=seed, latency_ms=latency_ms, **fields)
+    record.extra = {"paired_speedup": speedup, "paired_baseline_latency_ms": latency_ms * speedup}
+    return record
+
+
+def test_a_paired_speedup_is_preferred_over_the_ratio_of_separate_latencies():
+    # Separately measured: 40 ms / 30 ms = 1.33x; measured side by side in the sweep: 1.5x.
+    records = [finetune("baseline"), bench("baseline", latency_ms=40.0), paired(speedup=1.5)]
+
+    table = build_rows(records)
+
+    ffn = row_of(table, "ffn-alternate")
+    assert ffn.paired_speedup == 1.5 and ffn.speedup == 1.5
+    assert row_of(table, "baseline").speedup == 1.0
+    assert any("paired" in line for line in render_markdown(table).splitlines())
+
+
+def test_paired_speedups_are_averaged_over_seeds_and_need_every_timed_record():
+    records = [finetune("baseline"), bench("baseline", latency_ms=40.0)]
+    table = build_rows([*records, paired(speedup=1.4, seed=1), paired(speedup=1.6, seed=2)])
+    assert row_of(table, "ffn-alternate").speedup == pytest.approx(1.5)
+
+    unpaired = sweep(seed=3, latency_ms=20.0)  # one seed without a paired ratio: plain latencies
+    table = build_rows([*records, paired(speedup=1.4, seed=1), unpaired])
+    ffn = row_of(table, "ffn-alternate")
+    assert ffn.paired_speedup is None and ffn.speedup == 40.0 / statistics.mean([30.0, 20.0])
+    assert not any("paired" in line for line in render_markdown(table).splitlines())
+
+
+def test_a_trimmed_baseline_ignores_the_paired_speedups():
+    records = [
+        finetune("baseline"),
+        bench("baseline", latency_ms=40.0),
+        paired(speedup=1.5),
+        paired("relu-attention", trim=NORM_TRIM, speedup=0.9, latency_ms=45.0),
+    ]
+
+    table = build_rows(records, baseline="relu-attention")
+
+    assert row_of(table, "ffn-alternate").speedup == 45.0 / 30.0  # not the ratio to the untrimmed model
+
+
+def test_paired_speedups_round_trip_through_the_csv_and_json(tmp_path):
+    table = build_rows([finetune("baseline"), bench("baseline", latency_ms=40.0), paired(speedup=1.5)])
+
+    written = write_report(table, tmp_path)
+
+    assert load_results_csv(written["csv"]) == table.rows
+    assert load_results_json(written["json"]) == table.rows
+    with open(written["csv"], newline="") as handle:
+        rows = {row["variant"]: row for row in csv.DictReader(handle)}
+    assert rows["ffn-alternate"]["paired_speedup"] == "1.5" and rows["baseline"]["paired_speedup"] == ""

@@ -509,6 +509,69 @@ def report(
         console.print(f"{kind}: {path}")
 
 
+@app.command()
+def sweep(
+    recipe: Annotated[Path, typer.Argument(help="A recipe TOML file (see recipes/ and trimbert.recipe).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Sweep folder: results.jsonl, runs/<variant>-seed<k>/, report.md, plots."),
+    ],
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="Comma-separated variant names to run (their teachers come along)."),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard", help="I/N: run the I-th of N disjoint shares of the variants (own --out each)."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rerun variants even when an up-to-date record exists.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate the recipe and show what would run; train nothing.")
+    ] = False,
+) -> None:
+    """Trim, fine-tune, evaluate and bench every variant of a RECIPE; rerun to resume. Exit 1 if any failed."""
+    from trimbert.recipe import SweepDisplay, load_recipe, plan_sweep, run_sweep
+    from trimbert.report import render_table
+
+    loaded = load_recipe(recipe)
+    if dry_run:
+        plan = plan_sweep(loaded, out, only=only, shard=shard, force=force)
+        table = Table(title=f"{recipe}: {loaded.model} ({loaded.num_layers} blocks), task {loaded.task_name}")
+        for column in ("unit", "trim", "teacher", "action", "why"):
+            table.add_column(column)
+        for item in plan:
+            variant = loaded.variant(item.unit.variant)
+            trim_text = (
+                variant.spec.summary() if variant.auto_drop is None else f"ffn-auto:{variant.auto_drop}"
+            )
+            if variant.auto_drop is not None and not variant.spec.is_empty:
+                trim_text += " " + variant.spec.summary()
+            table.add_row(item.unit.name, trim_text, variant.teacher or "-", item.action, item.reason)
+        console.print(table)
+        runs = sum(item.action == "run" for item in plan)
+        console.print(f"recipe OK: {len(plan)} units selected, {runs} to run, {len(plan) - runs} up to date")
+        return
+    with SweepDisplay(err_console, title=f"sweep {recipe} → {out}") as display:
+        result = run_sweep(loaded, out, only=only, shard=shard, force=force, on_event=display)
+    if result.table is not None:
+        console.print(render_table(result.table))
+    for kind, path in result.report.items():
+        console.print(f"{kind}: {path}")
+    console.print(
+        f"{len(result.done)} ran, {len(result.skipped)} up to date, {len(result.failed)} failed "
+        f"(records: {out / 'results.jsonl'})"
+    )
+    if result.report_error:
+        err_console.print(f"warning: no report: {result.report_error}", highlight=False, markup=False)
+    if result.failed:
+        err_console.print(f"failed: {', '.join(result.failed)}", highlight=False, markup=False)
+        raise typer.Exit(1)
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -529,22 +592,18 @@ def main(argv: list[str] | None = None) -> None:
         pass
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="trimbert", standalone_mode=False)
+        code = command.main(args=argv, prog_name="trimbert", standalone_mode=False)
     except TrimbertError as error:
         err_console.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except click_exceptions.UsageError as error:
         where = f"{error.ctx.command_path}: " if error.ctx is not None else ""
-        err_console.print(
-            f"error: {where}{error.format_message()}", highlight=False, markup=False, soft_wrap=True
-        )
+        err_console.print(f"error: {where}{error.format_message()}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
-    except (click_exceptions.Exit, typer.Exit) as exit_:
+    except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
-    except (click_exceptions.Abort, typer.Abort):
-        err_console.print("aborted", highlight=False)
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (click_exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted", highlight=False)
         sys.exit(130)
-    sys.exit(0)
+    # In non-standalone mode, a command's typer.Exit(code) comes back as the return value.
+    sys.exit(code if isinstance(code, int) else 0)

@@ -158,7 +158,10 @@ class ReportRow:
     Means and standard deviations are over the variant's ok records (one per seed); a ``*_std`` is
     only set with two values or more. Ratios are ``None`` where this row or the baseline lacks the
     number. ``params_ratio`` is this / baseline; ``flops_reduction``, ``speedup`` and
-    ``train_speedup`` are baseline / this, so above 1 means cheaper or faster.
+    ``train_speedup`` are baseline / this, so above 1 means cheaper or faster. ``paired_speedup`` is
+    the mean of the records' side-by-side ratios (a sweep benches each variant in one run with the
+    untrimmed model: ``extra["paired_speedup"]``); when every timed record has one and the baseline is
+    untrimmed, ``speedup`` is that paired ratio rather than a quotient of separately measured latencies.
     """
 
     variant: str
@@ -179,6 +182,7 @@ class ReportRow:
     latency_ms: float | None = None
     latency_std: float | None = None
     speedup: float | None = None
+    paired_speedup: float | None = None
     device: str | None = None
     batch_size: int | None = None
     seq_len: int | None = None
@@ -268,6 +272,8 @@ def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
         if std is not None:
             metrics_std[name] = std
     latency_ms, latency_std = _mean_std([r.latency_ms for r in timed])
+    paired = [r.extra.get("paired_speedup") for r in timed]
+    paired_speedup = _mean_std(paired)[0] if paired and None not in paired else None
     train_time_s, train_time_std = _mean_std([r.train_time_s for r in ok if r.train_time_s is not None])
 
     def first(attribute: str) -> Any:
@@ -288,6 +294,7 @@ def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
         flops_per_seq=first("flops_per_seq"),
         latency_ms=latency_ms,
         latency_std=latency_std,
+        paired_speedup=paired_speedup,
         device=_device(timed[0]) if timed else None,
         batch_size=timed[0].batch_size if timed else None,
         seq_len=timed[0].seq_len if timed else None,
@@ -393,6 +400,8 @@ def _compare(row: ReportRow, base: ReportRow) -> None:
     row.params_ratio = _ratio(row.params, base.params)
     row.flops_reduction = _ratio(base.flops_per_seq, row.flops_per_seq)
     row.speedup = _ratio(base.latency_ms, row.latency_ms)
+    if row.paired_speedup is not None and row is not base and not base.trim and row.model == base.model:
+        row.speedup = row.paired_speedup  # measured side by side with the untrimmed model
     row.train_speedup = _ratio(base.train_time_s, row.train_time_s)
 
 
@@ -533,7 +542,7 @@ def columns(metric_names: Sequence[str]) -> list[Column]:
             ("latency_ms", "latency_std"),
             lambda row: _number(row.latency_ms, 1, row.latency_std),
         ),
-        Column("speedup", ("speedup",), lambda row: _times(row.speedup)),
+        Column("speedup", ("speedup", "paired_speedup"), lambda row: _times(row.speedup)),
         Column(
             "train s",
             ("train_time_s", "train_time_std"),
@@ -560,6 +569,11 @@ def legend(table: ReportTable) -> list[str]:
             f"Baseline: {table.baseline}. Δ pts = 100 × ({metric} − baseline {metric}); params × = params / "
             "baseline params; FLOPs ↓, speedup and train speedup = baseline value / this value (above 1 is cheaper)."
         )
+        if any(row.paired_speedup is not None and row.speedup == row.paired_speedup for row in table.rows):
+            lines.append(
+                "Speedups of sweep variants are paired: baseline latency / variant latency measured side by "
+                "side in the same run."
+            )
     if table.pareto_cost is not None:
         lines.append(
             f"{PARETO_MARK} = Pareto-optimal on {metric} vs {cost}: no other variant has at least the same "
