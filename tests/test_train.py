@@ -6,7 +6,14 @@ from conftest import write_sst2
 
 import trimbert
 from trimbert.errors import TrimbertError
-from trimbert.train import DataSource, FinetuneSettings, evaluate, finetune
+from trimbert.train import (
+    DataSource,
+    DistillSettings,
+    FinetuneSettings,
+    distillation_loss,
+    evaluate,
+    finetune,
+)
 
 FAST = dict(epochs=6, lr=2e-3, batch_size=8, max_length=32, seed=7, warmup_ratio=0.0)
 
@@ -142,6 +149,223 @@ def test_max_length_beyond_positions_fails_before_training(tiny_checkpoint, tmp_
             progress=False,
         )
     assert not (tmp_path / "run").exists()
+
+
+# --- distillation -------------------------------------------------------------------------------
+
+
+def _outputs(logits, hidden=None):
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    return SequenceClassifierOutput(logits=logits, hidden_states=hidden)
+
+
+def test_distillation_loss_is_zero_when_the_student_is_the_teacher(tiny_model, tiny_batch):
+    with torch.no_grad():
+        outputs = tiny_model(**tiny_batch, output_hidden_states=True)
+    labels = torch.tensor([0, 1, 2])
+    settings = DistillSettings(temperature=3.0, alpha_ce=0.0, alpha_kd=1.0, alpha_hidden=2.0)
+    loss, parts = distillation_loss(outputs, outputs, labels, tiny_batch["attention_mask"], settings, False)
+    assert float(loss) < 1e-7 and set(parts) == {"kd", "hidden"}
+    # a different student: every term is positive, and the weights add up
+    student = _outputs(
+        outputs.logits + torch.randn_like(outputs.logits), tuple(h * 1.1 for h in outputs.hidden_states)
+    )
+    full = DistillSettings(temperature=2.0, alpha_ce=0.3, alpha_kd=0.5, alpha_hidden=0.7)
+    loss, parts = distillation_loss(student, outputs, labels, tiny_batch["attention_mask"], full, False)
+    assert all(float(value) > 0 for value in parts.values()) and set(parts) == {"ce", "kd", "hidden"}
+    expected = 0.3 * parts["ce"] + 0.5 * parts["kd"] + 0.7 * parts["hidden"]
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    p = torch.softmax(outputs.logits / 2, -1)
+    kl = (p * (p.log() - torch.log_softmax(student.logits / 2, -1))).sum(-1).mean() * 4
+    assert float(parts["kd"]) == pytest.approx(float(kl), rel=1e-5)
+
+
+def test_distillation_hidden_loss_ignores_padding(tiny_model, tiny_batch):
+    with torch.no_grad():
+        teacher = tiny_model(**tiny_batch, output_hidden_states=True)
+    mask = tiny_batch["attention_mask"]
+    hidden = tuple(
+        h + 10.0 * (1 - mask).unsqueeze(-1) for h in teacher.hidden_states
+    )  # differs on padding only
+    settings = DistillSettings(alpha_ce=0.0, alpha_kd=0.0, alpha_hidden=1.0)
+    loss, _ = distillation_loss(_outputs(teacher.logits, hidden), teacher, None, mask, settings, False)
+    assert float(loss) == 0.0
+    # a student with fewer blocks is compared on the blocks both have
+    loss, _ = distillation_loss(_outputs(teacher.logits, hidden[:3]), teacher, None, mask, settings, False)
+    assert float(loss) == 0.0
+
+
+def test_block_pairs_match_original_block_indices(tiny_model):
+    import copy
+
+    from trimbert.train import block_pairs
+
+    assert block_pairs(tiny_model, tiny_model) == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    ffn_trimmed = trimbert.trim(copy.deepcopy(tiny_model), drop_ffn="1,3")
+    assert block_pairs(ffn_trimmed, tiny_model) == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    try:
+        shallow = trimbert.trim(copy.deepcopy(tiny_model), drop_layers="1")
+    except TypeError:
+        pytest.skip("this trim() has no drop_layers")
+    # the student's second block is the original block 2: it is compared with the teacher's block 2
+    assert block_pairs(shallow, tiny_model) == [(1, 1), (2, 3), (3, 4)]
+
+
+def test_distillation_loss_for_regression():
+    labels = torch.tensor([1.0, 2.0])
+    teacher = _outputs(torch.tensor([[1.5], [2.5]]))
+    settings = DistillSettings(alpha_ce=0.0, alpha_kd=1.0)
+    loss, _ = distillation_loss(teacher, teacher, labels, None, settings, True)
+    assert float(loss) == 0.0
+    student = _outputs(torch.tensor([[1.0], [2.0]]))
+    loss, parts = distillation_loss(
+        student, teacher, labels, None, DistillSettings(alpha_ce=1.0, alpha_kd=1.0), True
+    )
+    assert float(parts["ce"]) == 0.0 and float(parts["kd"]) == pytest.approx(0.25)
+
+
+def test_distill_settings_are_checked():
+    for bad in (
+        DistillSettings(temperature=0.0),
+        DistillSettings(alpha_kd=-1.0),
+        DistillSettings(alpha_ce=0.0, alpha_kd=0.0, alpha_hidden=0.0),
+    ):
+        with pytest.raises(TrimbertError):
+            bad.check()
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tiny_checkpoint, tmp_path_factory):
+    """An untrimmed fine-tuned SST-2 run of the tiny checkpoint (on the easy synthetic data)."""
+    folder = tmp_path_factory.mktemp("teacher")
+    data = write_sst2(folder / "SST-2")
+    finetune(
+        str(tiny_checkpoint),
+        DataSource(task="sst2", data_dir=str(data)),
+        folder / "run",
+        settings=FinetuneSettings(**FAST),
+        progress=False,
+    )
+    return folder / "run", data
+
+
+def test_distilled_finetune_records_the_teacher(tiny_checkpoint, teacher_run, tmp_path):
+    teacher, data = teacher_run
+    out = tmp_path / "student"
+    distill = DistillSettings(temperature=2.0, alpha_ce=0.5, alpha_kd=0.5, alpha_hidden=1.0)
+    record = finetune(
+        str(tiny_checkpoint),
+        DataSource(task="sst2", data_dir=str(data)),
+        out,
+        settings=FinetuneSettings(**FAST),
+        drop_ffn="1",
+        attention="relu",
+        teacher=str(teacher),
+        distill=distill,
+        progress=False,
+    )
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["extra"]["distill"]["teacher"] == str(teacher)
+    assert saved["extra"]["distill"]["settings"] == {
+        "temperature": 2.0,
+        "alpha_ce": 0.5,
+        "alpha_kd": 0.5,
+        "alpha_hidden": 1.0,
+    }
+    assert saved["extra"]["distill"]["teacher_record"]["task"] == "sst2"
+    logged = [entry for entry in saved["extra"]["log_history"] if "loss" in entry]
+    assert logged and all({"distill_ce", "distill_kd", "distill_hidden"} <= set(entry) for entry in logged)
+    assert saved["trim"]["drop_ffn"] == [1]
+    assert record.metrics["accuracy"] >= 0.75
+    assert trimbert.load(out).config.spec.attention == "relu"
+
+
+def test_distillation_errors(tiny_checkpoint, teacher_run, tmp_path):
+    from conftest import tiny_config
+    from transformers import BertForSequenceClassification
+
+    _, data = teacher_run
+    source = DataSource(task="sst2", data_dir=str(data))
+    settings = FinetuneSettings(**{**FAST, "epochs": 1})
+    torch.manual_seed(0)
+    three = BertForSequenceClassification(
+        tiny_config(vocab_size=30522, num_hidden_layers=2, max_position_embeddings=128, num_labels=3)
+    )
+    trimbert.save(three, tmp_path / "three", tokenizer=trimbert.load_tokenizer(tiny_checkpoint))
+    cases = [
+        (dict(teacher=str(tmp_path / "three")), "predicts 3 label"),
+        (dict(teacher=str(tiny_checkpoint)), "no classification head"),
+        (dict(teacher=str(tmp_path / "missing")), "not a folder"),
+        (dict(distill=DistillSettings()), "need a teacher"),
+        (dict(teacher=str(teacher_run[0]), distill=DistillSettings(temperature=-1)), "temperature"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(TrimbertError, match=message):
+            finetune(
+                str(tiny_checkpoint), source, tmp_path / "run", settings=settings, progress=False, **kwargs
+            )
+        assert not (tmp_path / "run").exists()
+    # a teacher fine-tuned on another task
+    teacher = tmp_path / "other-task"
+    finetune(str(tiny_checkpoint), source, teacher, settings=settings, progress=False)
+    saved = json.loads((teacher / "metrics.json").read_text())
+    (teacher / "metrics.json").write_text(json.dumps({**saved, "task": "cola"}))
+    with pytest.raises(TrimbertError, match="fine-tuned on cola"):
+        finetune(
+            str(tiny_checkpoint),
+            source,
+            tmp_path / "run",
+            settings=settings,
+            teacher=str(teacher),
+            progress=False,
+        )
+
+
+# --- auto:N ---------------------------------------------------------------------------------------
+
+
+def test_auto_drop_through_finetune_records_the_choice(tiny_checkpoint, tmp_path):
+    data = write_sst2(tmp_path / "SST-2")
+    out = tmp_path / "run"
+    record = finetune(
+        str(tiny_checkpoint),
+        DataSource(task="sst2", data_dir=str(data)),
+        out,
+        settings=FinetuneSettings(**{**FAST, "epochs": 1}),
+        drop_ffn="auto:1",
+        attention="relu",
+        layernorm="half",
+        auto_samples=16,
+        progress=False,
+    )
+    saved = json.loads((out / "metrics.json").read_text())
+    chosen = saved["extra"]["auto_drop"]["chosen"]
+    assert len(chosen) == 1 and chosen[0] in (0, 1)
+    assert saved["trim"]["drop_ffn"] == chosen and saved["trim"]["attention"] == "relu"
+    assert saved["trim"]["layernorm"]  # the string options applied on top
+    notes = saved["trim"]["notes"]
+    assert notes["drop_ffn_rule"] == "auto:1" and notes["measure"] == "cka"
+    assert set(notes["ffn_importance"]) == {"0", "1"}
+    assert notes["ffn_ranking"][0] == chosen[0]
+    spec = trimbert.load(out).config.spec  # the saved config carries the choice too
+    assert list(spec.drop_ffn) == chosen and spec.notes["drop_ffn_rule"] == "auto:1"
+    assert record.trim["drop_ffn"] == chosen
+
+
+def test_auto_drop_bad_n_fails_before_training(tiny_checkpoint, tmp_path):
+    data = write_sst2(tmp_path / "SST-2")
+    for bad, message in (("auto:0", "1 <= N <= 2"), ("auto:3", "1 <= N <= 2"), ("auto:x", "auto:N")):
+        with pytest.raises(TrimbertError, match=message):
+            finetune(
+                str(tiny_checkpoint),
+                DataSource(task="sst2", data_dir=str(data)),
+                tmp_path / "run",
+                settings=FinetuneSettings(**FAST),
+                drop_ffn=bad,
+                progress=False,
+            )
+        assert not (tmp_path / "run").exists()
 
 
 def test_minilm_learns_real_sst2(glue_dir, tmp_path):

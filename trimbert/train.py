@@ -6,6 +6,16 @@ epoch), and writes to ``out``: the fine-tuned model as a trimbert checkpoint, it
 ``metrics.json`` (a :class:`~trimbert.records.Record`). The Trainer (with accelerate) handles the
 device: CPU, one GPU with bf16 when it supports it, or several GPUs under ``torchrun`` /
 ``accelerate launch`` with no code change (only the main process writes the output folder).
+
+Two ways to recover what trimming cost without pretraining:
+
+- ``drop_ffn="auto:N"`` (:mod:`trimbert.analyze`): before trimming, the FFN of each block is removed
+  in turn on a sample of the training data and the N whose removal changes the model least are
+  dropped; the chosen blocks and their scores are recorded in the saved trim spec (``notes``) and in
+  ``metrics.json``.
+- ``teacher=<run folder>`` (:class:`DistillationTrainer`): the trimmed student learns from a model
+  already fine-tuned on the same task (usually the untrimmed baseline) as well as from the labels;
+  see :class:`DistillSettings` and :func:`distillation_loss`.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +215,294 @@ def _make_trainer(
     return trainer
 
 
+@dataclass
+class DistillSettings:
+    """Weights and temperature of the distillation loss (see :func:`distillation_loss`).
+
+    ``loss = alpha_ce · task loss + alpha_kd · KL(softmax(t/T) ‖ softmax(s/T)) · T² + alpha_hidden · hidden MSE``
+
+    ``temperature`` (T) softens both distributions; the T² factor keeps the KD gradient on the scale of
+    the task loss. For regression tasks the KD term is the MSE between student and teacher outputs
+    (no temperature). ``alpha_hidden`` weighs the mean squared difference between the output of each
+    block the student and the teacher both have (block i against block i; padding tokens excluded;
+    the hidden sizes must match). A weight of 0 skips its term (and, for ``alpha_hidden``, the hidden
+    states are not even returned).
+    """
+
+    temperature: float = 2.0
+    alpha_ce: float = 0.5
+    alpha_kd: float = 0.5
+    alpha_hidden: float = 0.0
+
+    def check(self) -> None:
+        if not self.temperature > 0:
+            raise TrimbertError(f"--distill-temperature must be positive, got {self.temperature}")
+        for name in ("alpha_ce", "alpha_kd", "alpha_hidden"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise TrimbertError(f"--distill-{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.alpha_ce + self.alpha_kd + self.alpha_hidden <= 0:
+            raise TrimbertError(
+                "distillation needs at least one positive weight (alpha_ce, alpha_kd, alpha_hidden)"
+            )
+
+
+def block_pairs(student: nn.Module, teacher: nn.Module) -> list[tuple[int, int]]:
+    """``(student index, teacher index)`` into the ``hidden_states`` tuples of the blocks both have.
+
+    Blocks are matched by their index in the original model (trim specs keep the original numbering
+    when whole blocks are dropped): a student without blocks 1 and 3 compares its block 2 with the
+    teacher's block 2. ``hidden_states[0]`` is the embeddings, so block at position ``p`` is ``p + 1``.
+    """
+
+    def positions(model: nn.Module) -> dict[int, int]:
+        spec = applied_spec(model)
+        dropped = set(getattr(spec, "drop_layers", ()) or ())
+        present = model.config.num_hidden_layers
+        kept = [index for index in range(present + len(dropped)) if index not in dropped]
+        return {original: position + 1 for position, original in enumerate(kept)}
+
+    student_positions, teacher_positions = positions(student), positions(teacher)
+    return [
+        (student_positions[block], teacher_positions[block])
+        for block in sorted(set(student_positions) & set(teacher_positions))
+    ]
+
+
+def _hidden_mse(
+    student_hidden: tuple[torch.Tensor, ...],
+    teacher_hidden: tuple[torch.Tensor, ...],
+    attention_mask: torch.Tensor | None,
+    pairs: list[tuple[int, int]] | None = None,
+) -> torch.Tensor:
+    """Mean over block pairs of the per-element MSE of their outputs on real tokens.
+
+    ``hidden_states`` tuples start with the embeddings: index ``i + 1`` is block ``i``'s output.
+    ``pairs`` (see :func:`block_pairs`) defaults to block i against block i for every i both have.
+    """
+    if pairs is None:
+        pairs = [(index, index) for index in range(1, min(len(student_hidden), len(teacher_hidden)))]
+    if not pairs:
+        raise TrimbertError("hidden-state distillation: the student and the teacher have no block in common")
+    reference = student_hidden[pairs[0][0]]
+    if attention_mask is None:
+        mask = torch.ones(reference.shape[:2], dtype=torch.float32, device=reference.device)
+    else:
+        mask = attention_mask.to(device=reference.device, dtype=torch.float32)
+    mask = mask.unsqueeze(-1)
+    denominator = mask.sum().clamp_min(1.0) * reference.shape[-1]
+    total = reference.new_zeros((), dtype=torch.float32)
+    for student_index, teacher_index in pairs:
+        student, teacher = student_hidden[student_index].float(), teacher_hidden[teacher_index].float()
+        if student.shape != teacher.shape:
+            raise TrimbertError(
+                f"hidden-state distillation: hidden states differ in shape "
+                f"(student {tuple(student.shape)}, teacher {tuple(teacher.shape)})"
+            )
+        total = total + ((student - teacher).square() * mask).sum() / denominator
+    return total / len(pairs)
+
+
+def distillation_loss(
+    student_outputs: Any,
+    teacher_outputs: Any,
+    labels: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    settings: DistillSettings,
+    task_is_regression: bool,
+    pairs: list[tuple[int, int]] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The distillation loss of one batch and its parts (detached): ``ce``, ``kd``, ``hidden``.
+
+    ``student_outputs`` / ``teacher_outputs``: model outputs with ``logits`` (and ``hidden_states``
+    when ``settings.alpha_hidden > 0``). ``labels``: the task labels (needed when ``alpha_ce > 0``).
+    Classification: ``ce`` is cross-entropy with the labels and ``kd`` is
+    ``KL(softmax(t/T) ‖ softmax(s/T)) · T²`` (batch mean); regression: ``ce`` is the MSE with the
+    labels and ``kd`` the MSE between the outputs. ``hidden`` is the MSE between the outputs of
+    corresponding blocks on real tokens (``pairs`` of ``hidden_states`` indices, see
+    :func:`block_pairs`; default block i against block i). A term whose weight is 0 is not computed.
+    With ``alpha_ce = 0`` the loss is exactly 0 when the student's outputs equal the teacher's.
+    """
+    student_logits = student_outputs.logits.float()
+    teacher_logits = teacher_outputs.logits.detach().float()
+    loss = student_logits.new_zeros(())
+    parts: dict[str, torch.Tensor] = {}
+    if settings.alpha_ce > 0:
+        if labels is None:
+            raise TrimbertError("distillation with alpha_ce > 0 needs labels")
+        if task_is_regression:
+            ce = nn.functional.mse_loss(student_logits.reshape(-1), labels.reshape(-1).float())
+        else:
+            ce = nn.functional.cross_entropy(
+                student_logits.view(-1, student_logits.shape[-1]), labels.view(-1)
+            )
+        loss = loss + settings.alpha_ce * ce
+        parts["ce"] = ce.detach()
+    if settings.alpha_kd > 0:
+        if task_is_regression:
+            kd = nn.functional.mse_loss(student_logits.reshape(-1), teacher_logits.reshape(-1))
+        else:
+            temperature = settings.temperature
+            # log_target: exp(t)·(t − s) is exactly 0 where the two log-distributions are equal.
+            kd = nn.functional.kl_div(
+                nn.functional.log_softmax(student_logits / temperature, dim=-1),
+                nn.functional.log_softmax(teacher_logits / temperature, dim=-1),
+                reduction="batchmean",
+                log_target=True,
+            ) * (temperature**2)
+        loss = loss + settings.alpha_kd * kd
+        parts["kd"] = kd.detach()
+    if settings.alpha_hidden > 0:
+        student_hidden = getattr(student_outputs, "hidden_states", None)
+        teacher_hidden = getattr(teacher_outputs, "hidden_states", None)
+        if student_hidden is None or teacher_hidden is None:
+            raise TrimbertError("alpha_hidden > 0 needs the hidden states of student and teacher")
+        hidden = _hidden_mse(student_hidden, tuple(h.detach() for h in teacher_hidden), attention_mask, pairs)
+        loss = loss + settings.alpha_hidden * hidden
+        parts["hidden"] = hidden.detach()
+    return loss, parts
+
+
+class DistillationTrainer(Trainer):
+    """A Trainer whose training loss is :func:`distillation_loss` against a frozen ``teacher``.
+
+    The teacher is moved to the training device, kept in eval mode (no dropout) and run without
+    gradients on the same batch. Evaluation uses the plain task loss (the student's own). The mean of
+    each loss part over the logging period is added to the logs as ``distill_ce``/``distill_kd``/
+    ``distill_hidden``.
+    """
+
+    loss_is_scaled_for_ga = False  # distillation_loss is a per-batch mean
+
+    def __init__(
+        self,
+        *args: Any,
+        teacher: nn.Module,
+        distill: DistillSettings | None = None,
+        task_is_regression: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.distill = distill or DistillSettings()
+        self.task_is_regression = task_is_regression
+        self.teacher = teacher.to(self.args.device).eval()
+        self.teacher.requires_grad_(False)
+        self.block_pairs = block_pairs(self.model, teacher) if self.distill.alpha_hidden > 0 else None
+        if self.block_pairs == []:
+            raise TrimbertError(
+                "hidden-state distillation: the student and the teacher have no block in common"
+            )
+        self._part_sums: dict[str, torch.Tensor] = {}
+        self._part_count = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        want_hidden = self.distill.alpha_hidden > 0
+        labels = inputs.get("labels")
+        model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+        outputs = model(**model_inputs, output_hidden_states=want_hidden, return_dict=True)
+        self.teacher.eval()
+        with torch.no_grad():
+            teacher_outputs = self.teacher(**model_inputs, output_hidden_states=want_hidden, return_dict=True)
+        loss, parts = distillation_loss(
+            outputs,
+            teacher_outputs,
+            labels,
+            inputs.get("attention_mask"),
+            self.distill,
+            self.task_is_regression,
+            self.block_pairs,
+        )
+        for name, value in parts.items():
+            self._part_sums[name] = self._part_sums.get(name, 0.0) + value
+        self._part_count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._part_count and "loss" in logs:
+            for name, total in self._part_sums.items():
+                logs[f"distill_{name}"] = round(float(total) / self._part_count, 6)
+            self._part_sums = {}
+            self._part_count = 0
+        super().log(logs, start_time)
+
+
+@dataclass
+class _Teacher:
+    model: nn.Module
+    path: str
+    recorded: dict[str, Any] = field(default_factory=dict)  # the teacher run's main metric etc.
+
+
+def load_teacher(
+    teacher: str | Path,
+    task: TaskInfo,
+    student: nn.Module,
+    tokenizer: Any,
+    settings: FinetuneSettings,
+    distill: DistillSettings,
+) -> _Teacher:
+    """Load and check a teacher run folder: a fine-tuned classifier for the same task and labels,
+    with the student's tokenizer (and hidden size, when hidden states are distilled)."""
+    path = Path(teacher)
+    if not path.is_dir():
+        raise TrimbertError(
+            f"--teacher: {teacher} is not a folder (give the output folder of a finetune run)"
+        )
+    recorded: dict[str, Any] = {}
+    metrics_file = path / METRICS_FILE
+    if metrics_file.is_file():
+        try:
+            record = Record.from_dict(json.loads(metrics_file.read_text()))
+        except (ValueError, TypeError) as error:
+            raise TrimbertError(f"--teacher: corrupt {metrics_file}: {error}") from error
+        if record.task is not None and record.task != task.name:
+            raise TrimbertError(f"--teacher: {teacher} was fine-tuned on {record.task}, not {task.name}")
+        names = record.extra.get("label_names")
+        if names is not None and list(names) != list(task.label_names):
+            raise TrimbertError(
+                f"--teacher: {teacher} was trained with labels {list(names)}, this task has {list(task.label_names)}"
+            )
+        recorded = {
+            "task": record.task,
+            "trim_summary": record.trim_summary,
+            "metrics": record.metrics,
+            "main_metric": record.main_metric,
+        }
+    model = checkpoint.load(path)
+    if getattr(model, "classifier", None) is None:
+        raise TrimbertError(f"--teacher: {teacher} has no classification head (give a fine-tuned run folder)")
+    if model.config.num_labels != task.num_labels:
+        raise TrimbertError(
+            f"--teacher: {teacher} predicts {model.config.num_labels} label(s) but task {task.name} has "
+            f"{task.num_labels}"
+        )
+    teacher_regression = (
+        getattr(model.config, "problem_type", None) == "regression" or model.config.num_labels == 1
+    )
+    if teacher_regression != task.is_regression:
+        raise TrimbertError(
+            f"--teacher: {teacher} is a {'regression' if teacher_regression else 'classification'} "
+            f"model; task {task.name} is not"
+        )
+    check_seq_len(model.config, settings.max_length)
+    teacher_tokenizer = checkpoint.load_tokenizer(path)
+    if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise TrimbertError(f"--teacher: {teacher} uses a different tokenizer (vocabulary) than the student")
+    if model.config.vocab_size != student.config.vocab_size:
+        raise TrimbertError(
+            f"--teacher: vocabulary sizes differ (teacher {model.config.vocab_size}, "
+            f"student {student.config.vocab_size})"
+        )
+    if distill.alpha_hidden > 0 and model.config.hidden_size != student.config.hidden_size:
+        raise TrimbertError(
+            f"--teacher: hidden-state distillation needs equal hidden sizes (teacher {model.config.hidden_size}, "
+            f"student {student.config.hidden_size}); set alpha_hidden to 0"
+        )
+    return _Teacher(model=model.eval(), path=str(teacher), recorded=recorded)
+
+
 def _prepare(model_source: str, source: DataSource, settings: FinetuneSettings):
     """Load data and model and tokenize; everything that can fail on user input fails here."""
     settings.check()
@@ -246,15 +544,67 @@ def finetune(
     variant: str | None = None,
     force: bool = False,
     progress: bool = True,
+    teacher: str | Path | None = None,
+    distill: DistillSettings | None = None,
+    auto_samples: int = 256,
 ) -> Record:
-    """Fine-tune ``model_source`` (trimmed on the fly if options are given) and write ``out``."""
+    """Fine-tune ``model_source`` (trimmed on the fly if options are given) and write ``out``.
+
+    ``drop_ffn="auto:N"`` drops the N FFNs that matter least on ``auto_samples`` training rows (drawn
+    with ``settings.seed``; see :mod:`trimbert.analyze`). ``teacher``: a fine-tuned run folder for the
+    same task; the model then trains with :func:`distillation_loss` (weights from ``distill``,
+    default :class:`DistillSettings`).
+    """
+    from trimbert.analyze import has_task_head, parse_auto, resolve_auto_drop
+
     settings = settings or FinetuneSettings()
+    settings.check()
+    if distill is not None and teacher is None:
+        raise TrimbertError("distillation settings need a teacher (--teacher RUN_DIR)")
+    if teacher is not None:
+        distill = distill or DistillSettings()
+        distill.check()
+    auto_n = parse_auto(drop_ffn)
+    if auto_n is not None and auto_samples < 1:
+        raise TrimbertError(f"auto:N analysis needs at least 1 sample, got {auto_samples}")
     out = checkpoint.check_output_dir(out, force)
     task, tokenizer, model, encoded = _prepare(model_source, source, settings)
+    loaded_teacher = None
+    if teacher is not None:
+        loaded_teacher = load_teacher(teacher, task, model, tokenizer, settings, distill)
+    auto_info: dict[str, Any] | None = None
+    if auto_n is not None:
+        start = time.perf_counter()
+        auto = resolve_auto_drop(
+            model,
+            drop_ffn,
+            encoded["train"],
+            tokenizer=tokenizer,
+            has_head=has_task_head(model_source, task),
+            samples=auto_samples,
+            seed=settings.seed,
+            max_length=settings.max_length,
+            batch_size=settings.eval_batch_size,
+        )
+        model = trim(model, auto)
+        auto_info = {
+            **auto.notes,
+            "chosen": list(auto.drop_ffn),
+            "analysis_time_s": time.perf_counter() - start,
+        }
+        drop_ffn = None
     if any(option is not None for option in (drop_ffn, attention, layernorm)):
         model = trim(model, drop_ffn=drop_ffn, attention=attention, layernorm=layernorm)
     eval_sets = {split: encoded[split] for split in task.eval_splits}
     evaluator = _Evaluator(task, eval_sets)
+    trainer_kwargs: dict[str, Any] = {}
+    if loaded_teacher is not None:
+        trainer_kwargs = dict(
+            trainer_class=DistillationTrainer,
+            teacher=loaded_teacher.model,
+            distill=distill,
+            task_is_regression=task.is_regression,
+        )
     with tempfile.TemporaryDirectory(prefix="trimbert-train-") as work_dir:
         trainer = _make_trainer(
             model,
@@ -265,6 +615,7 @@ def finetune(
             progress=progress,
             train_dataset=encoded["train"],
             eval_dataset=eval_sets[task.eval_splits[0]],
+            **trainer_kwargs,
         )
         start = time.perf_counter()
         train_output = trainer.train()
@@ -315,6 +666,14 @@ def finetune(
             "label_names": list(task.label_names),
         },
     )
+    if auto_info is not None:
+        record.extra["auto_drop"] = auto_info
+    if loaded_teacher is not None:
+        record.extra["distill"] = {
+            "teacher": loaded_teacher.path,
+            "settings": asdict(distill),
+            "teacher_record": loaded_teacher.recorded,
+        }
     with checkpoint.atomic_output_dir(out, force) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)

@@ -1,0 +1,618 @@
+"""Data-driven choice of what to trim: how much each FFN, LayerNorm and the attention normalizer matter.
+
+:func:`analyze_blocks` trims a copy of the model one candidate at a time (with :func:`trimbert.trim`,
+the very surgery a real trim uses, so what is measured is what would be cut) and runs the copy on a
+sample of the task's data, next to the untouched model. The candidates:
+
+- ``ffn``: the FFN sub-layer of block *i* alone (``drop_ffn=str(i)``);
+- ``ln_attn`` / ``ln_ffn``: the LayerNorm after block *i*'s attention / FFN sub-layer alone;
+- ``ln_both``: both LayerNorms of block *i* together (only where both still exist);
+- ``attention``: a whole-model column: every block's softmax replaced by each normalizer of
+  :data:`trimbert.attention.NORMALIZERS` (weights unchanged, no healing: it says how far each
+  normalizer starts from the trained model, not where fine-tuning would end up).
+
+The measure depends on what the model is:
+
+- ``"loss"``: the model has a *fine-tuned* head for this task (``has_head=True``; :func:`analyze`
+  decides that with :func:`has_task_head`): importance = mean task loss (cross-entropy, or MSE for
+  regression) of the trimmed copy minus that of the original, over the sample. It may be negative
+  (the cut helps on the sample).
+- ``"cka"`` otherwise (a pretrained encoder, or a classifier whose head is untrained): importance =
+  1 − linear CKA between the final hidden states with and without the cut, over the sample's real
+  (non-padding) tokens. 0 means the representation is unchanged up to rotation and scale.
+
+Both CKA and the mean token cosine are reported for every candidate in both modes; the loss delta
+only in ``"loss"`` mode. Candidates that no longer exist (an FFN dropped, a LayerNorm stripped
+before) are skipped (``None``).
+
+:func:`choose_ffn_blocks` and :func:`resolve_auto_drop` turn an analysis into ``--drop-ffn auto:N``:
+the N FFNs whose removal changes the model least.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from trimbert.errors import TrimbertError
+from trimbert.spec import TrimSpec
+from trimbert.surgery import applied_spec, encoder_layers, trim
+
+if TYPE_CHECKING:
+    from trimbert.data import TaskInfo
+    from trimbert.train import DataSource
+
+MEASURES = ("loss", "cka")
+_AUTO = re.compile(r"^auto(?::(.*))?$", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------------
+# Similarity
+# --------------------------------------------------------------------------------------------------
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear CKA of two representations of the same ``n`` examples (rows), features in columns.
+
+    ``x``: ``(n, d1)``, ``y``: ``(n, d2)``. Columns are centered, then
+    ``CKA = ||Yᵀ X||²_F / (||Xᵀ X||_F · ||Yᵀ Y||_F)`` (Kornblith et al., 2019), computed in float64.
+    It is 1 for identical inputs, invariant to orthogonal transforms and isotropic scaling of either
+    side, and in [0, 1]. A constant side (no variance) gives 0, or 1 if both are constant.
+    """
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"linear_cka needs (n, d) matrices with the same n, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    x = x.detach().to(torch.float64)
+    y = y.detach().to(torch.float64)
+    x = x - x.mean(dim=0, keepdim=True)
+    y = y - y.mean(dim=0, keepdim=True)
+    cross = torch.linalg.matrix_norm(y.T @ x) ** 2
+    norm_x = torch.linalg.matrix_norm(x.T @ x)
+    norm_y = torch.linalg.matrix_norm(y.T @ y)
+    if norm_x == 0 or norm_y == 0:
+        return 1.0 if norm_x == norm_y else 0.0
+    return float(cross / (norm_x * norm_y))
+
+
+def mean_cosine(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean cosine similarity of corresponding rows of ``x`` and ``y`` (float64)."""
+    return float(nn.functional.cosine_similarity(x.to(torch.float64), y.to(torch.float64), dim=-1).mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Effect:
+    """What one cut did on the sample. ``importance`` is the number the ranking uses (see the module
+    docstring: a loss delta in ``"loss"`` mode, 1 − CKA in ``"cka"`` mode)."""
+
+    importance: float
+    cka: float
+    cosine: float
+    loss_delta: float | None = None
+
+
+@dataclass
+class BlockRow:
+    """The effects of the cuts in one block; ``None`` where the part no longer exists."""
+
+    index: int
+    ffn: Effect | None = None
+    ln_attn: Effect | None = None
+    ln_ffn: Effect | None = None
+    ln_both: Effect | None = None
+
+
+@dataclass
+class AnalysisResult:
+    """Per-block effects, the whole-model attention column, and the FFN ranking (least important first)."""
+
+    measure: str  # "loss" | "cka"
+    blocks: list[BlockRow]
+    attention: dict[str, Effect]
+    ranking: tuple[int, ...]  # FFN blocks, least important first (ties: lower index first)
+    layernorm_ranking: tuple[str, ...]  # single LayerNorms ("3.attn"), least important first
+    base_loss: float | None = None  # mean task loss of the untouched model ("loss" mode)
+    samples: int = 0
+    tokens: int = 0  # real tokens the hidden-state similarities are computed over
+    seed: int | None = None
+    max_length: int | None = None
+    task: str | None = None
+    model: str | None = None
+    time_s: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def ffn_importance(self) -> dict[int, float]:
+        """``{block: importance}`` for every block whose FFN still exists, in block order."""
+        return {row.index: row.ffn.importance for row in self.blocks if row.ffn is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ranking"] = list(self.ranking)
+        data["layernorm_ranking"] = list(self.layernorm_ranking)
+        return data
+
+    def format_table(self) -> str:
+        """A plain-text table for the terminal."""
+        label = "Δloss" if self.measure == "loss" else "1-CKA"
+        lines = [
+            f"measure: {self.measure} (importance = {label}; lower = safer to cut)"
+            + (f", base loss {self.base_loss:.4f}" if self.base_loss is not None else ""),
+            f"sample: {self.samples} rows, {self.tokens} tokens"
+            + (f", seed {self.seed}" if self.seed is not None else ""),
+            "",
+            f"{'block':>5}  {'ffn':>10}  {'ln attn':>10}  {'ln ffn':>10}  {'ln both':>10}  {'ffn cos':>8}",
+        ]
+
+        def cell(effect: Effect | None, width: int = 10) -> str:
+            return f"{effect.importance:>{width}.4g}" if effect is not None else f"{'-':>{width}}"
+
+        for row in self.blocks:
+            cosine = f"{row.ffn.cosine:>8.4f}" if row.ffn is not None else f"{'-':>8}"
+            lines.append(
+                f"{row.index:>5}  {cell(row.ffn)}  {cell(row.ln_attn)}  {cell(row.ln_ffn)}  {cell(row.ln_both)}  {cosine}"
+            )
+        if self.attention:
+            lines.append("")
+            lines.append(
+                "attention (all blocks): "
+                + ", ".join(f"{name} {effect.importance:.4g}" for name, effect in self.attention.items())
+            )
+        lines.append("")
+        lines.append("FFN ranking (least important first): " + ", ".join(str(i) for i in self.ranking))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Outputs:
+    features: torch.Tensor  # (tokens, hidden) final hidden states of real tokens, float32, cpu
+    loss: float | None  # mean task loss over the sample
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Summed (not averaged) loss over the batch."""
+    if regression:
+        return nn.functional.mse_loss(logits.reshape(-1).float(), labels.reshape(-1).float(), reduction="sum")
+    return nn.functional.cross_entropy(logits.float(), labels.long(), reduction="sum")
+
+
+def _is_regression(model: nn.Module) -> bool:
+    config = model.config
+    return getattr(config, "problem_type", None) == "regression" or getattr(config, "num_labels", 2) == 1
+
+
+@torch.no_grad()
+def _run(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]], has_head: bool) -> _Outputs:
+    device = _model_device(model)
+    regression = has_head and _is_regression(model)
+    features: list[torch.Tensor] = []
+    loss_sum = 0.0
+    rows = 0
+    for batch in batches:
+        inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
+        outputs = model(**inputs, output_hidden_states=True, return_dict=True)
+        hidden = outputs.hidden_states[-1]
+        mask = inputs["attention_mask"].bool()
+        features.append(hidden[mask].float().cpu())
+        if has_head:
+            labels = batch["labels"].to(device)
+            loss_sum += float(_task_loss(outputs.logits, labels, regression))
+            rows += labels.shape[0]
+    return _Outputs(torch.cat(features), loss_sum / rows if has_head and rows else None)
+
+
+def _effect(base: _Outputs, cut: _Outputs, measure: str) -> Effect:
+    cka = linear_cka(base.features, cut.features)
+    cosine = mean_cosine(base.features, cut.features)
+    loss_delta = None
+    if measure == "loss":
+        assert base.loss is not None and cut.loss is not None
+        loss_delta = cut.loss - base.loss
+    importance = loss_delta if loss_delta is not None else 1.0 - cka
+    if not math.isfinite(importance):
+        importance = math.inf  # a cut that breaks the model numerically is as important as can be
+    return Effect(importance=float(importance), cka=cka, cosine=cosine, loss_delta=loss_delta)
+
+
+def analyze_blocks(
+    model: nn.Module,
+    batches: Sequence[dict[str, torch.Tensor]],
+    *,
+    has_head: bool = False,
+    layernorms: bool = True,
+    attention: bool = True,
+) -> AnalysisResult:
+    """Measure the effect of each single cut (see the module docstring) on ``batches``.
+
+    ``model``: any BERT model trimbert can trim (a bare encoder or one with a head), left untouched
+    (each cut is made on a deep copy). ``batches``: padded batches (``input_ids``, ``attention_mask``,
+    optionally ``token_type_ids``; ``labels`` needed when ``has_head``). ``has_head=True`` means the
+    model's head is fine-tuned for these labels: the measure is then the task loss delta, else
+    1 − CKA of the final hidden states. ``layernorms`` / ``attention`` switch those columns off.
+    """
+    if not batches:
+        raise TrimbertError("analysis needs at least one batch of data")
+    if has_head:
+        if getattr(model, "classifier", None) is None:
+            raise TrimbertError("has_head=True but the model has no classification head")
+        if any("labels" not in batch for batch in batches):
+            raise TrimbertError("has_head=True needs labels in every batch")
+    measure = "loss" if has_head else "cka"
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    skipped: dict[str, str] = {}
+    try:
+        applied = applied_spec(model)
+        num_layers, kept = _blocks(model)
+        base = _run(model, batches, has_head)
+
+        def measure_cut(what: str, **options: str) -> Effect | None:
+            try:
+                cut = trim(copy.deepcopy(model), **options).eval()
+            except TrimbertError as error:  # a cut this model cannot take (e.g. mixed LN replacements)
+                skipped[what] = str(error)
+                return None
+            return _effect(base, _run(cut, batches, has_head), measure)
+
+        existing_ln = set(applied.layernorms_remaining(num_layers))
+        rows = []
+        for index in kept:
+            row = BlockRow(index)
+            if index not in applied.drop_ffn:
+                row.ffn = measure_cut(f"ffn {index}", drop_ffn=str(index))
+            if layernorms:
+                attn_name, ffn_name = f"{index}.attn", f"{index}.ffn"
+                if attn_name in existing_ln:
+                    row.ln_attn = measure_cut(f"ln {attn_name}", layernorm=attn_name)
+                if ffn_name in existing_ln:
+                    row.ln_ffn = measure_cut(f"ln {ffn_name}", layernorm=ffn_name)
+                if attn_name in existing_ln and ffn_name in existing_ln:
+                    row.ln_both = measure_cut(f"ln {index} both", layernorm=f"{attn_name},{ffn_name}")
+            rows.append(row)
+        columns: dict[str, Effect] = {}
+        if attention:
+            from trimbert.attention import NORMALIZERS
+
+            for name in NORMALIZERS:
+                if name != applied.attention:
+                    effect = measure_cut(f"attention {name}", attention=name)
+                    if effect is not None:
+                        columns[name] = effect
+    finally:
+        model.train(was_training)
+    ranking = tuple(
+        index
+        for index, _ in sorted(
+            ((row.index, row.ffn.importance) for row in rows if row.ffn is not None),
+            key=lambda item: (item[1], item[0]),
+        )
+    )
+    ln_effects = []
+    for row in rows:
+        for kind, effect in (("attn", row.ln_attn), ("ffn", row.ln_ffn)):
+            if effect is not None:
+                ln_effects.append((effect.importance, row.index, kind))
+    layernorm_ranking = tuple(
+        f"{index}.{kind}" for _, index, kind in sorted(ln_effects, key=lambda e: (e[0], e[1], e[2]))
+    )
+    return AnalysisResult(
+        measure=measure,
+        blocks=rows,
+        attention=columns,
+        ranking=ranking,
+        layernorm_ranking=layernorm_ranking,
+        base_loss=base.loss,
+        samples=sum(int(batch["input_ids"].shape[0]) for batch in batches),
+        tokens=int(base.features.shape[0]),
+        time_s=time.perf_counter() - start,
+        notes={
+            **({"applied": applied.summary()} if not applied.is_empty else {}),
+            **({"skipped": skipped} if skipped else {}),
+        },
+    )
+
+
+def _blocks(model: nn.Module) -> tuple[int, list[int]]:
+    """(original depth, original indices of the blocks present): block indices in a trim spec are in
+    the original model's numbering, also after whole blocks were dropped (``drop_layers``)."""
+    applied = applied_spec(model)
+    dropped = set(getattr(applied, "drop_layers", ()) or ())
+    original = len(encoder_layers(model)) + len(dropped)
+    return original, [index for index in range(original) if index not in dropped]
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+def make_batches(encoded: Any, tokenizer: Any, batch_size: int = 32) -> list[dict[str, torch.Tensor]]:
+    """Pad a tokenized dataset (``trimbert.data.tokenize`` output) into batches of tensors.
+
+    Rows are grouped by length (stable sort) so that little compute goes to padding; every measure
+    is over the same rows in the same order for the original and each cut, so the order is free.
+    """
+    from transformers import DataCollatorWithPadding
+
+    if batch_size < 1:
+        raise TrimbertError(f"batch size must be at least 1, got {batch_size}")
+    collator = DataCollatorWithPadding(tokenizer)
+    keep = [
+        c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in encoded.column_names
+    ]
+    rows = [encoded[i] for i in range(len(encoded))]
+    rows = [{key: row[key] for key in keep} for row in rows]
+    rows.sort(key=lambda row: len(row["input_ids"]))
+    return [dict(collator(rows[start : start + batch_size])) for start in range(0, len(rows), batch_size)]
+
+
+def sample_batches(
+    dataset: Any,
+    tokenizer: Any,
+    *,
+    samples: int = 256,
+    seed: int = 0,
+    max_length: int = 128,
+    batch_size: int = 32,
+    tokenized: bool = False,
+) -> list[dict[str, torch.Tensor]]:
+    """``samples`` rows of ``dataset`` (drawn with ``seed``; deterministic), tokenized and padded.
+
+    ``dataset``: rows with ``text_a`` (``text_b``) and ``label`` as :mod:`trimbert.data` loads them,
+    or, with ``tokenized=True``, rows already tokenized (``input_ids``, ..., ``labels``).
+    """
+    from trimbert.data import subsample, tokenize
+
+    if samples < 1:
+        raise TrimbertError(f"--samples must be at least 1, got {samples}")
+    rows = subsample(dataset, samples, seed)
+    if not tokenized:
+        from datasets import DatasetDict
+
+        rows = tokenize(DatasetDict({"sample": rows}), tokenizer, max_length)["sample"]
+    return make_batches(rows, tokenizer, batch_size)
+
+
+def has_task_head(model_source: str | Path, task: TaskInfo) -> bool:
+    """Whether ``model_source`` holds a *trained* sequence-classification head for ``task``'s labels.
+
+    True only if all hold: the saved architecture is a ``*ForSequenceClassification``, its label
+    count equals the task's, and the saved weights contain ``classifier.weight`` (a checkpoint saved
+    as a bare encoder loads with a freshly initialized head, which must not be mistaken for one).
+    """
+    from trimbert import checkpoint
+
+    source = checkpoint.resolve_source(model_source)
+    config = checkpoint.load_config(source)
+    architectures = getattr(config, "architectures", None) or []
+    if not any(str(name).endswith("ForSequenceClassification") for name in architectures):
+        return False
+    if config.num_labels != task.num_labels:
+        return False
+    if task.is_regression != (
+        getattr(config, "problem_type", None) == "regression" or config.num_labels == 1
+    ):
+        return False
+    folder = checkpoint.local_dir(source)
+    return folder is not None and "classifier.weight" in _weight_names(Path(folder))
+
+
+def _weight_names(folder: Path) -> set[str]:
+    import json
+
+    if (folder / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+            return set(handle.keys())
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index_name).is_file():
+            return set(json.loads((folder / index_name).read_text()).get("weight_map", {}))
+    if (folder / "pytorch_model.bin").is_file():
+        state = torch.load(folder / "pytorch_model.bin", map_location="meta", weights_only=True, mmap=True)
+        return set(state)
+    return set()
+
+
+def analyze(
+    model_source: str | Path,
+    source: DataSource,
+    *,
+    samples: int = 256,
+    seed: int = 0,
+    max_length: int = 128,
+    batch_size: int = 32,
+    has_head: bool | None = None,
+    layernorms: bool = True,
+    attention: bool = True,
+) -> AnalysisResult:
+    """Load ``model_source`` (its own architecture) and analyze it on ``samples`` training rows of
+    ``source``, drawn with ``seed``. ``has_head=None`` decides with :func:`has_task_head`; ``True``
+    insists on the loss measure (error if there is no fitting head), ``False`` forces CKA."""
+    from trimbert import checkpoint
+    from trimbert.measure import check_seq_len
+
+    dataset, task = source.load()
+    tokenizer = checkpoint.load_tokenizer(model_source)
+    if tokenizer is None:
+        raise TrimbertError(f"no tokenizer found with {model_source}")
+    found_head = has_task_head(model_source, task)
+    if has_head and not found_head:
+        raise TrimbertError(
+            f"{model_source} has no trained classification head for {task.name} "
+            f"({task.num_labels} label(s)): analyze it without has_head (hidden-state CKA)"
+        )
+    use_head = found_head if has_head is None else bool(has_head)
+    model = checkpoint.load(model_source)
+    check_seq_len(model.config, max_length)
+    batches = sample_batches(
+        dataset["train"], tokenizer, samples=samples, seed=seed, max_length=max_length, batch_size=batch_size
+    )
+    result = analyze_blocks(model, batches, has_head=use_head, layernorms=layernorms, attention=attention)
+    result.seed = seed
+    result.max_length = max_length
+    result.task = task.name
+    result.model = str(model_source)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# --drop-ffn auto:N
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_auto(drop_ffn: str | None) -> int | None:
+    """``"auto:3"`` -> 3; None for any other selection (not an auto request). ``"auto"`` without a
+    whole number N raises :class:`TrimbertError`. N is checked against the model later."""
+    if not isinstance(drop_ffn, str):
+        return None
+    match = _AUTO.match(drop_ffn.strip())
+    if not match:
+        return None
+    text = (match.group(1) or "").strip()
+    if not re.fullmatch(r"-?\d+", text):
+        raise TrimbertError(
+            f"--drop-ffn: {drop_ffn!r}: use auto:N with N the number of FFNs to drop (e.g. auto:3)"
+        )
+    return int(text)
+
+
+def check_auto_count(n: int, model: nn.Module) -> None:
+    """N must be between 1 and the number of FFNs the model still has."""
+    applied = applied_spec(model)
+    _, kept = _blocks(model)
+    dropped = [index for index in kept if index in applied.drop_ffn]
+    remaining = len(kept) - len(dropped)
+    if not 0 < n <= remaining:
+        already = f" ({len(dropped)} already dropped)" if dropped else ""
+        raise TrimbertError(
+            f"--drop-ffn: auto:{n} needs 1 <= N <= {remaining}: the {len(kept)}-block model has "
+            f"{remaining} FFN(s) left{already}"
+        )
+
+
+def choose_ffn_blocks(result: AnalysisResult, n: int) -> tuple[int, ...]:
+    """The ``n`` FFN blocks whose removal mattered least (sorted by index)."""
+    if not 0 < n <= len(result.ranking):
+        raise TrimbertError(
+            f"--drop-ffn: auto:{n} needs 1 <= N <= {len(result.ranking)} (FFNs the model has left)"
+        )
+    return tuple(sorted(result.ranking[:n]))
+
+
+def auto_spec(result: AnalysisResult, n: int) -> TrimSpec:
+    """A spec that drops the ``n`` least important FFNs, with the analysis as provenance in ``notes``."""
+    chosen = choose_ffn_blocks(result, n)
+    notes = {
+        "drop_ffn_rule": f"auto:{n}",
+        "measure": result.measure,
+        "ffn_importance": {str(index): value for index, value in result.ffn_importance().items()},
+        "ffn_ranking": list(result.ranking),
+        "analysis_samples": result.samples,
+    }
+    if result.seed is not None:
+        notes["analysis_seed"] = result.seed
+    return TrimSpec(drop_ffn=chosen, notes=notes)
+
+
+def resolve_auto_drop(
+    model: nn.Module,
+    drop_ffn: str | None,
+    data: DataSource | Iterable[dict[str, torch.Tensor]] | Any,
+    *,
+    tokenizer: Any = None,
+    has_head: bool = False,
+    samples: int = 256,
+    seed: int = 0,
+    max_length: int = 128,
+    batch_size: int = 32,
+) -> TrimSpec | str | None:
+    """Turn ``--drop-ffn auto:N`` into a :class:`TrimSpec` chosen by :func:`analyze_blocks`.
+
+    Any other ``drop_ffn`` (a plain selection, or None) is returned unchanged. ``data`` is a
+    :class:`~trimbert.train.DataSource` (its training split is sampled; needs ``tokenizer``), a
+    datasets ``Dataset`` already tokenized (sampled with ``samples``/``seed``; needs ``tokenizer``), or
+    a list of padded batches (used as is). ``model`` is not modified: pass the returned spec to
+    ``trim(model, spec)`` and then any string options (``trim(model, attention=..., layernorm=...)``).
+    """
+    n = parse_auto(drop_ffn)
+    if n is None:
+        return drop_ffn
+    check_auto_count(n, model)
+    seed_used: int | None = seed
+    if isinstance(data, list):
+        batches = data
+        seed_used = None
+    else:
+        if tokenizer is None:
+            raise TrimbertError("auto:N analysis needs the model's tokenizer")
+        if hasattr(data, "load"):  # a DataSource
+            dataset, _ = data.load()
+            batches = sample_batches(
+                dataset["train"],
+                tokenizer,
+                samples=samples,
+                seed=seed,
+                max_length=max_length,
+                batch_size=batch_size,
+            )
+        else:
+            batches = sample_batches(
+                data,
+                tokenizer,
+                samples=samples,
+                seed=seed,
+                max_length=max_length,
+                batch_size=batch_size,
+                tokenized="input_ids" in data.column_names,
+            )
+    result = analyze_blocks(model, batches, has_head=has_head, layernorms=False, attention=False)
+    result.seed = seed_used
+    result.max_length = max_length
+    return auto_spec(result, n)
+
+
+__all__ = [
+    "MEASURES",
+    "AnalysisResult",
+    "BlockRow",
+    "Effect",
+    "analyze",
+    "analyze_blocks",
+    "auto_spec",
+    "check_auto_count",
+    "choose_ffn_blocks",
+    "has_task_head",
+    "linear_cka",
+    "make_batches",
+    "mean_cosine",
+    "parse_auto",
+    "resolve_auto_drop",
+    "sample_batches",
+]
