@@ -334,3 +334,78 @@ def test_report_bad_inputs(run_cli, tmp_path):
     code, stdout, err = run_cli("report", tmp_path / "mixed", "--task", "mrpc")
     assert code == 0, err
     assert "base-mrpc" in stdout and "base-sst2" not in stdout
+
+
+# ---------------------------------------------------------------- beyond the paper: analyze, auto:N, baselines
+
+
+def test_trim_auto_and_affine_with_task_data(run_cli, tiny_checkpoint, tmp_path):
+    from conftest import write_sst2
+
+    data = write_sst2(tmp_path / "SST-2")
+    out = tmp_path / "auto"
+    code, stdout, err = run_cli(
+        "trim",
+        tiny_checkpoint,
+        "--out",
+        out,
+        "--drop-ffn",
+        "auto:1",
+        "--layernorm",
+        "half",
+        "--layernorm-replacement",
+        "affine",
+        "--task",
+        "sst2",
+        "--data-dir",
+        data,
+        "--samples",
+        "16",
+    )
+    assert code == 0, err
+    spec = trimbert.load(out).config.spec
+    assert len(spec.drop_ffn) == 1
+    assert spec.notes["drop_ffn_rule"] == "auto:1"
+    assert spec.layernorm_replacement == "affine"
+    assert "auto: dropped the FFNs of blocks" in stdout
+
+
+def test_trim_auto_without_data_is_refused(run_cli, tmp_path):
+    code, _, err = run_cli("trim", "minilm", "--out", tmp_path / "x", "--drop-ffn", "auto:2")
+    _assert_one_line_error(code, err, "auto:N", "--task")
+    code, _, err = run_cli(
+        "trim", "minilm", "--out", tmp_path / "x", "--drop-ffn", "auto:9", "--task", "sst2"
+    )
+    assert code == 2 and not (tmp_path / "x").exists()
+
+
+def test_trim_comparison_baselines(run_cli, tmp_path):
+    code, _, err = run_cli("trim", "minilm", "--out", tmp_path / "layers", "--drop-layers", "4-5")
+    assert code == 0, err
+    code, stdout, _ = run_cli("inspect", tmp_path / "layers", "--json")
+    assert json.loads(stdout)["params"] == 22_713_216 - 2 * 1_774_464
+    code, _, err = run_cli("trim", "minilm", "--out", tmp_path / "width", "--ffn-width", "768")
+    assert code == 0, err
+    code, stdout, _ = run_cli("inspect", tmp_path / "width", "--json")
+    assert json.loads(stdout)["params"] == 22_713_216 - 6 * (1536 - 768) * (2 * 384 + 1)
+    code, _, err = run_cli("trim", "minilm", "--out", tmp_path / "bad", "--ffn-width", "1536")
+    _assert_one_line_error(code, err, "--ffn-width")
+
+
+def test_analyze_cli(run_cli, tiny_checkpoint, tmp_path):
+    from conftest import write_sst2
+
+    data = write_sst2(tmp_path / "SST-2")
+    code, stdout, err = run_cli(
+        "analyze", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--samples", "16", "--json"
+    )
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["measure"] == "cka"
+    assert sorted(result["ranking"]) == [0, 1]
+    code, stdout, err = run_cli(
+        "analyze", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--samples", "16"
+    )
+    assert code == 0 and "FFN ranking, least important first" in stdout
+    code, _, err = run_cli("analyze", "minilm")
+    _assert_one_line_error(code, err, "--task")

@@ -62,6 +62,30 @@ LayerNormOpt = Annotated[
         "--layernorm", help="LayerNorms to strip: none | half | attn | ffn | all | names like 0.attn,3.ffn."
     ),
 ]
+DropLayersOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--drop-layers",
+        help="Whole blocks to remove, DistilBERT-style (original numbering): 1,3 | 4-5 | last:N.",
+    ),
+]
+FFNWidthOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ffn-width",
+        help="Keep the N most important intermediate neurons of each remaining FFN: 768 | 0:768,3:512.",
+    ),
+]
+LNReplacementOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--layernorm-replacement",
+        help="What replaces stripped LayerNorms: identity, or affine (a per-channel map fitted on a data sample).",
+    ),
+]
+SamplesOpt = Annotated[
+    int, typer.Option("--samples", help="Rows sampled for auto:N analysis and affine calibration.")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output folder if it exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
@@ -141,20 +165,116 @@ def trim(
     drop_ffn: DropFFNOpt = None,
     attention: AttentionOpt = None,
     layernorm: LayerNormOpt = None,
+    drop_layers: DropLayersOpt = None,
+    ffn_width: FFNWidthOpt = None,
+    layernorm_replacement: LNReplacementOpt = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="GLUE task whose training text feeds auto:N and affine calibration."),
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help="glue_data/ folder or task folder for --task.")
+    ] = None,
+    samples: SamplesOpt = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the data sample.")] = 0,
+    max_length: Annotated[int, typer.Option("--max-length", help="Token limit of the data sample.")] = 128,
     force: ForceOpt = False,
 ) -> None:
     """Trim MODEL and save it (safetensors, trim spec in config.json, tokenizer copied)."""
     import trimbert
     from trimbert.checkpoint import check_output_dir
+    from trimbert.pipeline import TrimOptions, apply_trim
 
     check_output_dir(out, force)
+    options = TrimOptions(drop_ffn, attention, layernorm, drop_layers, ffn_width, layernorm_replacement)
+    dataset = None
+    if options.needs_data and task is not None:
+        dataset = _data_source(task, data_dir).load()[0]["train"]
     loaded = trimbert.load(model)
+    tokenizer = trimbert.load_tokenizer(model)
     before = loaded.config.num_hidden_layers
-    trimmed = trimbert.trim(loaded, drop_ffn=drop_ffn, attention=attention, layernorm=layernorm)
-    trimbert.save(trimmed, out, tokenizer=trimbert.load_tokenizer(model), force=force)
+    trimmed, info = apply_trim(
+        loaded,
+        options,
+        dataset=dataset,
+        tokenizer=tokenizer,
+        samples=samples,
+        seed=seed,
+        max_length=max_length,
+    )
+    trimbert.save(trimmed, out, tokenizer=tokenizer, force=force)
     spec = trimmed.config.spec
     console.print(f"trimmed {model} ({before} blocks) → {out}: {spec.summary()}")
-    console.print(f"  spec: {json.dumps(spec.to_dict())}")
+    if "auto_drop" in info:
+        console.print(
+            f"  auto: dropped the FFNs of blocks {info['auto_drop']['chosen']} (least important on {samples} rows)"
+        )
+    console.print(f"  spec: {json.dumps(spec.to_dict(), default=str)}")
+
+
+@app.command()
+def analyze(
+    model: ModelArg,
+    task: Annotated[
+        str | None, typer.Option("--task", help="GLUE task whose training rows are the sample.")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help="glue_data/ folder or task folder.")
+    ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Rows of the training split to measure on.")
+    ] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample.")] = 0,
+    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rank blocks by how much dropping their FFN (or stripping their LayerNorms) changes the model."""
+    from trimbert.analyze import analyze as run_analyze
+
+    if task is None:
+        raise TrimbertError("analyze needs --task (the data to measure on)")
+    result = run_analyze(
+        model,
+        _data_source(task, data_dir),
+        samples=samples,
+        seed=seed,
+        max_length=max_length,
+        batch_size=batch_size,
+    )
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    _print_analysis(result)
+
+
+def _print_analysis(result) -> None:
+    label = "Δ loss" if result.measure == "loss" else "1 − CKA"
+    table = Table(
+        title=f"importance ({label}; lower = safer to cut) on {result.samples} rows, {result.tokens} tokens",
+        caption=f"FFN ranking, least important first: {', '.join(map(str, result.ranking))}",
+    )
+    for column in ("block", "rank", "FFN", "FFN cos", "LN attn", "LN ffn", "LN both"):
+        table.add_column(column, justify="right")
+    rank = {block: position + 1 for position, block in enumerate(result.ranking)}
+
+    def cell(effect) -> str:
+        return "-" if effect is None else f"{effect.importance:.4g}"
+
+    for row in result.blocks:
+        table.add_row(
+            str(row.index),
+            str(rank.get(row.index, "-")),
+            cell(row.ffn),
+            "-" if row.ffn is None else f"{row.ffn.cosine:.4f}",
+            cell(row.ln_attn),
+            cell(row.ln_ffn),
+            cell(row.ln_both),
+        )
+    console.print(table)
+    if result.attention:
+        swaps = ", ".join(f"{name} {effect.importance:.4g}" for name, effect in result.attention.items())
+        console.print(f"attention normalizer swapped in every block ({label}): {swaps}")
 
 
 # ---------------------------------------------------------------- finetune / evaluate
@@ -588,6 +708,10 @@ def main(argv: list[str] | None = None) -> None:
 
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
     except ImportError:  # pragma: no cover
         pass
     command = typer.main.get_command(app)
@@ -598,7 +722,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click_exceptions.UsageError as error:
         where = f"{error.ctx.command_path}: " if error.ctx is not None else ""
-        err_console.print(f"error: {where}{error.format_message()}", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(
+            f"error: {where}{error.format_message()}", highlight=False, markup=False, soft_wrap=True
+        )
         sys.exit(2)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
