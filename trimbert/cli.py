@@ -361,6 +361,30 @@ def finetune(
     drop_ffn: DropFFNOpt = None,
     attention: AttentionOpt = None,
     layernorm: LayerNormOpt = None,
+    drop_layers: DropLayersOpt = None,
+    ffn_width: FFNWidthOpt = None,
+    layernorm_replacement: LNReplacementOpt = None,
+    auto_samples: Annotated[
+        int, typer.Option("--samples", help="Training rows used by auto:N analysis and affine calibration.")
+    ] = 256,
+    teacher: Annotated[
+        str | None, typer.Option("--teacher", help="A fine-tuned run folder to distil from (same task).")
+    ] = None,
+    distill_temperature: Annotated[
+        float, typer.Option("--distill-temperature", help="Softmax temperature T of the KD term.")
+    ] = 2.0,
+    distill_alpha_ce: Annotated[
+        float, typer.Option("--distill-alpha-ce", help="Weight of the task loss.")
+    ] = 0.5,
+    distill_alpha_kd: Annotated[
+        float, typer.Option("--distill-alpha-kd", help="Weight of the soft-label KL (× T²).")
+    ] = 0.5,
+    distill_alpha_hidden: Annotated[
+        float,
+        typer.Option(
+            "--distill-alpha-hidden", help="Weight of the hidden-state MSE between corresponding blocks."
+        ),
+    ] = 0.0,
     epochs: Annotated[float, typer.Option("--epochs")] = 3.0,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 5e-5,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
@@ -384,7 +408,7 @@ def finetune(
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune MODEL on a GLUE task or your own data (trimming it first if trim options are given)."""
-    from trimbert.train import FinetuneSettings
+    from trimbert.train import DistillSettings, FinetuneSettings
     from trimbert.train import finetune as run_finetune
 
     settings = FinetuneSettings(
@@ -402,6 +426,14 @@ def finetune(
     source = _data_source(
         task, data_dir, train, validation, text_column, text_pair_column, label_column, task_type
     )
+    distill = None
+    if teacher is not None:
+        distill = DistillSettings(
+            temperature=distill_temperature,
+            alpha_ce=distill_alpha_ce,
+            alpha_kd=distill_alpha_kd,
+            alpha_hidden=distill_alpha_hidden,
+        )
     record = run_finetune(
         model,
         source,
@@ -410,10 +442,18 @@ def finetune(
         drop_ffn=drop_ffn,
         attention=attention,
         layernorm=layernorm,
+        drop_layers=drop_layers,
+        ffn_width=ffn_width,
+        layernorm_replacement=layernorm_replacement,
+        auto_samples=auto_samples,
+        teacher=teacher,
+        distill=distill,
         variant=variant,
         force=force,
         progress=not as_json,
     )
+    if record.train_time_s is None:  # a non-main process of a distributed run: rank 0 reports
+        return
     if as_json:
         _print_json(record.to_dict())
         return

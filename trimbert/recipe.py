@@ -107,15 +107,14 @@ else:  # pragma: no cover - Python 3.10
 
 from trimbert.bench import BenchSettings
 from trimbert.errors import TrimbertError
+from trimbert.pipeline import TRIM_OPTIONS
 from trimbert.records import Record, append_jsonl_atomic, read_jsonl, write_json_atomic
 from trimbert.spec import TrimSpec
 from trimbert.train import DataSource, FinetuneSettings
 
-# The trim keys a variant may have, in the order they are applied; passed to finetune(**trim).
-# Add new trim options (drop_layers, ffn_width, layernorm_replacement, ...) here.
-TRIM_KEYS: tuple[str, ...] = ("drop_ffn", "attention", "layernorm")
-# The trim keys trimbert.spec.resolve_spec understands (validated against the model's depth).
-_SPEC_KEYS = frozenset({"drop_ffn", "attention", "layernorm"})
+# The trim keys a variant may have (those of trimbert.pipeline.TrimOptions, the CLI's trim
+# options); passed to finetune(**trim) and validated with trimbert.spec.resolve_spec.
+TRIM_KEYS: tuple[str, ...] = TRIM_OPTIONS
 
 RESULTS_FILE = "results.jsonl"
 RUNS_DIR = "runs"
@@ -158,7 +157,7 @@ class Variant:
     @property
     def untrimmed(self) -> bool:
         """No trim at all: the architecture of the source model."""
-        return self.spec.is_empty and self.auto_drop is None and not set(self.trim) - _SPEC_KEYS
+        return self.spec.is_empty and self.auto_drop is None
 
 
 @dataclass(frozen=True)
@@ -426,11 +425,11 @@ def load_recipe(path: str | Path, *, config: Any = None) -> Recipe:
         trim = {key: _trim_value(check, entry[key], f"{where}.{key}") for key in TRIM_KEYS if key in entry}
         spec, auto_drop = applied, None
         for key in TRIM_KEYS:
-            if key in trim and key in _SPEC_KEYS:
+            if key in trim:
                 try:
                     if key == "drop_ffn" and (auto_drop := _auto_count(trim[key], num_layers, spec)):
                         continue  # chosen by analysis when fine-tuning
-                    spec = _resolve(num_layers, spec, key, trim[key])
+                    spec = _resolve(config, spec, key, trim[key])
                 except TrimbertError as error:
                     check.fail(f"{where}.{key}", f"{_strip_option(str(error))} (variant {name!r})")
         teacher = entry.get("teacher")
@@ -469,10 +468,12 @@ def load_recipe(path: str | Path, *, config: Any = None) -> Recipe:
     )
 
 
-def _resolve(num_layers: int, spec: TrimSpec, key: str, value: Any) -> TrimSpec:
+def _resolve(config: Any, spec: TrimSpec, key: str, value: Any) -> TrimSpec:
     from trimbert.spec import resolve_spec
 
-    return resolve_spec(num_layers, spec, **{key: value})
+    return resolve_spec(
+        int(config.num_hidden_layers), spec, intermediate_size=int(config.intermediate_size), **{key: value}
+    )
 
 
 def _auto_count(value: str, num_layers: int, spec: TrimSpec) -> int | None:
@@ -513,6 +514,8 @@ def _check_distill(check: _Checker, table: Any, teacher: str | None, where: str)
 
 def _trim_value(check: _Checker, value: Any, key: str) -> str:
     """A trim option as the CLI would get it; an array of block indices becomes ``"1,3,5"``."""
+    if isinstance(value, int) and not isinstance(value, bool):  # ffn_width = 768
+        return str(value)
     if (
         isinstance(value, list)
         and value

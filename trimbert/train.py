@@ -44,8 +44,9 @@ from trimbert.data import TaskInfo, get_task, load_glue, load_user_data, subsamp
 from trimbert.errors import TrimbertError
 from trimbert.measure import check_seq_len, count_parameters, encoder_parameters, flops_per_sequence
 from trimbert.metrics import compute_metrics
+from trimbert.pipeline import TrimOptions, apply_trim
 from trimbert.records import Record, conditions, write_json_atomic
-from trimbert.surgery import applied_spec, trim
+from trimbert.surgery import applied_spec
 
 METRICS_FILE = "metrics.json"
 
@@ -160,6 +161,7 @@ def _training_arguments(
         bf16=use_bf16,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -541,6 +543,9 @@ def finetune(
     drop_ffn: str | None = None,
     attention: str | None = None,
     layernorm: str | None = None,
+    drop_layers: str | None = None,
+    ffn_width: str | int | None = None,
+    layernorm_replacement: str | None = None,
     variant: str | None = None,
     force: bool = False,
     progress: bool = True,
@@ -550,12 +555,13 @@ def finetune(
 ) -> Record:
     """Fine-tune ``model_source`` (trimmed on the fly if options are given) and write ``out``.
 
-    ``drop_ffn="auto:N"`` drops the N FFNs that matter least on ``auto_samples`` training rows (drawn
-    with ``settings.seed``; see :mod:`trimbert.analyze`). ``teacher``: a fine-tuned run folder for the
+    The trim options are those of :class:`trimbert.pipeline.TrimOptions`. ``drop_ffn="auto:N"`` drops
+    the N FFNs that matter least, and ``layernorm_replacement="affine"`` fits its maps, on
+    ``auto_samples`` training rows (drawn with ``settings.seed``; see :func:`trimbert.pipeline.apply_trim`). ``teacher``: a fine-tuned run folder for the
     same task; the model then trains with :func:`distillation_loss` (weights from ``distill``,
     default :class:`DistillSettings`).
     """
-    from trimbert.analyze import has_task_head, parse_auto, resolve_auto_drop
+    from trimbert.analyze import has_task_head
 
     settings = settings or FinetuneSettings()
     settings.check()
@@ -564,37 +570,26 @@ def finetune(
     if teacher is not None:
         distill = distill or DistillSettings()
         distill.check()
-    auto_n = parse_auto(drop_ffn)
-    if auto_n is not None and auto_samples < 1:
+    if TrimOptions(drop_ffn=drop_ffn).auto_count is not None and auto_samples < 1:
         raise TrimbertError(f"auto:N analysis needs at least 1 sample, got {auto_samples}")
     out = checkpoint.check_output_dir(out, force)
     task, tokenizer, model, encoded = _prepare(model_source, source, settings)
     loaded_teacher = None
     if teacher is not None:
         loaded_teacher = load_teacher(teacher, task, model, tokenizer, settings, distill)
-    auto_info: dict[str, Any] | None = None
-    if auto_n is not None:
-        start = time.perf_counter()
-        auto = resolve_auto_drop(
-            model,
-            drop_ffn,
-            encoded["train"],
-            tokenizer=tokenizer,
-            has_head=has_task_head(model_source, task),
-            samples=auto_samples,
-            seed=settings.seed,
-            max_length=settings.max_length,
-            batch_size=settings.eval_batch_size,
-        )
-        model = trim(model, auto)
-        auto_info = {
-            **auto.notes,
-            "chosen": list(auto.drop_ffn),
-            "analysis_time_s": time.perf_counter() - start,
-        }
-        drop_ffn = None
-    if any(option is not None for option in (drop_ffn, attention, layernorm)):
-        model = trim(model, drop_ffn=drop_ffn, attention=attention, layernorm=layernorm)
+    options = TrimOptions(drop_ffn, attention, layernorm, drop_layers, ffn_width, layernorm_replacement)
+    model, trim_info = apply_trim(
+        model,
+        options,
+        dataset=encoded["train"],
+        tokenizer=tokenizer,
+        has_head=options.auto_count is not None and has_task_head(model_source, task),
+        samples=auto_samples,
+        seed=settings.seed,
+        max_length=settings.max_length,
+        batch_size=settings.eval_batch_size,
+    )
+    auto_info = trim_info.get("auto_drop")
     eval_sets = {split: encoded[split] for split in task.eval_splits}
     evaluator = _Evaluator(task, eval_sets)
     trainer_kwargs: dict[str, Any] = {}
