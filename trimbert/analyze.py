@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from trimbert.calibrate import linear_cka
 from trimbert.errors import TrimbertError
 from trimbert.spec import TrimSpec
 from trimbert.surgery import applied_spec, encoder_layers, trim
@@ -58,30 +59,6 @@ _AUTO = re.compile(r"^auto(?::(.*))?$", re.IGNORECASE)
 # --------------------------------------------------------------------------------------------------
 # Similarity
 # --------------------------------------------------------------------------------------------------
-
-
-def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Linear CKA of two representations of the same ``n`` examples (rows), features in columns.
-
-    ``x``: ``(n, d1)``, ``y``: ``(n, d2)``. Columns are centered, then
-    ``CKA = ||Yᵀ X||²_F / (||Xᵀ X||_F · ||Yᵀ Y||_F)`` (Kornblith et al., 2019), computed in float64.
-    It is 1 for identical inputs, invariant to orthogonal transforms and isotropic scaling of either
-    side, and in [0, 1]. A constant side (no variance) gives 0, or 1 if both are constant.
-    """
-    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"linear_cka needs (n, d) matrices with the same n, got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    x = x.detach().to(torch.float64)
-    y = y.detach().to(torch.float64)
-    x = x - x.mean(dim=0, keepdim=True)
-    y = y - y.mean(dim=0, keepdim=True)
-    cross = torch.linalg.matrix_norm(y.T @ x) ** 2
-    norm_x = torch.linalg.matrix_norm(x.T @ x)
-    norm_y = torch.linalg.matrix_norm(y.T @ y)
-    if norm_x == 0 or norm_y == 0:
-        return 1.0 if norm_x == norm_y else 0.0
-    return float(cross / (norm_x * norm_y))
 
 
 def mean_cosine(x: torch.Tensor, y: torch.Tensor) -> float:

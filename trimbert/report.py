@@ -23,7 +23,6 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trimbert.errors import TrimbertError
-from trimbert.records import Record, read_jsonl, write_json_atomic
+from trimbert.records import Record, read_jsonl, write_bytes_atomic, write_json_atomic
 
 # Files that are never records: Hugging Face model/tokenizer/trainer files, and the report's own output.
 _NOT_RECORD_FILES = frozenset(
@@ -633,29 +632,16 @@ def write_report(table: ReportTable, out_dir: str | Path) -> dict[str, Path]:
         png = _plot(table, cost_field, label)
         if png is not None:
             written[kind] = out_dir / PLOT_FILES[kind]
-            _write_atomic(written[kind], png)
+            write_bytes_atomic(written[kind], png)
 
     written["csv"] = out_dir / "results.csv"
-    _write_atomic(written["csv"], _csv_text(table).encode())
+    write_bytes_atomic(written["csv"], _csv_text(table).encode())
     written["json"] = out_dir / "results.json"
     write_json_atomic(written["json"], [dataclasses.asdict(row) for row in table.rows])
     written["markdown"] = out_dir / "report.md"
     plots = [written[kind].name for kind in PLOT_FILES if kind in written]
-    _write_atomic(written["markdown"], render_markdown(table, plots).encode())
+    write_bytes_atomic(written["markdown"], render_markdown(table, plots).encode())
     return written
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _latency_label(table: ReportTable) -> str:
