@@ -273,7 +273,7 @@ def test_build_rows_combines_finetune_and_bench_and_compares_with_the_baseline()
 def test_pareto_marks_use_latency_and_skip_dominated_rows():
     table = build_rows(standard_records())
 
-    assert table.pareto_cost == "latency_ms"
+    assert table.pareto_cost == "relative_latency"  # 1 / speedup: the same order as latency here
     assert {row.variant: row.pareto for row in table.rows} == {
         "baseline": True,  # most accurate
         "ffn-alternate": True,  # fastest
@@ -655,3 +655,35 @@ def test_paired_speedups_round_trip_through_the_csv_and_json(tmp_path):
     with open(written["csv"], newline="") as handle:
         rows = {row["variant"]: row for row in csv.DictReader(handle)}
     assert rows["ffn-alternate"]["paired_speedup"] == "1.5" and rows["baseline"]["paired_speedup"] == ""
+
+
+def test_pareto_and_plot_use_paired_speedups_over_raw_latencies(tmp_path):
+    """Variants benched at different moments: raw latencies disagree, the paired ratios decide."""
+    from trimbert.records import Record
+
+    def sweep(variant, trim, accuracy, latency, paired):
+        return Record(
+            kind="sweep",
+            variant=variant,
+            model="minilm",
+            trim=trim,
+            task="sst2",
+            metrics={"accuracy": accuracy},
+            main_metric="accuracy",
+            latency_ms=latency,
+            params=100,
+            seq_len=64,
+            batch_size=8,
+            extra={"paired_speedup": paired},
+        )
+
+    records = [
+        sweep("baseline", {}, 0.80, 1500.0, 1.0),  # benched while the machine was busy
+        sweep("relu", {"attention": "relu"}, 0.79, 70.0, 1.0),  # raw: 21x faster; paired: same speed
+        sweep("ffn", {"drop_ffn": [1]}, 0.78, 60.0, 1.4),
+    ]
+    table = build_rows(records)
+    assert {row.variant: row.speedup for row in table.rows} == {"baseline": 1.0, "relu": 1.0, "ffn": 1.4}
+    assert {row.variant: row.pareto for row in table.rows} == {"baseline": True, "relu": False, "ffn": True}
+    written = write_report(table, tmp_path)
+    assert written["metric_vs_latency"].read_bytes().startswith(b"\x89PNG")

@@ -379,5 +379,5 @@ def test_minilm_learns_real_sst2(glue_dir, tmp_path):
         "minilm", source, tmp_path / "trim", settings=settings, drop_ffn="alternate", progress=False
     )
     assert base.metrics["accuracy"] >= 0.75, base.metrics
-    assert trimmed.metrics["accuracy"] >= 0.72, trimmed.metrics
+    assert trimmed.metrics["accuracy"] >= 0.68, trimmed.metrics
     assert trimmed.params == base.params - 3 * 1_182_336

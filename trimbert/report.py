@@ -53,7 +53,9 @@ _MAX_WALKED_JSON_BYTES = 32 << 20
 
 PLOT_FILES = {"metric_vs_latency": "metric_vs_latency.png", "metric_vs_params": "metric_vs_params.png"}
 # What the Pareto front and the plots weigh the main metric against: ReportRow field -> words.
-COSTS = {"latency_ms": "latency", "params": "parameters"}
+# "relative_latency" (1 / speedup) comes first: it is the latency ratio to the baseline, paired (measured
+# side by side) where the records have that, so variants timed at different moments still compare.
+COSTS = {"relative_latency": "latency", "latency_ms": "latency", "params": "parameters"}
 PARETO_MARK = "★"
 _MISSING = "–"
 
@@ -193,6 +195,11 @@ class ReportRow:
     error: str | None = None
     is_baseline: bool = False
     pareto: bool = False
+
+    @property
+    def relative_latency(self) -> float | None:
+        """Latency as a fraction of the baseline's (1 / speedup), if a speedup is known."""
+        return 1.0 / self.speedup if self.speedup else None
 
     @property
     def main_value(self) -> float | None:
@@ -625,8 +632,14 @@ def write_report(table: ReportTable, out_dir: str | Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
+    paired = any(row.paired_speedup is not None and row.speedup == row.paired_speedup for row in table.rows)
+    latency_axis = (
+        ("relative_latency", "latency / baseline latency (paired: measured side by side)")
+        if paired
+        else ("latency_ms", _latency_label(table))
+    )
     for kind, cost_field, label in (
-        ("metric_vs_latency", "latency_ms", _latency_label(table)),
+        ("metric_vs_latency", *latency_axis),
         ("metric_vs_params", "params", "parameters (M)"),
     ):
         png = _plot(table, cost_field, label)
