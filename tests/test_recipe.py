@@ -677,7 +677,7 @@ def test_the_shipped_recipes_find_the_local_glue_data(monkeypatch, run_cli, tmp_
     monkeypatch.setenv("TRIMBERT_GLUE_DIR", str(GLUE_DIR))
     code, stdout, err = run_cli("sweep", RECIPES / "quickstart.toml", "--out", tmp_path / "qs", "--dry-run")
     assert code == 0, err
-    assert "recipe OK: 6 units selected, 6 to run" in stdout
+    assert "recipe OK: 7 units selected, 7 to run" in stdout
     assert not (tmp_path / "qs").exists()
     monkeypatch.setenv("TRIMBERT_GLUE_DIR", str(tmp_path))
     code, _, err = run_cli("sweep", RECIPES / "quickstart.toml", "--out", tmp_path / "qs", "--dry-run")
