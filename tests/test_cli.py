@@ -409,3 +409,47 @@ def test_analyze_cli(run_cli, tiny_checkpoint, tmp_path):
     assert code == 0 and "FFN ranking, least important first" in stdout
     code, _, err = run_cli("analyze", "minilm")
     _assert_one_line_error(code, err, "--task")
+
+
+def test_finetune_with_teacher_and_per_epoch_evaluation(run_cli, tiny_checkpoint, tmp_path):
+    from conftest import write_sst2
+
+    data = write_sst2(tmp_path / "SST-2")
+    common = [
+        "--task",
+        "sst2",
+        "--data-dir",
+        data,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+    ]
+    assert run_cli("finetune", tiny_checkpoint, "--out", tmp_path / "teacher", *common)[0] == 0
+    code, stdout, err = run_cli(
+        "finetune",
+        tiny_checkpoint,
+        "--out",
+        tmp_path / "student",
+        *common,
+        "--drop-ffn",
+        "1",
+        "--teacher",
+        tmp_path / "teacher",
+        "--distill-alpha-hidden",
+        "1.0",
+        "--eval-each-epoch",
+        "--json",
+    )
+    assert code == 0, err
+    record = json.loads(stdout)
+    assert record["extra"]["distill"]["teacher"].endswith("teacher")
+    assert record["extra"]["distill"]["settings"]["alpha_hidden"] == 1.0
+    # one evaluation after each epoch, then the final one
+    assert [entry["epoch"] for entry in record["extra"]["log_history"] if "eval_loss" in entry] == [1.0, 2.0, 2.0]
+    code, _, err = run_cli(
+        "finetune", tiny_checkpoint, "--out", tmp_path / "x", *common, "--teacher", tmp_path / "nope"
+    )
+    _assert_one_line_error(code, err, "nope")
