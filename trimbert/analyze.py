@@ -35,7 +35,7 @@ import copy
 import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -521,57 +521,24 @@ def auto_spec(result: AnalysisResult, n: int) -> TrimSpec:
 def resolve_auto_drop(
     model: nn.Module,
     drop_ffn: str | None,
-    data: DataSource | Iterable[dict[str, torch.Tensor]] | Any,
+    batches: list[dict[str, torch.Tensor]],
     *,
-    tokenizer: Any = None,
     has_head: bool = False,
-    samples: int = 256,
-    seed: int = 0,
-    max_length: int = 128,
-    batch_size: int = 32,
+    seed: int | None = None,
 ) -> TrimSpec | str | None:
-    """Turn ``--drop-ffn auto:N`` into a :class:`TrimSpec` chosen by :func:`analyze_blocks`.
+    """Turn ``--drop-ffn auto:N`` into a :class:`TrimSpec` chosen by :func:`analyze_blocks` on ``batches``.
 
-    Any other ``drop_ffn`` (a plain selection, or None) is returned unchanged. ``data`` is a
-    :class:`~trimbert.train.DataSource` (its training split is sampled; needs ``tokenizer``), a
-    datasets ``Dataset`` already tokenized (sampled with ``samples``/``seed``; needs ``tokenizer``), or
-    a list of padded batches (used as is). ``model`` is not modified: pass the returned spec to
-    ``trim(model, spec)`` and then any string options (``trim(model, attention=..., layernorm=...)``).
+    Any other ``drop_ffn`` (a plain selection, or None) is returned unchanged. ``seed`` (the seed the
+    sample was drawn with, see :func:`sample_batches`) is recorded as provenance. ``model`` is not
+    modified: pass the returned spec to ``trim(model, spec)`` and then any string options
+    (:func:`trimbert.pipeline.apply_trim` does both, sampling the batches from a dataset).
     """
     n = parse_auto(drop_ffn)
     if n is None:
         return drop_ffn
     check_auto_count(n, model)
-    seed_used: int | None = seed
-    if isinstance(data, list):
-        batches = data
-        seed_used = None
-    else:
-        if tokenizer is None:
-            raise TrimbertError("auto:N analysis needs the model's tokenizer")
-        if hasattr(data, "load"):  # a DataSource
-            dataset, _ = data.load()
-            batches = sample_batches(
-                dataset["train"],
-                tokenizer,
-                samples=samples,
-                seed=seed,
-                max_length=max_length,
-                batch_size=batch_size,
-            )
-        else:
-            batches = sample_batches(
-                data,
-                tokenizer,
-                samples=samples,
-                seed=seed,
-                max_length=max_length,
-                batch_size=batch_size,
-                tokenized="input_ids" in data.column_names,
-            )
     result = analyze_blocks(model, batches, has_head=has_head, layernorms=False, attention=False)
-    result.seed = seed_used
-    result.max_length = max_length
+    result.seed = seed
     return auto_spec(result, n)
 
 

@@ -102,7 +102,7 @@ def apply_trim(
         from trimbert.analyze import resolve_auto_drop
 
         start = time.perf_counter()
-        auto = resolve_auto_drop(model, drop_ffn, batches, has_head=has_head)
+        auto = resolve_auto_drop(model, drop_ffn, batches, has_head=has_head, seed=seed)
         model = trim(model, auto)
         info["auto_drop"] = {
             **auto.notes,
