@@ -56,7 +56,7 @@ bench-speed: $(INSTALLED)
 	$(PY) -m trimbert bench $(RUNS)/bert-base-ffn0-7 $(RUNS)/bert-base-full --vs $(RUNS)/bert-base-random \
 		--batch-size 8 --seq-len 128 --threads 2 --repeats 15 --warmup 3 --device cpu --out $(RUNS)/bench-speed.json
 
-# Sweeps (trimbert.recipe): trim, fine-tune, evaluate and bench every variant of a recipe; resumable:
+# Sweeps (trimbert.sweep): trim, fine-tune, evaluate and bench every variant of a recipe; resumable:
 # rerunning skips the finished variants. Each sweep writes report.md, results.csv/json and plots into
 # its folder.
 #   make quickstart                                  MiniLM on SST-2, 6 variants, ~15 min on 2 CPU cores

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 
 import trimbert  # noqa: E402
-from trimbert.checkpoint import bundled_model_path  # noqa: E402
+from trimbert.model.checkpoint import bundled_model_path  # noqa: E402
 
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "glue"
 

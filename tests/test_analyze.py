@@ -16,17 +16,17 @@ from trimbert.analyze import (
     auto_spec,
     check_auto_count,
     choose_ffn_blocks,
-    has_task_head,
-    linear_cka,
-    make_batches,
     mean_cosine,
-    parse_auto,
     resolve_auto_drop,
 )
-from trimbert.attention import NORMALIZERS
-from trimbert.data import get_task
+from trimbert.data.batches import make_batches
+from trimbert.data.source import DataSource
+from trimbert.data.tasks import get_task
 from trimbert.errors import TrimbertError
-from trimbert.train import DataSource
+from trimbert.model.attention import NORMALIZERS
+from trimbert.model.calibrate import linear_cka
+from trimbert.model.heads import has_task_head
+from trimbert.spec import parse_auto
 
 # --- linear CKA ---------------------------------------------------------------------------------
 
@@ -173,17 +173,15 @@ def test_parse_auto():
 
 
 def test_resolve_auto_drop_returns_a_spec_that_composes(tiny_model, tiny_batch):
-    assert resolve_auto_drop(tiny_model, "alternate", [tiny_batch]) == "alternate"
-    assert resolve_auto_drop(tiny_model, None, [tiny_batch]) is None
-    spec = resolve_auto_drop(tiny_model, "auto:2", [tiny_batch])
+    spec = resolve_auto_drop(tiny_model, 2, [tiny_batch])
     expected = tuple(sorted(analyze_blocks(tiny_model, [tiny_batch]).ranking[:2]))
     assert spec.drop_ffn == expected
     model = trimbert.trim(trimbert.trim(tiny_model, spec), attention="relu", layernorm="half")
     applied = model.config.spec
     assert applied.drop_ffn == expected and applied.attention == "relu" and applied.layernorm
     assert applied.notes["drop_ffn_rule"] == "auto:2"
-    for bad in ("auto:0", "auto:5"):
-        with pytest.raises(TrimbertError, match="auto"):
+    for bad in (0, 5):
+        with pytest.raises(TrimbertError, match=rf"auto:{bad} needs 1 <= N <= 4"):
             resolve_auto_drop(tiny_model, bad, [tiny_batch])
 
 
@@ -208,15 +206,19 @@ def test_analyze_same_seed_same_ranking(tiny_checkpoint, tmp_path):
 
 def test_has_task_head_and_loss_measure(tiny_checkpoint, tmp_path):
     sst2 = get_task("sst2")
-    assert not has_task_head(str(tiny_checkpoint), sst2)
+    assert not has_task_head(str(tiny_checkpoint), sst2.num_labels, sst2.is_regression)
     torch.manual_seed(0)
     classifier = BertForSequenceClassification(
         tiny_config(vocab_size=30522, num_hidden_layers=2, max_position_embeddings=128, num_labels=2)
     )
     trimbert.save(classifier, tmp_path / "clf", tokenizer=trimbert.load_tokenizer(tiny_checkpoint))
-    assert has_task_head(str(tmp_path / "clf"), sst2)
-    assert not has_task_head(str(tmp_path / "clf"), get_task("mnli"))  # 3 labels
-    assert not has_task_head(str(tmp_path / "clf"), get_task("stsb"))  # regression
+    assert has_task_head(str(tmp_path / "clf"), sst2.num_labels, sst2.is_regression)
+    assert not has_task_head(
+        str(tmp_path / "clf"), get_task("mnli").num_labels, get_task("mnli").is_regression
+    )  # 3 labels
+    assert not has_task_head(
+        str(tmp_path / "clf"), get_task("stsb").num_labels, get_task("stsb").is_regression
+    )  # regression
     data = write_sst2(tmp_path / "SST-2")
     result = analyze(str(tmp_path / "clf"), DataSource(task="sst2", data_dir=str(data)), samples=12)
     assert result.measure == "loss" and result.base_loss > 0

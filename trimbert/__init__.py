@@ -1,24 +1,31 @@
 """trimbert: trim BERT checkpoints the TrimBERT way and measure what it bought and cost.
 
 ``import trimbert`` registers the attention normalizers and the TrimBert model classes with
-transformers, so trimmed checkpoints load through the Auto classes.
+transformers, so trimmed checkpoints load through the Auto classes. The public API:
+:func:`load`, :func:`load_tokenizer`, :func:`save`, :func:`trim`, :class:`TrimRequest`,
+:class:`TrimSpec`, :func:`resolve_spec`, :class:`TrimBertConfig`, :class:`TrimbertError`.
+The package's layers are described in the README (Architecture) and enforced by ``make lint``.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version
 
-from trimbert.checkpoint import load, load_tokenizer, save  # noqa: E402
-from trimbert.errors import TrimbertError  # noqa: E402
-from trimbert.modeling import TrimBertConfig  # noqa: E402
-from trimbert.modeling import register as _register
-from trimbert.spec import TrimSpec, resolve_spec  # noqa: E402
-from trimbert.surgery import trim  # noqa: E402
+from trimbert.errors import TrimbertError
+from trimbert.model.checkpoint import load, load_tokenizer, save
+from trimbert.model.modeling import TrimBertConfig
+from trimbert.model.modeling import register as _register
+from trimbert.model.trim import trim
+from trimbert.spec import TrimRequest, TrimSpec, resolve_spec
+
+__version__ = version("trimbert")
 
 _register()
 
 __all__ = [
     "TrimBertConfig",
+    "TrimRequest",
     "TrimSpec",
     "TrimbertError",
+    "__version__",
     "load",
     "load_tokenizer",
     "resolve_spec",

@@ -1,6 +1,6 @@
 """Data-driven choice of what to trim: how much each FFN, LayerNorm and the attention normalizer matter.
 
-:func:`analyze_blocks` trims a copy of the model one candidate at a time (with :func:`trimbert.trim`,
+:func:`analyze_blocks` trims a copy of the model one candidate at a time (with :func:`trimbert.model.trim.trim`,
 the very surgery a real trim uses, so what is measured is what would be cut) and runs the copy on a
 sample of the task's data, next to the untouched model. The candidates:
 
@@ -8,7 +8,7 @@ sample of the task's data, next to the untouched model. The candidates:
 - ``ln_attn`` / ``ln_ffn``: the LayerNorm after block *i*'s attention / FFN sub-layer alone;
 - ``ln_both``: both LayerNorms of block *i* together (only where both still exist);
 - ``attention``: a whole-model column: every block's softmax replaced by each normalizer of
-  :data:`trimbert.attention.NORMALIZERS` (weights unchanged, no healing: it says how far each
+  :data:`trimbert.spec.NORMALIZER_NAMES` (weights unchanged, no healing: it says how far each
   normalizer starts from the trained model, not where fine-tuning would end up).
 
 The measure depends on what the model is:
@@ -33,27 +33,27 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from trimbert.calibrate import linear_cka
+from trimbert.data.batches import sample_batches
+from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
-from trimbert.spec import TrimSpec
-from trimbert.surgery import applied_spec, encoder_layers, trim
-
-if TYPE_CHECKING:
-    from trimbert.data import TaskInfo
-    from trimbert.train import DataSource
+from trimbert.measure.size import check_seq_len
+from trimbert.model import checkpoint
+from trimbert.model.calibrate import linear_cka
+from trimbert.model.heads import has_task_head
+from trimbert.model.structure import applied_spec, encoder_layers
+from trimbert.model.trim import trim
+from trimbert.spec import NORMALIZER_NAMES, TrimSpec
 
 MEASURES = ("loss", "cka")
-_AUTO = re.compile(r"^auto(?::(.*))?$", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,76 +243,92 @@ def analyze_blocks(
     start = time.perf_counter()
     was_training = model.training
     model.eval()
-    skipped: dict[str, str] = {}
+    cuts = _Cuts(model, batches, has_head, measure)
     try:
-        applied = applied_spec(model)
-        num_layers, kept = _blocks(model)
-        base = _run(model, batches, has_head)
-
-        def measure_cut(what: str, **options: str) -> Effect | None:
-            try:
-                cut = trim(copy.deepcopy(model), **options).eval()
-            except TrimbertError as error:  # a cut this model cannot take (e.g. mixed LN replacements)
-                skipped[what] = str(error)
-                return None
-            return _effect(base, _run(cut, batches, has_head), measure)
-
-        existing_ln = set(applied.layernorms_remaining(num_layers))
-        rows = []
-        for index in kept:
-            row = BlockRow(index)
-            if index not in applied.drop_ffn:
-                row.ffn = measure_cut(f"ffn {index}", drop_ffn=str(index))
-            if layernorms:
-                attn_name, ffn_name = f"{index}.attn", f"{index}.ffn"
-                if attn_name in existing_ln:
-                    row.ln_attn = measure_cut(f"ln {attn_name}", layernorm=attn_name)
-                if ffn_name in existing_ln:
-                    row.ln_ffn = measure_cut(f"ln {ffn_name}", layernorm=ffn_name)
-                if attn_name in existing_ln and ffn_name in existing_ln:
-                    row.ln_both = measure_cut(f"ln {index} both", layernorm=f"{attn_name},{ffn_name}")
-            rows.append(row)
-        columns: dict[str, Effect] = {}
-        if attention:
-            from trimbert.attention import NORMALIZERS
-
-            for name in NORMALIZERS:
-                if name != applied.attention:
-                    effect = measure_cut(f"attention {name}", attention=name)
-                    if effect is not None:
-                        columns[name] = effect
+        rows = _block_rows(model, cuts, layernorms)
+        columns = _attention_columns(model, cuts) if attention else {}
     finally:
         model.train(was_training)
-    ranking = tuple(
-        index
-        for index, _ in sorted(
-            ((row.index, row.ffn.importance) for row in rows if row.ffn is not None),
-            key=lambda item: (item[1], item[0]),
-        )
-    )
-    ln_effects = []
-    for row in rows:
-        for kind, effect in (("attn", row.ln_attn), ("ffn", row.ln_ffn)):
-            if effect is not None:
-                ln_effects.append((effect.importance, row.index, kind))
-    layernorm_ranking = tuple(
-        f"{index}.{kind}" for _, index, kind in sorted(ln_effects, key=lambda e: (e[0], e[1], e[2]))
-    )
+    applied = applied_spec(model)
     return AnalysisResult(
         measure=measure,
         blocks=rows,
         attention=columns,
-        ranking=ranking,
-        layernorm_ranking=layernorm_ranking,
-        base_loss=base.loss,
+        ranking=_ffn_ranking(rows),
+        layernorm_ranking=_layernorm_ranking(rows),
+        base_loss=cuts.base.loss,
         samples=sum(int(batch["input_ids"].shape[0]) for batch in batches),
-        tokens=int(base.features.shape[0]),
+        tokens=int(cuts.base.features.shape[0]),
         time_s=time.perf_counter() - start,
         notes={
             **({"applied": applied.summary()} if not applied.is_empty else {}),
-            **({"skipped": skipped} if skipped else {}),
+            **({"skipped": cuts.skipped} if cuts.skipped else {}),
         },
     )
+
+
+class _Cuts:
+    """Measures single cuts of one model against its untouched outputs on the same batches."""
+
+    def __init__(self, model: nn.Module, batches: Sequence[dict], has_head: bool, measure: str) -> None:
+        self.model, self.batches, self.has_head, self.measure = model, batches, has_head, measure
+        self.skipped: dict[str, str] = {}
+        self.base = _run(model, batches, has_head)
+
+    def measure_cut(self, what: str, **options: str) -> Effect | None:
+        try:
+            cut = trim(copy.deepcopy(self.model), **options).eval()
+        except TrimbertError as error:  # a cut this model cannot take (e.g. mixed LN replacements)
+            self.skipped[what] = str(error)
+            return None
+        return _effect(self.base, _run(cut, self.batches, self.has_head), self.measure)
+
+
+def _block_rows(model: nn.Module, cuts: _Cuts, layernorms: bool) -> list[BlockRow]:
+    applied = applied_spec(model)
+    num_layers, kept = _blocks(model)
+    existing_ln = set(applied.layernorms_remaining(num_layers))
+    rows = []
+    for index in kept:
+        row = BlockRow(index)
+        if index not in applied.drop_ffn:
+            row.ffn = cuts.measure_cut(f"ffn {index}", drop_ffn=str(index))
+        if layernorms:
+            attn_name, ffn_name = f"{index}.attn", f"{index}.ffn"
+            if attn_name in existing_ln:
+                row.ln_attn = cuts.measure_cut(f"ln {attn_name}", layernorm=attn_name)
+            if ffn_name in existing_ln:
+                row.ln_ffn = cuts.measure_cut(f"ln {ffn_name}", layernorm=ffn_name)
+            if attn_name in existing_ln and ffn_name in existing_ln:
+                row.ln_both = cuts.measure_cut(f"ln {index} both", layernorm=f"{attn_name},{ffn_name}")
+        rows.append(row)
+    return rows
+
+
+def _attention_columns(model: nn.Module, cuts: _Cuts) -> dict[str, Effect]:
+    applied = applied_spec(model)
+    columns: dict[str, Effect] = {}
+    for name in NORMALIZER_NAMES:
+        if name != applied.attention:
+            effect = cuts.measure_cut(f"attention {name}", attention=name)
+            if effect is not None:
+                columns[name] = effect
+    return columns
+
+
+def _ffn_ranking(rows: list[BlockRow]) -> tuple[int, ...]:
+    """FFN blocks from least to most important (ties: lower index first)."""
+    scored = [(row.index, row.ffn.importance) for row in rows if row.ffn is not None]
+    return tuple(index for index, _ in sorted(scored, key=lambda item: (item[1], item[0])))
+
+
+def _layernorm_ranking(rows: list[BlockRow]) -> tuple[str, ...]:
+    effects = []
+    for row in rows:
+        for kind, effect in (("attn", row.ln_attn), ("ffn", row.ln_ffn)):
+            if effect is not None:
+                effects.append((effect.importance, row.index, kind))
+    return tuple(f"{index}.{kind}" for _, index, kind in sorted(effects))
 
 
 def _blocks(model: nn.Module) -> tuple[int, list[int]]:
@@ -322,99 +338,6 @@ def _blocks(model: nn.Module) -> tuple[int, list[int]]:
     dropped = set(getattr(applied, "drop_layers", ()) or ())
     original = len(encoder_layers(model)) + len(dropped)
     return original, [index for index in range(original) if index not in dropped]
-
-
-# --------------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------------
-
-
-def make_batches(encoded: Any, tokenizer: Any, batch_size: int = 32) -> list[dict[str, torch.Tensor]]:
-    """Pad a tokenized dataset (``trimbert.data.tokenize`` output) into batches of tensors.
-
-    Rows are grouped by length (stable sort) so that little compute goes to padding; every measure
-    is over the same rows in the same order for the original and each cut, so the order is free.
-    """
-    from transformers import DataCollatorWithPadding
-
-    if batch_size < 1:
-        raise TrimbertError(f"batch size must be at least 1, got {batch_size}")
-    collator = DataCollatorWithPadding(tokenizer)
-    keep = [
-        c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in encoded.column_names
-    ]
-    rows = [encoded[i] for i in range(len(encoded))]
-    rows = [{key: row[key] for key in keep} for row in rows]
-    rows.sort(key=lambda row: len(row["input_ids"]))
-    return [dict(collator(rows[start : start + batch_size])) for start in range(0, len(rows), batch_size)]
-
-
-def sample_batches(
-    dataset: Any,
-    tokenizer: Any,
-    *,
-    samples: int = 256,
-    seed: int = 0,
-    max_length: int = 128,
-    batch_size: int = 32,
-    tokenized: bool = False,
-) -> list[dict[str, torch.Tensor]]:
-    """``samples`` rows of ``dataset`` (drawn with ``seed``; deterministic), tokenized and padded.
-
-    ``dataset``: rows with ``text_a`` (``text_b``) and ``label`` as :mod:`trimbert.data` loads them,
-    or, with ``tokenized=True``, rows already tokenized (``input_ids``, ..., ``labels``).
-    """
-    from trimbert.data import subsample, tokenize
-
-    if samples < 1:
-        raise TrimbertError(f"--samples must be at least 1, got {samples}")
-    rows = subsample(dataset, samples, seed)
-    if not tokenized:
-        from datasets import DatasetDict
-
-        rows = tokenize(DatasetDict({"sample": rows}), tokenizer, max_length)["sample"]
-    return make_batches(rows, tokenizer, batch_size)
-
-
-def has_task_head(model_source: str | Path, task: TaskInfo) -> bool:
-    """Whether ``model_source`` holds a *trained* sequence-classification head for ``task``'s labels.
-
-    True only if all hold: the saved architecture is a ``*ForSequenceClassification``, its label
-    count equals the task's, and the saved weights contain ``classifier.weight`` (a checkpoint saved
-    as a bare encoder loads with a freshly initialized head, which must not be mistaken for one).
-    """
-    from trimbert import checkpoint
-
-    source = checkpoint.resolve_source(model_source)
-    config = checkpoint.load_config(source)
-    architectures = getattr(config, "architectures", None) or []
-    if not any(str(name).endswith("ForSequenceClassification") for name in architectures):
-        return False
-    if config.num_labels != task.num_labels:
-        return False
-    if task.is_regression != (
-        getattr(config, "problem_type", None) == "regression" or config.num_labels == 1
-    ):
-        return False
-    folder = checkpoint.local_dir(source)
-    return folder is not None and "classifier.weight" in _weight_names(Path(folder))
-
-
-def _weight_names(folder: Path) -> set[str]:
-    import json
-
-    if (folder / "model.safetensors").is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
-            return set(handle.keys())
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (folder / index_name).is_file():
-            return set(json.loads((folder / index_name).read_text()).get("weight_map", {}))
-    if (folder / "pytorch_model.bin").is_file():
-        state = torch.load(folder / "pytorch_model.bin", map_location="meta", weights_only=True, mmap=True)
-        return set(state)
-    return set()
 
 
 def analyze(
@@ -432,14 +355,12 @@ def analyze(
     """Load ``model_source`` (its own architecture) and analyze it on ``samples`` training rows of
     ``source``, drawn with ``seed``. ``has_head=None`` decides with :func:`has_task_head`; ``True``
     insists on the loss measure (error if there is no fitting head), ``False`` forces CKA."""
-    from trimbert import checkpoint
-    from trimbert.measure import check_seq_len
 
     dataset, task = source.load()
     tokenizer = checkpoint.load_tokenizer(model_source)
     if tokenizer is None:
         raise TrimbertError(f"no tokenizer found with {model_source}")
-    found_head = has_task_head(model_source, task)
+    found_head = has_task_head(model_source, task.num_labels, task.is_regression)
     if has_head and not found_head:
         raise TrimbertError(
             f"{model_source} has no trained classification head for {task.name} "
@@ -457,27 +378,6 @@ def analyze(
     result.task = task.name
     result.model = str(model_source)
     return result
-
-
-# --------------------------------------------------------------------------------------------------
-# --drop-ffn auto:N
-# --------------------------------------------------------------------------------------------------
-
-
-def parse_auto(drop_ffn: str | None) -> int | None:
-    """``"auto:3"`` -> 3; None for any other selection (not an auto request). ``"auto"`` without a
-    whole number N raises :class:`TrimbertError`. N is checked against the model later."""
-    if not isinstance(drop_ffn, str):
-        return None
-    match = _AUTO.match(drop_ffn.strip())
-    if not match:
-        return None
-    text = (match.group(1) or "").strip()
-    if not re.fullmatch(r"-?\d+", text):
-        raise TrimbertError(
-            f"--drop-ffn: {drop_ffn!r}: use auto:N with N the number of FFNs to drop (e.g. auto:3)"
-        )
-    return int(text)
 
 
 def check_auto_count(n: int, model: nn.Module) -> None:
@@ -520,43 +420,20 @@ def auto_spec(result: AnalysisResult, n: int) -> TrimSpec:
 
 def resolve_auto_drop(
     model: nn.Module,
-    drop_ffn: str | None,
+    count: int,
     batches: list[dict[str, torch.Tensor]],
     *,
     has_head: bool = False,
     seed: int | None = None,
-) -> TrimSpec | str | None:
-    """Turn ``--drop-ffn auto:N`` into a :class:`TrimSpec` chosen by :func:`analyze_blocks` on ``batches``.
+) -> TrimSpec:
+    """``--drop-ffn auto:<count>``: a :class:`TrimSpec` dropping the ``count`` FFNs that
+    :func:`analyze_blocks` finds least important on ``batches``.
 
-    Any other ``drop_ffn`` (a plain selection, or None) is returned unchanged. ``seed`` (the seed the
-    sample was drawn with, see :func:`sample_batches`) is recorded as provenance. ``model`` is not
-    modified: pass the returned spec to ``trim(model, spec)`` and then any string options
-    (:func:`trimbert.pipeline.apply_trim` does both, sampling the batches from a dataset).
+    ``seed`` (the seed the sample was drawn with, see :func:`trimbert.data.batches.sample_batches`) is
+    recorded as provenance. ``model`` is not modified: pass the returned spec to ``trim(model, spec)``
+    (:func:`trimbert.pipeline.apply_trim` does that, sampling the batches from a dataset).
     """
-    n = parse_auto(drop_ffn)
-    if n is None:
-        return drop_ffn
-    check_auto_count(n, model)
+    check_auto_count(count, model)
     result = analyze_blocks(model, batches, has_head=has_head, layernorms=False, attention=False)
     result.seed = seed
-    return auto_spec(result, n)
-
-
-__all__ = [
-    "MEASURES",
-    "AnalysisResult",
-    "BlockRow",
-    "Effect",
-    "analyze",
-    "analyze_blocks",
-    "auto_spec",
-    "check_auto_count",
-    "choose_ffn_blocks",
-    "has_task_head",
-    "linear_cka",
-    "make_batches",
-    "mean_cosine",
-    "parse_auto",
-    "resolve_auto_drop",
-    "sample_batches",
-]
+    return auto_spec(result, count)

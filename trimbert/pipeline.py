@@ -1,63 +1,29 @@
-"""Trimming with everything a trim may need: one entry point for ``trim``, ``finetune`` and sweeps.
+"""Turn a :class:`~trimbert.spec.TrimRequest` into a trimmed model, with data where the trim needs it.
 
-Most trims are pure surgery (:func:`trimbert.trim`). Two need a sample of real text: ``--drop-ffn
-auto:N`` (which FFNs matter least is measured, :mod:`trimbert.analyze`) and ``--layernorm-replacement
-affine`` (the replacement maps are fitted, :mod:`trimbert.calibrate`). :func:`apply_trim` draws one
-sample, uses it for both, and returns what it chose so that records can say so.
+Most trims are pure surgery (:func:`trimbert.model.trim.trim`). Two need a sample of real text:
+``--drop-ffn auto:N`` (which FFNs matter least is measured, :mod:`trimbert.analyze`) and
+``--layernorm-replacement affine`` (the replacement maps are fitted, :mod:`trimbert.model.calibrate`).
+:func:`apply_trim` draws one sample, uses it for both, and returns what it chose so that records can
+say so. ``trim``, ``finetune`` and sweeps all trim through here.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import nn
 
+from trimbert.analyze import resolve_auto_drop
+from trimbert.data.batches import sample_batches
 from trimbert.errors import TrimbertError
-from trimbert.surgery import trim
-
-TRIM_OPTIONS = ("drop_ffn", "attention", "layernorm", "drop_layers", "ffn_width", "layernorm_replacement")
-
-
-@dataclass
-class TrimOptions:
-    """A trim request in the CLI vocabulary (see :mod:`trimbert.spec`); None = leave as is."""
-
-    drop_ffn: str | None = None
-    attention: str | None = None
-    layernorm: str | None = None
-    drop_layers: str | None = None
-    ffn_width: str | int | None = None
-    layernorm_replacement: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("drop_ffn", "drop_layers", "ffn_width"):
-            value = getattr(self, name)
-            if isinstance(value, (list, tuple)):
-                setattr(self, name, ",".join(str(item) for item in value))
-
-    @property
-    def requested(self) -> bool:
-        return any(value is not None for value in asdict(self).values())
-
-    @property
-    def auto_count(self) -> int | None:
-        from trimbert.analyze import parse_auto
-
-        return parse_auto(self.drop_ffn)
-
-    @property
-    def needs_data(self) -> bool:
-        return self.auto_count is not None or self.layernorm_replacement == "affine"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+from trimbert.model.trim import trim
+from trimbert.spec import AFFINE, TrimRequest
 
 
 def apply_trim(
     model: nn.Module,
-    options: TrimOptions,
+    request: TrimRequest,
     *,
     dataset: Any = None,
     tokenizer: Any = None,
@@ -67,7 +33,7 @@ def apply_trim(
     max_length: int = 128,
     batch_size: int = 32,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Trim ``model`` as ``options`` ask; returns the trimmed model and what data-driven steps chose.
+    """Trim ``model`` as ``request`` asks; returns the trimmed model and what data-driven steps chose.
 
     ``dataset``: rows of real text (a datasets split with ``text_a``/``text_b``/``label`` as
     :mod:`trimbert.data` loads them, tokenized or not) for ``auto:N`` and ``affine``; ``samples`` rows
@@ -75,10 +41,10 @@ def apply_trim(
     analysis then ranks FFNs by the change in task loss rather than by hidden-state similarity).
     """
     info: dict[str, Any] = {}
-    if not options.requested:
+    if not request.requested:
         return model, info
     batches = None
-    if options.needs_data:
+    if request.needs_data:
         if dataset is None:
             raise TrimbertError(
                 "--drop-ffn auto:N and --layernorm-replacement affine need text to measure on: "
@@ -86,8 +52,6 @@ def apply_trim(
             )
         if tokenizer is None:
             raise TrimbertError("auto:N and affine calibration need the model's tokenizer")
-        from trimbert.analyze import sample_batches
-
         batches = sample_batches(
             dataset,
             tokenizer,
@@ -97,30 +61,19 @@ def apply_trim(
             batch_size=batch_size,
             tokenized="input_ids" in getattr(dataset, "column_names", ()),
         )
-    drop_ffn = options.drop_ffn
-    if options.auto_count is not None:
-        from trimbert.analyze import resolve_auto_drop
-
+    if request.auto_count is not None:
         start = time.perf_counter()
-        auto = resolve_auto_drop(model, drop_ffn, batches, has_head=has_head, seed=seed)
+        auto = resolve_auto_drop(model, request.auto_count, batches, has_head=has_head, seed=seed)
         model = trim(model, auto)
         info["auto_drop"] = {
             **auto.notes,
             "chosen": list(auto.drop_ffn),
             "analysis_time_s": time.perf_counter() - start,
         }
-        drop_ffn = None
-    rest = {
-        "drop_ffn": drop_ffn,
-        "attention": options.attention,
-        "layernorm": options.layernorm,
-        "drop_layers": options.drop_layers,
-        "ffn_width": options.ffn_width,
-        "layernorm_replacement": options.layernorm_replacement,
-    }
-    if any(value is not None for value in rest.values()):
-        calibration = batches if options.layernorm_replacement == "affine" else None
-        model = trim(model, **rest, calibration_batches=calibration)
+        request = request.without_auto()
+    if request.requested:
+        calibration = batches if request.layernorm_replacement == AFFINE else None
+        model = trim(model, request, calibration_batches=calibration)
     if batches is not None:
         info["sample"] = {"rows": sum(len(batch["input_ids"]) for batch in batches), "seed": seed}
     return model, info

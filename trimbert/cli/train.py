@@ -1,0 +1,111 @@
+"""``trimbert finetune`` and ``evaluate``: train (trimming and distilling on the way) and score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, app, console, print_json, print_metrics
+from trimbert.cli.options import Group, trim_request, with_options
+from trimbert.data.source import DataSource
+from trimbert.errors import TrimbertError
+from trimbert.spec import TrimRequest
+from trimbert.train.settings import DistillSettings, FinetuneSettings
+
+
+@app.command()
+@with_options(trim_request(), Group("source", DataSource), Group("settings", FinetuneSettings), Group("distill", DistillSettings))
+def finetune(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: fine-tuned model, tokenizer and metrics.json.")],
+    request: TrimRequest,
+    source: DataSource,
+    settings: FinetuneSettings,
+    distill: DistillSettings,
+    auto_samples: Annotated[
+        int, typer.Option("--samples", help="Training rows used by auto:N analysis and affine calibration.")
+    ] = 256,
+    teacher: Annotated[
+        str | None, typer.Option("--teacher", help="A fine-tuned run folder to distil from (same task).")
+    ] = None,
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="Name of this run in reports (default: --out's name).")
+    ] = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune MODEL on a GLUE task or your own data (trimming it first if trim options are given)."""
+    from trimbert.train.finetune import finetune as run_finetune
+
+    if teacher is None and distill != DistillSettings():
+        raise TrimbertError("distillation settings need a teacher (--teacher RUN_DIR)")
+    record = run_finetune(
+        model,
+        source,
+        out,
+        settings=settings,
+        request=request,
+        auto_samples=auto_samples,
+        teacher=teacher,
+        distill=distill if teacher is not None else None,
+        variant=variant,
+        force=force,
+        progress=not as_json,
+    )
+    if record.train_time_s is None:  # a non-main process of a distributed run: rank 0 reports
+        return
+    if as_json:
+        print_json(record.to_dict())
+        return
+    print_metrics(
+        f"{record.variant}: {record.task}, {record.trim_summary}",
+        record.metrics,
+        [
+            ("train time", f"{record.train_time_s:.1f} s"),
+            ("train samples/s", f"{record.train_samples_per_s:.1f}"),
+            ("eval time", f"{record.eval_time_s:.1f} s"),
+            ("parameters", f"{record.params:,}"),
+        ],
+    )
+    console.print(f"saved to {out} (metrics.json, model, tokenizer)")
+
+
+@app.command()
+@with_options(
+    Group(
+        "settings",
+        FinetuneSettings,
+        include=("max_length", "max_eval_samples", "eval_batch_size", "seed"),
+        flags={"eval_batch_size": "--batch-size"},
+    )
+)
+def evaluate(
+    model: Annotated[str, typer.Argument(help="A fine-tuned run folder (from trimbert finetune).")],
+    settings: FinetuneSettings,
+    task: Annotated[str | None, typer.Option("--task", help=DataSource.model_fields["task"].description)] = None,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help=DataSource.model_fields["data_dir"].description)
+    ] = None,
+    validation: Annotated[
+        str | None,
+        typer.Option("--validation", help="Evaluate on this file of your own data (same columns as in training)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a fine-tuned model on a task's dev split(s); without --task, on the data it was trained for."""
+    from trimbert.train.finetune import evaluate as run_evaluate
+    from trimbert.train.finetune import source_for_run
+
+    source = source_for_run(model, task=task, data_dir=data_dir, validation=validation)
+    result = run_evaluate(model, source, settings=settings, progress=not as_json)
+    if as_json:
+        print_json(result)
+        return
+    rows = sum(result["eval_rows"].values())
+    print_metrics(
+        f"{model}: {result['task']}, {result['trim_summary']}",
+        result["metrics"],
+        [("eval rows", f"{rows:,}"), ("eval time", f"{result['eval_time_s']:.1f} s")],
+    )

@@ -1,0 +1,148 @@
+"""``trimbert inspect``, ``trim`` and ``analyze``: look at a model, trim it, rank what to cut."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, SamplesOpt, app, console, megabytes, print_json
+from trimbert.cli.options import Group, trim_request, with_options
+from trimbert.data.source import DataSource
+from trimbert.errors import TrimbertError
+from trimbert.spec import TrimRequest
+
+_SAMPLE_DATA = Group(
+    "source",
+    DataSource,
+    include=("task", "data_dir"),
+    helps={"task": "GLUE task whose training rows are the data sample."},
+)
+
+
+@app.command()
+def inspect(
+    model: ModelArg,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length for the FLOPs count.")] = 128,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show each block (FFN kept or dropped, remaining LayerNorms, attention) and the totals."""
+    from trimbert.measure.describe import describe_model
+    from trimbert.measure.size import check_seq_len
+    from trimbert.model.checkpoint import load, local_dir, resolve_source
+
+    loaded = load(model)
+    check_seq_len(loaded, seq_len)
+    summary = describe_model(
+        loaded, source=model, seq_len=seq_len, checkpoint_dir=local_dir(resolve_source(model))
+    )
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    table = Table(title=f"{model} — {summary.model_class}, {summary.trim_summary}")
+    for column in ("block", "FFN", "LayerNorms", "attention", "params"):
+        table.add_column(column, justify="right" if column in ("block", "params") else "left")
+    for block in summary.blocks:
+        table.add_row(
+            str(block.index), block.ffn, ", ".join(block.layernorms) or "-", block.attention, f"{block.params:,}"
+        )
+    console.print(table)
+    disk_note = "" if summary.disk_bytes_source == "files" else " (state dict)"
+    console.print(
+        f"parameters {summary.params:,} · encoder {summary.encoder_params:,} · "
+        f"on disk {megabytes(summary.disk_bytes)}{disk_note} · "
+        f"{summary.flops_per_seq / 1e9:,.3f} GFLOPs per sequence at seq-len {summary.seq_len}"
+    )
+
+
+@app.command()
+@with_options(trim_request(), _SAMPLE_DATA)
+def trim(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the trimmed checkpoint to.")],
+    request: TrimRequest,
+    source: DataSource,
+    samples: SamplesOpt = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the data sample.")] = 0,
+    max_length: Annotated[int, typer.Option("--max-length", help="Token limit of the data sample.")] = 128,
+    force: ForceOpt = False,
+) -> None:
+    """Trim MODEL and save it (safetensors, trim spec in config.json, tokenizer copied)."""
+    from trimbert.model.checkpoint import check_output_dir, load, load_tokenizer, save
+    from trimbert.pipeline import apply_trim
+
+    check_output_dir(out, force)
+    dataset = None
+    if request.needs_data and source.task is not None:
+        dataset = source.load()[0]["train"]
+    loaded = load(model)
+    tokenizer = load_tokenizer(model)
+    before = loaded.config.num_hidden_layers
+    trimmed, info = apply_trim(
+        loaded, request, dataset=dataset, tokenizer=tokenizer, samples=samples, seed=seed, max_length=max_length
+    )
+    save(trimmed, out, tokenizer=tokenizer, force=force)
+    spec = trimmed.config.spec
+    console.print(f"trimmed {model} ({before} blocks) → {out}: {spec.summary()}")
+    if "auto_drop" in info:
+        console.print(
+            f"  auto: dropped the FFNs of blocks {info['auto_drop']['chosen']} (least important on {samples} rows)"
+        )
+    console.print(f"  spec: {json.dumps(spec.to_dict(), default=str)}")
+
+
+@app.command()
+@with_options(_SAMPLE_DATA)
+def analyze(
+    model: ModelArg,
+    source: DataSource,
+    samples: Annotated[int, typer.Option("--samples", help="Rows of the training split to measure on.")] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample.")] = 0,
+    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rank blocks by how much dropping their FFN (or stripping their LayerNorms) changes the model."""
+    from trimbert.analyze import analyze as run_analyze
+
+    if source.task is None:
+        raise TrimbertError("analyze needs --task (the data to measure on)")
+    result = run_analyze(
+        model, source, samples=samples, seed=seed, max_length=max_length, batch_size=batch_size
+    )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    _print_analysis(result)
+
+
+def _print_analysis(result) -> None:
+    label = "Δ loss" if result.measure == "loss" else "1 − CKA"
+    table = Table(
+        title=f"importance ({label}; lower = safer to cut) on {result.samples} rows, {result.tokens} tokens",
+        caption=f"FFN ranking, least important first: {', '.join(map(str, result.ranking))}",
+    )
+    for column in ("block", "rank", "FFN", "FFN cos", "LN attn", "LN ffn", "LN both"):
+        table.add_column(column, justify="right")
+    rank = {block: position + 1 for position, block in enumerate(result.ranking)}
+
+    def cell(effect) -> str:
+        return "-" if effect is None else f"{effect.importance:.4g}"
+
+    for row in result.blocks:
+        table.add_row(
+            str(row.index),
+            str(rank.get(row.index, "-")),
+            cell(row.ffn),
+            "-" if row.ffn is None else f"{row.ffn.cosine:.4f}",
+            cell(row.ln_attn),
+            cell(row.ln_ffn),
+            cell(row.ln_both),
+        )
+    console.print(table)
+    if result.attention:
+        swaps = ", ".join(f"{name} {effect.importance:.4g}" for name, effect in result.attention.items())
+        console.print(f"attention normalizer swapped in every block ({label}): {swaps}")

@@ -1,0 +1,186 @@
+"""Users' own data: CSV, TSV or JSON Lines files with named text and label columns.
+
+Labels become a classification task (string or integer names, kept in order) or a regression
+task; without a validation file a fixed share of the training rows is held out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from trimbert.data.glue import _as_number, _open_text, _parse_score
+from trimbert.data.tasks import HOLDOUT_FRACTION, HOLDOUT_SEED, TASK_TYPES, TaskInfo, _features
+from trimbert.errors import TrimbertError
+
+# ---------------------------------------------------------------------------------------- user data
+
+
+def load_user_data(
+    train: str | os.PathLike,
+    validation: str | os.PathLike | None = None,
+    *,
+    text_column: str,
+    text_pair_column: str | None = None,
+    label_column: str,
+    task_type: str | None = None,
+) -> tuple[datasets.DatasetDict, TaskInfo]:
+    """Load a user's CSV, TSV or JSON Lines files (by extension: .csv, .tsv, .jsonl, .json).
+
+    ``task_type`` is ``"classification"``, ``"regression"`` or None to decide from the train labels:
+    regression when they are all numbers and some are not integers. Classification labels are sorted
+    (numerically when all are integers, else as strings) and numbered in that order; their names are
+    kept in the returned ``TaskInfo.label_names``. Without a validation file, a fixed 10% of train is
+    held out as ``validation``.
+    """
+    if task_type not in (None, *TASK_TYPES):
+        raise TrimbertError(f"unknown task type {task_type!r}; use one of {', '.join(TASK_TYPES)}")
+    train_path = Path(train)
+    columns = [text_column, *([text_pair_column] if text_pair_column else []), label_column]
+    train_rows = _read_user_file(train_path, columns, label_column)
+    train_labels = [row[label_column] for _, row in train_rows]
+
+    if task_type == "regression" or (task_type is None and _looks_like_regression(train_labels)):
+        label_names: tuple[str, ...] = ()
+        encode_label = _parse_score
+    else:
+        label_names, encode_label = _classification_labels(train_labels, train_path)
+
+    task = _user_task(train_path.stem, text_column, text_pair_column, label_names)
+    features = _features(task)
+
+    def to_dataset(path: Path, rows: list[tuple[int, dict[str, Any]]]) -> datasets.Dataset:
+        data: dict[str, list] = {"text_a": [str(row[text_column]) for _, row in rows]}
+        if text_pair_column:
+            data["text_b"] = [str(row[text_pair_column]) for _, row in rows]
+        data["label"] = [encode_label(row[label_column], path, line) for line, row in rows]
+        return datasets.Dataset.from_dict(data, features=features)
+
+    train_set = to_dataset(train_path, train_rows)
+    if validation is not None:
+        validation_path = Path(validation)
+        validation_set = to_dataset(validation_path, _read_user_file(validation_path, columns, label_column))
+        return datasets.DatasetDict(train=train_set, validation=validation_set), task
+    if len(train_set) < 2:
+        raise TrimbertError(
+            f"{train_path} has {len(train_set)} row; holding out validation rows needs at least 2"
+        )
+    held_out = train_set.train_test_split(test_size=HOLDOUT_FRACTION, seed=HOLDOUT_SEED)
+    return datasets.DatasetDict(train=held_out["train"], validation=held_out["test"]), task
+
+
+def _user_task(name: str, text_a: str, text_b: str | None, label_names: tuple[str, ...]) -> TaskInfo:
+    if not label_names:
+        metric_config, metric_names, main_metric = "user-regression", ("pearson", "spearmanr"), "spearmanr"
+    elif len(label_names) == 2:
+        metric_config, metric_names, main_metric = "user-binary", ("accuracy", "f1"), "accuracy"
+    else:
+        metric_config, metric_names, main_metric = "user-multiclass", ("accuracy",), "accuracy"
+    return TaskInfo(
+        name=name,
+        text_a=text_a,
+        text_b=text_b,
+        label_names=label_names,
+        is_regression=not label_names,
+        metric_names=metric_names,
+        main_metric=main_metric,
+        metric_config=metric_config,
+    )
+
+
+def _looks_like_regression(labels: list[Any]) -> bool:
+    numbers = [_as_number(label) for label in labels]
+    return all(number is not None for number in numbers) and any(
+        not number.is_integer() for number in numbers
+    )
+
+
+def _classification_labels(
+    labels: list[Any], train_path: Path
+) -> tuple[tuple[str, ...], Callable[[Any, Path, int], int]]:
+    """Label names in id order, and a function mapping a raw label (with its file and line) to its id."""
+    numbers = [_as_number(label) for label in labels]
+    if all(number is not None and number.is_integer() for number in numbers):
+
+        def key(value: Any) -> int | str:
+            number = _as_number(value)
+            return int(number) if number is not None and number.is_integer() else str(value).strip()
+
+    else:
+
+        def key(value: Any) -> int | str:
+            return str(value).strip()
+
+    values = sorted({key(label) for label in labels})
+    if len(values) < 2:
+        raise TrimbertError(
+            f"{train_path} has only one label value ({values[0]}); classification needs at least two"
+        )
+    label_names = tuple(str(value) for value in values)
+    ids = {value: index for index, value in enumerate(values)}
+
+    def encode(value: Any, path: Path, line: int) -> int:
+        if key(value) not in ids:
+            raise TrimbertError(
+                f"{path} line {line}: label {value!r} is not among the train labels ({', '.join(label_names)})"
+            )
+        return ids[key(value)]
+
+    return label_names, encode
+
+
+def _read_user_file(path: Path, columns: list[str], label_column: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) pairs of a user's data file, with every named column present."""
+    if not path.is_file():
+        raise TrimbertError(f"data file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        records, found = _read_delimited(path, "," if suffix == ".csv" else "\t")
+    elif suffix in (".jsonl", ".json"):
+        records, found = _read_json_lines(path)
+    else:
+        raise TrimbertError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+    if not records:
+        raise TrimbertError(f"{path} is empty (no data rows)")
+    for column in columns:
+        if column not in found:
+            raise TrimbertError(f"{path} has no column {column!r}; its columns are: {', '.join(found)}")
+    for line, record in records:
+        for column in columns:
+            if record.get(column) is None:
+                raise TrimbertError(f"{path} line {line}: no value in column {column!r}")
+        if str(record[label_column]).strip() == "":
+            raise TrimbertError(f"{path} line {line}: empty label in column {label_column!r}")
+    return records
+
+
+def _read_delimited(path: Path, delimiter: str) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    with _open_text(path) as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        records = [(reader.line_num, row) for row in reader]
+        return records, list(reader.fieldnames or [])
+
+
+def _read_json_lines(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    records = []
+    with _open_text(path) as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise TrimbertError(f"{path} line {line}: not valid JSON Lines ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise TrimbertError(
+                    f"{path} line {line}: expected a JSON object, found {type(record).__name__}"
+                )
+            records.append((line, record))
+    found = list(dict.fromkeys(key for _, record in records for key in record))
+    return records, found

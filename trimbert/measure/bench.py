@@ -1,0 +1,219 @@
+"""``trimbert bench``: size, FLOPs and speed of a model, optionally side by side with a baseline.
+
+Both models are loaded in one process and timed alternately after warm-up (see
+:func:`trimbert.measure.benchmark`); every softmax model, the untrimmed baseline above all, first gets
+its fastest attention implementation on the device (``sdpa`` or ``eager``, timed), so a speed-up is
+never measured against a handicapped baseline. Each ratio is shown beside the FLOP-ideal ratio
+(baseline FLOPs / model FLOPs) and their quotient (1.0 = the trim's FLOP savings fully realized).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from trimbert.errors import TrimbertError
+from trimbert.measure.benchmark import BenchResult, benchmark, fastest_attention
+from trimbert.measure.size import (
+    check_seq_len,
+    count_parameters,
+    disk_bytes,
+    encoder_parameters,
+    flops_per_sequence,
+    weights_bytes,
+)
+from trimbert.model import checkpoint
+from trimbert.model.structure import applied_spec
+from trimbert.report.records import Record, conditions
+from trimbert.settings import Settings
+from trimbert.spec.trimspec import SOFTMAX
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+class BenchSettings(Settings):
+    """How ``bench`` measures (the CLI options of ``bench``, the ``[bench]`` table of a recipe)."""
+
+    batch_size: int = Field(8, ge=1, description="Sequences per batch.")
+    seq_len: int = Field(128, ge=1, description="Tokens per sequence.")
+    mode: Literal["infer", "train"] = Field(
+        "infer", description="infer (forward) or train (forward+backward+optimizer step)."
+    )
+    repeats: int = Field(20, ge=1, description="Timed repeats per model (medians are reported).")
+    warmup: int = Field(3, ge=0, description="Untimed warm-up steps per model.")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$",
+        description="auto (cuda if available), cpu, cuda, cuda:1, mps, ...",
+    )
+    threads: int | None = Field(None, ge=1, description="torch threads for the run (default: torch's).")
+
+    def resolved(self) -> BenchSettings:
+        """These settings with ``device="auto"`` made concrete (cuda if available, else cpu)."""
+        if self.device != "auto":
+            return self
+        return self.updated(device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Comparison:
+    """One measured ratio of a model against the baseline, beside what its FLOPs predict."""
+
+    variant: str  # the model compared with the baseline
+    quantity: str  # "latency", "throughput", "train step"
+    baseline: float
+    model: float
+    ratio: float  # speed-up: baseline time / model time (or model throughput / baseline throughput)
+    flop_ideal: float  # baseline FLOPs / model FLOPs
+    quotient: float  # ratio / flop_ideal
+
+
+@dataclass
+class BenchReport:
+    records: list[Record]  # the model first, then the baseline if any
+    attention_choice: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # per variant: chosen impl + timings
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": [record.to_dict() for record in self.records],
+            "attention_choice": self.attention_choice,
+            "comparisons": [vars(comparison) for comparison in self.comparisons],
+        }
+
+
+def _describe(model: nn.Module, source: str, variant: str, settings: BenchSettings) -> Record:
+    spec = applied_spec(model)
+    folder = checkpoint.local_dir(checkpoint.resolve_source(source))
+    return Record(
+        kind="bench",
+        variant=variant,
+        model=source,
+        trim=spec.to_dict() if not spec.is_empty else {},
+        trim_summary=spec.summary(),
+        params=count_parameters(model),
+        encoder_params=encoder_parameters(model),
+        disk_bytes=disk_bytes(folder) if folder else weights_bytes(model),
+        flops_per_seq=float(flops_per_sequence(model, settings.seq_len)),
+        seq_len=settings.seq_len,
+        batch_size=settings.batch_size,
+        path=str(Path(source)) if Path(source).exists() else None,
+    )
+
+
+def bench_models(
+    models: dict[str, tuple[nn.Module, str]],
+    settings: BenchSettings,
+    *,
+    baseline: str | None = None,
+    on_step: ProgressCallback | None = None,
+) -> BenchReport:
+    """Measure already loaded ``models`` ({variant: (model, source)}) side by side.
+
+    ``baseline`` names the variant the others are compared with.
+    """
+    settings = settings.resolved()
+    for model, _ in models.values():
+        check_seq_len(model, settings.seq_len)
+    records = {name: _describe(model, source, name, settings) for name, (model, source) in models.items()}
+    attention_choice: dict[str, dict[str, Any]] = {}
+    for name, (model, _) in models.items():
+        if applied_spec(model).attention == SOFTMAX:
+            chosen, timings = fastest_attention(
+                model,
+                batch_size=settings.batch_size,
+                seq_len=settings.seq_len,
+                device=settings.device,
+                threads=settings.threads,
+            )
+            attention_choice[name] = {"chosen": chosen, "median_ms": timings}
+        else:
+            attention_choice[name] = {"chosen": model.config._attn_implementation, "median_ms": {}}
+    results: dict[str, BenchResult] = benchmark(
+        {name: model for name, (model, _) in models.items()},
+        batch_size=settings.batch_size,
+        seq_len=settings.seq_len,
+        mode=settings.mode,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+        device=settings.device,
+        threads=settings.threads,
+        on_step=on_step,
+    )
+    env = conditions(
+        device=settings.device,
+        threads=settings.threads,
+        mode=settings.mode,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+    )
+    for name, record in records.items():
+        for key, value in results[name].record_fields().items():
+            setattr(record, key, value)
+        record.conditions = {**env, "attention_implementation": attention_choice[name]["chosen"]}
+        record.extra = {
+            "times_ms": results[name].times_ms,
+            "p10_ms": results[name].p10_ms,
+            "p90_ms": results[name].p90_ms,
+        }
+    comparisons: list[Comparison] = []
+    if baseline is not None:
+        base = records[baseline]
+        for name, record in records.items():
+            if name != baseline:
+                comparisons.extend(_compare(base, record))
+    ordered = [records[name] for name in models if name != baseline] + (
+        [records[baseline]] if baseline else []
+    )
+    return BenchReport(records=ordered, attention_choice=attention_choice, comparisons=comparisons)
+
+
+def _compare(base: Record, record: Record) -> list[Comparison]:
+    ideal = base.flops_per_seq / record.flops_per_seq
+    pairs = [
+        ("latency", base.latency_ms, record.latency_ms, True),
+        ("train step", base.train_step_ms, record.train_step_ms, True),
+    ]
+    pairs.append(("throughput", base.throughput, record.throughput, False))
+    comparisons = []
+    for quantity, base_value, value, is_time in pairs:
+        if base_value is None or value is None:
+            continue
+        ratio = base_value / value if is_time else value / base_value
+        comparisons.append(
+            Comparison(record.variant, quantity, base_value, value, ratio, ideal, ratio / ideal)
+        )
+    return comparisons
+
+
+def bench(
+    models: list[str],
+    settings: BenchSettings,
+    *,
+    vs: str | None = None,
+    names: list[str] | None = None,
+    vs_name: str = "baseline",
+    on_step: ProgressCallback | None = None,
+) -> BenchReport:
+    """Load ``models`` (and the baseline ``vs``) and measure them side by side in one run."""
+    if names is not None and len(names) != len(models):
+        raise TrimbertError(f"--name was given {len(names)} times for {len(models)} models")
+    variants = names or [Path(str(model).rstrip("/")).name for model in models]
+    if len(set(variants)) != len(variants):
+        raise TrimbertError(f"models need distinct names, got {', '.join(variants)} (use --name)")
+    if vs is not None and vs_name in variants:
+        raise TrimbertError(f"the baseline name {vs_name!r} is also a model name (use --vs-name)")
+    loaded = {
+        variant: (checkpoint.load(model), model) for variant, model in zip(variants, models, strict=True)
+    }
+    if vs is not None:
+        loaded[vs_name] = (checkpoint.load(vs), vs)
+    return bench_models(loaded, settings, baseline=vs_name if vs is not None else None, on_step=on_step)

@@ -1,0 +1,218 @@
+"""The trimmed structure of a BERT model: dropped FFNs, narrowed FFNs, stripped LayerNorms.
+
+:func:`apply_structure` edits the modules of a freshly built model in place so that they match a
+resolved :class:`~trimbert.spec.TrimSpec` (the TrimBert model classes call it when constructed, so
+``from_pretrained`` finds exactly the saved weights). The helpers map original block indices to
+positions in ``encoder.layer`` (whole blocks may be dropped) and LayerNorm names to modules, and
+rank FFN neurons by weight magnitude. :func:`applied_spec` reads the spec a model carries.
+
+A dropped FFN becomes :class:`DroppedFFN` (the block returns its attention sub-layer's output); a
+narrowed FFN gets smaller ``Linear`` layers; a stripped LayerNorm becomes ``nn.Identity`` or an
+:class:`AffineNorm` at the LayerNorm's own attribute, so state-dict keys stay the LayerNorm's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from trimbert.errors import TrimbertError
+from trimbert.spec.resolve import validate_spec
+from trimbert.spec.trimspec import AFFINE, TrimSpec
+
+SUPPORTED_MODEL_TYPES = ("bert", "trimbert")
+
+
+class DroppedFFN(nn.Module):
+    """Stands where a block's FFN output sub-layer was: returns the attention sub-layer's output.
+
+    BERT computes ``LayerNorm(W2·act(W1·h) + h)`` after attention; with the FFN dropped the block
+    output is ``h`` itself (the attention sub-layer's output). No parameters.
+    """
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return input_tensor
+
+
+class AffineNorm(nn.Module):
+    """A fixed per-channel affine map ``y = weight * x + bias`` standing where a LayerNorm was.
+
+    Unlike a LayerNorm it uses no statistics of the token: it is the cheap replacement fitted by
+    :func:`trimbert.calibrate.calibrate_affine` (``layernorm_replacement="affine"``). ``weight`` and
+    ``bias`` have shape ``[hidden]``; built as the identity (ones, zeros).
+    """
+
+    def __init__(self, hidden_size: int, *, device: Any = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}"
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a BERT model or of any of its task-head wrappers."""
+    base = getattr(model, "base_model", model)
+    try:
+        return base.encoder.layer
+    except AttributeError as error:
+        raise TrimbertError(
+            f"{type(model).__name__} has no BERT encoder (expected base_model.encoder.layer)"
+        ) from error
+
+
+def layernorm_module_path(name: str) -> tuple[int, str]:
+    """``"3.attn"`` -> ``(3, "attention.output.LayerNorm")``; ``"3.ffn"`` -> ``(3, "output.LayerNorm")``."""
+    block, kind = name.split(".")
+    return int(block), "attention.output.LayerNorm" if kind == "attn" else "output.LayerNorm"
+
+
+def _set_submodule(root: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent_path, _, child = dotted.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, child, module)
+
+
+def _spec_of(model: nn.Module) -> TrimSpec:
+    return TrimSpec.from_dict(getattr(getattr(model, "config", None), "trim_spec", None))
+
+
+def original_num_layers(model: nn.Module) -> int:
+    """The depth of the model ``model`` was trimmed from (its present blocks plus the dropped ones)."""
+    return _spec_of(model).original_num_layers(len(encoder_layers(model)))
+
+
+def block_positions(model: nn.Module) -> dict[int, int]:
+    """Original block index -> position in ``encoder.layer`` (identity unless blocks were dropped)."""
+    spec = _spec_of(model)
+    kept = spec.kept_layers(spec.original_num_layers(len(encoder_layers(model))))
+    return {original: position for position, original in enumerate(kept)}
+
+
+def block_module(model: nn.Module, block: int) -> nn.Module:
+    """The block with ORIGINAL index ``block`` (a TrimbertError if it was dropped or does not exist)."""
+    positions = block_positions(model)
+    if block not in positions:
+        raise TrimbertError(f"block {block} is not in this model (dropped or out of range)")
+    return encoder_layers(model)[positions[block]]
+
+
+def layernorm_module(model: nn.Module, name: str) -> nn.Module:
+    """What stands at LayerNorm ``name`` (``"3.attn"``, original numbering): LayerNorm, Identity, AffineNorm."""
+    block, path = layernorm_module_path(name)
+    return block_module(model, block).get_submodule(path)
+
+
+def magnitude_importance(layer: nn.Module) -> torch.Tensor:
+    """Weight-magnitude importance of each intermediate neuron ``j`` of a BERT block's FFN.
+
+    ``||W_in[j, :]||_2 * ||W_out[:, j]||_2`` with ``W_in = intermediate.dense.weight`` (``[I, H]``,
+    row ``j`` feeds neuron ``j``) and ``W_out = output.dense.weight`` (``[H, I]``, column ``j`` is what
+    neuron ``j`` writes). Biases are not counted. Returns a float tensor of shape ``[I]``.
+    """
+    try:
+        w_in = layer.intermediate.dense.weight
+        w_out = layer.output.dense.weight
+    except AttributeError as error:
+        raise TrimbertError("--ffn-width: this block has no FFN to narrow") from error
+    with torch.no_grad():
+        return w_in.detach().float().norm(dim=1) * w_out.detach().float().norm(dim=0)
+
+
+def select_neurons(importance: torch.Tensor, width: int) -> torch.Tensor:
+    """Indices of the ``width`` most important neurons, in ascending (original) order.
+
+    Ties are broken towards the lower index. ``1 <= width <= len(importance)``.
+    """
+    importance = torch.as_tensor(importance).detach().flatten()
+    if not 1 <= width <= importance.numel():
+        raise TrimbertError(f"--ffn-width: cannot keep {width} of {importance.numel()} neurons")
+    order = torch.argsort(importance.double().cpu(), descending=True, stable=True)
+    return order[:width].sort().values
+
+
+def narrow_ffn(layer: nn.Module, indices: torch.Tensor) -> None:
+    """Keep only the intermediate neurons ``indices`` (in that order) of a block's FFN, in place."""
+    old_in, old_out = layer.intermediate.dense, layer.output.dense
+    indices = torch.as_tensor(indices, dtype=torch.long, device=old_in.weight.device)
+    new_in = nn.Linear(old_in.in_features, len(indices), bias=old_in.bias is not None).to(
+        device=old_in.weight.device, dtype=old_in.weight.dtype
+    )
+    new_out = nn.Linear(len(indices), old_out.out_features, bias=old_out.bias is not None).to(
+        device=old_out.weight.device, dtype=old_out.weight.dtype
+    )
+    with torch.no_grad():
+        new_in.weight.copy_(old_in.weight.index_select(0, indices))
+        if old_in.bias is not None:
+            new_in.bias.copy_(old_in.bias.index_select(0, indices))
+        new_out.weight.copy_(old_out.weight.index_select(1, indices))
+        if old_out.bias is not None:
+            new_out.bias.copy_(old_out.bias)
+    layer.intermediate.dense = new_in
+    layer.output.dense = new_out
+
+
+def _init_new(model: nn.Module, module: nn.Module) -> None:
+    init = getattr(model, "_init_weights", None)
+    if callable(init) and not any(parameter.is_meta for parameter in module.parameters()):
+        init(module)
+
+
+def apply_structure(model: nn.Module, spec: TrimSpec) -> None:
+    """Give ``model``'s blocks the structure ``spec`` describes (in place).
+
+    ``model`` is freshly built with ``num_hidden_layers`` = the number of blocks present (the
+    original depth minus ``spec.drop_layers``). Removes the FFNs and strips the LayerNorms the spec
+    names and narrows the FFNs of ``spec.ffn_width`` (new, uninitialized-for-loading Linear layers).
+    """
+    layers = encoder_layers(model)
+    num_layers = spec.original_num_layers(len(layers))
+    config = getattr(model, "config", None)
+    validate_spec(spec, num_layers, intermediate_size=getattr(config, "intermediate_size", None))
+    position = {original: index for index, original in enumerate(spec.kept_layers(num_layers))}
+    for index in spec.drop_ffn:
+        layer = layers[position[index]]
+        layer.intermediate = nn.Identity()
+        layer.output = DroppedFFN()
+    for index, width in spec.ffn_width:
+        layer = layers[position[index]]
+        old_in, old_out = layer.intermediate.dense, layer.output.dense
+        factory = {"device": old_in.weight.device, "dtype": old_in.weight.dtype}
+        layer.intermediate.dense = nn.Linear(
+            old_in.in_features, width, bias=old_in.bias is not None, **factory
+        )
+        layer.output.dense = nn.Linear(width, old_out.out_features, bias=old_out.bias is not None, **factory)
+        _init_new(model, layer.intermediate.dense)
+        _init_new(model, layer.output.dense)
+    for name in spec.layernorm:
+        block, path = layernorm_module_path(name)
+        layer = layers[position[block]]
+        if spec.layernorm_replacement == AFFINE:
+            old = layer.get_submodule(path)
+            reference = getattr(old, "weight", None)
+            hidden = reference.shape[0] if reference is not None else config.hidden_size
+            factory = {"device": reference.device, "dtype": reference.dtype} if reference is not None else {}
+            _set_submodule(layer, path, AffineNorm(hidden, **factory))
+        else:
+            _set_submodule(layer, path, nn.Identity())
+
+
+def check_model_type(model_type: str | None, where: str = "") -> None:
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        place = f" in {where}" if where else ""
+        raise TrimbertError(
+            f"unsupported model type {model_type!r}{place}: trimbert supports BERT checkpoints "
+            f"(model_type 'bert', or 'trimbert' for models it trimmed)"
+        )
+
+
+def applied_spec(model: nn.Module) -> TrimSpec:
+    """The spec already applied to ``model`` (empty for an untrimmed BERT)."""
+    check_model_type(getattr(model.config, "model_type", None))
+    return TrimSpec.from_dict(getattr(model.config, "trim_spec", None))

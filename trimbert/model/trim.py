@@ -1,0 +1,307 @@
+"""The surgery: trim any loaded BERT model (trimmed or not) as a request asks.
+
+:func:`trim` composes the request with what was already applied (:func:`trimbert.spec.resolve_spec`),
+builds the TrimBert counterpart on the meta device (its constructor gives it the trimmed structure,
+:func:`trimbert.model.structure.apply_structure`) and moves the surviving weights over without copying
+them (narrowed FFN weights are the only copies: a selection of rows and columns; fitted affine
+LayerNorm replacements are written by :mod:`trimbert.model.calibrate`).
+
+Dropped blocks (``drop_layers``). A trimmed model is *built* with ``num_hidden_layers`` = the number
+of blocks present, so ``encoder.layer`` holds only them, numbered 0..k-1 (state-dict keys, cache
+slots and ``layer_idx`` all use these positions), and transformers' masks, caches and
+``output_hidden_states`` work unchanged. The spec keeps every index in the original numbering; the
+weights of each block are moved from its position in the source to its position in the trimmed model.
+
+FFN width (``ffn_width``). A narrowed block's ``intermediate.dense`` is ``Linear(H, N)`` and its
+``output.dense`` ``Linear(N, H)``; the kept neurons are chosen at trim time and keep their original
+order. By default a neuron's importance is its weight magnitude (``||W_in[j, :]||_2 * ||W_out[:, j]||_2``);
+``trim(ffn_importance=...)`` takes externally computed scores instead. Each narrowed block loses
+``(I - N) * (2H + 1)`` parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from trimbert.errors import TrimbertError
+from trimbert.model.calibrate import calibrate_affine, count_tokens
+from trimbert.model.modeling import TrimBertConfig, trimbert_class_for
+from trimbert.model.structure import (
+    applied_spec,
+    encoder_layers,
+    layernorm_module_path,
+    magnitude_importance,
+    select_neurons,
+)
+from trimbert.spec.request import TrimRequest
+from trimbert.spec.resolve import resolve_spec
+from trimbert.spec.trimspec import AFFINE, TrimSpec
+
+logger = logging.getLogger(__name__)
+CALIBRATION_MODES = ("sequential", "independent")
+
+# "bert.encoder.layer.3.attention.self.query.weight" -> ("bert.encoder.layer.", "3", ".attention...")
+_LAYER_KEY = re.compile(r"^((?:.*\.)?encoder\.layer\.)(\d+)(\..+)$")
+_FFN_IN_KEYS = (".intermediate.dense.weight", ".intermediate.dense.bias")
+_FFN_OUT_WEIGHT = ".output.dense.weight"
+
+
+def _check_importance(
+    scores: Mapping[int, Any], narrowed: dict[int, int], current: dict[int, int], num_layers: int
+) -> dict[int, torch.Tensor]:
+    if not isinstance(scores, Mapping):
+        raise TrimbertError("ffn_importance: expected a dict block -> 1-D tensor of neuron scores")
+    checked: dict[int, torch.Tensor] = {}
+    for key, value in scores.items():
+        try:
+            block = int(key)
+        except (TypeError, ValueError) as error:
+            raise TrimbertError(f"ffn_importance: bad block index {key!r}") from error
+        if not 0 <= block < num_layers:
+            raise TrimbertError(
+                f"ffn_importance: block index {block} out of range for a {num_layers}-block model"
+            )
+        checked[block] = torch.as_tensor(value).detach()
+    for block in sorted(narrowed):
+        if block not in checked:
+            raise TrimbertError(f"ffn_importance: no scores for block {block} (narrowed by --ffn-width)")
+        values = checked[block]
+        if values.ndim != 1 or values.numel() != current[block]:
+            raise TrimbertError(
+                f"ffn_importance: block {block} needs {current[block]} scores (one per neuron), "
+                f"got shape {tuple(values.shape)}"
+            )
+        if not torch.isfinite(values.double()).all():
+            raise TrimbertError(f"ffn_importance: block {block} has non-finite scores")
+    return checked
+
+
+def _check_batches(batches: Any) -> list[Mapping[str, Any]]:
+    message = "calibration_batches: expected a list of batches (dicts with input_ids, attention_mask, ...)"
+    if isinstance(batches, (Mapping, str, torch.Tensor)):
+        raise TrimbertError(message)
+    try:
+        batches = list(batches)
+    except TypeError as error:
+        raise TrimbertError(message) from error
+    if not batches:
+        raise TrimbertError("calibration_batches: no batches given")
+    if not all(isinstance(batch, Mapping) and "input_ids" in batch for batch in batches):
+        raise TrimbertError(message)
+    return batches
+
+
+def trim(
+    model: nn.Module,
+    request: TrimRequest | TrimSpec | None = None,
+    *,
+    ffn_importance: Mapping[int, torch.Tensor] | None = None,
+    calibration_batches: Sequence[Mapping[str, torch.Tensor]] | None = None,
+    calibration: str = "sequential",
+    **options: Any,
+) -> nn.Module:
+    """Trim ``model`` and return the trimmed model (a TrimBert class; ``model`` must not be used after).
+
+    ``request`` is a :class:`~trimbert.spec.TrimRequest`, or its options as keywords
+    (``drop_ffn="alternate"``, ``attention="relu"``, ``layernorm="half"``, ``drop_layers="4,5"``,
+    ``ffn_width=768``; see :mod:`trimbert.spec`), or a resolved :class:`~trimbert.spec.TrimSpec` to
+    add (its notes are kept). Each composes with whatever was applied to ``model`` before. The
+    surviving weights are moved, not copied.
+
+    ``ffn_width``: narrow every remaining FFN (an int) or some (``{block: width}``) to that many
+    intermediate neurons; the neurons kept are the most important ones by weight magnitude
+    (:func:`~trimbert.model.structure.magnitude_importance`), or by ``ffn_importance`` when given:
+    ``{block: scores}``, one score per current neuron of every block narrowed now, higher = more
+    important. ``spec.notes["ffn_width_rule"]`` records ``"magnitude"`` or ``"scores"``.
+
+    ``layernorm_replacement="affine"`` needs ``calibration_batches`` (a list of dicts of
+    ``input_ids``, ``attention_mask``, ...): ``model`` is run on them and each newly stripped
+    LayerNorm's replacement ``a * x + b`` is fitted by per-channel least squares to reproduce that
+    LayerNorm's outputs on the real tokens (:func:`trimbert.model.calibrate.calibrate_affine`).
+    ``calibration="sequential"`` (default) fits the replacements in forward order on the inputs they
+    get in the trimmed model (so each one also absorbs the drift of the ones before);
+    ``"independent"`` fits each on the source model's own LayerNorm inputs.
+    ``spec.notes["layernorm_calibration"]`` records the sample size and mode.
+    """
+    if calibration not in CALIBRATION_MODES:
+        raise TrimbertError(
+            f"calibration: unknown mode {calibration!r} (choose from {', '.join(CALIBRATION_MODES)})"
+        )
+    before = applied_spec(model)
+    notes = dict(before.notes)
+    if isinstance(request, TrimSpec):
+        if options:
+            raise TrimbertError("pass either a TrimSpec or trim options to trim(), not both")
+        notes.update(request.notes)
+        request = TrimRequest.from_spec(request)
+    elif request is None:
+        request = TrimRequest.from_dict(options)
+    elif options:
+        raise TrimbertError("pass either a TrimRequest or trim options to trim(), not both")
+    if ffn_importance is not None and request.ffn_width is None:
+        raise TrimbertError("ffn_importance: only used with --ffn-width (no width given)")
+    layers = encoder_layers(model)
+    num_layers = before.original_num_layers(len(layers))
+    composed = resolve_spec(num_layers, before, request, intermediate_size=model.config.intermediate_size)
+    kept = composed.kept_layers(num_layers)
+    if len(composed.drop_ffn) == len(kept) and kept:
+        warnings.warn(
+            f"every FFN is dropped ({len(kept)} of {len(kept)} blocks): the encoder is attention only",
+            UserWarning,
+            stacklevel=2,
+        )
+    selections = _neuron_selections(model, before, composed, ffn_importance, notes)
+    new_affine = _affine_plan(before, composed, calibration_batches)
+    if calibration_batches is not None:
+        calibration_batches = _check_batches(calibration_batches)
+    if new_affine:
+        sequences, tokens = count_tokens(calibration_batches)
+        notes["layernorm_calibration"] = {
+            "layernorms": list(new_affine),
+            "sequences": sequences,
+            "tokens": tokens,
+            "mode": calibration,
+        }
+    trimmed = _build_trimmed(model, before, replace(composed, notes=notes), selections, new_affine)
+    if new_affine:
+        calibrate_affine(
+            model, trimmed, calibration_batches, names=new_affine, sequential=calibration == "sequential"
+        )
+    return trimmed
+
+
+def _neuron_selections(
+    model: nn.Module,
+    before: TrimSpec,
+    composed: TrimSpec,
+    ffn_importance: Mapping[int, Any] | None,
+    notes: dict[str, Any],
+) -> dict[int, torch.Tensor]:
+    """The neurons each FFN narrowed now keeps (block -> sorted indices); records the rule in ``notes``."""
+    layers = encoder_layers(model)
+    num_layers = before.original_num_layers(len(layers))
+    intermediate = model.config.intermediate_size
+    before_widths = before.ffn_widths
+    current = {block: before_widths.get(block, intermediate) for block in composed.kept_layers(num_layers)}
+    narrowed = {block: width for block, width in composed.ffn_width if before_widths.get(block) != width}
+    if not narrowed:
+        if not composed.ffn_width:
+            notes.pop("ffn_width_rule", None)
+        return {}
+    source_position = {original: index for index, original in enumerate(before.kept_layers(num_layers))}
+    scores = (
+        _check_importance(ffn_importance, narrowed, current, num_layers) if ffn_importance is not None else {}
+    )
+    selections: dict[int, torch.Tensor] = {}
+    for block, width in narrowed.items():
+        importance = scores.get(block)
+        if importance is None:
+            importance = magnitude_importance(layers[source_position[block]])
+        selections[block] = select_neurons(importance, width)
+    rule = "scores" if ffn_importance is not None else "magnitude"
+    previous = notes.get("ffn_width_rule") if before.ffn_width else None
+    notes["ffn_width_rule"] = rule if previous in (None, rule) else f"{previous}, then {rule}"
+    return selections
+
+
+def _affine_plan(before: TrimSpec, composed: TrimSpec, calibration_batches: Any) -> tuple[str, ...]:
+    """The LayerNorms replaced by a fitted affine map now; refuses calibration data that has no use."""
+    new_affine: tuple[str, ...] = ()
+    if composed.layernorm_replacement == AFFINE:
+        new_affine = tuple(name for name in composed.layernorm if name not in before.layernorm)
+    if calibration_batches is not None and composed.layernorm_replacement != AFFINE:
+        raise TrimbertError(
+            "calibration_batches: only used with --layernorm-replacement affine "
+            f"(this trim uses {composed.layernorm_replacement!r})"
+        )
+    if new_affine and calibration_batches is None:
+        raise TrimbertError(
+            "--layernorm-replacement affine: calibration data is needed to fit the replacements "
+            "(pass calibration_batches)"
+        )
+    return new_affine
+
+
+def _build_trimmed(
+    model: nn.Module,
+    before: TrimSpec,
+    composed: TrimSpec,
+    selections: dict[int, torch.Tensor],
+    new_affine: tuple[str, ...],
+) -> nn.Module:
+    """Build the TrimBert counterpart of ``model`` on the meta device and move the surviving weights in."""
+    num_layers = before.original_num_layers(len(encoder_layers(model)))
+    kept = composed.kept_layers(num_layers)
+    config_dict = model.config.to_dict()
+    config_dict.pop("model_type", None)
+    config_dict["trim_spec"] = composed.to_dict()
+    config_dict["num_hidden_layers"] = len(kept)
+    config = TrimBertConfig.from_dict(config_dict)
+    config._attn_implementation = model.config._attn_implementation
+    with torch.device("meta"):
+        trimmed = trimbert_class_for(type(model))(config)
+    source_position = {original: index for index, original in enumerate(before.kept_layers(num_layers))}
+    affine_keys = {
+        (block, f".{path}.{kind}")
+        for block, path in map(layernorm_module_path, new_affine)
+        for kind in ("weight", "bias")
+    }
+    state = model.state_dict()
+    moved: dict[str, torch.Tensor] = {}
+    for key, target in trimmed.state_dict().items():
+        match = _LAYER_KEY.match(key)
+        block, rest, source_key = None, "", key
+        if match:
+            prefix, position, rest = match.groups()
+            block = kept[int(position)]
+            source_key = f"{prefix}{source_position[block]}{rest}"
+        if source_key not in state:
+            raise TrimbertError(f"cannot trim: the model lacks weights the trimmed model needs (first: {key})")
+        value = state[source_key]
+        if block in selections:
+            if rest in _FFN_IN_KEYS:
+                value = value.index_select(0, selections[block].to(value.device))
+            elif rest == _FFN_OUT_WEIGHT:
+                value = value.index_select(1, selections[block].to(value.device))
+        if (block, rest) in affine_keys:
+            value = value.clone()  # overwritten by the calibration: never write into the source's tensor
+        if tuple(value.shape) != tuple(target.shape):
+            raise TrimbertError(
+                f"cannot trim: {source_key} has shape {tuple(value.shape)}, the trimmed model needs "
+                f"{tuple(target.shape)}"
+            )
+        moved[key] = value
+    trimmed.load_state_dict(moved, strict=True, assign=True)
+    _take_over_buffers(model, trimmed)
+    trimmed.train(model.training)
+    return trimmed
+
+
+def _take_over_buffers(model: nn.Module, trimmed: nn.Module) -> None:
+    # Non-persistent buffers (position ids, ...) are not in the state dict: take them over too.
+    source_buffers = dict(model.named_buffers())
+    for name, buffer in list(trimmed.named_buffers()):
+        if buffer.is_meta and name in source_buffers:
+            _set_buffer(trimmed, name, source_buffers[name])
+    leftovers = [
+        name for name, tensor in [*trimmed.named_parameters(), *trimmed.named_buffers()] if tensor.is_meta
+    ]
+    if leftovers:
+        raise TrimbertError(f"cannot trim: no weights for {leftovers[0]}")
+    if getattr(trimmed.config, "tie_word_embeddings", False) and hasattr(trimmed, "tie_weights"):
+        trimmed.tie_weights()
+
+
+def _set_buffer(root: nn.Module, dotted: str, value: torch.Tensor) -> None:
+    parent_path, _, child = dotted.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    persistent = child not in parent._non_persistent_buffers_set
+    parent.register_buffer(child, value, persistent=persistent)

@@ -1,0 +1,224 @@
+"""Parsers of the trim vocabulary: block selections, LayerNorm selections, FFN widths.
+
+Each turns what a user wrote (``"alternate"``, ``"half"``, ``"0:768,3:512"``) into explicit, sorted
+indices or names checked against a model's depth; the syntax is described in
+:mod:`trimbert.spec.trimspec`. Errors are one-line :class:`~trimbert.errors.TrimbertError` messages
+that name the option.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+
+from trimbert.errors import TrimbertError
+from trimbert.spec.trimspec import LN_KINDS, LN_NAME, compact_indices, encoder_layernorms, ln_sort_key
+
+
+def parse_blocks(
+    text: str | list[int] | tuple[int, ...],
+    num_layers: int,
+    *,
+    option: str = "--drop-ffn",
+    dropped: Collection[int] = (),
+) -> tuple[int, ...]:
+    """Resolve a block selection (see the module docstring) to sorted explicit indices.
+
+    ``dropped``: blocks removed with ``--drop-layers`` (original numbering): patterns skip them, an
+    explicit index naming one is an error.
+
+    Raises :class:`TrimbertError` for an unknown pattern, a negative, repeated or out-of-range index.
+    """
+    gone = set(dropped)
+
+    def present(indices: range | list[int]) -> tuple[int, ...]:
+        return tuple(index for index in indices if index not in gone)
+
+    if isinstance(text, (list, tuple)):
+        items = [str(item) for item in text]
+    else:
+        items = [item.strip() for item in str(text).split(",")]
+    if not items or items == [""]:
+        raise TrimbertError(f"{option}: empty block selection")
+    valid = f"valid: 0-{num_layers - 1}" if num_layers else "the model has no blocks"
+
+    def check(index: int) -> int:
+        if index >= num_layers:
+            raise TrimbertError(
+                f"{option}: block index {index} out of range for a {num_layers}-block model ({valid})"
+            )
+        if index in gone:
+            raise TrimbertError(
+                f"{option}: block {index} was removed with --drop-layers and cannot be named "
+                f"(dropped blocks: {compact_indices(tuple(sorted(gone)))})"
+            )
+        return index
+
+    selected: list[int] = []
+    for item in items:
+        lowered = item.lower()
+        if lowered == "none" and len(items) == 1:
+            return ()
+        if lowered == "all" and len(items) == 1:
+            return present(range(num_layers))
+        if lowered == "alternate" and len(items) == 1:
+            return present(range(1, num_layers, 2))
+        match = re.fullmatch(r"(first|last):(-?\d+)", lowered)
+        if match and len(items) == 1:
+            count = int(match.group(2))
+            if not 0 < count <= num_layers:
+                raise TrimbertError(
+                    f"{option}: {item!r} needs 1 <= N <= {num_layers} for a {num_layers}-block model"
+                )
+            if match.group(1) == "first":
+                return present(range(count))
+            return present(range(num_layers - count, num_layers))
+        if re.fullmatch(r"-\d+", item) or re.fullmatch(r"-?\d+--\d+", item):
+            raise TrimbertError(f"{option}: negative block index in {item!r} ({valid})")
+        range_match = re.fullmatch(r"(\d+)-(\d+)", item)
+        if range_match:
+            low, high = int(range_match.group(1)), int(range_match.group(2))
+            if low > high:
+                raise TrimbertError(f"{option}: range {item!r} runs backwards")
+            selected.extend(check(index) for index in range(low, high + 1))
+        elif re.fullmatch(r"\d+", item):
+            selected.append(check(int(item)))
+        else:
+            raise TrimbertError(
+                f"{option}: unknown block selection {item!r} "
+                "(use indices like 1,3,5, ranges like 6-11, alternate, first:N, last:N, all or none)"
+            )
+    repeated = sorted({index for index in selected if selected.count(index) > 1})
+    if repeated:
+        raise TrimbertError(f"{option}: block index {repeated[0]} given more than once")
+    return tuple(sorted(selected))
+
+
+def parse_layernorm(
+    text: str,
+    num_layers: int,
+    drop_ffn: tuple[int, ...],
+    already: tuple[str, ...] = (),
+    drop_layers: Collection[int] = (),
+) -> tuple[str, ...]:
+    """Resolve a LayerNorm selection against the LayerNorms that exist after ``drop_ffn`` and ``drop_layers``.
+
+    ``already`` are LayerNorms stripped earlier; they no longer count as existing.
+    Returns only the *newly* stripped names, sorted.
+    """
+    gone = set(drop_layers)
+    existing = [name for name in encoder_layernorms(num_layers, drop_ffn, gone) if name not in already]
+    lowered = text.strip().lower()
+    if lowered == "none":
+        return ()
+    if lowered == "half":
+        dropped = set(drop_ffn)
+        kept_attn = [n for n in existing if n.endswith(".attn") and int(n.split(".")[0]) not in dropped]
+        lone_attn = [n for n in existing if n.endswith(".attn") and int(n.split(".")[0]) in dropped]
+        ffn = [n for n in existing if n.endswith(".ffn")]
+        order = kept_attn + lone_attn + ffn
+        return tuple(sorted(order[: len(existing) // 2], key=ln_sort_key))
+    if lowered == "all":
+        return tuple(existing)
+    if lowered in LN_KINDS:
+        return tuple(n for n in existing if n.endswith("." + lowered))
+    chosen = []
+    for item in (part.strip() for part in text.split(",")):
+        match = LN_NAME.match(item)
+        if not match:
+            raise TrimbertError(
+                f"--layernorm: unknown selection {item!r} (use none, half, attn, ffn, all, or names like 0.attn,3.ffn)"
+            )
+        block = int(match.group(1))
+        if block >= num_layers:
+            raise TrimbertError(
+                f"--layernorm: block index {block} out of range for a {num_layers}-block model"
+            )
+        if block in gone:
+            raise TrimbertError(
+                f"--layernorm: LayerNorm {item} does not exist (block {block} was removed with --drop-layers)"
+            )
+        if item in already:
+            raise TrimbertError(f"--layernorm: LayerNorm {item} is already stripped")
+        if item not in existing:
+            raise TrimbertError(
+                f"--layernorm: LayerNorm {item} does not exist (the FFN of block {block} is dropped)"
+            )
+        if item in chosen:
+            raise TrimbertError(f"--layernorm: LayerNorm {item} given more than once")
+        chosen.append(item)
+    return tuple(sorted(chosen, key=ln_sort_key))
+
+
+def parse_ffn_width(
+    request: int | str | Mapping[int, int],
+    num_layers: int,
+    current: Mapping[int, int],
+    *,
+    drop_ffn: Collection[int] = (),
+    drop_layers: Collection[int] = (),
+    intermediate_size: int | None = None,
+) -> dict[int, int]:
+    """Resolve an FFN width request to ``{block: width}`` for the blocks it narrows.
+
+    ``current``: the present width of every block that still has an FFN (original numbering); an int
+    request applies to all of them. ``drop_ffn`` / ``drop_layers``: the blocks without FFN / removed,
+    for the error messages. Each new width must be ``>= 1`` and below the block's current width.
+    """
+    option = "--ffn-width"
+    if isinstance(request, bool):
+        raise TrimbertError(f"{option}: expected a width or block:width pairs, not {request!r}")
+    if isinstance(request, Mapping):
+        pairs = list(request.items())
+        uniform = None
+    elif isinstance(request, int):
+        pairs, uniform = [], request
+    else:
+        text = str(request).strip()
+        if re.fullmatch(r"-?\d+", text):
+            pairs, uniform = [], int(text)
+        else:
+            pairs = []
+            uniform = None
+            for item in (part.strip() for part in text.split(",")):
+                match = re.fullmatch(r"(-?\d+)\s*:\s*(-?\d+)", item)
+                if not match:
+                    raise TrimbertError(
+                        f"{option}: unknown width {item!r} (use a number like 768, or block:width pairs like 0:768,3:512)"
+                    )
+                pairs.append((int(match.group(1)), int(match.group(2))))
+    if uniform is not None:
+        if not current:
+            raise TrimbertError(f"{option}: no block has an FFN left to narrow")
+        pairs = [(block, uniform) for block in sorted(current)]
+    if not pairs:
+        raise TrimbertError(f"{option}: empty width selection")
+    resolved: dict[int, int] = {}
+    for block, width in pairs:
+        try:
+            block, width = int(block), int(width)
+        except (TypeError, ValueError) as error:
+            raise TrimbertError(f"{option}: bad block:width pair {block!r}:{width!r}") from error
+        if block < 0:
+            raise TrimbertError(f"{option}: negative block index {block}")
+        if block >= num_layers:
+            raise TrimbertError(f"{option}: block index {block} out of range for a {num_layers}-block model")
+        if block in drop_layers:
+            raise TrimbertError(f"{option}: block {block} was removed with --drop-layers and cannot be named")
+        if block in drop_ffn or block not in current:
+            raise TrimbertError(f"{option}: block {block} has no FFN (its FFN is dropped)")
+        if block in resolved:
+            raise TrimbertError(f"{option}: block {block} given more than once")
+        if width < 1:
+            raise TrimbertError(f"{option}: width {width} must be at least 1")
+        have = current[block]
+        if width >= have:
+            if intermediate_size is not None and have == intermediate_size:
+                raise TrimbertError(
+                    f"{option}: width {width} must be less than the intermediate size ({intermediate_size})"
+                )
+            raise TrimbertError(
+                f"{option}: width {width} must be less than the current FFN width of block {block} ({have})"
+            )
+        resolved[block] = width
+    return resolved

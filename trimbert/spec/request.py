@@ -1,0 +1,170 @@
+"""TrimRequest: what the user asked for, before it is resolved against a model.
+
+The CLI, recipes, fine-tune, the pipeline and the surgery all carry one :class:`TrimRequest`. Its
+fields are the trim options, in the CLI vocabulary of :mod:`trimbert.spec.trimspec`; each field's
+metadata holds its command-line flag and help text, so the CLI options and the recipe keys are
+generated from this one declaration. Some requests need data before they can be resolved
+(``--drop-ffn auto:N`` is chosen by analysis, ``--layernorm-replacement affine`` is fitted);
+:attr:`TrimRequest.needs_data` says so.
+
+Adding a trim option: add a field here (with its flag and help) and resolve it in
+:func:`trimbert.spec.resolve.resolve_spec`; the CLI, recipes, fine-tune, sweeps and the surgery pass
+the request through unchanged (the model layer only changes if the option changes the structure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from trimbert.errors import TrimbertError
+from trimbert.spec.trimspec import AFFINE, SOFTMAX, TrimSpec
+
+_AUTO = re.compile(r"^auto(?::(.*))?$", re.IGNORECASE)
+
+
+def _option(flag: str, help_text: str) -> dict[str, str]:
+    return {"flag": flag, "help": help_text}
+
+
+def parse_auto(drop_ffn: str | None) -> int | None:
+    """``"auto:3"`` -> 3; None for any other selection (not an auto request). ``"auto"`` without a
+    whole number N raises :class:`TrimbertError`. N is checked against the model later."""
+    if not isinstance(drop_ffn, str):
+        return None
+    match = _AUTO.match(drop_ffn.strip())
+    if not match:
+        return None
+    text = (match.group(1) or "").strip()
+    if not re.fullmatch(r"-?\d+", text):
+        raise TrimbertError(
+            f"--drop-ffn: {drop_ffn!r}: use auto:N with N the number of FFNs to drop (e.g. auto:3)"
+        )
+    return int(text)
+
+
+def _as_text(name: str, value: Any) -> str | None:
+    """A request value in the CLI syntax: block lists become ``"1,3,5"``, widths ``"768"`` or
+    ``"0:768,3:512"``; None stays None (leave as it is)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        wanted = "a width or block:width pairs" if name == "ffn_width" else "a selection in the CLI syntax"
+        raise TrimbertError(f"--{name.replace('_', '-')}: expected {wanted}, not {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Mapping):
+        return ",".join(f"{block}:{width}" for block, width in value.items())
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
+    raise TrimbertError(f"--{name.replace('_', '-')}: expected a string in the CLI syntax, not {value!r}")
+
+
+@dataclass(frozen=True)
+class TrimRequest:
+    """A trim as the user asked for it; ``None`` for an option means "leave as it is".
+
+    Values are kept in the CLI syntax (strings); lists of block indices, int widths and
+    ``{block: width}`` mappings are accepted and converted.
+    """
+
+    drop_ffn: str | None = field(
+        default=None,
+        metadata=_option(
+            "--drop-ffn",
+            "Blocks whose FFN is removed: 1,3,5 | 6-11 | alternate | first:N | last:N | auto:N | all | none.",
+        ),
+    )
+    attention: str | None = field(
+        default=None,
+        metadata=_option(
+            "--attention",
+            "Attention normalizer: softmax | relu | relu-len | sigmoid | softermax | squared-relu.",
+        ),
+    )
+    layernorm: str | None = field(
+        default=None,
+        metadata=_option(
+            "--layernorm", "LayerNorms to strip: none | half | attn | ffn | all | names like 0.attn,3.ffn."
+        ),
+    )
+    drop_layers: str | None = field(
+        default=None,
+        metadata=_option(
+            "--drop-layers",
+            "Whole blocks to remove, DistilBERT-style (original numbering): 1,3 | 4-5 | last:N.",
+        ),
+    )
+    ffn_width: str | None = field(
+        default=None,
+        metadata=_option(
+            "--ffn-width",
+            "Keep the N most important intermediate neurons of each remaining FFN: 768 | 0:768,3:512.",
+        ),
+    )
+    layernorm_replacement: str | None = field(
+        default=None,
+        metadata=_option(
+            "--layernorm-replacement",
+            "What replaces stripped LayerNorms: identity, or affine (a per-channel map fitted on a data sample).",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            object.__setattr__(self, item.name, _as_text(item.name, getattr(self, item.name)))
+
+    @classmethod
+    def options(cls) -> tuple[dataclasses.Field, ...]:
+        """The trim options, in resolution-independent declaration order (CLI flags, recipe keys)."""
+        return dataclasses.fields(cls)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The option names, as recipe keys and keyword arguments."""
+        return tuple(item.name for item in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrimRequest:
+        unknown = sorted(set(data) - set(cls.keys()))
+        if unknown:
+            raise TrimbertError(f"unknown trim option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_spec(cls, spec: TrimSpec) -> TrimRequest:
+        """The request that adds everything ``spec`` removed (to apply a resolved spec to a model)."""
+        return cls(
+            drop_ffn=list(spec.drop_ffn) or None,
+            attention=None if spec.attention == SOFTMAX else spec.attention,
+            layernorm=",".join(spec.layernorm) or None,
+            drop_layers=list(spec.drop_layers) or None,
+            ffn_width=spec.ffn_widths or None,
+            layernorm_replacement=spec.layernorm_replacement if spec.layernorm else None,
+        )
+
+    @property
+    def requested(self) -> bool:
+        """Whether any option is set."""
+        return any(value is not None for value in asdict(self).values())
+
+    @property
+    def auto_count(self) -> int | None:
+        """N of ``drop_ffn="auto:N"``, else None."""
+        return parse_auto(self.drop_ffn)
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether resolving this request needs a sample of real text (``auto:N``, ``affine``)."""
+        return self.auto_count is not None or self.layernorm_replacement == AFFINE
+
+    def without_auto(self) -> TrimRequest:
+        """This request with ``drop_ffn="auto:N"`` removed (once the analysis has chosen the blocks)."""
+        return dataclasses.replace(self, drop_ffn=None) if self.auto_count is not None else self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options that are set."""
+        return {key: value for key, value in asdict(self).items() if value is not None}

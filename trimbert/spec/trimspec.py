@@ -1,0 +1,277 @@
+"""The trim spec: one vocabulary for the CLI, recipes, saved configs and reports.
+
+A :class:`TrimSpec` is always *resolved*: explicit, sorted block indices and LayerNorm names, checked
+against a model's depth. Users write *requests* (strings such as ``"alternate"`` or ``"half"``);
+:func:`resolve_spec` turns a request into a resolved spec, composed with the spec already applied
+to the model (trimming a trimmed model adds to what was done before).
+
+Block numbering. Every block index in a spec (``drop_layers``, ``drop_ffn``, ``ffn_width``, the
+LayerNorm names) is in the ORIGINAL model's numbering, whatever was dropped since: block 4 of a
+6-block model stays "block 4" after blocks 1 and 2 are dropped, although it is then the second block
+of the encoder (``encoder.layer.1``; the saved ``num_hidden_layers`` is the number of blocks actually
+present, so masks and caches work unchanged). The original depth is ``num_hidden_layers +
+len(drop_layers)``; :meth:`TrimSpec.kept_layers` lists the original indices of the present blocks, in
+order. A dropped block's FFN, FFN width and LayerNorms cannot be named; selection patterns
+(``alternate``, ``first:N``, ``all``, ...) are resolved in the original numbering and then skip the
+dropped blocks, while an explicit index of a dropped block is an error.
+
+Block-selection syntax (``drop_ffn``, ``drop_layers``):
+    ``none``                nothing
+    ``1,3,5`` ``6-11``      explicit indices and inclusive ranges, comma-separated, combinable
+    ``alternate``           every second block, starting at block 1 (1, 3, 5, ...): the first block keeps its FFN
+    ``first:N``             blocks 0 .. N-1
+    ``last:N``              the last N blocks
+    ``all``                 every block (allowed for ``drop_ffn``, with a warning; refused for ``drop_layers``)
+
+``drop_layers`` removes whole blocks (attention and FFN; DistilBERT-style): the encoder then runs the
+remaining blocks in sequence. Dropping a block removes whatever the spec said about it (its dropped
+FFN, FFN width, stripped LayerNorms). Re-dropping a dropped block is an error; dropping every block
+is refused.
+
+FFN width (``ffn_width``, TextPruner-style structured pruning): a block's FFN keeps only its ``N``
+most important intermediate neurons (``1 <= N <`` its current width). A request is an int (or
+``"768"``) for every block whose FFN is kept, or per block (``{0: 768, 3: 512}`` or ``"0:768,3:512"``).
+The resolved spec stores the width of every narrowed block; how neurons were chosen is provenance and
+goes to ``notes["ffn_width_rule"]`` (see :mod:`trimbert.surgery`). Narrowing a narrowed block again
+is allowed when the new width is smaller (neurons are chosen among the ones left); dropping the FFN
+of a narrowed block forgets its width.
+
+LayerNorm syntax (``layernorm``). Each block has two LayerNorms: ``<i>.attn`` after the attention
+sub-layer and ``<i>.ffn`` after the FFN sub-layer (gone when that FFN is dropped). The embedding
+LayerNorm is not an encoder LayerNorm and is never stripped.
+    ``none``                nothing
+    ``half``                exactly half (rounded down) of the encoder LayerNorms that still exist, by this rule:
+                            candidates in order are (1) the attention LayerNorms of blocks whose FFN is kept,
+                            (2) the attention LayerNorms of blocks whose FFN is dropped, (3) the FFN LayerNorms,
+                            each group in block order; the first half of that list is stripped. On an untrimmed
+                            model this strips every attention LayerNorm and keeps every FFN LayerNorm, so each
+                            block still ends in a LayerNorm.
+    ``attn`` / ``ffn``      every remaining attention / FFN LayerNorm
+    ``all``                 every remaining encoder LayerNorm
+    ``0.attn,3.ffn``        an explicit selection
+
+LayerNorm replacement (``layernorm_replacement``): what stands where a stripped LayerNorm was.
+``identity`` (default) passes the residual sum through; ``affine`` is a fixed per-channel map
+``y = a * x + b`` fitted on calibration data (:mod:`trimbert.calibrate`). One replacement holds for
+all stripped LayerNorms of a model: stripping more LayerNorms of a model whose stripped LayerNorms
+use the other replacement is refused. With no stripped LayerNorm the replacement is ``identity``.
+
+Attention: the name of a registered normalizer (see :mod:`trimbert.attention`); ``softmax`` leaves the
+model's attention untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trimbert.errors import TrimbertError
+
+SOFTMAX = "softmax"
+LN_KINDS = ("attn", "ffn")
+IDENTITY = "identity"
+AFFINE = "affine"
+LN_REPLACEMENTS = (IDENTITY, AFFINE)
+# The attention normalizers ``--attention`` accepts besides softmax; their formulas live in
+# trimbert.model.attention, which registers exactly these names (a test checks that).
+NORMALIZER_NAMES = ("relu", "relu-len", "sigmoid", "softermax", "squared-relu")
+LN_NAME = re.compile(r"^(\d+)\.(attn|ffn)$")
+_KEYS = ("drop_ffn", "attention", "layernorm", "drop_layers", "ffn_width", "layernorm_replacement", "notes")
+
+
+@dataclass(frozen=True)
+class TrimSpec:
+    """A resolved trim: what has been removed or replaced in a model.
+
+    ``drop_ffn``: sorted block indices whose FFN (intermediate dense, output dense and the LayerNorm
+    after it) is removed. ``attention``: the attention normalizer. ``layernorm``: sorted names
+    (``"<block>.attn"`` / ``"<block>.ffn"``) of stripped LayerNorms (the residual add stays), replaced
+    by ``layernorm_replacement`` (``"identity"`` or ``"affine"``). ``drop_layers``: sorted indices of
+    whole blocks removed. ``ffn_width``: ``(block, width)`` pairs, sorted, of the FFNs narrowed to
+    ``width`` intermediate neurons (a mapping is accepted and converted; :attr:`ffn_widths` gives it
+    back as a dict). Every index is in the original model's numbering (see the module docstring).
+    ``notes``: provenance that is not structure (for example which rule chose the indices).
+
+    Dict keys (``to_dict``/``from_dict``, the ``trim_spec`` of a saved config): ``drop_ffn``,
+    ``attention``, ``layernorm`` always; ``drop_layers`` (list), ``ffn_width`` (object block -> width,
+    keys as strings) and ``layernorm_replacement`` only when not the default, so the saved spec of a
+    trim that uses none of them is unchanged; ``notes`` when not empty.
+    """
+
+    drop_ffn: tuple[int, ...] = ()
+    attention: str = SOFTMAX
+    layernorm: tuple[str, ...] = ()
+    drop_layers: tuple[int, ...] = ()
+    ffn_width: tuple[tuple[int, int], ...] = ()
+    layernorm_replacement: str = IDENTITY
+    notes: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        widths = self.ffn_width
+        pairs = widths.items() if isinstance(widths, Mapping) else widths
+        try:
+            normalized = tuple(sorted((int(block), int(width)) for block, width in pairs))
+        except (TypeError, ValueError) as error:
+            raise TrimbertError(f"trim spec: bad ffn_width {widths!r} (expected block -> width)") from error
+        object.__setattr__(self, "ffn_width", normalized)
+
+    @property
+    def is_empty(self) -> bool:
+        return (
+            not self.drop_ffn
+            and self.attention == SOFTMAX
+            and not self.layernorm
+            and not self.drop_layers
+            and not self.ffn_width
+        )
+
+    @property
+    def ffn_widths(self) -> dict[int, int]:
+        """``ffn_width`` as a dict: block (original numbering) -> number of intermediate neurons kept."""
+        return dict(self.ffn_width)
+
+    def original_num_layers(self, present: int) -> int:
+        """The original depth of a model that has ``present`` blocks with this spec applied."""
+        return present + len(self.drop_layers)
+
+    def kept_layers(self, num_layers: int) -> tuple[int, ...]:
+        """Original indices of the blocks still present, in order (``num_layers``: the original depth)."""
+        dropped = set(self.drop_layers)
+        return tuple(index for index in range(num_layers) if index not in dropped)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "drop_ffn": list(self.drop_ffn),
+            "attention": self.attention,
+            "layernorm": list(self.layernorm),
+        }
+        if self.drop_layers:
+            data["drop_layers"] = list(self.drop_layers)
+        if self.ffn_width:
+            data["ffn_width"] = {str(block): width for block, width in self.ffn_width}
+        if self.layernorm_replacement != IDENTITY:
+            data["layernorm_replacement"] = self.layernorm_replacement
+        if self.notes:
+            data["notes"] = dict(self.notes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TrimSpec:
+        data = dict(data or {})
+        unknown = set(data) - set(_KEYS)
+        if unknown:
+            raise TrimbertError(f"unknown trim spec key(s): {', '.join(sorted(unknown))}")
+        widths = data.get("ffn_width") or {}
+        if not isinstance(widths, Mapping):
+            raise TrimbertError(f"trim spec: ffn_width must map block -> width, not {widths!r}")
+        return cls(
+            drop_ffn=tuple(sorted(int(i) for i in data.get("drop_ffn", ()))),
+            attention=str(data.get("attention", SOFTMAX)),
+            layernorm=tuple(sorted(data.get("layernorm", ()), key=ln_sort_key)),
+            drop_layers=tuple(sorted(int(i) for i in data.get("drop_layers", ()))),
+            ffn_width=widths,
+            layernorm_replacement=str(data.get("layernorm_replacement", IDENTITY)),
+            notes=dict(data.get("notes", {})),
+        )
+
+    def summary(self) -> str:
+        """A short human label, e.g. ``layers-[4-5] ffn-[1,3] ffn-width=768 attn=relu ln-4(affine)``.
+
+        ``untrimmed`` when empty. Mixed FFN widths read ``ffn-width=768[0-2],512[3]``.
+        """
+        if self.is_empty:
+            return "untrimmed"
+        parts = []
+        if self.drop_layers:
+            parts.append(f"layers-[{compact_indices(self.drop_layers)}]")
+        if self.drop_ffn:
+            parts.append(f"ffn-[{compact_indices(self.drop_ffn)}]")
+        if self.ffn_width:
+            by_width: dict[int, list[int]] = {}
+            for block, width in self.ffn_width:
+                by_width.setdefault(width, []).append(block)
+            if len(by_width) == 1:
+                parts.append(f"ffn-width={next(iter(by_width))}")
+            else:
+                groups = sorted(by_width.items(), key=lambda item: -item[0])
+                label = ",".join(f"{width}[{compact_indices(tuple(blocks))}]" for width, blocks in groups)
+                parts.append(f"ffn-width={label}")
+        if self.attention != SOFTMAX:
+            parts.append(f"attn={self.attention}")
+        if self.layernorm:
+            suffix = "" if self.layernorm_replacement == IDENTITY else f"({self.layernorm_replacement})"
+            parts.append(f"ln-{len(self.layernorm)}{suffix}")
+        return " ".join(parts)
+
+    def layernorms_remaining(self, num_layers: int) -> list[str]:
+        """Names of the encoder LayerNorms that still exist in a model of ``num_layers`` original blocks."""
+        existing = encoder_layernorms(num_layers, self.drop_ffn, self.drop_layers)
+        return [name for name in existing if name not in self.layernorm]
+
+
+def encoder_layernorms(
+    num_layers: int,
+    drop_ffn: tuple[int, ...] | list[int] = (),
+    drop_layers: Collection[int] = (),
+) -> list[str]:
+    """All encoder LayerNorm names of a model, in forward order, without those of dropped FFNs and blocks."""
+    dropped = set(drop_ffn)
+    gone = set(drop_layers)
+    names = []
+    for block in range(num_layers):
+        if block in gone:
+            continue
+        names.append(f"{block}.attn")
+        if block not in dropped:
+            names.append(f"{block}.ffn")
+    return names
+
+
+def ln_sort_key(name: str) -> tuple[int, int]:
+    """Forward-order sort key of a LayerNorm name (``"3.attn"`` < ``"3.ffn"`` < ``"4.attn"``)."""
+    match = LN_NAME.match(name)
+    if not match:
+        raise TrimbertError(f"bad LayerNorm name {name!r}: expected '<block>.attn' or '<block>.ffn'")
+    return int(match.group(1)), LN_KINDS.index(match.group(2))
+
+
+def compact_indices(indices: tuple[int, ...]) -> str:
+    """``(0,1,2,3,7)`` -> ``"0-3,7"``."""
+    parts: list[str] = []
+    start = prev = None
+    for index in indices:
+        if start is None:
+            start = prev = index
+        elif index == prev + 1:
+            prev = index
+        else:
+            parts.append(f"{start}-{prev}" if prev > start else str(start))
+            start = prev = index
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+    return ",".join(parts)
+
+
+def check_replacement(name: str) -> str:
+    """Return ``name`` if it is a known LayerNorm replacement, else raise a one-line error."""
+    if name not in LN_REPLACEMENTS:
+        raise TrimbertError(
+            f"--layernorm-replacement: unknown replacement {name!r} (choose from {', '.join(LN_REPLACEMENTS)})"
+        )
+    return name
+
+
+def available_normalizers() -> list[str]:
+    """Every name ``--attention`` accepts, ``softmax`` first."""
+    return [SOFTMAX, *NORMALIZER_NAMES]
+
+
+def check_normalizer(name: str) -> str:
+    """Return ``name`` if it is a known normalizer, else raise a one-line :class:`TrimbertError`."""
+    if name != SOFTMAX and name not in NORMALIZER_NAMES:
+        raise TrimbertError(
+            f"--attention: unknown normalizer {name!r} (choose from {', '.join(available_normalizers())})"
+        )
+    return name

@@ -1,0 +1,412 @@
+"""Run a sweep: fine-tune, evaluate and bench every planned unit; append one record per unit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trimbert.errors import TrimbertError
+from trimbert.measure.bench import bench_models
+from trimbert.model import checkpoint
+from trimbert.report.aggregate import build_rows, collect_records
+from trimbert.report.records import Record, append_jsonl_atomic, conditions, write_json_atomic
+from trimbert.report.render import write_report
+from trimbert.sweep.plan import RESULTS_FILE, RUNS_DIR, PlannedUnit, _selected_units, plan_sweep
+from trimbert.sweep.recipe import Recipe, Unit, Variant, load_recipe
+from trimbert.train.finetune import finetune
+from trimbert.train.settings import DistillSettings
+from trimbert.train.trainer import METRICS_FILE, is_main_process
+
+RECIPE_COPY = "recipe.toml"
+STATES = ("pending", "running", "done", "skipped", "failed")
+_ENTRY_MARKER = ".sweep-entry.json"  # in a run folder: the fingerprint it was fine-tuned for
+_LOCK_FILE = ".sweep.lock"
+_BASELINE_KEY = "__paired_baseline__"
+
+EventCallback = Callable[[str, str, str], None]  # (unit name, state, detail)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did: unit names by outcome, the records it wrote, the report."""
+
+    out: Path
+    plan: list[PlannedUnit]
+    records: list[Record] = field(default_factory=list)  # appended by this run
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    table: Any = None  # trimbert.report.ReportTable
+    report: dict[str, Path] = field(default_factory=dict)
+    report_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+
+def run_sweep(
+    recipe: Recipe | str | Path,
+    out: str | Path,
+    *,
+    only: Iterable[str] | str | None = None,
+    shard: str | tuple[int, int] | None = None,
+    force: bool = False,
+    on_event: EventCallback | None = None,
+) -> SweepResult:
+    """Run (or resume) a sweep into ``out``; see the module docstring.
+
+    ``only`` limits it to some variants (plus their teachers), ``shard`` (``"I/N"``) to the I-th of
+    N shares (:func:`partition`), ``force`` reruns units that are up to date. ``on_event(unit, state,
+    detail)`` is told about every unit's progress (states: :data:`STATES`). Failing units are
+    recorded and the sweep goes on; :class:`KeyboardInterrupt` stops it (finished units are kept).
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    _selected_units(recipe, only, shard)  # a bad --only or --shard fails before anything is written
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TrimbertError(f"--out {out} exists and is not a folder")
+    emit = on_event or (lambda unit, state, detail="": None)
+    main = is_main_process()
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out) if main else contextlib.nullcontext():
+        if main:
+            _cut_torn_tail(out / RESULTS_FILE)
+            _copy_recipe(recipe, out)
+        plan = plan_sweep(recipe, out, only=only, shard=shard, force=force)
+        result = SweepResult(out=out, plan=plan)
+        for item in plan:
+            emit(item.unit.name, "pending" if item.action == "run" else "skipped", item.reason)
+        failed_now: set[Unit] = set()
+        for item in plan:
+            unit = item.unit
+            if item.action == "skip":
+                result.skipped.append(unit.name)
+                continue
+            variant = recipe.variant(unit.variant)
+            teacher_unit = Unit(variant.teacher, unit.seed) if variant.teacher else None
+            if teacher_unit is not None and teacher_unit in failed_now:
+                record = _failed_record(
+                    recipe,
+                    variant,
+                    unit,
+                    item.fingerprint,
+                    out,
+                    f"teacher {variant.teacher!r} failed; not run",
+                )
+            else:
+                emit(unit.name, "running", "starting")
+                record = _run_unit(recipe, variant, unit, item.fingerprint, out, emit, main)
+            if record is None:  # a non-zero rank: rank 0 writes the results
+                continue
+            if main:
+                append_jsonl_atomic(out / RESULTS_FILE, record.to_dict())
+            result.records.append(record)
+            if record.status == "ok":
+                result.done.append(unit.name)
+                emit(unit.name, "done", _done_detail(record))
+            else:
+                failed_now.add(unit)
+                result.failed.append(unit.name)
+                emit(unit.name, "failed", record.error or "failed")
+        if main:
+            _write_sweep_report(recipe, out, result)
+    return result
+
+
+@contextlib.contextmanager
+def _lock(out: Path) -> Iterator[None]:
+    """One sweep process per output folder (a second one would interleave the same units)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = out / _LOCK_FILE
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise TrimbertError(f"another sweep is writing to {out}; give each shard its own --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Remove a partial last line left by a kill, so the next append starts on a fresh line."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if not data or data.endswith(b"\n"):
+            return
+        handle.truncate(data.rfind(b"\n") + 1)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _copy_recipe(recipe: Recipe, out: Path) -> None:
+    """Keep the recipe beside its results (replaced atomically on every run)."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{RECIPE_COPY}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(recipe.path.read_bytes())
+        os.replace(tmp, out / RECIPE_COPY)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join((str(error).strip() or type(error).__name__).split())
+    if isinstance(error, TrimbertError):
+        return text
+    return f"{type(error).__name__}: {text}" if str(error).strip() else type(error).__name__
+
+
+def _base_fields(recipe: Recipe, variant: Variant, unit: Unit, fingerprint: str, run_dir: Path) -> dict:
+    return {
+        "recipe": str(recipe.path),
+        "recipe_hash": fingerprint,
+        "finetune_hash": recipe.fingerprint(variant, unit.seed, bench=False),
+        "recipe_entry": recipe.entry(variant, unit.seed),
+        "unit": unit.name,
+        "run_dir": str(run_dir),
+    }
+
+
+def _failed_record(
+    recipe: Recipe,
+    variant: Variant,
+    unit: Unit,
+    fingerprint: str,
+    out: Path,
+    error: str,
+    trace: str | None = None,
+) -> Record:
+
+    run_dir = out / RUNS_DIR / unit.name
+    extra = _base_fields(recipe, variant, unit, fingerprint, run_dir)
+    if trace:
+        extra["traceback"] = trace[-4000:]
+    return Record(
+        kind="sweep",
+        variant=variant.name,
+        model=recipe.model,
+        trim=variant.spec.to_dict() if not variant.spec.is_empty else {},
+        trim_summary=variant.spec.summary(),
+        task=recipe.task_name,
+        seed=unit.seed,
+        status="failed",
+        error=error,
+        conditions=conditions(),
+        extra=extra,
+    )
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """Staging folders a killed fine-tune left beside ``run_dir`` (``.<name>.tmp-*`` / ``.old-*``)."""
+    for leftover in run_dir.parent.glob(f".{run_dir.name}.*"):
+        if leftover.is_dir() and re.search(r"\.(tmp|old)-", leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _finished_finetune(run_dir: Path, finetune_fingerprint: str) -> Record | None:
+    """The fine-tune record of ``run_dir`` if it was fine-tuned for this recipe entry (the kill hit the
+    bench, or only the bench settings changed)."""
+
+    try:
+        marker = json.loads((run_dir / _ENTRY_MARKER).read_text())
+        if marker.get("finetune_hash") != finetune_fingerprint:
+            return None
+        return Record.from_dict(json.loads((run_dir / METRICS_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _run_unit(
+    recipe: Recipe,
+    variant: Variant,
+    unit: Unit,
+    fingerprint: str,
+    out: Path,
+    emit: EventCallback,
+    main: bool,
+) -> Record | None:
+
+    run_dir = out / RUNS_DIR / unit.name
+    finetune_fingerprint = recipe.fingerprint(variant, unit.seed, bench=False)
+    try:
+        # Every rank of a torchrun job decides alike (same files), so they train together or not at all.
+        tuned = _finished_finetune(run_dir, finetune_fingerprint)
+        reused = tuned is not None
+        if reused and not main:
+            return None
+        if tuned is None:
+            if main:
+                _remove_leftovers(run_dir)
+            options: dict[str, Any] = {}
+            if variant.teacher is not None:
+                options["teacher"] = str(out / RUNS_DIR / Unit(variant.teacher, unit.seed).name)
+                if variant.distill:
+                    options["distill"] = DistillSettings.build(variant.distill)
+            emit(unit.name, "running", "fine-tuning")
+            tuned = finetune(
+                recipe.model,
+                recipe.data,
+                run_dir,
+                settings=recipe.settings_for(variant, unit.seed),
+                request=variant.trim,
+                variant=variant.name,
+                force=True,
+                progress=False,
+                **options,
+            )
+            if not main:
+                return None
+            marker = {"finetune_hash": finetune_fingerprint, "recipe_hash": fingerprint, "unit": unit.name}
+            write_json_atomic(run_dir / _ENTRY_MARKER, marker)
+        return _bench_unit(recipe, variant, unit, fingerprint, out, run_dir, tuned, reused, emit)
+    except Exception as error:  # recorded; KeyboardInterrupt and SystemExit stop the sweep
+        if not main:
+            raise
+        return _failed_record(
+            recipe, variant, unit, fingerprint, out, _one_line(error), traceback.format_exc()
+        )
+
+
+def _paired_baseline(recipe: Recipe, variant: Variant, unit: Unit, out: Path, num_labels: int):
+    """(model, source, label) of the untrimmed model to bench beside ``variant``, or None for the baseline."""
+
+    baseline = recipe.baseline
+    if baseline is not None and baseline.name == variant.name:
+        return None
+    if baseline is not None:
+        for seed in (unit.seed, *recipe.seeds):
+            folder = out / RUNS_DIR / Unit(baseline.name, seed).name
+            if (folder / METRICS_FILE).is_file():
+                try:
+                    return checkpoint.load(folder), str(folder), baseline.name
+                except TrimbertError:
+                    continue
+    model = checkpoint.load(
+        recipe.model, head="sequence-classification", config_overrides={"num_labels": num_labels}
+    )
+    return model, checkpoint.resolve_source(recipe.model), f"pretrained {recipe.model}"
+
+
+def _bench_unit(
+    recipe: Recipe,
+    variant: Variant,
+    unit: Unit,
+    fingerprint: str,
+    out: Path,
+    run_dir: Path,
+    tuned: Record,
+    reused: bool,
+    emit: EventCallback,
+) -> Record:
+
+    settings = recipe.bench.resolved()
+    emit(unit.name, "running", "benchmarking")
+    model = checkpoint.load(run_dir)
+    models = {variant.name: (model, str(run_dir))}
+    paired = _paired_baseline(recipe, variant, unit, out, model.config.num_labels)
+    if paired is not None:
+        models[_BASELINE_KEY] = (paired[0], paired[1])
+
+    def on_step(name: str, step: int, total: int) -> None:
+        emit(unit.name, "running", f"benchmarking {step}/{total}")
+
+    report = bench_models(
+        models, settings, baseline=_BASELINE_KEY if paired is not None else None, on_step=on_step
+    )
+    measured = next(r for r in report.records if r.variant == variant.name)
+
+    record = Record.from_dict(tuned.to_dict())
+    record.kind = "sweep"
+    record.variant = variant.name
+    record.path = str(run_dir)
+    record.seed = unit.seed
+    for key in (
+        "latency_ms",
+        "throughput",
+        "train_step_ms",
+        "peak_memory_bytes",
+        "flops_per_seq",
+        "seq_len",
+        "batch_size",
+    ):
+        setattr(record, key, getattr(measured, key))
+    record.disk_bytes = tuned.disk_bytes if tuned.disk_bytes is not None else measured.disk_bytes
+    record.conditions = measured.conditions
+    extra = dict(tuned.extra)
+    extra.update(
+        {
+            "finetune_conditions": tuned.conditions,
+            "finetune_flops_per_seq": tuned.flops_per_seq,
+            "finetune_seq_len": tuned.seq_len,
+            "finetune_batch_size": tuned.batch_size,
+            "finetune_reused": reused,
+            "bench": {
+                "settings": settings.to_dict(),
+                "times_ms": measured.extra.get("times_ms"),
+                "p10_ms": measured.extra.get("p10_ms"),
+                "p90_ms": measured.extra.get("p90_ms"),
+                "attention_choice": report.attention_choice.get(variant.name),
+            },
+            **_base_fields(recipe, variant, unit, fingerprint, run_dir),
+        }
+    )
+    if paired is not None:
+        base = next(r for r in report.records if r.variant == _BASELINE_KEY)
+        extra["paired_baseline"] = paired[2]
+        extra["paired_flop_ideal"] = base.flops_per_seq / measured.flops_per_seq
+        if measured.latency_ms and base.latency_ms is not None:
+            extra["paired_speedup"] = base.latency_ms / measured.latency_ms
+            extra["paired_baseline_latency_ms"] = base.latency_ms
+        if measured.train_step_ms and base.train_step_ms is not None:
+            extra["paired_train_step_speedup"] = base.train_step_ms / measured.train_step_ms
+            extra["paired_baseline_train_step_ms"] = base.train_step_ms
+    record.extra = extra
+    return record
+
+
+def _done_detail(record: Record) -> str:
+    parts = []
+    if record.main_value is not None:
+        parts.append(f"{record.main_metric} {record.main_value:.3f}")
+    if record.latency_ms is not None:
+        parts.append(f"{record.latency_ms:.1f} ms")
+    speedup = record.extra.get("paired_speedup")
+    if speedup is not None:
+        parts.append(f"{speedup:.2f}× vs {record.extra.get('paired_baseline')}")
+    return ", ".join(parts)
+
+
+def _write_sweep_report(recipe: Recipe, out: Path, result: SweepResult) -> None:
+
+    try:
+        result.table = build_rows(collect_records([out]), task=recipe.task_name)
+        result.report = write_report(result.table, out)
+    except TrimbertError as error:
+        result.report_error = str(error)

@@ -1,0 +1,58 @@
+"""Fine-tune and distillation settings, declared once (see :mod:`trimbert.settings`).
+
+Each field is a ``trimbert finetune`` option (``--epochs``, ``--distill-alpha-kd``, ...), a recipe key
+(``[finetune] epochs``, a variant's ``distill = {alpha_kd = ...}``) and its validation, in one place.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+
+from trimbert.settings import Settings
+
+
+class FinetuneSettings(Settings):
+    """Training hyper-parameters (the CLI's common options of ``finetune``)."""
+
+    epochs: float = Field(3.0, gt=0, description="Training epochs (fractions allowed).")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(32, ge=1, description="Training batch size (per device).")
+    eval_batch_size: int = Field(128, ge=1, description="Evaluation batch size.")
+    max_length: int = Field(128, ge=2, description="Truncate sequences to this many tokens.")
+    max_train_samples: int | None = Field(None, ge=1, description="Train on this many shuffled rows.")
+    max_eval_samples: int | None = Field(None, ge=1, description="Evaluate on at most this many rows.")
+    seed: int = Field(42, description="Seed for shuffling, sampling and initialization.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps for linear warm-up.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    eval_each_epoch: bool = Field(False, description="Also evaluate after every epoch.")
+
+
+class DistillSettings(Settings):
+    """Weights and temperature of the task distillation loss (see :func:`trimbert.train.distill.distillation_loss`).
+
+    ``loss = alpha_ce · task loss + alpha_kd · KL(softmax(t/T) ‖ softmax(s/T)) · T² + alpha_hidden · hidden MSE``
+
+    ``temperature`` (T) softens both distributions; the T² factor keeps the KD gradient on the scale of
+    the task loss. For regression tasks the KD term is the MSE between student and teacher outputs
+    (no temperature). ``alpha_hidden`` weighs the mean squared difference between the output of each
+    block the student and the teacher both have (block i against block i; padding tokens excluded;
+    the hidden sizes must match). A weight of 0 skips its term (and, for ``alpha_hidden``, the hidden
+    states are not even returned).
+    """
+
+    option_prefix: ClassVar[str] = "distill-"
+
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature T of the KD term.")
+    alpha_ce: float = Field(0.5, ge=0, description="Weight of the task loss.")
+    alpha_kd: float = Field(0.5, ge=0, description="Weight of the soft-label KL (× T²).")
+    alpha_hidden: float = Field(
+        0.0, ge=0, description="Weight of the hidden-state MSE between corresponding blocks."
+    )
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> DistillSettings:
+        if self.alpha_ce + self.alpha_kd + self.alpha_hidden <= 0:
+            raise ValueError("distillation needs at least one positive weight (alpha_ce, alpha_kd, alpha_hidden)")
+        return self
