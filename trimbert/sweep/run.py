@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import bench_models
 from trimbert.model import checkpoint
@@ -132,21 +134,15 @@ def run_sweep(
 @contextlib.contextmanager
 def _lock(out: Path) -> Iterator[None]:
     """One sweep process per output folder (a second one would interleave the same units)."""
+    lock = FileLock(out / _LOCK_FILE, timeout=0)
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+        lock.acquire()
+    except Timeout:
+        raise TrimbertError(f"another sweep is writing to {out}; give each shard its own --out") from None
+    try:
         yield
-        return
-    path = out / _LOCK_FILE
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise TrimbertError(f"another sweep is writing to {out}; give each shard its own --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    finally:
+        lock.release()
 
 
 def _cut_torn_tail(path: Path) -> None:
