@@ -9,13 +9,14 @@ never measured against a handicapped baseline. Each ratio is shown beside the FL
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from trimbert.errors import TrimbertError
@@ -34,6 +35,7 @@ from trimbert.report.records import Record, conditions
 from trimbert.settings import Settings
 from trimbert.spec.trimspec import SOFTMAX
 
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 ProgressCallback = Callable[[str, int, int], None]
 
 
@@ -47,12 +49,15 @@ class BenchSettings(Settings):
     )
     repeats: int = Field(20, ge=1, description="Timed repeats per model (medians are reported).")
     warmup: int = Field(3, ge=0, description="Untimed warm-up steps per model.")
-    device: str = Field(
-        "auto",
-        pattern=r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$",
-        description="auto (cuda if available), cpu, cuda, cuda:1, mps, ...",
-    )
+    device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, mps, ...")
     threads: int | None = Field(None, ge=1, description="torch threads for the run (default: torch's).")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not _DEVICE.match(device):
+            raise ValueError("expected auto, cpu, cuda, cuda:N, xpu, xpu:N or mps")
+        return device
 
     def resolved(self) -> BenchSettings:
         """These settings with ``device="auto"`` made concrete (cuda if available, else cpu)."""
