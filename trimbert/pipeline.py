@@ -36,7 +36,7 @@ def apply_trim(
     """Trim ``model`` as ``request`` asks; returns the trimmed model and what data-driven steps chose.
 
     ``dataset``: rows of real text (a datasets split with ``text_a``/``text_b``/``label`` as
-    :mod:`trimbert.data` loads them, tokenized or not) for ``auto:N`` and ``affine``; ``samples`` rows
+    :mod:`trimbert.data.glue` loads them, tokenized or not) for ``auto:N`` and ``affine``; ``samples`` rows
     are drawn from it with ``seed``. ``has_head``: the model has a fine-tuned head for this data (the
     analysis then ranks FFNs by the change in task loss rather than by hidden-state similarity).
     """

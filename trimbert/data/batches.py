@@ -47,7 +47,7 @@ def sample_batches(
 ) -> list[dict[str, torch.Tensor]]:
     """``samples`` rows of ``dataset`` (drawn with ``seed``; deterministic), tokenized and padded.
 
-    ``dataset``: rows with ``text_a`` (``text_b``) and ``label`` as :mod:`trimbert.data` loads them,
+    ``dataset``: rows with ``text_a`` (``text_b``) and ``label`` as :mod:`trimbert.data.glue` loads them,
     or, with ``tokenized=True``, rows already tokenized (``input_ids``, ..., ``labels``).
     """
 

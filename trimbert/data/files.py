@@ -15,8 +15,8 @@ from typing import Any
 
 import datasets
 
-from trimbert.data.glue import _as_number, _open_text, _parse_score
-from trimbert.data.tasks import HOLDOUT_FRACTION, HOLDOUT_SEED, TASK_TYPES, TaskInfo, _features
+from trimbert.data.glue import as_number, open_text, parse_score
+from trimbert.data.tasks import HOLDOUT_FRACTION, HOLDOUT_SEED, TASK_TYPES, TaskInfo, task_features
 from trimbert.errors import TrimbertError
 
 # ---------------------------------------------------------------------------------------- user data
@@ -48,12 +48,12 @@ def load_user_data(
 
     if task_type == "regression" or (task_type is None and _looks_like_regression(train_labels)):
         label_names: tuple[str, ...] = ()
-        encode_label = _parse_score
+        encode_label = parse_score
     else:
         label_names, encode_label = _classification_labels(train_labels, train_path)
 
     task = _user_task(train_path.stem, text_column, text_pair_column, label_names)
-    features = _features(task)
+    features = task_features(task)
 
     def to_dataset(path: Path, rows: list[tuple[int, dict[str, Any]]]) -> datasets.Dataset:
         data: dict[str, list] = {"text_a": [str(row[text_column]) for _, row in rows]}
@@ -95,7 +95,7 @@ def _user_task(name: str, text_a: str, text_b: str | None, label_names: tuple[st
 
 
 def _looks_like_regression(labels: list[Any]) -> bool:
-    numbers = [_as_number(label) for label in labels]
+    numbers = [as_number(label) for label in labels]
     return all(number is not None for number in numbers) and any(
         not number.is_integer() for number in numbers
     )
@@ -105,11 +105,11 @@ def _classification_labels(
     labels: list[Any], train_path: Path
 ) -> tuple[tuple[str, ...], Callable[[Any, Path, int], int]]:
     """Label names in id order, and a function mapping a raw label (with its file and line) to its id."""
-    numbers = [_as_number(label) for label in labels]
+    numbers = [as_number(label) for label in labels]
     if all(number is not None and number.is_integer() for number in numbers):
 
         def key(value: Any) -> int | str:
-            number = _as_number(value)
+            number = as_number(value)
             return int(number) if number is not None and number.is_integer() else str(value).strip()
 
     else:
@@ -161,7 +161,7 @@ def _read_user_file(path: Path, columns: list[str], label_column: str) -> list[t
 
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         records = [(reader.line_num, row) for row in reader]
         return records, list(reader.fieldnames or [])
@@ -169,7 +169,7 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[tuple[int, dict[st
 
 def _read_json_lines(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
     records = []
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         for line, text in enumerate(handle, start=1):
             if not text.strip():
                 continue

@@ -17,12 +17,12 @@ from typing import Any, TextIO
 
 import datasets
 
-from trimbert.data.tasks import GLUE_DIR_ENV, HUB_DATASET, TaskInfo, _as_task, _features
+from trimbert.data.tasks import GLUE_DIR_ENV, HUB_DATASET, TaskInfo, as_task, task_features
 from trimbert.errors import TrimbertError
 
 
 @contextmanager
-def _open_text(path: Path) -> Iterator[TextIO]:
+def open_text(path: Path) -> Iterator[TextIO]:
     """Open a UTF-8 text file (BOM allowed) for the csv module; turn decoding problems into TrimbertError."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
@@ -42,7 +42,7 @@ def resolve_glue_dir(task: str | TaskInfo, data_dir: str | os.PathLike | None = 
     ``data_dir`` (else ``$TRIMBERT_GLUE_DIR``) may be the task folder itself or a ``glue_data/`` root
     that holds the task folder.
     """
-    info = _as_task(task)
+    info = as_task(task)
     source = ""
     if data_dir is None:
         data_dir = os.environ.get(GLUE_DIR_ENV) or None
@@ -68,11 +68,11 @@ def load_glue(task: str | TaskInfo, data_dir: str | os.PathLike | None = None) -
     From ``data_dir`` or ``$TRIMBERT_GLUE_DIR`` when one is given (see :func:`resolve_glue_dir`),
     else from the Hugging Face Hub dataset ``nyu-mll/glue``.
     """
-    info = _as_task(task)
+    info = as_task(task)
     folder = resolve_glue_dir(info, data_dir)
     if folder is None:
         return _load_glue_from_hub(info)
-    features = _features(info)
+    features = task_features(info)
     return datasets.DatasetDict(
         {
             split: datasets.Dataset.from_dict(_read_glue_file(folder / file_name, info), features=features)
@@ -91,7 +91,7 @@ def _read_glue_file(path: Path, task: TaskInfo) -> dict[str, list]:
     if layout.text_b_column is not None:
         columns["text_b"] = []
     columns["label"] = []
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         num_fields = len(next(reader, [])) if layout.has_header else layout.num_fields
         if num_fields and num_fields < layout.min_fields:
@@ -117,7 +117,7 @@ def _read_glue_file(path: Path, task: TaskInfo) -> dict[str, list]:
                     )
                 columns["label"].append(label_ids[raw_label])
             else:
-                columns["label"].append(_parse_score(raw_label, path, reader.line_num))
+                columns["label"].append(parse_score(raw_label, path, reader.line_num))
             columns["text_a"].append(fields[layout.text_a_column])
             if layout.text_b_column is not None:
                 columns["text_b"].append(fields[layout.text_b_column])
@@ -138,20 +138,20 @@ def _load_glue_from_hub(task: TaskInfo) -> datasets.DatasetDict:
     renames = {task.text_a: "text_a"}
     if task.text_b is not None:
         renames[task.text_b] = "text_b"
-    columns = list(_features(task))
+    columns = list(task_features(task))
     return datasets.DatasetDict(
         {split: hub[split].rename_columns(renames).select_columns(columns) for split in task.splits}
     )
 
 
-def _parse_score(value: Any, path: Path, line: int) -> float:
-    number = _as_number(value)
+def parse_score(value: Any, path: Path, line: int) -> float:
+    number = as_number(value)
     if number is None:
         raise TrimbertError(f"{path} line {line}: label {value!r} is not a number (regression)")
     return number
 
 
-def _as_number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     """``value`` as a finite float, or None when it is not a number."""
     if isinstance(value, bool):
         return None

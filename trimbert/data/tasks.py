@@ -1,21 +1,12 @@
-"""GLUE task registry, data loading and tokenization.
+"""The GLUE task table: one :class:`TaskInfo` per task drives every loader, metric and head.
 
 Every loader returns a :class:`datasets.DatasetDict` with the same columns: ``text_a`` (str),
 ``text_b`` (str, pair tasks only) and ``label`` (a ``ClassLabel`` id for classification, a float32 for
 regression). The splits are ``train`` plus the task's eval splits (``validation``, or for MNLI
-``validation_matched`` and ``validation_mismatched``).
-
-Where :func:`load_glue` finds GLUE data, first match wins:
-
-1. its ``data_dir`` argument: a task folder (``glue_data/SST-2``) or a ``glue_data/`` root holding it;
-2. the environment variable ``TRIMBERT_GLUE_DIR``, pointing at a ``glue_data/`` root;
-3. the Hugging Face Hub dataset ``nyu-mll/glue``.
-
-Local files are the TSVs that ``download_glue_data.py`` writes; :data:`GLUE_TASKS` describes each
-task's layout (files, header, columns, label strings) and one generic reader follows it.
-Label ids follow the ClassLabel order of ``nyu-mll/glue`` for every task.
-
-Users' own data sets (CSV, TSV, JSON Lines) load with :func:`load_user_data`.
+``validation_matched`` and ``validation_mismatched``). Each task's :class:`TsvFormat` describes its
+``glue_data/`` layout (files, header, columns, label strings) for :mod:`trimbert.data.glue`. Label ids
+follow the ClassLabel order of ``nyu-mll/glue`` for every task. Users' own files:
+:mod:`trimbert.data.files`.
 """
 
 from __future__ import annotations
@@ -254,11 +245,11 @@ def get_task(name: str) -> TaskInfo:
     return GLUE_TASKS[key]
 
 
-def _as_task(task: str | TaskInfo) -> TaskInfo:
+def as_task(task: str | TaskInfo) -> TaskInfo:
     return get_task(task) if isinstance(task, str) else task
 
 
-def _features(task: TaskInfo) -> datasets.Features:
+def task_features(task: TaskInfo) -> datasets.Features:
     columns: dict[str, Any] = {"text_a": datasets.Value("string")}
     if task.text_b is not None:
         columns["text_b"] = datasets.Value("string")

@@ -1,8 +1,10 @@
-"""Measure what a trim bought: parameters, weight bytes, forward FLOPs and wall-clock timings.
+"""Wall-clock timing of models side by side: alternating rounds, medians, the fastest attention.
 
 Everything here returns data and prints nothing. Timings of several models are taken in one
 process *alternating* between the models (round-robin), so that drift of the machine (thermal
 throttling, other processes, frequency scaling) affects all of them alike, and reported as medians.
+:func:`fastest_attention` gives a softmax model its fastest attention implementation first, so a
+baseline is never measured with a handicap.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class BenchResult:
     times_ms: list[float] = field(default_factory=list)  # every timed repeat, in order
 
     def record_fields(self) -> dict[str, Any]:
-        """The fields of :class:`trimbert.records.Record` this result fills in."""
+        """The fields of :class:`trimbert.report.records.Record` this result fills in."""
         return {
             "batch_size": self.batch_size,
             "seq_len": self.seq_len,

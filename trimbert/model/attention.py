@@ -3,7 +3,7 @@
 Each normalizer is an attention function with the signature transformers expects and is registered
 with ``transformers.AttentionInterface`` under the name ``trimbert_<name>`` (``-`` becomes ``_``), with
 a boolean padding mask (``AttentionMaskInterface``, the same mask format ``sdpa`` uses). A model uses
-one with ``model.set_attn_implementation("trimbert_relu")``; :mod:`trimbert.modeling` does that from
+one with ``model.set_attn_implementation("trimbert_relu")``; :mod:`trimbert.model.modeling` does that from
 the saved trim spec. ``softmax`` is not registered here: it leaves the model's own (fastest)
 implementation in place.
 

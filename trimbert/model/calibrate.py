@@ -1,7 +1,7 @@
 """Calibrate the affine replacements of stripped LayerNorms, and compare representations (linear CKA).
 
 With ``layernorm_replacement="affine"`` a stripped LayerNorm becomes a fixed per-channel map
-``y = a * x + b`` (:class:`trimbert.surgery.AffineNorm`). :func:`calibrate_affine` fits ``a`` and ``b``
+``y = a * x + b`` (:class:`trimbert.model.structure.AffineNorm`). :func:`calibrate_affine` fits ``a`` and ``b``
 on a calibration sample: the ORIGINAL model (the one that still has the LayerNorm) runs on the
 batches, the LayerNorm's input ``x`` (the residual sum) and output ``y`` are captured on the real
 (non-padding) tokens, and per channel ``c`` the least-squares line is
@@ -159,7 +159,7 @@ def calibrate_affine(
     """Fit the affine replacements of ``trimmed_model`` on ``batches`` and write them in place.
 
     ``names``: the LayerNorms (``"3.attn"``, original block numbering) to fit; by default every one
-    that is an :class:`~trimbert.surgery.AffineNorm` in ``trimmed_model`` and still a LayerNorm in
+    that is an :class:`~trimbert.model.structure.AffineNorm` in ``trimmed_model`` and still a LayerNorm in
     ``original_model``. ``batches``: dicts with ``input_ids`` and optionally ``attention_mask``,
     ``token_type_ids``, ``position_ids`` (other keys are ignored). See the module docstring for the
     fit and ``sequential``. Both models run in eval mode under ``torch.no_grad`` (their training flags

@@ -38,7 +38,7 @@ class _TrimBertMixin:
     """Builds the BERT architecture, then removes what the trim spec removed.
 
     The config's ``num_hidden_layers`` is the number of blocks present (blocks dropped with
-    ``drop_layers`` are never built); :func:`~trimbert.surgery.apply_structure` then removes FFNs,
+    ``drop_layers`` are never built); :func:`~trimbert.model.structure.apply_structure` then removes FFNs,
     rebuilds narrowed FFN layers (``ffn_width``) and replaces stripped LayerNorms.
     """
 
@@ -91,7 +91,7 @@ for _bert_name in _BERT_HEADS:
         (_TrimBertMixin, _bert_class),
         {
             "__module__": __name__,
-            "__doc__": f"{_bert_name} with a trim spec applied (see trimbert.modeling).",
+            "__doc__": f"{_bert_name} with a trim spec applied (see trimbert.model.modeling).",
         },
     )
     globals()[_trim_name] = TRIMBERT_CLASSES[_bert_name]

@@ -40,7 +40,7 @@ class AffineNorm(nn.Module):
     """A fixed per-channel affine map ``y = weight * x + bias`` standing where a LayerNorm was.
 
     Unlike a LayerNorm it uses no statistics of the token: it is the cheap replacement fitted by
-    :func:`trimbert.calibrate.calibrate_affine` (``layernorm_replacement="affine"``). ``weight`` and
+    :func:`trimbert.model.calibrate.calibrate_affine` (``layernorm_replacement="affine"``). ``weight`` and
     ``bias`` have shape ``[hidden]``; built as the identity (ones, zeros).
     """
 

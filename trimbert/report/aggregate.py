@@ -1,17 +1,11 @@
-"""Compare trimmed variants with the untrimmed model: accuracy against size, FLOPs, latency and time.
+"""Aggregate records into a report table: one row per variant, compared with the baseline.
 
-The pipeline is data first, rendering last:
-
-* :func:`collect_records` walks folders for fine-tune ``metrics.json`` files, bench ``*.json``
-  outputs and sweep ``results.jsonl`` files and returns the :class:`~trimbert.records.Record` s;
-* :func:`build_rows` picks one task, merges the records of each variant (:func:`merge_records`),
-  compares every variant with the baseline and marks the Pareto-optimal ones
-  (:func:`pareto_front`), giving a :class:`ReportTable`;
-* :func:`render_table` turns the table into a ``rich`` table and :func:`write_report` writes
-  ``report.md``, ``results.csv``, ``results.json`` and two plots, which
-  :func:`load_results_csv` and :func:`load_results_json` read back.
-
-One column definition (:func:`columns`) drives the Markdown table, the rich table and the CSV.
+:func:`collect_records` walks folders for fine-tune ``metrics.json`` files, bench ``*.json`` outputs
+and sweep ``results.jsonl`` files and returns the :class:`~trimbert.report.records.Record` s;
+:func:`build_rows` picks one task, merges the records of each variant (mean ± std over seeds,
+:func:`merge_records`), compares every variant with the baseline (ratios of size, FLOPs, latency and
+training time; metric change in points) and marks the Pareto-optimal ones (:func:`pareto_front`),
+giving a :class:`ReportTable`. Rendering is :mod:`trimbert.report.render`'s job.
 """
 
 from __future__ import annotations
@@ -49,7 +43,7 @@ _MAX_WALKED_JSON_BYTES = 32 << 20
 # side by side) where the records have that, so variants timed at different moments still compare.
 COSTS = {"relative_latency": "latency", "latency_ms": "latency", "params": "parameters"}
 PARETO_MARK = "★"
-_MISSING = "–"
+MISSING = "–"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from trimbert.report.aggregate import _MISSING, COSTS, PARETO_MARK, ReportRow, ReportTable
+from trimbert.report.aggregate import COSTS, MISSING, PARETO_MARK, ReportRow, ReportTable
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,12 @@ class Column:
 
 def _number(value: float | None, digits: int, std: float | None = None) -> str:
     if value is None:
-        return _MISSING
+        return MISSING
     return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
 def _times(value: float | None) -> str:
-    return _MISSING if value is None else f"{value:.2f}×"
+    return MISSING if value is None else f"{value:.2f}×"
 
 
 def _scaled(value: float | None, unit: float, digits: int) -> str:
@@ -70,7 +70,7 @@ def columns(metric_names: Sequence[str]) -> list[Column]:
         Column(
             "Δ pts",
             ("delta_points",),
-            lambda row: _MISSING if row.delta_points is None else f"{row.delta_points:+.2f}",
+            lambda row: MISSING if row.delta_points is None else f"{row.delta_points:+.2f}",
         ),
         Column("params M", ("params",), lambda row: _scaled(row.params, 1e6, 2)),
         Column("params ×", ("params_ratio",), lambda row: _times(row.params_ratio)),
@@ -89,7 +89,7 @@ def columns(metric_names: Sequence[str]) -> list[Column]:
             lambda row: _number(row.train_time_s, 0, row.train_time_std),
         ),
         Column("train speedup", ("train_speedup",), lambda row: _times(row.train_speedup)),
-        Column("seeds", ("seeds",), lambda row: str(row.seeds) if row.seeds else _MISSING),
+        Column("seeds", ("seeds",), lambda row: str(row.seeds) if row.seeds else MISSING),
         Column("status", ("status", "failed", "error"), _status_cell, "left"),
         Column("setup", ("model", "task", "main_metric", "device", "batch_size", "seq_len")),
     ]

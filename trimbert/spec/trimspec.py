@@ -32,7 +32,7 @@ FFN width (``ffn_width``, TextPruner-style structured pruning): a block's FFN ke
 most important intermediate neurons (``1 <= N <`` its current width). A request is an int (or
 ``"768"``) for every block whose FFN is kept, or per block (``{0: 768, 3: 512}`` or ``"0:768,3:512"``).
 The resolved spec stores the width of every narrowed block; how neurons were chosen is provenance and
-goes to ``notes["ffn_width_rule"]`` (see :mod:`trimbert.surgery`). Narrowing a narrowed block again
+goes to ``notes["ffn_width_rule"]`` (see :mod:`trimbert.model.trim`). Narrowing a narrowed block again
 is allowed when the new width is smaller (neurons are chosen among the ones left); dropping the FFN
 of a narrowed block forgets its width.
 
@@ -52,11 +52,11 @@ LayerNorm is not an encoder LayerNorm and is never stripped.
 
 LayerNorm replacement (``layernorm_replacement``): what stands where a stripped LayerNorm was.
 ``identity`` (default) passes the residual sum through; ``affine`` is a fixed per-channel map
-``y = a * x + b`` fitted on calibration data (:mod:`trimbert.calibrate`). One replacement holds for
+``y = a * x + b`` fitted on calibration data (:mod:`trimbert.model.calibrate`). One replacement holds for
 all stripped LayerNorms of a model: stripping more LayerNorms of a model whose stripped LayerNorms
 use the other replacement is refused. With no stripped LayerNorm the replacement is ``identity``.
 
-Attention: the name of a registered normalizer (see :mod:`trimbert.attention`); ``softmax`` leaves the
+Attention: the name of a registered normalizer (see :mod:`trimbert.model.attention`); ``softmax`` leaves the
 model's attention untouched.
 """
 

@@ -100,7 +100,7 @@ def _latest_records(out: Path) -> dict[tuple[str, int | None], Record]:
     return latest
 
 
-def _selected_units(recipe: Recipe, only: Iterable[str] | str | None, shard: Any) -> list[Unit]:
+def selected_units(recipe: Recipe, only: Iterable[str] | str | None, shard: Any) -> list[Unit]:
     shard = parse_shard(shard)
     units = partition(recipe, shard[1])[shard[0] - 1] if shard else recipe.units()
     if only is None:
@@ -132,7 +132,7 @@ def plan_sweep(
     out = Path(out)
     latest = _latest_records(out)
     plans = []
-    for unit in _selected_units(recipe, only, shard):
+    for unit in selected_units(recipe, only, shard):
         fingerprint = recipe.fingerprint(recipe.variant(unit.variant), unit.seed)
         record = latest.get((unit.variant, unit.seed))
         if record is None:

@@ -22,7 +22,7 @@ from trimbert.model import checkpoint
 from trimbert.report.aggregate import build_rows, collect_records
 from trimbert.report.records import Record, append_jsonl_atomic, conditions, write_json_atomic
 from trimbert.report.render import write_report
-from trimbert.sweep.plan import RESULTS_FILE, RUNS_DIR, PlannedUnit, _selected_units, plan_sweep
+from trimbert.sweep.plan import RESULTS_FILE, RUNS_DIR, PlannedUnit, plan_sweep, selected_units
 from trimbert.sweep.recipe import Recipe, Unit, Variant, load_recipe
 from trimbert.train.finetune import finetune
 from trimbert.train.settings import DistillSettings
@@ -51,7 +51,7 @@ class SweepResult:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    table: Any = None  # trimbert.report.ReportTable
+    table: Any = None  # trimbert.report.aggregate.ReportTable
     report: dict[str, Path] = field(default_factory=dict)
     report_error: str | None = None
 
@@ -79,7 +79,7 @@ def run_sweep(
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    _selected_units(recipe, only, shard)  # a bad --only or --shard fails before anything is written
+    selected_units(recipe, only, shard)  # a bad --only or --shard fails before anything is written
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TrimbertError(f"--out {out} exists and is not a folder")

@@ -3,7 +3,7 @@
 :func:`finetune` loads a checkpoint with a sequence-classification (or regression) head, trims it on
 the fly if asked, trains with dynamic padding, linear warm-up and decay, evaluates at the end (or per
 epoch), and writes to ``out``: the fine-tuned model as a trimbert checkpoint, its tokenizer, and
-``metrics.json`` (a :class:`~trimbert.records.Record`). The Trainer (with accelerate) handles the
+``metrics.json`` (a :class:`~trimbert.report.records.Record`). The Trainer (with accelerate) handles the
 device: CPU, one GPU with bf16 when it supports it, or several GPUs under ``torchrun`` /
 ``accelerate launch`` with no code change (only the main process writes the output folder).
 
