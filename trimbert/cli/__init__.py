@@ -15,7 +15,7 @@ import warnings
 import typer
 from typer._click import exceptions as click_exceptions
 
-from trimbert.cli.app import app, err_console, say
+from trimbert.cli.app import DEBUG, app, err_console, say
 from trimbert.errors import TrimbertError
 
 # isort: off
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _one_line_warning
     _quiet_libraries()
     command = typer.main.get_command(app)
+    DEBUG["traceback"] = False  # set again by --debug (main may run several times in one process)
     try:
         code = command.main(args=argv, prog_name="trimbert", standalone_mode=False)
     except TrimbertError as error:
@@ -59,9 +60,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
-    except (click_exceptions.Abort, typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted", highlight=False)
         sys.exit(130)
+    except Exception as error:  # a bug: one line, unless --debug asks for the traceback
+        if DEBUG["traceback"]:
+            raise
+        text = " ".join(str(error).split()) or "(no message)"
+        say(f"error: unexpected {type(error).__name__}: {text} (run with --debug for the traceback)")
+        sys.exit(1)
     # In non-standalone mode, a command's typer.Exit(code) comes back as the return value.
     sys.exit(code if isinstance(code, int) else 0)
 

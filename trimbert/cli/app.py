@@ -45,6 +45,10 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
+# Set by --debug: unexpected errors then show their traceback instead of one line.
+DEBUG = {"traceback": False}
+
+
 @app.callback()
 def _root(
     show_version: Annotated[
@@ -53,8 +57,12 @@ def _root(
             "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an unexpected error (a bug).")
+    ] = False,
 ) -> None:
     """Trim BERT checkpoints and measure what it bought and cost."""
+    DEBUG["traceback"] = debug
 
 
 def print_json(data) -> None:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from trimbert.cli.app import JsonOpt, app, console, err_console, megabytes, print_json
 from trimbert.cli.options import Group, with_options
+from trimbert.errors import TrimbertError
 from trimbert.measure.bench import BenchSettings
 
 
@@ -30,12 +31,18 @@ def bench(
     ] = None,
     vs_name: Annotated[str, typer.Option("--vs-name", help="Variant name of the baseline in records.")] = "baseline",
     out: Annotated[Path | None, typer.Option("--out", help="Also write the records to this JSON file.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --out file if it exists.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Latency, throughput, train-step time, size and FLOPs of MODELS, side by side with --vs."""
     from trimbert.measure.bench import bench as run_bench
+    from trimbert.model.checkpoint import check_output_path
     from trimbert.report.records import write_json_atomic
 
+    if out is not None:  # before the benchmark, not after it
+        check_output_path(out, force, kind="file", inputs=(*models, *([vs] if vs else [])))
+        if out.is_dir():
+            raise TrimbertError(f"--out {out} is a folder; give a file name for the records (e.g. bench.json)")
     settings = settings.resolved()
     with Progress(
         TextColumn("{task.description}"),
@@ -44,7 +51,7 @@ def bench(
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
-        disable=as_json,
+        disable=as_json or not err_console.is_terminal,  # a log gets no bar (and no stray blank line)
     ) as progress:
         bar = progress.add_task("benchmarking", total=None)
 
@@ -121,9 +128,11 @@ def report(
     from trimbert.report.aggregate import build_rows, collect_records
     from trimbert.report.render import render_table, write_report
 
+    destination = out if out is not None else (paths[0] if paths[0].is_dir() else paths[0].parent)
+    if destination.exists() and not destination.is_dir():
+        raise TrimbertError(f"--out {destination} is a file; the report needs a folder")
     table = build_rows(collect_records(paths), baseline=baseline, task=task)
     console.print(render_table(table))
-    destination = out if out is not None else (paths[0] if paths[0].is_dir() else paths[0].parent)
     written = write_report(table, destination)
     for kind, path in written.items():
         console.print(f"{kind}: {path}")

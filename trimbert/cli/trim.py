@@ -74,7 +74,7 @@ def trim(
     from trimbert.model.checkpoint import check_output_dir, load, load_tokenizer, save
     from trimbert.pipeline import apply_trim
 
-    check_output_dir(out, force)
+    check_output_dir(out, force, inputs=(model,))
     dataset = None
     if request.needs_data and source.task is not None:
         dataset = source.load()[0]["train"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from trimbert.data.glue import as_number, open_text, parse_score
 from trimbert.data.tasks import HOLDOUT_FRACTION, HOLDOUT_SEED, TASK_TYPES, TaskInfo, task_features
 from trimbert.errors import TrimbertError
 
-# ---------------------------------------------------------------------------------------- user data
+_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
 def load_user_data(
@@ -30,14 +31,18 @@ def load_user_data(
     text_pair_column: str | None = None,
     label_column: str,
     task_type: str | None = None,
+    label_names: str | Sequence[str] | None = None,
 ) -> tuple[datasets.DatasetDict, TaskInfo]:
     """Load a user's CSV, TSV or JSON Lines files (by extension: .csv, .tsv, .jsonl, .json).
 
     ``task_type`` is ``"classification"``, ``"regression"`` or None to decide from the train labels:
     regression when they are all numbers and some are not integers. Classification labels are sorted
     (numerically when all are integers, else as strings) and numbered in that order; their names are
-    kept in the returned ``TaskInfo.label_names``. Without a validation file, a fixed 10% of train is
-    held out as ``validation``.
+    kept in the returned ``TaskInfo.label_names``. Labels of mixed kinds (JSON numbers beside strings,
+    or numbers beside names such as ``1, pos, 0, neg``) are refused: they would silently merge or split
+    classes. ``label_names`` (``"neg,pos"`` or a list, in id order) says what the labels are instead:
+    each label is matched by its text, and one that is not listed is an error. Without a validation
+    file, a fixed 10% of train is held out as ``validation``.
     """
     if task_type not in (None, *TASK_TYPES):
         raise TrimbertError(f"unknown task type {task_type!r}; use one of {', '.join(TASK_TYPES)}")
@@ -46,13 +51,17 @@ def load_user_data(
     train_rows = _read_user_file(train_path, columns, label_column)
     train_labels = [row[label_column] for _, row in train_rows]
 
-    if task_type == "regression" or (task_type is None and _looks_like_regression(train_labels)):
-        label_names: tuple[str, ...] = ()
-        encode_label = parse_score
+    if label_names is not None:
+        if task_type == "regression":
+            raise TrimbertError("--label-names is for classification, not regression")
+        names, encode_label = _named_labels(label_names)
+    elif task_type == "regression" or (task_type is None and _looks_like_regression(train_labels)):
+        names, encode_label = (), parse_score
     else:
-        label_names, encode_label = _classification_labels(train_labels, train_path)
+        _check_one_kind(train_labels, train_path)
+        names, encode_label = _classification_labels(train_labels, train_path)
 
-    task = _user_task(train_path.stem, text_column, text_pair_column, label_names)
+    task = _user_task(train_path.stem, text_column, text_pair_column, names)
     features = task_features(task)
 
     def to_dataset(path: Path, rows: list[tuple[int, dict[str, Any]]]) -> datasets.Dataset:
@@ -92,6 +101,43 @@ def _user_task(name: str, text_a: str, text_b: str | None, label_names: tuple[st
         main_metric=main_metric,
         metric_config=metric_config,
     )
+
+
+def _label_kind(label: Any) -> str:
+    if isinstance(label, bool):
+        return "true/false"
+    if isinstance(label, (int, float)):
+        return "JSON numbers"
+    return "numbers written as text" if as_number(label) is not None else "names"
+
+
+def _check_one_kind(labels: list[Any], path: Path) -> None:
+    """Refuse labels of mixed kinds, which would silently merge (``1`` and ``"1"``) or split classes."""
+    examples: dict[str, Any] = {}
+    for label in labels:
+        examples.setdefault(_label_kind(label), label)
+    if len(examples) > 1:
+        shown = ", ".join(f"{kind} ({value!r})" for kind, value in examples.items())
+        raise TrimbertError(
+            f"{path}: labels mix {shown}; give --label-names (e.g. neg,pos) to say which labels there are"
+        )
+
+
+def _named_labels(label_names: str | Sequence[str]) -> tuple[tuple[str, ...], Callable[[Any, Path, int], int]]:
+    names = [name.strip() for name in (label_names.split(",") if isinstance(label_names, str) else label_names)]
+    if len(names) < 2 or any(not name for name in names) or len(set(names)) != len(names):
+        raise TrimbertError(f"--label-names: give at least two distinct names, comma-separated, got {label_names!r}")
+    ids = {name: index for index, name in enumerate(names)}
+
+    def encode(value: Any, path: Path, line: int) -> int:
+        text = str(value).strip()
+        if isinstance(value, float) and value.is_integer():
+            text = str(int(value))
+        if text not in ids:
+            raise TrimbertError(f"{path} line {line}: label {value!r} is not one of --label-names ({', '.join(names)})")
+        return ids[text]
+
+    return tuple(names), encode
 
 
 def _looks_like_regression(labels: list[Any]) -> bool:
@@ -161,6 +207,7 @@ def _read_user_file(path: Path, columns: list[str], label_column: str) -> list[t
 
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    csv.field_size_limit(_FIELD_LIMIT)  # the csv module's default (131,072 characters) refuses long texts
     with open_text(path) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         records = [(reader.line_num, row) for row in reader]

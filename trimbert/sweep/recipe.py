@@ -511,7 +511,7 @@ def _check_data(check: _Checker, data: DataSource) -> tuple[DataSource, str]:
         return data, Path(data.train).stem
     if data.task is None:
         check.fail("data.task", "missing: a GLUE task (sst2, mnli, ...) or train = your own file")
-    for key in ("validation", "text_column", "text_pair_column", "label_column", "task_type"):
+    for key in ("validation", "text_column", "text_pair_column", "label_column", "task_type", "label_names"):
         if getattr(data, key) is not None:
             check.fail(f"data.{key}", "is for your own files (train = ...), not for a GLUE task")
     try:

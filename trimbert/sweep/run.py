@@ -20,7 +20,13 @@ from trimbert.errors import TrimbertError
 from trimbert.measure.bench import bench_models
 from trimbert.model import checkpoint
 from trimbert.report.aggregate import build_rows, collect_records
-from trimbert.report.records import Record, append_jsonl_atomic, conditions, write_json_atomic
+from trimbert.report.records import (
+    Record,
+    append_jsonl_atomic,
+    conditions,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from trimbert.report.render import write_report
 from trimbert.sweep.plan import RESULTS_FILE, RUNS_DIR, PlannedUnit, plan_sweep, selected_units
 from trimbert.sweep.recipe import Recipe, Unit, Variant, load_recipe
@@ -160,16 +166,7 @@ def _cut_torn_tail(path: Path) -> None:
 
 def _copy_recipe(recipe: Recipe, out: Path) -> None:
     """Keep the recipe beside its results (replaced atomically on every run)."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{RECIPE_COPY}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(recipe.path.read_bytes())
-        os.replace(tmp, out / RECIPE_COPY)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(out / RECIPE_COPY, recipe.path.read_bytes())
 
 
 def _one_line(error: BaseException) -> str:

@@ -113,7 +113,8 @@ def finetune(
         distill = distill or DistillSettings()
     if request.auto_count is not None and auto_samples < 1:
         raise TrimbertError(f"auto:N analysis needs at least 1 sample, got {auto_samples}")
-    out = checkpoint.check_output_dir(out, force)
+    inputs = tuple(item for item in (model_source, teacher, source.train, source.validation, source.data_dir) if item)
+    out = checkpoint.check_output_dir(out, force, inputs=inputs)
     task, tokenizer, model, encoded = _prepare(model_source, source, settings)
     loaded_teacher = None
     if teacher is not None:
