@@ -53,7 +53,18 @@ def test_trim_has_every_trim_option_and_its_data_sample():
 
 def test_bench_has_every_bench_setting():
     settings = {BenchSettings.flag(name) for name in BenchSettings.model_fields}
-    assert settings == {"--batch-size", "--seq-len", "--mode", "--repeats", "--warmup", "--device", "--threads"}
+    assert settings == {
+        "--batch-size",
+        "--seq-len",
+        "--mode",
+        "--repeats",
+        "--warmup",
+        "--device",
+        "--threads",
+        "--also-train",
+        "--tolerance",
+        "--max-seconds",
+    }
     assert _flags("bench") == settings | {"--vs", "--name", "--vs-name", "--out", "--force", "--json"}
 
 def test_evaluate_takes_a_subset_with_its_own_flag_for_the_eval_batch_size():

@@ -3,6 +3,7 @@ import pytest
 import trimbert
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import BenchSettings, bench_models
+from trimbert.measure.stats import paired_ratio
 
 FAST = BenchSettings(batch_size=2, seq_len=16, repeats=3, warmup=1, threads=1)
 
@@ -18,13 +19,49 @@ def test_side_by_side_records_and_ratios(tiny_model):
     assert model_record.trim["drop_ffn"] == [0, 1] and base_record.trim == {}
     assert model_record.params == base_record.params - 2 * (2 * 32 * 64 + 64 + 32 + 2 * 32)
     assert model_record.flops_per_seq < base_record.flops_per_seq
-    assert len(model_record.extra["times_ms"]) == 3
+    rounds = len(model_record.extra["times_ms"])
+    assert rounds % 3 == 0 and rounds == len(base_record.extra["times_ms"])  # re-measured in runs of 3
     assert base_record.conditions["attention_implementation"] in ("sdpa", "eager")
     assert report.attention_choice["baseline"]["chosen"] == base_record.conditions["attention_implementation"]
     latency = next(c for c in report.comparisons if c.quantity == "latency")
-    assert latency.ratio == pytest.approx(base_record.latency_ms / model_record.latency_ms)
+    expected = paired_ratio(base_record.extra["times_ms"], model_record.extra["times_ms"])
+    assert (latency.ratio, latency.low, latency.high, latency.rounds) == (
+        expected.ratio,
+        expected.low,
+        expected.high,
+        rounds,
+    )
+    assert latency.stable == expected.stable(FAST.tolerance)
     assert latency.flop_ideal == pytest.approx(base_record.flops_per_seq / model_record.flops_per_seq)
     assert latency.quotient == pytest.approx(latency.ratio / latency.flop_ideal)
+    assert model_record.extra["paired"]["latency"] == {**vars(expected), "stable": latency.stable, "tolerance": 0.05}
+    throughput = next(c for c in report.comparisons if c.quantity == "throughput")
+    assert (throughput.ratio, throughput.low, throughput.high) == (latency.ratio, latency.low, latency.high)
+
+
+def test_a_wide_interval_is_remeasured_until_the_time_limit_then_marked_unstable(tiny_model):
+    trimmed = trimbert.trim(_copy(tiny_model), drop_ffn="0")
+    models = {"trimmed": (trimmed, "t"), "baseline": (tiny_model, "b")}
+    impossible = FAST.updated(tolerance=1e-9, max_seconds=0.5)  # no real interval is that narrow
+    report = bench_models(models, impossible, baseline="baseline")
+    latency = next(c for c in report.comparisons if c.quantity == "latency")
+    assert latency.rounds > 3 and latency.rounds % 3 == 0 and not latency.stable
+    assert report.records[0].extra["paired"]["latency"]["stable"] is False
+    once = bench_models(models, FAST.updated(tolerance=1e-9, max_seconds=1e-6), baseline="baseline")
+    assert next(c for c in once.comparisons if c.quantity == "latency").rounds == 3  # no time to re-measure
+
+
+def test_also_train_times_training_steps_side_by_side(tiny_model):
+    trimmed = trimbert.trim(_copy(tiny_model), drop_ffn="0,1")
+    settings = FAST.updated(also_train=True, max_seconds=1e-6)
+    report = bench_models({"trimmed": (trimmed, "t"), "baseline": (tiny_model, "b")}, settings, baseline="baseline")
+    model_record, base_record = report.records
+    assert model_record.latency_ms > 0 and model_record.train_step_ms > 0
+    assert len(model_record.extra["times_ms_train"]) == 3
+    step = next(c for c in report.comparisons if c.quantity == "train step")
+    expected = paired_ratio(base_record.extra["times_ms_train"], model_record.extra["times_ms_train"])
+    assert (step.ratio, step.low, step.high) == (expected.ratio, expected.low, expected.high)
+    assert set(model_record.extra["paired"]) == {"baseline", "latency", "train step"}
 
 
 def test_normalizer_model_keeps_its_attention(tiny_model):

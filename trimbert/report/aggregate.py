@@ -145,10 +145,13 @@ class ReportRow:
     Means and standard deviations are over the variant's ok records (one per seed); a ``*_std`` is
     only set with two values or more. Ratios are ``None`` where this row or the baseline lacks the
     number. ``params_ratio`` is this / baseline; ``flops_reduction``, ``speedup`` and
-    ``train_speedup`` are baseline / this, so above 1 means cheaper or faster. ``paired_speedup`` is
-    the mean of the records' side-by-side ratios (a sweep benches each variant in one run with the
-    untrimmed model: ``extra["paired_speedup"]``); when every timed record has one and the baseline is
-    untrimmed, ``speedup`` is that paired ratio rather than a quotient of separately measured latencies.
+    ``train_speedup`` are baseline / this, so above 1 means cheaper or faster. Speed-ups are only
+    ever *paired*: measured side by side with the untrimmed model in one alternating run (a sweep
+    benches each variant so; ``bench --vs`` too), as the median of per-round ratios with a 95%
+    bootstrap interval (``*_low``/``*_high``; over seeds: the mean ratio, the widest interval) and
+    ``*_stable`` False when the interval stayed wider than the bench's tolerance.
+    ``train_speedup`` is the paired training-step ratio (a bench with ``also_train``), not a quotient
+    of fine-tune wall times (those are ``train_time_s``, shown for cost only).
     """
 
     variant: str
@@ -170,6 +173,14 @@ class ReportRow:
     latency_std: float | None = None
     speedup: float | None = None
     paired_speedup: float | None = None
+    paired_baseline: str | None = None  # the variant the paired ratios were measured against
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    speedup_stable: bool | None = None
+    paired_train_speedup: float | None = None
+    train_speedup_low: float | None = None
+    train_speedup_high: float | None = None
+    train_speedup_stable: bool | None = None
     device: str | None = None
     batch_size: int | None = None
     seq_len: int | None = None
@@ -264,8 +275,8 @@ def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
         if std is not None:
             metrics_std[name] = std
     latency_ms, latency_std = _mean_std([r.latency_ms for r in timed])
-    paired = [r.extra.get("paired_speedup") for r in timed]
-    paired_speedup = _mean_std(paired)[0] if paired and None not in paired else None
+    latency_pairs = _paired_over_seeds([_paired(r, "latency") for r in timed])
+    train_pairs = _paired_over_seeds([_paired(r, "train step") for r in timed])
     train_time_s, train_time_std = _mean_std([r.train_time_s for r in ok if r.train_time_s is not None])
 
     def first(attribute: str) -> Any:
@@ -286,7 +297,9 @@ def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
         flops_per_seq=first("flops_per_seq"),
         latency_ms=latency_ms,
         latency_std=latency_std,
-        paired_speedup=paired_speedup,
+        **latency_pairs,
+        paired_baseline=next((name for r in timed if (name := _paired_baseline(r))), None),
+        **{key.replace("speedup", "train_speedup", 1): value for key, value in train_pairs.items()},
         device=_device(timed[0]) if timed else None,
         batch_size=timed[0].batch_size if timed else None,
         seq_len=timed[0].seq_len if timed else None,
@@ -296,6 +309,41 @@ def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
         failed=len(failed),
         error=next((r.error or "failed" for r in reversed(failed)), None),
     )
+
+
+_PAIRED_KEYS = {"latency": "paired_speedup", "train step": "paired_train_step_speedup"}
+
+
+def _paired(record: Record, quantity: str) -> tuple[float, float | None, float | None, bool | None] | None:
+    """(ratio, low, high, stable) of a record's side-by-side ratio for ``quantity``, if it has one:
+    from a sweep record's flat keys, or from a bench record's ``extra["paired"]``."""
+    key = _PAIRED_KEYS[quantity]
+    if record.extra.get(key) is not None:
+        low, high = record.extra.get(f"{key}_interval") or (None, None)
+        return record.extra[key], low, high, record.extra.get(f"{key}_stable")
+    measured = (record.extra.get("paired") or {}).get(quantity)
+    if measured is not None:
+        return measured["ratio"], measured["low"], measured["high"], measured["stable"]
+    return None
+
+
+def _paired_baseline(record: Record) -> str | None:
+    return record.extra.get("paired_baseline") or (record.extra.get("paired") or {}).get("baseline")
+
+
+def _paired_over_seeds(pairs: list[tuple | None]) -> dict[str, Any]:
+    """Mean ratio over seeds, the widest interval, stable only if every seed's was."""
+    if not pairs or None in pairs:
+        return {}
+    lows = [pair[1] for pair in pairs]
+    highs = [pair[2] for pair in pairs]
+    stables = [pair[3] for pair in pairs]
+    return {
+        "paired_speedup": statistics.mean(pair[0] for pair in pairs),
+        "speedup_low": None if None in lows else min(lows),
+        "speedup_high": None if None in highs else max(highs),
+        "speedup_stable": None if None in stables else all(stables),
+    }
 
 
 def _device(record: Record) -> str | None:
@@ -347,6 +395,8 @@ def build_rows(
         row.main_metric = main_metric
         if base is not None:
             _compare(row, base)
+    if base is not None and not any(row.paired_train_speedup for row in rows):
+        base.train_speedup = base.train_speedup_low = base.train_speedup_high = None
     pareto_cost = _mark_pareto(rows)
     return ReportTable(
         rows=rows,
@@ -391,10 +441,20 @@ def _compare(row: ReportRow, base: ReportRow) -> None:
         row.delta_points = 100 * (row.main_value - base.main_value)
     row.params_ratio = _ratio(row.params, base.params)
     row.flops_reduction = _ratio(base.flops_per_seq, row.flops_per_seq)
-    row.speedup = _ratio(base.latency_ms, row.latency_ms)
-    if row.paired_speedup is not None and row is not base and not base.trim and row.model == base.model:
-        row.speedup = row.paired_speedup  # measured side by side with the untrimmed model
-    row.train_speedup = _ratio(base.train_time_s, row.train_time_s)
+    paired_with = row.paired_baseline or ""
+    side_by_side = (
+        row is not base and not base.trim and (paired_with == base.variant or paired_with.startswith("pretrained "))
+    )
+    # Only ratios measured side by side with the untrimmed model, never of separately measured times.
+    row.speedup = row.paired_speedup if side_by_side else (1.0 if row is base and row.latency_ms else None)
+    row.train_speedup = (
+        row.paired_train_speedup if side_by_side else (1.0 if row is base and row.latency_ms else None)
+    )
+    if row is base and row.speedup is not None:
+        row.speedup_low = row.speedup_high = 1.0
+        row.speedup_stable = True
+        row.train_speedup_low = row.train_speedup_high = 1.0
+        row.train_speedup_stable = True
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -434,8 +494,11 @@ def frontier_candidates(rows: Sequence[ReportRow], cost_field: str) -> list[Repo
 
 
 def _mark_pareto(rows: list[ReportRow]) -> str | None:
+    timed = len(frontier_candidates(rows, "latency_ms"))
     for cost_field in COSTS:
         candidates = frontier_candidates(rows, cost_field)
+        if cost_field == "relative_latency" and len(candidates) < timed:
+            continue  # not every timed row was measured side by side with the baseline
         if candidates:
             points = [(row.main_value, getattr(row, cost_field)) for row in candidates]
             for index in pareto_front(points):

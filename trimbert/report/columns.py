@@ -36,6 +36,14 @@ def _times(value: float | None) -> str:
     return MISSING if value is None else f"{value:.2f}×"
 
 
+def _paired_cell(value: float | None, low: float | None, high: float | None, stable: bool | None) -> str:
+    """A paired speed-up with its 95% interval (``[?]`` for an older record without one)."""
+    if value is None:
+        return MISSING
+    interval = "[?]" if low is None or high is None else f"[{low:.2f}–{high:.2f}]"
+    return f"{value:.2f}× {interval}" + (" unstable" if stable is False else "")
+
+
 def _scaled(value: float | None, unit: float, digits: int) -> str:
     return _number(None if value is None else value / unit, digits)
 
@@ -82,13 +90,23 @@ def columns(metric_names: Sequence[str]) -> list[Column]:
             ("latency_ms", "latency_std"),
             lambda row: _number(row.latency_ms, 1, row.latency_std),
         ),
-        Column("speedup", ("speedup", "paired_speedup"), lambda row: _times(row.speedup)),
+        Column(
+            "speedup",
+            ("speedup", "paired_speedup", "paired_baseline", "speedup_low", "speedup_high", "speedup_stable"),
+            lambda row: _paired_cell(row.speedup, row.speedup_low, row.speedup_high, row.speedup_stable),
+        ),
         Column(
             "train s",
             ("train_time_s", "train_time_std"),
             lambda row: _number(row.train_time_s, 0, row.train_time_std),
         ),
-        Column("train speedup", ("train_speedup",), lambda row: _times(row.train_speedup)),
+        Column(
+            "train speedup",
+            ("train_speedup", "paired_train_speedup", "train_speedup_low", "train_speedup_high", "train_speedup_stable"),
+            lambda row: _paired_cell(
+                row.train_speedup, row.train_speedup_low, row.train_speedup_high, row.train_speedup_stable
+            ),
+        ),
         Column("seeds", ("seeds",), lambda row: str(row.seeds) if row.seeds else MISSING),
         Column("status", ("status", "failed", "error"), _status_cell, "left"),
         Column("setup", ("model", "task", "main_metric", "device", "batch_size", "seq_len")),
@@ -109,11 +127,13 @@ def legend(table: ReportTable) -> list[str]:
             f"Baseline: {table.baseline}. Δ pts = 100 × ({metric} − baseline {metric}); params × = params / "
             "baseline params; FLOPs ↓, speedup and train speedup = baseline value / this value (above 1 is cheaper)."
         )
-        if any(row.paired_speedup is not None and row.speedup == row.paired_speedup for row in table.rows):
-            lines.append(
-                "Speedups of sweep variants are paired: baseline latency / variant latency measured side by "
-                "side in the same run."
-            )
+        lines.append(
+            "Speed-ups are paired: the median over rounds of baseline time / variant time, both timed "
+            "alternately in one run, with its 95% bootstrap interval; \"unstable\" = the interval stayed "
+            "wider than the bench tolerance after re-measuring. Train speedup = one training step, paired "
+            "the same way (train s, the fine-tune wall time, is not paired). Speed-ups of models not "
+            "measured side by side with the baseline are not shown."
+        )
     if table.pareto_cost is not None:
         lines.append(
             f"{PARETO_MARK} = Pareto-optimal on {metric} vs {cost}: no other variant has at least the same "

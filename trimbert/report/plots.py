@@ -17,6 +17,15 @@ def latency_label(table: ReportTable) -> str:
     return "latency (ms)"
 
 
+def _x_error(row, cost_field: str, x: float) -> tuple[float, float]:
+    """(left, right) error bar: the paired interval of 1/speedup, or ± the latency std over seeds."""
+    if cost_field == "relative_latency" and row.speedup_low and row.speedup_high:
+        return max(x - 1.0 / row.speedup_high, 0.0), max(1.0 / row.speedup_low - x, 0.0)
+    if cost_field == "latency_ms" and row.latency_std is not None:
+        return row.latency_std, row.latency_std
+    return 0.0, 0.0
+
+
 def plot(table: ReportTable, cost_field: str, xlabel: str) -> bytes | None:
     """A PNG of the main metric against ``cost_field`` for the ok rows, or None without points."""
     scale = 1e6 if cost_field == "params" else 1.0
@@ -27,16 +36,16 @@ def plot(table: ReportTable, cost_field: str, xlabel: str) -> bytes | None:
 
     xs = [getattr(row, cost_field) / scale for row in rows]
     ys = [row.main_value for row in rows]
-    x_std = [row.latency_std if cost_field == "latency_ms" else None for row in rows]
+    x_err = [_x_error(row, cost_field, x) for row, x in zip(rows, xs, strict=True)]
     y_std = [row.main_std for row in rows]
 
     fig = Figure(figsize=(7, 5), dpi=120, layout="constrained")
     ax = fig.add_subplot()
-    if any(s is not None for s in x_std + y_std):
+    if any(e != (0.0, 0.0) for e in x_err) or any(s is not None for s in y_std):
         ax.errorbar(
             xs,
             ys,
-            xerr=[s or 0.0 for s in x_std],
+            xerr=[[e[0] for e in x_err], [e[1] for e in x_err]],
             yerr=[s or 0.0 for s in y_std],
             fmt="none",
             ecolor="0.6",
@@ -45,6 +54,16 @@ def plot(table: ReportTable, cost_field: str, xlabel: str) -> bytes | None:
             zorder=1,
         )
     ax.scatter(xs, ys, color="C0", zorder=2, label="variants")
+    unstable = [i for i, row in enumerate(rows) if cost_field == "relative_latency" and row.speedup_stable is False]
+    if unstable:
+        ax.scatter(
+            [xs[i] for i in unstable],
+            [ys[i] for i in unstable],
+            marker="x",
+            color="C1",
+            zorder=3,
+            label="unstable speed-up (interval > tolerance)",
+        )
     front = sorted(pareto_front(list(zip(ys, xs, strict=True))), key=lambda i: (xs[i], ys[i]))
     ax.step(
         [xs[i] for i in front],

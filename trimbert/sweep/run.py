@@ -334,6 +334,7 @@ def _bench_unit(
         models, settings, baseline=_BASELINE_KEY if paired is not None else None, on_step=on_step
     )
     measured = next(r for r in report.records if r.variant == variant.name)
+    baseline_record = next((r for r in report.records if r.variant == _BASELINE_KEY), None)
 
     record = Record.from_dict(tuned.to_dict())
     record.kind = "sweep"
@@ -365,23 +366,39 @@ def _bench_unit(
                 "times_ms": measured.extra.get("times_ms"),
                 "p10_ms": measured.extra.get("p10_ms"),
                 "p90_ms": measured.extra.get("p90_ms"),
+                "times_ms_train": measured.extra.get("times_ms_train"),
+                "baseline_times_ms": baseline_record.extra.get("times_ms") if baseline_record else None,
+                "baseline_times_ms_train": baseline_record.extra.get("times_ms_train") if baseline_record else None,
                 "attention_choice": report.attention_choice.get(variant.name),
             },
             **_base_fields(recipe, variant, unit, fingerprint, run_dir),
         }
     )
     if paired is not None:
-        base = next(r for r in report.records if r.variant == _BASELINE_KEY)
-        extra["paired_baseline"] = paired[2]
-        extra["paired_flop_ideal"] = base.flops_per_seq / measured.flops_per_seq
-        if measured.latency_ms and base.latency_ms is not None:
-            extra["paired_speedup"] = base.latency_ms / measured.latency_ms
-            extra["paired_baseline_latency_ms"] = base.latency_ms
-        if measured.train_step_ms and base.train_step_ms is not None:
-            extra["paired_train_step_speedup"] = base.train_step_ms / measured.train_step_ms
-            extra["paired_baseline_train_step_ms"] = base.train_step_ms
+        extra.update(_paired_fields(report, measured, paired[2]))
     record.extra = extra
     return record
+
+
+def _paired_fields(report: Any, measured: Record, baseline_label: str) -> dict[str, Any]:
+    """The side-by-side ratios of a unit against the untrimmed model, with their 95% intervals."""
+    base = next(r for r in report.records if r.variant == _BASELINE_KEY)
+    fields: dict[str, Any] = {
+        "paired_baseline": baseline_label,
+        "paired_flop_ideal": base.flops_per_seq / measured.flops_per_seq,
+    }
+    intervals = measured.extra.get("paired", {})
+    for quantity, prefix, base_value in (
+        ("latency", "paired_speedup", ("paired_baseline_latency_ms", base.latency_ms)),
+        ("train step", "paired_train_step_speedup", ("paired_baseline_train_step_ms", base.train_step_ms)),
+    ):
+        ratio = intervals.get(quantity)
+        if ratio is not None:
+            fields[prefix] = ratio["ratio"]
+            fields[f"{prefix}_interval"] = [ratio["low"], ratio["high"]]
+            fields[f"{prefix}_stable"] = ratio["stable"]
+            fields[base_value[0]] = base_value[1]
+    return fields
 
 
 def _done_detail(record: Record) -> str:
@@ -392,7 +409,9 @@ def _done_detail(record: Record) -> str:
         parts.append(f"{record.latency_ms:.1f} ms")
     speedup = record.extra.get("paired_speedup")
     if speedup is not None:
-        parts.append(f"{speedup:.2f}× vs {record.extra.get('paired_baseline')}")
+        low, high = record.extra.get("paired_speedup_interval") or (speedup, speedup)
+        unstable = "" if record.extra.get("paired_speedup_stable", True) else ", unstable"
+        parts.append(f"{speedup:.2f}× [{low:.2f}–{high:.2f}{unstable}] vs {record.extra.get('paired_baseline')}")
     return ", ".join(parts)
 
 
