@@ -17,8 +17,8 @@ from transformers import BertConfig
 
 import trimbert.sweep.run
 from trimbert.errors import TrimbertError
-from trimbert.report.records import read_jsonl
 from trimbert.measure.stats import paired_ratio
+from trimbert.report.records import read_jsonl
 from trimbert.spec import TrimRequest
 from trimbert.sweep.plan import RESULTS_FILE, parse_shard, partition, plan_sweep
 from trimbert.sweep.recipe import Unit, load_recipe
