@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 RUNS ?= runs
 
-.PHONY: install test lint bench-trim bench-speed
+.PHONY: install test lint bench-trim bench-speed bench-load
 
 INSTALLED := $(VENV)/.trimbert-installed
 
@@ -56,6 +56,13 @@ bench-speed: $(INSTALLED)
 	[ -d $(RUNS)/bert-base-full ] || $(PY) -m trimbert trim $(RUNS)/bert-base-random --out $(RUNS)/bert-base-full --drop-ffn 0-7 --attention relu --layernorm half
 	$(PY) -m trimbert bench $(RUNS)/bert-base-ffn0-7 $(RUNS)/bert-base-full --vs $(RUNS)/bert-base-random \
 		--batch-size 8 --seq-len 128 --threads 2 --repeats 15 --warmup 3 --device cpu --out $(RUNS)/bench-speed.json
+
+# Issue-10 benchmark: the paired speed-up of --drop-ffn 0-7 (BERT-base shape, batch 8 x 128, 2 threads)
+# on a quiet machine and under 2 competing busy processes: within 10% of the quiet value, or flagged unstable.
+bench-load: $(INSTALLED)
+	$(PY) benchmarks/make_random_bert.py $(RUNS)/bert-base-random
+	[ -d $(RUNS)/bert-base-ffn0-7 ] || $(PY) -m trimbert trim $(RUNS)/bert-base-random --out $(RUNS)/bert-base-ffn0-7 --drop-ffn 0-7
+	$(PY) benchmarks/bench_under_load.py $(RUNS)/bert-base-random $(RUNS)/bert-base-ffn0-7 --busy 2 --out $(RUNS)/bench-load.json
 
 # Sweeps (trimbert.sweep): trim, fine-tune, evaluate and bench every variant of a recipe; resumable:
 # rerunning skips the finished variants. Each sweep writes report.md, results.csv/json and plots into

@@ -3,6 +3,7 @@ import pytest
 import trimbert
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import BenchSettings, bench_models
+from trimbert.measure.load import CpuWatch
 from trimbert.measure.stats import paired_ratio
 
 FAST = BenchSettings(batch_size=2, seq_len=16, repeats=3, warmup=1, threads=1)
@@ -31,10 +32,15 @@ def test_side_by_side_records_and_ratios(tiny_model):
         expected.high,
         rounds,
     )
-    assert latency.stable == expected.stable(FAST.tolerance)
+    assert latency.stable == (expected.stable(FAST.tolerance) and latency.other_cpu <= FAST.max_other_cpu)
     assert latency.flop_ideal == pytest.approx(base_record.flops_per_seq / model_record.flops_per_seq)
     assert latency.quotient == pytest.approx(latency.ratio / latency.flop_ideal)
-    assert model_record.extra["paired"]["latency"] == {**vars(expected), "stable": latency.stable, "tolerance": 0.05}
+    assert model_record.extra["paired"]["latency"] == {
+        **vars(expected),
+        "stable": latency.stable,
+        "tolerance": 0.05,
+        "other_cpu": latency.other_cpu,
+    }
     throughput = next(c for c in report.comparisons if c.quantity == "throughput")
     assert (throughput.ratio, throughput.low, throughput.high) == (latency.ratio, latency.low, latency.high)
 
@@ -88,3 +94,17 @@ def _copy(model):
     import copy
 
     return copy.deepcopy(model)
+
+
+def test_a_busy_machine_flags_even_a_narrow_interval(tiny_model, monkeypatch):
+    trimmed = trimbert.trim(_copy(tiny_model), drop_ffn="0")
+    monkeypatch.setattr(CpuWatch, "stop", lambda self: 0.5)  # other processes took half the CPUs
+    report = bench_models(
+        {"trimmed": (trimmed, "t"), "baseline": (tiny_model, "b")},
+        FAST.updated(tolerance=0.99, max_seconds=1e-6),  # any interval is narrow enough
+        baseline="baseline",
+    )
+    latency = next(c for c in report.comparisons if c.quantity == "latency")
+    assert (latency.stable, latency.other_cpu) == (False, 0.5)
+    assert report.records[0].extra["paired"]["latency"]["stable"] is False
+    assert report.records[0].extra["other_cpu"] == 0.5

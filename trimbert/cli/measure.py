@@ -91,8 +91,11 @@ def _print_bench(report, settings) -> None:
             timings = ", ".join(f"{impl} {ms:.1f} ms" for impl, ms in choice["median_ms"].items())
             console.print(f"{variant}: fastest softmax attention {choice['chosen']} ({timings})")
     if report.comparisons:
-        ratios = Table(title="vs baseline (ratio > 1 = faster; FLOP-ideal = baseline FLOPs / model FLOPs)")
-        for column in ("variant", "quantity", "baseline", "model", "speed-up", "FLOP-ideal", "quotient"):
+        ratios = Table(
+            title="vs baseline: paired speed-up (median of per-round ratios) and its 95% interval; "
+            "FLOP-ideal = baseline FLOPs / model FLOPs"
+        )
+        for column in ("variant", "quantity", "baseline", "model", "speed-up", "95% interval", "FLOP-ideal", "quotient", "rounds", "other CPU", "verdict"):
             ratios.add_column(column, justify="left" if column in ("variant", "quantity") else "right")
         for comparison in report.comparisons:
             ratios.add_row(
@@ -101,8 +104,12 @@ def _print_bench(report, settings) -> None:
                 f"{comparison.baseline:.2f}",
                 f"{comparison.model:.2f}",
                 f"{comparison.ratio:.2f}x",
+                f"{comparison.low:.2f}–{comparison.high:.2f}",
                 f"{comparison.flop_ideal:.2f}x",
                 f"{comparison.quotient:.2f}",
+                str(comparison.rounds),
+                f"{100 * comparison.other_cpu:.0f}%",
+                "stable" if comparison.stable else "UNSTABLE",
             )
         console.print(ratios)
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from trimbert.errors import TrimbertError
 from trimbert.measure.benchmark import BenchResult, benchmark, fastest_attention, summarize
+from trimbert.measure.load import CpuWatch
 from trimbert.measure.size import (
     check_seq_len,
     count_parameters,
@@ -62,6 +63,12 @@ class BenchSettings(Settings):
     max_seconds: float = Field(
         120.0, gt=0, description="Time limit for re-measuring; an interval still wide then is marked unstable."
     )
+    max_other_cpu: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="Mark ratios unstable when other processes used more than this share of the CPUs meanwhile.",
+    )
 
     @field_validator("device")
     @classmethod
@@ -90,8 +97,9 @@ class Comparison:
     quotient: float  # ratio / flop_ideal
     low: float  # the ratio's 95% bootstrap interval
     high: float
-    stable: bool  # the interval lies within ± tolerance of the ratio
+    stable: bool  # the interval lies within ± tolerance of the ratio, on a machine not busy otherwise
     rounds: int  # paired rounds behind the ratio
+    other_cpu: float = 0.0  # share of the CPUs other processes used during the run
 
 
 @dataclass
@@ -141,7 +149,9 @@ def bench_models(
     ``baseline`` names the variant the others are compared with: each comparison is a paired ratio
     with its 95% interval (:func:`trimbert.measure.stats.paired_ratio`); while an interval is wider
     than ± ``settings.tolerance``, more rounds are timed, up to ``settings.max_seconds``, after which
-    the ratio is kept and marked unstable. With ``also_train`` (infer mode) training steps are timed
+    the ratio is kept and marked unstable. It is also marked unstable when other processes used more
+    than ``settings.max_other_cpu`` of the CPUs during the run (:mod:`trimbert.measure.load`):
+    contention biases a paired ratio without widening its interval. With ``also_train`` (infer mode) training steps are timed
     too, in a second alternating run, and compared the same way.
     """
     settings = settings.resolved()
@@ -161,7 +171,9 @@ def bench_models(
         record.extra = {}
     comparisons: list[Comparison] = []
     for mode in modes:
+        watch = CpuWatch().start()
         results, ratios = _measure(models, settings, mode, baseline, on_step)
+        busy = watch.stop()
         for name, record in records.items():
             fields = results[name].record_fields()
             if mode == settings.mode:
@@ -181,8 +193,11 @@ def bench_models(
         for name, ratio in ratios.items():
             quantity = "latency" if mode == "infer" else "train step"
             paired = records[name].extra.setdefault("paired", {"baseline": baseline})
-            paired[quantity] = ratio.to_dict(settings.tolerance)
-            comparisons.extend(_compare(records[baseline], records[name], quantity, ratio, settings.tolerance))
+            stable = ratio.stable(settings.tolerance) and busy <= settings.max_other_cpu
+            paired[quantity] = {**ratio.to_dict(settings.tolerance), "stable": stable, "other_cpu": busy}
+            comparisons.extend(_compare(records[baseline], records[name], quantity, ratio, stable, busy))
+        for record in records.values():
+            record.extra[f"other_cpu{'' if mode == settings.mode else '_train'}"] = busy
     ordered = [records[name] for name in models if name != baseline] + (
         [records[baseline]] if baseline else []
     )
@@ -250,7 +265,9 @@ def _measure(
     return results, ratios
 
 
-def _compare(base: Record, record: Record, quantity: str, ratio: PairedRatio, tolerance: float) -> list[Comparison]:
+def _compare(
+    base: Record, record: Record, quantity: str, ratio: PairedRatio, stable: bool, other_cpu: float
+) -> list[Comparison]:
     ideal = base.flops_per_seq / record.flops_per_seq
     field_name = "latency_ms" if quantity == "latency" else "train_step_ms"
     shared = dict(
@@ -259,8 +276,9 @@ def _compare(base: Record, record: Record, quantity: str, ratio: PairedRatio, to
         quotient=ratio.ratio / ideal,
         low=ratio.low,
         high=ratio.high,
-        stable=ratio.stable(tolerance),
+        stable=stable,
         rounds=ratio.rounds,
+        other_cpu=other_cpu,
     )
     comparisons = [
         Comparison(record.variant, quantity, getattr(base, field_name), getattr(record, field_name), **shared)
