@@ -48,6 +48,7 @@ def _training_arguments(
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return TrainingArguments(
         output_dir=work_dir,
+        use_cpu=_no_gpu(),  # several CPU processes (torchrun) then train together over gloo
         num_train_epochs=settings.epochs,
         learning_rate=settings.lr,
         per_device_train_batch_size=settings.batch_size,
@@ -120,7 +121,12 @@ def make_trainer(
     return trainer
 
 
+def _no_gpu() -> bool:
+    return not torch.cuda.is_available()
+
+
 def is_main_process() -> bool:
     """Whether this process writes outputs: the main process of a ``torchrun`` / ``accelerate launch``
-    job, or the only one. The one rule fine-tunes and sweeps share (``accelerate.PartialState``)."""
-    return PartialState().is_main_process
+    job, or the only one. The one rule fine-tunes and sweeps share (``accelerate.PartialState``; on a
+    machine without a GPU it is the CPU state, so that CPU processes form one gloo group)."""
+    return PartialState(cpu=_no_gpu()).is_main_process
