@@ -64,6 +64,7 @@ def test_bench_has_every_bench_setting():
         "--also-train",
         "--tolerance",
         "--max-seconds",
+        "--max-other-cpu",
     }
     assert _flags("bench") == settings | {"--vs", "--name", "--vs-name", "--out", "--force", "--json"}
 
