@@ -151,8 +151,9 @@ def bench_models(
     than ± ``settings.tolerance``, more rounds are timed, up to ``settings.max_seconds``, after which
     the ratio is kept and marked unstable. It is also marked unstable when other processes used more
     than ``settings.max_other_cpu`` of the CPUs during the run (:mod:`trimbert.measure.load`):
-    contention biases a paired ratio without widening its interval. With ``also_train`` (infer mode) training steps are timed
-    too, in a second alternating run, and compared the same way.
+    contention biases a paired ratio without widening its interval. With ``also_train`` (infer
+    mode) training steps are timed too, in a second alternating run, and compared the same way
+    (a training step changes the weights: the models are not for saving afterwards).
     """
     settings = settings.resolved()
     for model, _ in models.values():
