@@ -134,7 +134,7 @@ def test_analyze_blocks_skips_what_is_already_gone(tiny_model, tiny_batch):
 
 
 def test_analyze_blocks_needs_data(tiny_model):
-    with pytest.raises(TrimbertError):
+    with pytest.raises(TrimbertError, match="analysis needs at least one batch of data"):
         analyze_blocks(tiny_model, [])
 
 

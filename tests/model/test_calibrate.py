@@ -6,7 +6,7 @@ import torch
 
 import trimbert
 from trimbert.errors import TrimbertError
-from trimbert.model.calibrate import calibrate_affine, final_hidden_states, fit_affine, linear_cka
+from trimbert.model.calibrate import AffineMoments, calibrate_affine, linear_cka
 from trimbert.model.structure import AffineNorm, layernorm_module
 
 CALIBRATION = [
@@ -79,13 +79,26 @@ def test_fit_affine_streams_and_handles_a_flat_channel():
     assert a[1] == 0
     assert b[1].item() == pytest.approx(y[:, 1].mean().item())
     # Accumulating in chunks gives the same fit.
-    from trimbert.model.calibrate import _Moments
-
-    moments = _Moments()
+    moments = AffineMoments()
     for chunk in range(3):
         moments.update(x[chunk * 100 : (chunk + 1) * 100], y[chunk * 100 : (chunk + 1) * 100])
     a2, b2 = moments.fit()
     assert torch.allclose(a, a2) and torch.allclose(b, b2)
+
+
+def fit_affine(x, y):
+    moments = AffineMoments()
+    moments.update(x, y)
+    return moments.fit()
+
+
+def final_hidden_states(model, batches):
+    """The encoder's final hidden states of every real token in ``batches``, stacked."""
+    base = getattr(model, "base_model", model).eval()
+    with torch.no_grad():
+        return torch.cat(
+            [base(**batch).last_hidden_state[batch["attention_mask"].bool()].float() for batch in batches]
+        )
 
 
 def _captured_io(model, name, batches):

@@ -10,7 +10,6 @@ from trimbert.model.structure import (
     DroppedFFN,
     encoder_layers,
     magnitude_importance,
-    narrow_ffn,
     select_neurons,
 )
 
@@ -142,8 +141,12 @@ def test_trimmed_model_trains(tiny_model, tiny_batch):
     trimmed = trimbert.trim(tiny_model, drop_ffn="alternate", attention="relu", layernorm="half").train()
     loss = trimmed(**tiny_batch, labels=torch.tensor([0, 1, 2])).loss
     loss.backward()
-    grads = [p.grad for p in trimmed.parameters() if p.requires_grad]
-    assert all(g is not None for g in grads[:5])
+    layers = trimmed.bert.encoder.layer
+    for position, layer in enumerate(layers):  # every kept block's weights learn, not just the embeddings
+        for name, parameter in layer.named_parameters():
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"layer {position}: {name}"
+    assert sum(1 for _ in layers[0].named_parameters()) == 14  # attention (8) + FFN (4) + FFN LayerNorm (2)
+    assert trimmed.classifier.weight.grad.abs().sum() > 0
 
 
 # ------------------------------------------------------------------ drop_layers
@@ -258,18 +261,6 @@ def test_magnitude_importance_picks_the_documented_neurons(tiny_model):
     # Neuron 7 (no output) is the first to go; ties (all others) go to the lower index.
     assert select_neurons(importance, 63).tolist() == [i for i in range(64) if i != 7]
     assert select_neurons(importance, 4).tolist() == [0, 5, 9, 40]
-
-
-def test_keeping_every_neuron_in_permuted_importance_order_changes_nothing(tiny_model, tiny_batch):
-    with torch.no_grad():
-        before = tiny_model(**tiny_batch).logits
-    for layer in encoder_layers(tiny_model):
-        scores = torch.randperm(64).float()  # a shuffled ranking: the selection comes back in order
-        indices = select_neurons(scores, 64)
-        assert indices.tolist() == list(range(64))
-        narrow_ffn(layer, indices)
-    with torch.no_grad():
-        assert torch.equal(tiny_model(**tiny_batch).logits, before)
 
 
 def test_ffn_width_removing_dead_neurons_keeps_outputs(tiny_model, tiny_batch):

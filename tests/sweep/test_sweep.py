@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -143,7 +144,9 @@ def test_a_killed_sweep_resumes_without_recomputing_finished_variants(make_recip
     )
     for key in ("latency_ms", "throughput", "flops_per_seq", "disk_bytes", "train_time_s"):
         assert ffn[key] > 0, key
-    assert ffn["metrics"]["accuracy"] >= 0 and ffn["extra"]["recipe_hash"]
+    run_metrics = json.loads((out / "runs" / "ffn-seed7" / "metrics.json").read_text())["metrics"]
+    assert ffn["metrics"] == run_metrics and set(run_metrics) == {"accuracy"}  # the run folder's own figures
+    assert re.fullmatch(r"[0-9a-f]{16}", ffn["extra"]["recipe_hash"])
     assert (ffn["seq_len"], ffn["batch_size"]) == (BENCH["seq_len"], BENCH["batch_size"])
     assert {"report.md", "results.csv", "results.json"} <= {p.name for p in out.iterdir()}
     finetune_calls.calls.clear()
@@ -543,7 +546,7 @@ def test_a_bad_recipe_fails_before_any_training(
     path = tmp_path / "bad.toml"
     path.write_text(text)
 
-    with pytest.raises(TrimbertError) as raised:
+    with pytest.raises(TrimbertError, match=re.escape(f"{path}: ")) as raised:
         load_recipe(path)
     message = str(raised.value)
     assert message.startswith(f"{path}: ") and key in message and problem in message, message

@@ -183,6 +183,3 @@ def register_all() -> None:
         AttentionMaskInterface.register(normalizer.implementation, sdpa_mask)
 
 
-def expected_row_sum_one(name: str) -> bool:
-    """Whether normalizer ``name`` promises rows that sum to 1 (softmax does)."""
-    return name == SOFTMAX or NORMALIZERS[check_normalizer(name)].rows_sum_to_one

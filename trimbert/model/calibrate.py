@@ -64,7 +64,7 @@ def _inputs(batch: Mapping[str, Any], device: torch.device) -> tuple[dict[str, t
     return inputs, keep
 
 
-class _Moments:
+class AffineMoments:
     """Per-channel running sums of ``x``, ``y``, ``x²``, ``xy`` (float64, shifted for stability)."""
 
     def __init__(self) -> None:
@@ -105,13 +105,6 @@ class _Moments:
         )
         b = (mean_y + self.shift_y) - a * (mean_x + self.shift_x)
         return a, b
-
-
-def fit_affine(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel least squares ``y ≈ a * x + b`` of ``(n, C)`` samples: ``(a, b)``, float64, shape ``(C,)``."""
-    moments = _Moments()
-    moments.update(torch.as_tensor(x), torch.as_tensor(y))
-    return moments.fit()
 
 
 def _run(model: nn.Module, inputs: dict[str, torch.Tensor]) -> None:
@@ -199,7 +192,7 @@ def _write(
 def _fit_independent(
     original: nn.Module, trimmed: nn.Module, batches: list[Mapping[str, Any]], names: list[str]
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    moments = {name: _Moments() for name in names}
+    moments = {name: AffineMoments() for name in names}
     keep: dict[str, torch.Tensor] = {}
     last = names[-1]
 
@@ -227,7 +220,7 @@ def _fit_independent(
 def _fit_sequential(
     original: nn.Module, trimmed: nn.Module, batches: list[Mapping[str, Any]], name: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    moments = _Moments()
+    moments = AffineMoments()
     captured: dict[str, torch.Tensor] = {}
 
     def take(key: str, use_output: bool):
@@ -283,18 +276,3 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(cross / (norm_x * norm_y))
 
 
-def final_hidden_states(model: nn.Module, batches: Iterable[Mapping[str, Any]]) -> torch.Tensor:
-    """The encoder's final hidden states of every real token in ``batches``, stacked: ``(tokens, hidden)``."""
-    base = getattr(model, "base_model", model)
-    device = _device(base)
-    rows = []
-    training = base.training
-    base.eval()
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                inputs, keep = _inputs(batch, device)
-                rows.append(base(**inputs).last_hidden_state[keep].float().cpu())
-    finally:
-        base.train(training)
-    return torch.cat(rows)

@@ -137,27 +137,6 @@ def select_neurons(importance: torch.Tensor, width: int) -> torch.Tensor:
     return order[:width].sort().values
 
 
-def narrow_ffn(layer: nn.Module, indices: torch.Tensor) -> None:
-    """Keep only the intermediate neurons ``indices`` (in that order) of a block's FFN, in place."""
-    old_in, old_out = layer.intermediate.dense, layer.output.dense
-    indices = torch.as_tensor(indices, dtype=torch.long, device=old_in.weight.device)
-    new_in = nn.Linear(old_in.in_features, len(indices), bias=old_in.bias is not None).to(
-        device=old_in.weight.device, dtype=old_in.weight.dtype
-    )
-    new_out = nn.Linear(len(indices), old_out.out_features, bias=old_out.bias is not None).to(
-        device=old_out.weight.device, dtype=old_out.weight.dtype
-    )
-    with torch.no_grad():
-        new_in.weight.copy_(old_in.weight.index_select(0, indices))
-        if old_in.bias is not None:
-            new_in.bias.copy_(old_in.bias.index_select(0, indices))
-        new_out.weight.copy_(old_out.weight.index_select(1, indices))
-        if old_out.bias is not None:
-            new_out.bias.copy_(old_out.bias)
-    layer.intermediate.dense = new_in
-    layer.output.dense = new_out
-
-
 def _init_new(model: nn.Module, module: nn.Module) -> None:
     init = getattr(model, "_init_weights", None)
     if callable(init) and not any(parameter.is_meta for parameter in module.parameters()):
