@@ -18,10 +18,14 @@ def _one_line(err: str) -> str:
 def test_out_empty_or_dot_with_force_deletes_nothing(run_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "keep.txt").write_text("precious")
-    for out in ("", ".", str(tmp_path)):
+    for out, problem in (
+        ("", "'.': give a name for the output folder, not the current folder"),
+        (".", "'.': give a name for the output folder, not the current folder"),
+        (str(tmp_path), f"{tmp_path}: the current folder or one of its ancestors cannot be the output"),
+    ):
         code, _, err = run_cli("trim", "minilm", "--out", out, "--drop-ffn", "1", "--force")
         assert code == 2
-        assert "error: --out" in _one_line(err)
+        assert _one_line(err) == f"error: --out {problem}"
     assert (tmp_path / "keep.txt").read_text() == "precious"
 
 

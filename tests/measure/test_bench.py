@@ -86,7 +86,7 @@ def test_train_mode_measures_step_time(tiny_model):
 
 
 def test_seq_len_beyond_positions(tiny_model):
-    with pytest.raises(TrimbertError, match="exceeds"):
+    with pytest.raises(TrimbertError, match="sequence length 65 exceeds the model's max_position_embeddings 64"):
         bench_models({"m": (tiny_model, "m")}, BenchSettings(seq_len=65))
 
 

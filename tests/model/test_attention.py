@@ -75,7 +75,9 @@ def test_formulas_by_hand():
     assert torch.allclose(sigmoid[0, 0, 0, :3], expected) and sigmoid[0, 0, 0, 3] == 0
     softermax = ATTENTION_FUNCTIONS["softermax"](_Module(), query, key, identity, keep, scaling=1.0)[1]
     powers = torch.tensor([2.0**1, 2.0**-2, 2.0**3])
-    assert torch.allclose(softermax[0, 0, 0, :3], powers / powers.sum())
+    assert torch.allclose(softermax[0, 0, 0, :3], powers / powers.sum()) and softermax[0, 0, 0, 3] == 0
+    squared = ATTENTION_FUNCTIONS["squared-relu"](_Module(), query, key, identity, keep, scaling=1.0)[1]
+    assert torch.allclose(squared, torch.tensor([[[[0.1, 0.0, 0.9, 0.0]]]]))  # relu(s)² = 1, 0, 9 (of 10)
 
 
 def test_registered_with_transformers():
@@ -83,7 +85,7 @@ def test_registered_with_transformers():
         assert normalizer.implementation in AttentionInterface._global_mapping
         assert implementation_name(name) == normalizer.implementation
     assert implementation_name("softmax") is None
-    assert available_normalizers()[0] == "softmax"
+    assert available_normalizers() == ["softmax", *NORMALIZER_NAMES]
     assert tuple(NORMALIZERS) == NORMALIZER_NAMES == ("relu", "relu-len", "sigmoid", "softermax", "squared-relu")
     with pytest.raises(TrimbertError, match="unknown normalizer"):
         implementation_name("tanh")

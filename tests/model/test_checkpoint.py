@@ -49,6 +49,12 @@ def test_a_config_shallower_than_its_weights_is_refused(saved):
 def test_a_missing_task_head_is_the_expected_exception(tiny_checkpoint):
     model = load(tiny_checkpoint, head="sequence-classification", config_overrides={"num_labels": 2})
     assert type(model).__name__ == "BertForSequenceClassification"  # classifier newly initialized
+    assert model.classifier.out_features == 2
+    saved = load_file(tiny_checkpoint / "model.safetensors")
+    loaded = model.bert.state_dict()
+    assert set(saved) == set(loaded)  # only the head is new; the encoder is the checkpoint's own
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name], tensor), name
 
 
 def test_pickle_only_weights_are_refused_with_how_to_convert(saved):

@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 from trimbert.errors import TrimbertError
 from trimbert.spec import (
     TrimRequest,
+    encoder_layernorms,
+    ln_sort_key,
     parse_blocks,
     parse_ffn_width,
     parse_layernorm,
@@ -38,6 +40,8 @@ def test_layernorm_selections(text, depth):
     except TrimbertError:
         return
     assert len(set(names)) == len(names)
+    assert set(names) <= set(encoder_layernorms(depth, ()))  # only LayerNorms the model has
+    assert list(names) == sorted(names, key=ln_sort_key)
 
 
 @settings(max_examples=300, deadline=None)
