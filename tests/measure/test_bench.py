@@ -1,3 +1,5 @@
+import statistics
+
 import pytest
 
 import trimbert
@@ -108,3 +110,47 @@ def test_a_busy_machine_flags_even_a_narrow_interval(tiny_model, monkeypatch):
     assert (latency.stable, latency.other_cpu) == (False, 0.5)
     assert report.records[0].extra["paired"]["latency"]["stable"] is False
     assert report.records[0].extra["other_cpu"] == 0.5
+
+
+def test_runtimes_are_timed_side_by_side_against_the_fastest_fp32_baseline(tiny_model):
+    trimmed = trimbert.trim(_copy(tiny_model), drop_ffn="0,1")
+    settings = FAST.updated(runtimes=["pytorch", "onnxruntime", "onnxruntime-int8"], device="cpu")
+    report = bench_models({"trimmed": (trimmed, "t"), "baseline": (tiny_model, "b")}, settings, baseline="baseline")
+    names = [record.variant for record in report.records]
+    assert names == ["trimmed", "trimmed@ort", "trimmed@ort-int8", "baseline", "baseline@ort", "baseline@ort-int8"]
+    records = {record.variant: record for record in report.records}
+    assert {name: record.conditions["runtime"] for name, record in records.items()} == {
+        "trimmed": "pytorch",
+        "trimmed@ort": "onnxruntime",
+        "trimmed@ort-int8": "onnxruntime-int8",
+        "baseline": "pytorch",
+        "baseline@ort": "onnxruntime",
+        "baseline@ort-int8": "onnxruntime-int8",
+    }
+    rounds = len(records["baseline"].extra["times_ms"])
+    assert all(len(record.extra["times_ms"]) == rounds for record in report.records)  # one alternating run
+    fp32 = ("baseline", "baseline@ort")
+    reference = min(fp32, key=lambda name: statistics.median(records[name].extra["times_ms"]))
+    latency = [c for c in report.comparisons if c.quantity == "latency"]
+    expected_pairs = {(name, reference) for name in names if name != reference} | {
+        ("trimmed@ort-int8", "baseline@ort-int8")
+    }
+    assert {(c.variant, c.versus) for c in latency} == expected_pairs
+    for comparison in latency:
+        ratio = paired_ratio(records[comparison.versus].extra["times_ms"], records[comparison.variant].extra["times_ms"])
+        assert comparison.ratio == ratio.ratio
+    assert records["trimmed@ort-int8"].extra["paired_int8"]["baseline"] == "baseline@ort-int8"
+    assert records["trimmed@ort-int8"].extra["paired"]["baseline"] == reference
+    assert records["trimmed@ort-int8"].disk_bytes < records["trimmed@ort"].disk_bytes
+    assert report.attention_choice.keys() == {"trimmed", "baseline"}  # PyTorch models only
+
+
+def test_onnxruntime_is_for_cpu_inference(tiny_model):
+    models = {"m": (tiny_model, "m")}
+    with pytest.raises(TrimbertError, match="--mode train times PyTorch only"):
+        bench_models(models, FAST.updated(runtimes=["onnxruntime"], mode="train", device="cpu"))
+    with pytest.raises(TrimbertError, match=r"runs on the CPU here; use --device cpu \(not cuda\)"):
+        bench_models(models, FAST.updated(runtimes=["onnxruntime"], device="cuda"))
+    report = bench_models(models, FAST.updated(runtimes=["onnxruntime"], also_train=True, device="cpu"))
+    assert [record.variant for record in report.records] == ["m@ort"]
+    assert report.records[0].train_step_ms is None  # also_train times the PyTorch models only

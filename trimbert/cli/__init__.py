@@ -23,6 +23,7 @@ from trimbert.errors import TrimbertError
 from trimbert.cli import trim as _trim_commands  # noqa: E402, F401
 from trimbert.cli import train as _train_commands  # noqa: E402, F401
 from trimbert.cli import measure as _measure_commands  # noqa: E402, F401
+from trimbert.cli import deploy as _deploy_commands  # noqa: E402, F401
 from trimbert.cli import sweep as _sweep_commands  # noqa: E402, F401
 
 # isort: on

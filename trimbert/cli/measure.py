@@ -16,7 +16,7 @@ from trimbert.measure.bench import BenchSettings
 
 
 @app.command()
-@with_options(Group("settings", BenchSettings))
+@with_options(Group("settings", BenchSettings, flags={"runtimes": "--runtime"}))
 def bench(
     models: Annotated[
         list[str], typer.Argument(help="One or more models (hub id, folder or alias), measured in one run.")
@@ -95,11 +95,12 @@ def _print_bench(report, settings) -> None:
             title="vs baseline: paired speed-up (median of per-round ratios) and its 95% interval; "
             "FLOP-ideal = baseline FLOPs / model FLOPs"
         )
-        for column in ("variant", "quantity", "baseline", "model", "speed-up", "95% interval", "FLOP-ideal", "quotient", "rounds", "other CPU", "verdict"):
-            ratios.add_column(column, justify="left" if column in ("variant", "quantity") else "right")
+        for column in ("variant", "vs", "quantity", "baseline", "model", "speed-up", "95% interval", "FLOP-ideal", "quotient", "rounds", "other CPU", "verdict"):
+            ratios.add_column(column, justify="left" if column in ("variant", "vs", "quantity") else "right")
         for comparison in report.comparisons:
             ratios.add_row(
                 comparison.variant,
+                comparison.versus,
                 comparison.quantity,
                 f"{comparison.baseline:.2f}",
                 f"{comparison.model:.2f}",

@@ -50,6 +50,8 @@ class Group:
                 continue
             if typing.get_origin(annotation) is typing.Literal:
                 annotation = str
+            elif typing.get_origin(annotation) is list:  # a repeatable option; choices checked by the model
+                annotation = list[str]
             chosen.append(
                 (
                     name,

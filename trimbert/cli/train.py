@@ -92,20 +92,50 @@ def evaluate(
         str | None,
         typer.Option("--validation", help="Evaluate on this file of your own data (same columns as in training)."),
     ] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="For an ONNX export folder: evaluate model.int8.onnx instead of model.onnx.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a fine-tuned model on a task's dev split(s); without --task, on the data it was trained for."""
-    from trimbert.train.finetune import evaluate as run_evaluate
-    from trimbert.train.finetune import source_for_run
+    """Evaluate a fine-tuned model, or its ONNX export (ONNX Runtime), on a task's dev split(s);
+    without --task, on the data it was trained for."""
+    from trimbert.deploy.runtime import is_export_dir
 
-    source = source_for_run(model, task=task, data_dir=data_dir, validation=validation)
-    result = run_evaluate(model, source, settings=settings, progress=not as_json)
+    if is_export_dir(model):
+        result = _evaluate_export(model, settings, task, data_dir, validation, int8)
+    else:
+        from trimbert.train.finetune import evaluate as run_evaluate
+        from trimbert.train.finetune import source_for_run
+
+        if int8:
+            raise TrimbertError(f"--int8 is for ONNX export folders (trimbert export); {model} is not one")
+        source = source_for_run(model, task=task, data_dir=data_dir, validation=validation)
+        result = run_evaluate(model, source, settings=settings, progress=not as_json)
     if as_json:
         print_json(result)
         return
     rows = sum(result["eval_rows"].values())
     print_metrics(
-        f"{model}: {result['task']}, {result['trim_summary']}",
+        f"{model}: {result['task']}, {result['trim_summary']}" + (f" ({result['runtime']})" if "runtime" in result else ""),
         result["metrics"],
         [("eval rows", f"{rows:,}"), ("eval time", f"{result['eval_time_s']:.1f} s")],
+    )
+
+
+def _evaluate_export(model, settings, task, data_dir, validation, int8) -> dict:
+    """Evaluate an ONNX export folder through ONNX Runtime, on --task or the data its run recorded."""
+    from trimbert.data.source import evaluation_source
+    from trimbert.deploy.evaluate import evaluate_onnx
+    from trimbert.deploy.runtime import read_export_info
+
+    recorded = read_export_info(model).get("data")
+    source = evaluation_source(recorded, task=task, data_dir=data_dir, validation=validation, where=model)
+    return evaluate_onnx(
+        model,
+        source,
+        int8=int8,
+        max_length=settings.max_length,
+        batch_size=settings.eval_batch_size,
+        max_eval_samples=settings.max_eval_samples,
+        seed=settings.seed,
     )

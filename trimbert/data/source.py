@@ -61,3 +61,28 @@ class DataSource(Settings):
 
     def describe(self) -> dict[str, Any]:
         return {key: value for key, value in self.to_dict().items() if value is not None}
+
+
+def evaluation_source(
+    recorded: dict[str, Any] | None,
+    *,
+    task: str | None = None,
+    data_dir: str | None = None,
+    validation: str | None = None,
+    where: str = "the model",
+) -> DataSource:
+    """The data to evaluate a trained model on: ``task`` if given, else the source its training
+    recorded (``recorded``; users' own data keeps its label mapping); ``data_dir`` and
+    ``validation`` (another eval file of the user's own data) replace the recorded ones."""
+    if task is not None:
+        return DataSource(task=task, data_dir=data_dir)
+    if not recorded:
+        raise TrimbertError(f"{where} records no training data: say which data to evaluate on with --task")
+    source = DataSource(**recorded)
+    if data_dir is not None:
+        source.data_dir = data_dir
+    if validation is not None:
+        if source.train is None:
+            raise TrimbertError("--validation is for runs trained on your own files; use --task/--data-dir for GLUE")
+        source.validation = validation
+    return source

@@ -10,6 +10,8 @@ never measured against a handicapped baseline. Each ratio is shown beside the FL
 from __future__ import annotations
 
 import re
+import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from trimbert.deploy.export import export_onnx
+from trimbert.deploy.runtime import RUNTIMES, load_onnx, require_onnxruntime
 from trimbert.errors import TrimbertError
 from trimbert.measure.benchmark import BenchResult, benchmark, fastest_attention, summarize
 from trimbert.measure.load import CpuWatch
@@ -40,6 +44,8 @@ from trimbert.spec.trimspec import SOFTMAX
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 ProgressCallback = Callable[[str, int, int], None]
+PYTORCH, ORT, INT8 = RUNTIMES
+RUNTIME_SUFFIX = {PYTORCH: "", ORT: "@ort", INT8: "@ort-int8"}  # variant name suffix of each runtime
 
 
 class BenchSettings(Settings):
@@ -54,6 +60,11 @@ class BenchSettings(Settings):
     warmup: int = Field(3, ge=0, description="Untimed warm-up steps per model.")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, mps, ...")
     threads: int | None = Field(None, ge=1, description="torch threads for the run (default: torch's).")
+    runtimes: list[Literal["pytorch", "onnxruntime", "onnxruntime-int8"]] = Field(
+        ["pytorch"],
+        min_length=1,
+        description="Runtimes to time every model in: pytorch, onnxruntime (fp32), onnxruntime-int8 (CPU).",
+    )
     also_train: bool = Field(
         False, description="In infer mode, also time training steps side by side (a second alternating run)."
     )
@@ -100,6 +111,7 @@ class Comparison:
     stable: bool  # the interval lies within ± tolerance of the ratio, on a machine not busy otherwise
     rounds: int  # paired rounds behind the ratio
     other_cpu: float = 0.0  # share of the CPUs other processes used during the run
+    versus: str = "baseline"  # the variant (and runtime) the ratio is against
 
 
 @dataclass
@@ -146,63 +158,145 @@ def bench_models(
 ) -> BenchReport:
     """Measure already loaded ``models`` ({variant: (model, source)}) side by side.
 
-    ``baseline`` names the variant the others are compared with: each comparison is a paired ratio
-    with its 95% interval (:func:`trimbert.measure.stats.paired_ratio`); while an interval is wider
-    than ± ``settings.tolerance``, more rounds are timed, up to ``settings.max_seconds``, after which
-    the ratio is kept and marked unstable. It is also marked unstable when other processes used more
-    than ``settings.max_other_cpu`` of the CPUs during the run (:mod:`trimbert.measure.load`):
-    contention biases a paired ratio without widening its interval. With ``also_train`` (infer
-    mode) training steps are timed too, in a second alternating run, and compared the same way
-    (a training step changes the weights: the models are not for saving afterwards).
+    Every model runs in every runtime of ``settings.runtimes`` (ONNX Runtime models are exported to a
+    temporary folder first); a model in ONNX Runtime is the variant ``name@ort`` (fp32) or
+    ``name@ort-int8``. ``baseline`` names the variant the others are compared with: the reference is
+    the baseline in its fastest fp32 runtime of the run (PyTorch or ONNX Runtime, whichever measured
+    faster), and int8 models are also compared with the baseline's int8 model. Each comparison is a
+    paired ratio with its 95% interval (:func:`trimbert.measure.stats.paired_ratio`); while an
+    interval is wider than ± ``settings.tolerance``, more rounds are timed, up to
+    ``settings.max_seconds``, after which the ratio is kept and marked unstable. It is also marked
+    unstable when other processes used more than ``settings.max_other_cpu`` of the CPUs during the
+    run (:mod:`trimbert.measure.load`): contention biases a paired ratio without widening its
+    interval. With ``also_train`` (infer mode) the PyTorch models' training steps are timed too, in
+    a second alternating run, and compared the same way (a training step changes the weights: the
+    models are not for saving afterwards).
     """
     settings = settings.resolved()
+    _check_runtimes(settings)
     for model, _ in models.values():
         check_seq_len(model, settings.seq_len)
-    records = {name: _describe(model, source, name, settings) for name, (model, source) in models.items()}
-    attention_choice = {name: _choose_attention(model, settings) for name, (model, _) in models.items()}
-    modes = [settings.mode] + (["train"] if settings.also_train and settings.mode == "infer" else [])
-    env = conditions(
-        device=settings.device,
-        threads=settings.threads,
-        mode=settings.mode,
-        repeats=settings.repeats,
-        warmup=settings.warmup,
-    )
-    for record in records.values():
-        record.extra = {}
-    comparisons: list[Comparison] = []
-    for mode in modes:
-        watch = CpuWatch().start()
-        results, ratios = _measure(models, settings, mode, baseline, on_step)
-        busy = watch.stop()
-        for name, record in records.items():
-            fields = results[name].record_fields()
-            if mode == settings.mode:
-                for key, value in fields.items():
-                    setattr(record, key, value)
-            else:
-                record.train_step_ms = fields["train_step_ms"]
-            record.conditions = {**env, "attention_implementation": attention_choice[name]["chosen"]}
-            suffix = "" if mode == settings.mode else "_train"
-            record.extra.update(
-                {
-                    f"times_ms{suffix}": results[name].times_ms,
-                    f"p10_ms{suffix}": results[name].p10_ms,
-                    f"p90_ms{suffix}": results[name].p90_ms,
-                }
-            )
-        for name, ratio in ratios.items():
-            quantity = "latency" if mode == "infer" else "train step"
-            paired = records[name].extra.setdefault("paired", {"baseline": baseline})
-            stable = ratio.stable(settings.tolerance) and busy <= settings.max_other_cpu
-            paired[quantity] = {**ratio.to_dict(settings.tolerance), "stable": stable, "other_cpu": busy}
-            comparisons.extend(_compare(records[baseline], records[name], quantity, ratio, stable, busy))
-        for record in records.values():
-            record.extra[f"other_cpu{'' if mode == settings.mode else '_train'}"] = busy
-    ordered = [records[name] for name in models if name != baseline] + (
-        [records[baseline]] if baseline else []
-    )
+    with tempfile.TemporaryDirectory(prefix="trimbert-bench-") as work_dir:
+        units = _units(models, settings, Path(work_dir))
+        attention_choice = {
+            name: _choose_attention(unit.timed, settings) for name, unit in units.items() if unit.runtime == PYTORCH
+        }
+        modes = [settings.mode] + (["train"] if settings.also_train and settings.mode == "infer" else [])
+        comparisons: list[Comparison] = []
+        for mode in modes:
+            timed = {name: unit for name, unit in units.items() if mode == "infer" or unit.runtime == PYTORCH}
+            if timed:
+                comparisons += _run_mode(timed, settings, mode, baseline, on_step, attention_choice)
+    ordered = [unit.record for unit in units.values() if unit.variant != baseline] + [
+        unit.record for unit in units.values() if unit.variant == baseline
+    ]
     return BenchReport(records=ordered, attention_choice=attention_choice, comparisons=comparisons)
+
+
+@dataclass
+class _Unit:
+    """One model in one runtime: what is timed and the record its figures go into."""
+
+    variant: str
+    runtime: str
+    timed: Any  # nn.Module or OnnxModel
+    record: Record
+
+
+def _check_runtimes(settings: BenchSettings) -> None:
+    if any(runtime != PYTORCH for runtime in settings.runtimes):
+        require_onnxruntime()
+        if settings.device != "cpu":
+            raise TrimbertError(
+                f"--runtime onnxruntime runs on the CPU here; use --device cpu (not {settings.device})"
+            )
+        if settings.mode == "train":
+            raise TrimbertError("--mode train times PyTorch only; ONNX Runtime models are for inference")
+
+
+def _units(models: dict[str, tuple[nn.Module, str]], settings: BenchSettings, work_dir: Path) -> dict[str, _Unit]:
+    units: dict[str, _Unit] = {}
+    for variant, (model, source) in models.items():
+        folder = None
+        if any(runtime != PYTORCH for runtime in settings.runtimes):
+            folder = work_dir / f"export-{len(units)}"
+            export_onnx(model, folder, int8=INT8 in settings.runtimes)
+        for runtime in settings.runtimes:
+            name = variant + RUNTIME_SUFFIX[runtime]
+            record = _describe(model, source, name, settings)
+            record.extra = {}
+            if runtime == PYTORCH:
+                units[name] = _Unit(variant, runtime, model, record)
+                continue
+            timed = load_onnx(folder, int8=runtime == INT8, threads=settings.threads)
+            record.disk_bytes = timed.path.stat().st_size
+            units[name] = _Unit(variant, runtime, timed, record)
+    return units
+
+
+def _run_mode(
+    units: dict[str, _Unit],
+    settings: BenchSettings,
+    mode: str,
+    baseline: str | None,
+    on_step: ProgressCallback | None,
+    attention_choice: dict[str, dict[str, Any]],
+) -> list[Comparison]:
+    """Time ``units`` alternately in ``mode``; fill in their records; return the comparisons."""
+    env = conditions(
+        device=settings.device, threads=settings.threads, mode=settings.mode, repeats=settings.repeats, warmup=settings.warmup
+    )
+    suffix = "" if mode == settings.mode else "_train"
+    watch = CpuWatch().start()
+    results, pairs = _measure(units, settings, mode, baseline, on_step)
+    busy = watch.stop()
+    for name, unit in units.items():
+        record = unit.record
+        fields = results[name].record_fields()
+        if mode == settings.mode:
+            for key, value in fields.items():
+                setattr(record, key, value)
+        else:
+            record.train_step_ms = fields["train_step_ms"]
+        chosen = attention_choice[name]["chosen"] if name in attention_choice else "onnxruntime"
+        record.conditions = {**env, "runtime": unit.runtime, "attention_implementation": chosen}
+        record.extra.update(
+            {
+                f"times_ms{suffix}": results[name].times_ms,
+                f"p10_ms{suffix}": results[name].p10_ms,
+                f"p90_ms{suffix}": results[name].p90_ms,
+                f"other_cpu{suffix}": busy,
+            }
+        )
+    quantity = "latency" if mode == "infer" else "train step"
+    comparisons = []
+    for (name, reference), ratio in pairs.items():
+        stable = ratio.stable(settings.tolerance) and busy <= settings.max_other_cpu
+        key = "paired_int8" if units[reference].runtime == INT8 and units[name].runtime == INT8 else "paired"
+        paired = units[name].record.extra.setdefault(key, {"baseline": reference})
+        paired[quantity] = {**ratio.to_dict(settings.tolerance), "stable": stable, "other_cpu": busy}
+        comparisons += _compare(units[reference].record, units[name].record, quantity, ratio, stable, busy)
+    return comparisons
+
+
+def _references(units: dict[str, _Unit], times: dict[str, list[float]], baseline: str | None) -> list[tuple[str, str]]:
+    """(unit, the unit it is compared with): every unit with the baseline's fastest fp32 runtime of
+    this run, and int8 units also with the baseline's int8 model."""
+    if baseline is None:
+        return []
+    fp32 = [name for name, unit in units.items() if unit.variant == baseline and unit.runtime != INT8]
+    if not fp32:
+        return []
+    reference = min(fp32, key=lambda name: statistics.median(times[name]))
+    pairs = [(name, reference) for name in units if name != reference]
+    int8_reference = baseline + RUNTIME_SUFFIX[INT8]
+    if int8_reference in units:
+        pairs += [
+            (name, int8_reference)
+            for name, unit in units.items()
+            if unit.runtime == INT8 and name != int8_reference
+        ]
+    return pairs
 
 
 def _choose_attention(model: nn.Module, settings: BenchSettings) -> dict[str, Any]:
@@ -220,14 +314,14 @@ def _choose_attention(model: nn.Module, settings: BenchSettings) -> dict[str, An
 
 
 def _measure(
-    models: dict[str, tuple[nn.Module, str]],
+    units: dict[str, _Unit],
     settings: BenchSettings,
     mode: str,
     baseline: str | None,
     on_step: ProgressCallback | None,
-) -> tuple[dict[str, BenchResult], dict[str, PairedRatio]]:
-    """Time ``models`` alternately in ``mode``; with a baseline, add rounds while a ratio is wide."""
-    modules = {name: model for name, (model, _) in models.items()}
+) -> tuple[dict[str, BenchResult], dict[tuple[str, str], PairedRatio]]:
+    """Time ``units`` alternately in ``mode``; with a baseline, add rounds while a ratio is wide."""
+    modules = {name: unit.timed for name, unit in units.items()}
     start = time.monotonic()
     times: dict[str, list[float]] = {name: [] for name in modules}
     peaks: dict[str, int | None] = dict.fromkeys(modules)
@@ -248,11 +342,10 @@ def _measure(
             times[name].extend(result.times_ms)
             if result.peak_memory_bytes is not None:
                 peaks[name] = max(peaks[name] or 0, result.peak_memory_bytes)
-        ratios = (
-            {name: paired_ratio(times[baseline], times[name]) for name in modules if name != baseline}
-            if baseline is not None
-            else {}
-        )
+        ratios = {
+            (name, reference): paired_ratio(times[reference], times[name])
+            for name, reference in _references(units, times, baseline)
+        }
         wide = [ratio for ratio in ratios.values() if not ratio.stable(settings.tolerance)]
         if not wide or time.monotonic() - start >= settings.max_seconds:
             break
@@ -269,7 +362,7 @@ def _measure(
 def _compare(
     base: Record, record: Record, quantity: str, ratio: PairedRatio, stable: bool, other_cpu: float
 ) -> list[Comparison]:
-    ideal = base.flops_per_seq / record.flops_per_seq
+    ideal = base.flops_per_seq / record.flops_per_seq  # the same in every runtime
     field_name = "latency_ms" if quantity == "latency" else "train_step_ms"
     shared = dict(
         ratio=ratio.ratio,
@@ -282,10 +375,14 @@ def _compare(
         other_cpu=other_cpu,
     )
     comparisons = [
-        Comparison(record.variant, quantity, getattr(base, field_name), getattr(record, field_name), **shared)
+        Comparison(
+            record.variant, quantity, getattr(base, field_name), getattr(record, field_name), **shared, versus=base.variant
+        )
     ]
     if quantity == "latency":  # the same paired statistic: throughput is batch / time
-        comparisons.append(Comparison(record.variant, "throughput", base.throughput, record.throughput, **shared))
+        comparisons.append(
+            Comparison(record.variant, "throughput", base.throughput, record.throughput, **shared, versus=base.variant)
+        )
     return comparisons
 
 

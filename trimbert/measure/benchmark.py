@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trimbert.deploy.runtime import OnnxModel
 from trimbert.errors import TrimbertError
 from trimbert.measure.size import check_seq_len, model_device, model_mode, try_set_attention
 
@@ -74,7 +75,7 @@ class BenchResult:
 
 
 def benchmark(
-    models: Mapping[str, nn.Module],
+    models: Mapping[str, nn.Module | OnnxModel],
     *,
     batch_size: int = 8,
     seq_len: int = 128,
@@ -97,6 +98,8 @@ def benchmark(
     ``torch.optim.AdamW`` step (lr 1e-5, created outside the timed region) and ``zero_grad``.
     Train mode therefore **changes the weights**: pass copies to keep the originals.
 
+    An :class:`~trimbert.deploy.runtime.OnnxModel` (an ONNX Runtime session; infer mode and the CPU
+    only) is timed on the same batch, alternating with the others; its threads are its session's.
     The models are moved to ``device``; their training flags are restored afterwards. ``threads``
     sets ``torch.set_num_threads`` for the run and restores the previous value afterwards.
 
@@ -115,14 +118,19 @@ def benchmark(
     if not models:
         raise TrimbertError("no models to benchmark")
     _check_run(batch_size=batch_size, repeats=repeats, warmup=warmup, threads=threads)
-    for model in models.values():
-        check_seq_len(model, seq_len)
     target = _resolve_device(device)
     train = mode == "train"
+    for name, model in models.items():
+        if isinstance(model, OnnxModel) and (train or target.type != "cpu"):
+            raise TrimbertError(f"{name}: ONNX Runtime models are timed in infer mode on the CPU only")
+        check_seq_len(model.config if isinstance(model, OnnxModel) else model, seq_len)
 
     with _num_threads(threads), contextlib.ExitStack() as restore:
-        runners: dict[str, _StepRunner] = {}
+        runners: dict[str, _StepRunner | _OnnxRunner] = {}
         for name, model in models.items():
+            if isinstance(model, OnnxModel):
+                runners[name] = _OnnxRunner(model, batch_size=batch_size, seq_len=seq_len)
+                continue
             restore.enter_context(model_mode(model, train=train))
             model.to(target)
             runners[name] = _StepRunner(model, batch_size=batch_size, seq_len=seq_len, train=train)
@@ -270,6 +278,24 @@ class _StepRunner:
             for state in self.optimizer.state.values():
                 tensors.extend(value for value in state.values() if isinstance(value, torch.Tensor))
         return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
+class _OnnxRunner:
+    """An ONNX Runtime model's benchmark step: one run on the batch :class:`_StepRunner` uses."""
+
+    def __init__(self, model: OnnxModel, *, batch_size: int, seq_len: int) -> None:
+        self.model = model
+        generator = torch.Generator().manual_seed(_INPUT_SEED)
+        ids = torch.randint(0, model.config.vocab_size, (batch_size, seq_len), generator=generator)
+        self.input_ids = ids.numpy()
+        self.attention_mask = torch.ones_like(ids).numpy()
+        self.token_type_ids = torch.zeros_like(ids).numpy()
+
+    def step(self) -> None:
+        self.model(self.input_ids, self.attention_mask, self.token_type_ids)
+
+    def resident_bytes(self) -> int:
+        return 0
 
 
 def _time_step(step: Callable[[], None], device: torch.device) -> tuple[float, int | None]:

@@ -27,6 +27,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from trimbert.spec import NORMALIZER_NAMES, SOFTMAX, check_normalizer
 
 _EPS = 1e-6
+_LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,10 @@ def softermax_normalize(scores, keep, count, inplace) -> torch.Tensor:
     # The shift by the row max is a constant for the gradient (the ratio does not depend on it).
     # A fully padded row has max -inf: use 0 there, so that 2^(-inf) = 0 instead of NaN.
     row_max = scores.detach().amax(dim=-1, keepdim=True).nan_to_num_(neginf=0.0)
-    powered = scores.sub_(row_max).exp2_() if inplace else torch.exp2(scores - row_max)
+    if torch.onnx.is_in_onnx_export():  # ONNX has no exp2: 2^x = e^(x·ln 2)
+        powered = torch.exp((scores - row_max) * _LN2)
+    else:
+        powered = scores.sub_(row_max).exp2_() if inplace else torch.exp2(scores - row_max)
     return _row_normalize(powered, inplace)
 
 
@@ -121,10 +125,6 @@ NORMALIZERS: dict[str, Normalizer] = {
         Normalizer("squared-relu", squared_relu_normalize, True, "relu(s)²·m / Σ relu(s)²·m"),
     )
 }
-
-
-
-
 
 
 def implementation_name(name: str) -> str | None:
@@ -157,7 +157,7 @@ def _make_attention_function(normalizer: Normalizer):
         # Scale the (smaller) queries rather than the scores; normalize in float32.
         scores = torch.matmul(query.float() * scaling, key.float().transpose(2, 3))
         keep = _keep_mask(attention_mask)
-        count = keep.sum(dim=-1, keepdim=True).clamp_min_(1) if keep is not None else float(key.shape[-2])
+        count = keep.sum(dim=-1, keepdim=True, dtype=scores.dtype).clamp_min_(1) if keep is not None else float(key.shape[-2])
         inplace = not torch.is_grad_enabled()
         weights = normalizer.function(scores, keep, count, inplace).to(value.dtype)
         if dropout > 0.0 and module.training:

@@ -32,8 +32,9 @@ from transformers import (
     set_seed,
 )
 
+from trimbert.data.metrics import main_metric_key
 from trimbert.data.sampling import subsample, tokenize
-from trimbert.data.source import DataSource
+from trimbert.data.source import DataSource, evaluation_source
 from trimbert.errors import TrimbertError
 from trimbert.measure.size import (
     check_seq_len,
@@ -50,7 +51,7 @@ from trimbert.report.records import Record, conditions, write_json_atomic
 from trimbert.spec import TrimRequest
 from trimbert.train.distill import DistillationTrainer, load_teacher
 from trimbert.train.settings import DistillSettings, FinetuneSettings
-from trimbert.train.trainer import METRICS_FILE, Evaluator, is_main_process, main_metric_key, make_trainer
+from trimbert.train.trainer import METRICS_FILE, Evaluator, is_main_process, make_trainer
 
 
 def _prepare(model_source: str, source: DataSource, settings: FinetuneSettings):
@@ -248,7 +249,7 @@ def source_for_run(
     run_dir: str, *, task: str | None = None, data_dir: str | None = None, validation: str | None = None
 ) -> DataSource:
     """The data to evaluate a run on: ``task`` if given, else the data source its metrics.json recorded
-    (so users' own data keeps the label mapping of training); ``validation`` replaces the eval file."""
+    (see :func:`trimbert.data.source.evaluation_source`)."""
     if task is not None:
         return DataSource(task=task, data_dir=data_dir)
     recorded_file = Path(run_dir) / METRICS_FILE
@@ -258,16 +259,7 @@ def source_for_run(
         recorded = Record.from_dict(json.loads(recorded_file.read_text()))
     except (ValueError, TypeError) as error:
         raise TrimbertError(f"corrupt {recorded_file}: {error}") from error
-    source = DataSource(**recorded.extra.get("data", {}))
-    if data_dir is not None:
-        source.data_dir = data_dir
-    if validation is not None:
-        if source.train is None:
-            raise TrimbertError(
-                "--validation is for runs trained on your own files; use --task/--data-dir for GLUE"
-            )
-        source.validation = validation
-    return source
+    return evaluation_source(recorded.extra.get("data", {}), data_dir=data_dir, validation=validation, where=run_dir)
 
 
 def evaluate(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import PartialState
 from torch import nn
@@ -18,28 +17,11 @@ from transformers import (
     TrainingArguments,
 )
 
-from trimbert.data.metrics import compute_metrics
+from trimbert.data.metrics import compute_metrics, metric_key, predictions_from_logits
 from trimbert.data.tasks import TaskInfo
 from trimbert.train.settings import FinetuneSettings
 
 METRICS_FILE = "metrics.json"
-
-
-def _metric_key(split: str, name: str, splits: tuple[str, ...]) -> str:
-    """``accuracy`` for a task with one eval split; ``matched_accuracy`` etc. for MNLI's two."""
-    if len(splits) == 1:
-        return name
-    return f"{split.removeprefix('validation_')}_{name}"
-
-
-def main_metric_key(task: TaskInfo) -> str:
-    return _metric_key(task.eval_splits[0], task.main_metric, task.eval_splits)
-
-
-def _predictions(task: TaskInfo, logits: np.ndarray) -> np.ndarray:
-    if task.is_regression:
-        return np.asarray(logits).reshape(-1)
-    return np.asarray(logits).argmax(axis=-1)
 
 
 def _training_arguments(
@@ -80,7 +62,7 @@ class Evaluator:
         logits = (
             prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         )
-        return compute_metrics(self.task, _predictions(self.task, logits), prediction.label_ids)
+        return compute_metrics(self.task, predictions_from_logits(self.task, logits), prediction.label_ids)
 
     def run(self, trainer: Trainer) -> tuple[dict[str, float], float]:
         metrics: dict[str, float] = {}
@@ -88,7 +70,7 @@ class Evaluator:
         for split, dataset in self.eval_sets.items():
             result = trainer.evaluate(eval_dataset=dataset, metric_key_prefix="eval")
             for name in self.task.metric_names:
-                metrics[_metric_key(split, name, self.task.eval_splits)] = float(result[f"eval_{name}"])
+                metrics[metric_key(split, name, self.task.eval_splits)] = float(result[f"eval_{name}"])
         return metrics, time.perf_counter() - start
 
 

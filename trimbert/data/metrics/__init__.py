@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import evaluate
+import numpy as np
 
 from trimbert.data.tasks import TaskInfo, get_task
 
@@ -31,3 +32,22 @@ def compute_metrics(task: TaskInfo | str, predictions: Sequence, references: Seq
     """
     result = load_metric(task).compute(predictions=predictions, references=references)
     return {name: float(value) for name, value in result.items()}
+
+
+def metric_key(split: str, name: str, splits: tuple[str, ...]) -> str:
+    """``accuracy`` for a task with one eval split; ``matched_accuracy`` etc. for MNLI's two."""
+    if len(splits) == 1:
+        return name
+    return f"{split.removeprefix('validation_')}_{name}"
+
+
+def main_metric_key(task: TaskInfo) -> str:
+    """The key of the metric that ranks variants, as :func:`metric_key` names it."""
+    return metric_key(task.eval_splits[0], task.main_metric, task.eval_splits)
+
+
+def predictions_from_logits(task: TaskInfo, logits: np.ndarray) -> np.ndarray:
+    """Label ids (argmax) for classification, the scores themselves for regression."""
+    if task.is_regression:
+        return np.asarray(logits).reshape(-1)
+    return np.asarray(logits).argmax(axis=-1)

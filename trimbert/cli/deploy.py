@@ -1,0 +1,100 @@
+"""``trimbert export``: a model (any trim, fine-tuned or not) as ONNX, fp32 and int8, checked against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from trimbert.cli.app import ForceOpt, JsonOpt, app, console, megabytes, print_json, say
+from trimbert.data.source import DataSource
+from trimbert.errors import TrimbertError
+
+
+@app.command()
+def export(
+    model: Annotated[
+        str, typer.Argument(help="A fine-tuned run folder, a trimmed checkpoint, a hub id or 'minilm'.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Export folder: model.onnx, config, tokenizer, export.json.")],
+    int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (dynamic int8 quantization).")] = False,
+    opset: Annotated[int, typer.Option("--opset", min=14, help="ONNX opset version.")] = 17,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="Check on this GLUE task's dev texts (default: a run's own data, else random ids)."),
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help=DataSource.model_fields["data_dir"].description)
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Dev rows in the check sample.")] = 256,
+    max_length: Annotated[int, typer.Option("--max-length", min=1, help="Tokens per text in the check.")] = 128,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export MODEL to ONNX (fp32, and int8 with --int8) and check ONNX Runtime against PyTorch."""
+    from trimbert.data.batches import sample_batches
+    from trimbert.deploy.export import FP32_TOLERANCE, INT8_AGREEMENT, export_onnx
+    from trimbert.deploy.runtime import require_onnxruntime
+    from trimbert.measure.size import check_seq_len
+    from trimbert.model import checkpoint
+
+    require_onnxruntime()
+    checkpoint.check_output_dir(out, force, inputs=(model,))
+    source = _check_source(model, task, data_dir)
+    loaded = checkpoint.load(model)
+    tokenizer = checkpoint.load_tokenizer(model)
+    sample = None
+    if source is not None:
+        if tokenizer is None:
+            raise TrimbertError(f"{model} has no tokenizer to encode the check texts")
+        check_seq_len(loaded, max_length)
+        dataset, info = source.load()
+        sample = sample_batches(dataset[info.eval_splits[0]], tokenizer, samples=samples, max_length=max_length)
+    result = export_onnx(
+        loaded,
+        out,
+        tokenizer=tokenizer,
+        sample=sample,
+        int8=int8,
+        opset=opset,
+        force=force,
+        info={"source": model, "data": source.to_dict() if source is not None else None},
+    )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    check = result.check
+    table = Table(title=f"export: {model} -> {out} (opset {opset}, output {result.output})")
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    table.add_column("needed", justify="right")
+    where = "dev texts" if source is not None else "random ids"
+    table.add_row(f"rows ({where})", str(check.rows), "")
+    table.add_row("fp32 max |ORT − PyTorch|", f"{check.fp32_max_abs_diff:.2e}", f"≤ {FP32_TOLERANCE:g}")
+    if check.int8_measure is not None:
+        table.add_row(f"int8 {check.int8_measure}", f"{check.int8_value:.4f}", f"≥ {INT8_AGREEMENT:g}")
+    for name, size in result.files.items():
+        table.add_row(name, megabytes(size), "")
+    console.print(table)
+    if check.int8_ok is False:
+        say(
+            f"warning: int8 {check.int8_measure} {check.int8_value:.4f} is below {INT8_AGREEMENT:g}: "
+            f"measure its accuracy (trimbert evaluate {out} --int8) before deploying it"
+        )
+    console.print(f"exported in {result.export_s:.1f} s to {out}")
+
+
+def _check_source(model: str, task: str | None, data_dir: str | None) -> DataSource | None:
+    """The data of the check sample: --task, else the data a fine-tuned run recorded, else none."""
+    from trimbert.train.finetune import source_for_run
+    from trimbert.train.trainer import METRICS_FILE
+
+    if task is not None:
+        return DataSource(task=task, data_dir=data_dir)
+    if (Path(model) / METRICS_FILE).is_file():
+        return source_for_run(model, data_dir=data_dir)
+    if data_dir is not None:
+        raise TrimbertError("--data-dir needs --task (which task's texts to check on)")
+    return None
