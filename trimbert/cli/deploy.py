@@ -9,18 +9,20 @@ import typer
 from rich.table import Table
 
 from trimbert.cli.app import ForceOpt, JsonOpt, app, console, megabytes, print_json, say
+from trimbert.cli.options import Group, with_options
 from trimbert.data.source import DataSource
+from trimbert.deploy.export import ExportSettings
 from trimbert.errors import TrimbertError
 
 
 @app.command()
+@with_options(Group("settings", ExportSettings))
 def export(
     model: Annotated[
         str, typer.Argument(help="A fine-tuned run folder, a trimmed checkpoint, a hub id or 'minilm'.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Export folder: model.onnx, config, tokenizer, export.json.")],
-    int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (dynamic int8 quantization).")] = False,
-    opset: Annotated[int, typer.Option("--opset", min=14, help="ONNX opset version.")] = 17,
+    settings: ExportSettings,
     task: Annotated[
         str | None,
         typer.Option("--task", help="Check on this GLUE task's dev texts (default: a run's own data, else random ids)."),
@@ -57,8 +59,8 @@ def export(
         out,
         tokenizer=tokenizer,
         sample=sample,
-        int8=int8,
-        opset=opset,
+        int8=settings.int8,
+        opset=settings.opset,
         force=force,
         info={"source": model, "data": source.to_dict() if source is not None else None},
     )
@@ -66,7 +68,7 @@ def export(
         print_json(result.to_dict())
         return
     check = result.check
-    table = Table(title=f"export: {model} -> {out} (opset {opset}, output {result.output})")
+    table = Table(title=f"export: {model} -> {out} (opset {settings.opset}, output {result.output})")
     table.add_column("check")
     table.add_column("value", justify="right")
     table.add_column("needed", justify="right")

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from trimbert.deploy.runtime import (
@@ -46,11 +47,19 @@ from trimbert.deploy.runtime import (
 from trimbert.errors import TrimbertError
 from trimbert.model.checkpoint import atomic_output_dir
 from trimbert.model.structure import applied_spec
+from trimbert.settings import Settings
 
 FP32_TOLERANCE = 1e-4  # max abs difference between ORT fp32 and PyTorch outputs
 INT8_AGREEMENT = 0.99  # share of unchanged predictions (or mean cosine) expected of int8
 DEFAULT_OPSET = 17
 _TRACE_SHAPE = (2, 16)  # batch, tokens of the example input traced (any shape runs afterwards)
+
+
+class ExportSettings(Settings):
+    """How a model is exported (the options of ``export``; the ``[export]`` table of a recipe)."""
+
+    int8: bool = Field(False, description="Also write model.int8.onnx (dynamic int8 quantization).")
+    opset: int = Field(DEFAULT_OPSET, ge=14, description="ONNX opset version.")
 
 
 class OnnxWrapper(nn.Module):

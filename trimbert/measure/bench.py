@@ -155,11 +155,13 @@ def bench_models(
     *,
     baseline: str | None = None,
     on_step: ProgressCallback | None = None,
+    exports: dict[str, Path] | None = None,
 ) -> BenchReport:
     """Measure already loaded ``models`` ({variant: (model, source)}) side by side.
 
     Every model runs in every runtime of ``settings.runtimes`` (ONNX Runtime models are exported to a
-    temporary folder first); a model in ONNX Runtime is the variant ``name@ort`` (fp32) or
+    temporary folder first, unless ``exports`` names its export folder already made, with the int8
+    model where needed); a model in ONNX Runtime is the variant ``name@ort`` (fp32) or
     ``name@ort-int8``. ``baseline`` names the variant the others are compared with: the reference is
     the baseline in its fastest fp32 runtime of the run (PyTorch or ONNX Runtime, whichever measured
     faster), and int8 models are also compared with the baseline's int8 model. Each comparison is a
@@ -177,7 +179,7 @@ def bench_models(
     for model, _ in models.values():
         check_seq_len(model, settings.seq_len)
     with tempfile.TemporaryDirectory(prefix="trimbert-bench-") as work_dir:
-        units = _units(models, settings, Path(work_dir))
+        units = _units(models, settings, Path(work_dir), exports or {})
         attention_choice = {
             name: _choose_attention(unit.timed, settings) for name, unit in units.items() if unit.runtime == PYTORCH
         }
@@ -214,11 +216,13 @@ def _check_runtimes(settings: BenchSettings) -> None:
             raise TrimbertError("--mode train times PyTorch only; ONNX Runtime models are for inference")
 
 
-def _units(models: dict[str, tuple[nn.Module, str]], settings: BenchSettings, work_dir: Path) -> dict[str, _Unit]:
+def _units(
+    models: dict[str, tuple[nn.Module, str]], settings: BenchSettings, work_dir: Path, exports: dict[str, Path]
+) -> dict[str, _Unit]:
     units: dict[str, _Unit] = {}
     for variant, (model, source) in models.items():
-        folder = None
-        if any(runtime != PYTORCH for runtime in settings.runtimes):
+        folder = exports.get(variant)
+        if folder is None and any(runtime != PYTORCH for runtime in settings.runtimes):
             folder = work_dir / f"export-{len(units)}"
             export_onnx(model, folder, int8=INT8 in settings.runtimes)
         for runtime in settings.runtimes:

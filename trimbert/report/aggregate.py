@@ -174,6 +174,8 @@ class ReportRow:
     speedup: float | None = None
     paired_speedup: float | None = None
     paired_baseline: str | None = None  # the variant the paired ratios were measured against
+    int8_speedup: float | None = None  # an int8 model's paired speed-up over the untrimmed int8 model
+    int8_baseline: str | None = None
     speedup_low: float | None = None
     speedup_high: float | None = None
     speedup_stable: bool | None = None
@@ -299,6 +301,8 @@ def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
         latency_std=latency_std,
         **latency_pairs,
         paired_baseline=next((name for r in timed if (name := _paired_baseline(r))), None),
+        int8_speedup=_mean_std([pair[0] for r in timed if (pair := _paired_int8(r))])[0],
+        int8_baseline=next((pair[1] for r in timed if (pair := _paired_int8(r))), None),
         **{key.replace("speedup", "train_speedup", 1): value for key, value in train_pairs.items()},
         device=_device(timed[0]) if timed else None,
         batch_size=timed[0].batch_size if timed else None,
@@ -324,6 +328,16 @@ def _paired(record: Record, quantity: str) -> tuple[float, float | None, float |
     measured = (record.extra.get("paired") or {}).get(quantity)
     if measured is not None:
         return measured["ratio"], measured["low"], measured["high"], measured["stable"]
+    return None
+
+
+def _paired_int8(record: Record) -> tuple[float, str] | None:
+    """(speed-up, reference) of an int8 record over the untrimmed int8 model, if measured."""
+    if record.extra.get("paired_int8_speedup") is not None:
+        return record.extra["paired_int8_speedup"], record.extra.get("paired_int8_baseline")
+    nested = record.extra.get("paired_int8") or {}
+    if "latency" in nested:
+        return nested["latency"]["ratio"], nested.get("baseline")
     return None
 
 
@@ -442,15 +456,18 @@ def _compare(row: ReportRow, base: ReportRow) -> None:
     row.params_ratio = _ratio(row.params, base.params)
     row.flops_reduction = _ratio(base.flops_per_seq, row.flops_per_seq)
     paired_with = row.paired_baseline or ""
+    # The untrimmed model in any runtime: "baseline", "baseline@ort" (its fastest fp32 runtime may be ORT).
     side_by_side = (
-        row is not base and not base.trim and (paired_with == base.variant or paired_with.startswith("pretrained "))
+        not base.trim
+        and row.paired_speedup is not None
+        and (paired_with.split("@")[0] == base.variant or paired_with.startswith("pretrained "))
     )
     # Only ratios measured side by side with the untrimmed model, never of separately measured times.
     row.speedup = row.paired_speedup if side_by_side else (1.0 if row is base and row.latency_ms else None)
     row.train_speedup = (
         row.paired_train_speedup if side_by_side else (1.0 if row is base and row.latency_ms else None)
     )
-    if row is base and row.speedup is not None:
+    if row is base and row.speedup == 1.0 and not side_by_side:
         row.speedup_low = row.speedup_high = 1.0
         row.speedup_stable = True
         row.train_speedup_low = row.train_speedup_high = 1.0
@@ -520,4 +537,14 @@ def _notes(rows: list[ReportRow], base: ReportRow | None) -> list[str]:
             for device, batch, seq in sorted(setups, key=str)
         )
         notes.append(f"latencies were measured under different conditions ({described}): speedups mix them")
+    references = sorted({row.paired_baseline for row in rows if row.speedup is not None and row.paired_baseline})
+    if any("@" in reference for reference in references):
+        notes.append(
+            f"speed-ups are against the untrimmed model at its fastest fp32 runtime ({', '.join(references)}); "
+            "NAME@ort rows ran in ONNX Runtime fp32, NAME@ort-int8 rows in ONNX Runtime int8, with the "
+            "accuracy of the exported model"
+        )
+    for row in rows:
+        if row.int8_speedup is not None:
+            notes.append(f"{row.variant}: {row.int8_speedup:.2f}× the speed of {row.int8_baseline}")
     return notes

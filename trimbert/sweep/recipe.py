@@ -26,6 +26,10 @@ A recipe is a TOML file::
     seq_len = 64
     repeats = 10
     warmup = 2
+    runtimes = ["pytorch", "onnxruntime", "onnxruntime-int8"]   # optional; default ["pytorch"]
+
+    [export]                         # optional: the fields of trimbert.deploy.export.ExportSettings
+    int8 = true                      # every variant is exported to ONNX and evaluated there too
 
     [[variants]]
     name = "baseline"                # untrimmed: no trim keys
@@ -37,6 +41,7 @@ A recipe is a TOML file::
     layernorm = "half"
     teacher = "baseline"             # optional: distil from another variant's fine-tuned run
     finetune = { lr = 2e-4 }         # optional per-variant overrides of [finetune]
+    export = { int8 = true }         # optional per-variant overrides of [export] (exports the variant)
 
 The accepted trim keys are the fields of :class:`trimbert.spec.TrimRequest` (the CLI's trim options);
 each variant's trim is carried as one request to :func:`trimbert.train.finetune.finetune`. :func:`load_recipe` validates the whole file before anything runs:
@@ -53,7 +58,11 @@ pretrained model with the same head), and appends one record (``kind="sweep"``) 
 fingerprint of its recipe entry (model, data, fine-tune and bench settings, the variant's table, its
 teacher's fingerprint and the seed; not the order of the variants nor the other variants), and the
 paired ratio ``extra["paired_speedup"]`` = baseline latency / variant latency measured in the same
-run. At the end the report (``report.md``, ``results.csv``, ``results.json``, plots) is written into
+run. With an export (``[export]``, a variant's ``export``, or an ONNX Runtime in ``bench.runtimes``)
+the fine-tuned model is also exported to ``<run folder>/onnx`` and evaluated there, and each ONNX
+Runtime gets its own record (variant ``NAME@ort``, ``NAME@ort-int8``) with the accuracy of the
+exported model; every speed-up is against the untrimmed model at its fastest fp32 runtime of the
+run, and int8 records also carry the speed-up over the untrimmed int8 model. At the end the report (``report.md``, ``results.csv``, ``results.json``, plots) is written into
 ``DIR``.
 
 **Resume.** Rerunning the same command skips the units whose latest record is ok and has the same
@@ -94,6 +103,7 @@ from typing import Any
 from trimbert.data.glue import resolve_glue_dir
 from trimbert.data.source import DataSource
 from trimbert.data.tasks import TASK_TYPES, get_task
+from trimbert.deploy.export import ExportSettings
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import BenchSettings
 from trimbert.measure.size import check_seq_len
@@ -108,9 +118,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_TOP_KEYS = ("model", "data", "finetune", "bench", "seeds", "variants")
+_TOP_KEYS = ("model", "data", "finetune", "bench", "export", "seeds", "variants")
 _MODEL_KEYS = ("source",)
-_VARIANT_KEYS = ("name", *TrimRequest.keys(), "teacher", "distill", "finetune")
+_VARIANT_KEYS = ("name", *TrimRequest.keys(), "teacher", "distill", "finetune", "export")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,6 +140,7 @@ class Variant:
     table: dict[str, Any] = field(default_factory=dict)  # the entry as written
     distill: dict[str, Any] = field(default_factory=dict)  # DistillSettings fields (with a teacher)
     auto_drop: int | None = None  # drop_ffn = "auto:N": the blocks are chosen when fine-tuning
+    export: dict[str, Any] | None = None  # overrides of [export]; given: the variant is exported
 
     @property
     def untrimmed(self) -> bool:
@@ -159,6 +170,7 @@ class Recipe:
     data_written: dict[str, Any]  # the [data] table as written (for fingerprints)
     finetune: FinetuneSettings
     bench: BenchSettings
+    export: ExportSettings | None  # the [export] table; None: export only where a variant or runtime asks
     seeds: tuple[int, ...]
     variants: list[Variant]
     num_layers: int
@@ -183,6 +195,15 @@ class Recipe:
 
     def settings_for(self, variant: Variant, seed: int) -> FinetuneSettings:
         return self.finetune.updated(**variant.finetune, seed=seed)
+
+    def export_for(self, variant: Variant) -> ExportSettings | None:
+        """How ``variant`` is exported to ONNX, or None: [export] with the variant's overrides; an
+        ONNX Runtime in ``bench.runtimes`` exports every variant (int8 too if it is timed)."""
+        timed_int8 = "onnxruntime-int8" in self.bench.runtimes
+        if self.export is None and variant.export is None and self.bench.runtimes == ["pytorch"]:
+            return None
+        settings = (self.export or ExportSettings()).updated(**(variant.export or {}))
+        return settings.updated(int8=True) if timed_int8 else settings
 
     def order(self) -> list[Variant]:
         """The variants in run order: teachers before their students, the baseline first, else as written."""
@@ -218,6 +239,9 @@ class Recipe:
         }
         if bench:
             entry["bench"] = self.bench.to_dict()
+            export = self.export_for(variant)
+            if export is not None:
+                entry["export"] = export.to_dict()
         return entry
 
     def fingerprint(self, variant: Variant, seed: int, *, bench: bool = True) -> str:
@@ -300,6 +324,11 @@ def load_recipe(path: str | Path, *, config: Any = None) -> Recipe:
     finetune, seeds = _finetune_section(check, raw, config)
     bench = check.settings(BenchSettings, check.table(raw.get("bench", {}), "bench"), "bench")
     _check_seq_len(check, config, bench.seq_len, "bench.seq_len")
+    if "pytorch" not in bench.runtimes:
+        check.fail("bench.runtimes", "must include pytorch (the fine-tuned model's own record)")
+    export = None
+    if raw.get("export") is not None:
+        export = check.settings(ExportSettings, check.table(raw["export"], "export"), "export")
     variants = _variants_section(check, raw, config, finetune)
     return Recipe(
         path=path,
@@ -308,6 +337,7 @@ def load_recipe(path: str | Path, *, config: Any = None) -> Recipe:
         data_written=data_written,
         finetune=finetune,
         bench=bench,
+        export=export,
         seeds=seeds,
         variants=variants,
         num_layers=int(config.num_hidden_layers),
@@ -428,6 +458,10 @@ def _variant(check: _Checker, index: int, entry: Any, config: Any, finetune: Fin
         check.fail(f"{where}.finetune.seed", "set seeds for the whole recipe (seeds = [...]), not per variant")
     merged = check.settings(FinetuneSettings, overrides, f"{where}.finetune", base=finetune)
     _check_seq_len(check, config, merged.max_length, f"{where}.finetune.max_length")
+    export = None
+    if entry.get("export") is not None:
+        export = check.table(entry["export"], f"{where}.export")
+        check.settings(ExportSettings, export, f"{where}.export")
     return Variant(
         name=name,
         index=index,
@@ -438,6 +472,7 @@ def _variant(check: _Checker, index: int, entry: Any, config: Any, finetune: Fin
         table=json.loads(json.dumps(entry)),
         distill=distill,
         auto_drop=auto_drop,
+        export=dict(export) if export is not None else None,
     )
 
 

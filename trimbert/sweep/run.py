@@ -17,7 +17,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from trimbert.errors import TrimbertError
-from trimbert.measure.bench import bench_models
+from trimbert.measure.bench import RUNTIME_SUFFIX, bench_models
 from trimbert.model import checkpoint
 from trimbert.report.aggregate import build_rows, collect_records
 from trimbert.report.records import (
@@ -30,6 +30,13 @@ from trimbert.report.records import (
 from trimbert.report.render import write_report
 from trimbert.sweep.plan import RESULTS_FILE, RUNS_DIR, PlannedUnit, plan_sweep, selected_units
 from trimbert.sweep.recipe import Recipe, Unit, Variant, load_recipe
+from trimbert.sweep.runtimes import (
+    EXPORT_DIR,
+    export_and_evaluate,
+    paired_fields,
+    runtime_records,
+    usable_export,
+)
 from trimbert.train.finetune import finetune
 from trimbert.train.settings import DistillSettings
 from trimbert.train.trainer import METRICS_FILE, is_main_process
@@ -109,22 +116,21 @@ def run_sweep(
             variant = recipe.variant(unit.variant)
             teacher_unit = Unit(variant.teacher, unit.seed) if variant.teacher else None
             if teacher_unit is not None and teacher_unit in failed_now:
-                record = _failed_record(
-                    recipe,
-                    variant,
-                    unit,
-                    item.fingerprint,
-                    out,
-                    f"teacher {variant.teacher!r} failed; not run",
-                )
+                records = [
+                    _failed_record(
+                        recipe, variant, unit, item.fingerprint, out, f"teacher {variant.teacher!r} failed; not run"
+                    )
+                ]
             else:
                 emit(unit.name, "running", "starting")
-                record = _run_unit(recipe, variant, unit, item.fingerprint, out, emit, main)
-            if record is None:  # a non-zero rank: rank 0 writes the results
+                records = _run_unit(recipe, variant, unit, item.fingerprint, out, emit, main)
+            if records is None:  # a non-zero rank: rank 0 writes the results
                 continue
-            if main:
-                append_jsonl_atomic(out / RESULTS_FILE, record.to_dict())
-            result.records.append(record)
+            record = records[0]  # the unit's own record; then one per ONNX Runtime, if any
+            if main:  # the unit's record last: once it is there, the unit is complete
+                for written in [*records[1:], record]:
+                    append_jsonl_atomic(out / RESULTS_FILE, written.to_dict())
+            result.records.extend(records)
             if record.status == "ok":
                 result.done.append(unit.name)
                 emit(unit.name, "done", _done_detail(record))
@@ -244,7 +250,8 @@ def _run_unit(
     out: Path,
     emit: EventCallback,
     main: bool,
-) -> Record | None:
+) -> list[Record] | None:
+    """Fine-tune (or reuse), evaluate, export and bench one unit: its record, then one per ONNX Runtime."""
 
     run_dir = out / RUNS_DIR / unit.name
     finetune_fingerprint = recipe.fingerprint(variant, unit.seed, bench=False)
@@ -282,9 +289,7 @@ def _run_unit(
     except Exception as error:  # recorded; KeyboardInterrupt and SystemExit stop the sweep
         if not main:
             raise
-        return _failed_record(
-            recipe, variant, unit, fingerprint, out, _one_line(error), traceback.format_exc()
-        )
+        return [_failed_record(recipe, variant, unit, fingerprint, out, _one_line(error), traceback.format_exc())]
 
 
 def _paired_baseline(recipe: Recipe, variant: Variant, unit: Unit, out: Path, num_labels: int):
@@ -317,24 +322,35 @@ def _bench_unit(
     tuned: Record,
     reused: bool,
     emit: EventCallback,
-) -> Record:
+) -> list[Record]:
 
     settings = recipe.bench.resolved()
-    emit(unit.name, "running", "benchmarking")
     model = checkpoint.load(run_dir)
+    export = recipe.export_for(variant)
+    evaluations: dict[str, dict[str, Any]] = {}
+    exports: dict[str, Path] = {}
+    if export is not None:
+        emit(unit.name, "running", "exporting to ONNX and evaluating the export")
+        evaluations = export_and_evaluate(recipe, variant, unit.seed, run_dir, model, export)
+        exports[variant.name] = run_dir / EXPORT_DIR
+    emit(unit.name, "running", "benchmarking")
     models = {variant.name: (model, str(run_dir))}
     paired = _paired_baseline(recipe, variant, unit, out, model.config.num_labels)
     if paired is not None:
         models[_BASELINE_KEY] = (paired[0], paired[1])
+        baseline_export = usable_export(Path(paired[1]), "onnxruntime-int8" in settings.runtimes)
+        if baseline_export is not None:
+            exports[_BASELINE_KEY] = baseline_export
 
     def on_step(name: str, step: int, total: int) -> None:
         emit(unit.name, "running", f"benchmarking {step}/{total}")
 
-    report = bench_models(
-        models, settings, baseline=_BASELINE_KEY if paired is not None else None, on_step=on_step
-    )
-    measured = next(r for r in report.records if r.variant == variant.name)
-    baseline_record = next((r for r in report.records if r.variant == _BASELINE_KEY), None)
+    # The baseline itself is compared with its own other runtimes (its fastest fp32 one is the reference).
+    reference = _BASELINE_KEY if paired is not None else (variant.name if len(settings.runtimes) > 1 else None)
+    report = bench_models(models, settings, baseline=reference, on_step=on_step, exports=exports)
+    by_name = {record.variant: record for record in report.records}
+    measured = by_name[variant.name]
+    baseline_record = by_name.get(_BASELINE_KEY)
 
     record = Record.from_dict(tuned.to_dict())
     record.kind = "sweep"
@@ -374,31 +390,12 @@ def _bench_unit(
             **_base_fields(recipe, variant, unit, fingerprint, run_dir),
         }
     )
+    labels = {}
     if paired is not None:
-        extra.update(_paired_fields(report, measured, paired[2]))
+        labels = {_BASELINE_KEY + suffix: paired[2] + suffix for suffix in RUNTIME_SUFFIX.values()}
+    extra.update(paired_fields(measured, by_name, labels))
     record.extra = extra
-    return record
-
-
-def _paired_fields(report: Any, measured: Record, baseline_label: str) -> dict[str, Any]:
-    """The side-by-side ratios of a unit against the untrimmed model, with their 95% intervals."""
-    base = next(r for r in report.records if r.variant == _BASELINE_KEY)
-    fields: dict[str, Any] = {
-        "paired_baseline": baseline_label,
-        "paired_flop_ideal": base.flops_per_seq / measured.flops_per_seq,
-    }
-    intervals = measured.extra.get("paired", {})
-    for quantity, prefix, base_value in (
-        ("latency", "paired_speedup", ("paired_baseline_latency_ms", base.latency_ms)),
-        ("train step", "paired_train_step_speedup", ("paired_baseline_train_step_ms", base.train_step_ms)),
-    ):
-        ratio = intervals.get(quantity)
-        if ratio is not None:
-            fields[prefix] = ratio["ratio"]
-            fields[f"{prefix}_interval"] = [ratio["low"], ratio["high"]]
-            fields[f"{prefix}_stable"] = ratio["stable"]
-            fields[base_value[0]] = base_value[1]
-    return fields
+    return [record, *runtime_records(record, report, variant.name, evaluations, labels)]
 
 
 def _done_detail(record: Record) -> str:

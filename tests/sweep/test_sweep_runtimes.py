@@ -1,0 +1,86 @@
+"""Sweeps with ONNX Runtime: each unit exported and evaluated there, one record per runtime."""
+# ruff: noqa: F811  (the fixtures imported from test_sweep are parameters here)
+
+from __future__ import annotations
+
+import pytest
+from test_sweep import BENCH, make_recipe, sst2  # noqa: F401  (fixtures)
+
+from trimbert.data.source import DataSource
+from trimbert.deploy.evaluate import evaluate_onnx
+from trimbert.errors import TrimbertError
+from trimbert.report.records import read_jsonl
+from trimbert.sweep.plan import RESULTS_FILE, plan_sweep
+from trimbert.sweep.recipe import load_recipe
+from trimbert.sweep.run import run_sweep
+
+RUNTIMES = {**BENCH, "runtimes": ["pytorch", "onnxruntime", "onnxruntime-int8"]}
+TWO = [{"name": "baseline"}, {"name": "ffn", "drop_ffn": "1"}]
+
+
+def test_every_runtime_gets_a_record_with_the_exported_models_accuracy(make_recipe, tmp_path, sst2):  # noqa: F811
+    recipe, out = make_recipe(TWO, bench=RUNTIMES), tmp_path / "sweep"
+    result = run_sweep(recipe, out)
+    assert result.ok and result.done == ["baseline-seed7", "ffn-seed7"]
+    rows = read_jsonl(out / RESULTS_FILE)
+    # a unit's ONNX Runtime records first, its own record last (its presence means the unit is complete)
+    assert [row["variant"] for row in rows] == [
+        "baseline@ort", "baseline@ort-int8", "baseline", "ffn@ort", "ffn@ort-int8", "ffn",
+    ]
+    by_name = {row["variant"]: row for row in rows}
+    assert all(row["status"] == "ok" for row in rows)
+    assert {name: row["conditions"]["runtime"] for name, row in by_name.items()} == {
+        "baseline": "pytorch", "baseline@ort": "onnxruntime", "baseline@ort-int8": "onnxruntime-int8",
+        "ffn": "pytorch", "ffn@ort": "onnxruntime", "ffn@ort-int8": "onnxruntime-int8",
+    }
+    source = DataSource(task="sst2", data_dir=str(sst2))
+    export = out / "runs" / "ffn-seed7" / "onnx"
+    int8 = evaluate_onnx(export, source, int8=True, max_length=16)
+    assert by_name["ffn@ort-int8"]["metrics"] == int8["metrics"]
+    assert by_name["ffn@ort"]["metrics"] == evaluate_onnx(export, source, max_length=16)["metrics"]
+    assert by_name["ffn@ort"]["train_step_ms"] is None and by_name["ffn"]["latency_ms"] is not None
+    # ratios against the untrimmed model at its fastest fp32 runtime, and int8 against untrimmed int8
+    fastest = by_name["ffn"]["extra"]["paired_baseline"]
+    assert fastest in ("baseline", "baseline@ort")
+    assert {by_name[name]["extra"]["paired_baseline"] for name in ("ffn", "ffn@ort", "ffn@ort-int8")} == {fastest}
+    assert by_name["ffn@ort-int8"]["extra"]["paired_int8_baseline"] == "baseline@ort-int8"
+    assert by_name["ffn@ort-int8"]["extra"]["paired_int8_speedup"] > 0
+    other = "baseline@ort" if fastest == "baseline" else "baseline"
+    assert by_name[other]["extra"]["paired_baseline"] == fastest  # the baseline's own runtimes, side by side
+    assert "paired_speedup" not in by_name[fastest]["extra"]  # the reference itself
+    notes = " ".join(result.table.notes)
+    assert f"fastest fp32 runtime ({fastest})" in notes and "ffn@ort-int8: " in notes
+    assert {row.variant for row in result.table.rows} == set(by_name)
+    assert {item.action for item in plan_sweep(load_recipe(recipe), out)} == {"skip"}  # resumable
+
+
+def test_export_table_exports_and_evaluates_without_timing_onnx(make_recipe, tmp_path):
+    recipe = make_recipe([{"name": "baseline"}, {"name": "ffn", "drop_ffn": "1", "export": {"int8": True}}])
+    loaded = load_recipe(recipe)
+    assert loaded.export_for(loaded.variant("baseline")) is None
+    assert loaded.export_for(loaded.variant("ffn")).int8 is True
+    with_table = load_recipe(make_recipe(TWO, top={"export": {"int8": False}}, name="r2.toml"))
+    assert with_table.export_for(with_table.variant("ffn")).int8 is False
+    assert "export" in with_table.entry(with_table.variant("ffn"), 7)  # part of the fingerprint
+    assert "export" not in loaded.entry(loaded.variant("baseline"), 7)  # old fingerprints unchanged
+    out = tmp_path / "sweep"
+    assert run_sweep(recipe, out).ok
+    names = [row["variant"] for row in read_jsonl(out / RESULTS_FILE)]
+    assert names == ["baseline", "ffn"]  # exported and evaluated, but timed in PyTorch only
+    assert (out / "runs" / "ffn-seed7" / "onnx" / "model.int8.onnx").is_file()
+    assert not (out / "runs" / "baseline-seed7" / "onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bench": {**BENCH, "runtimes": ["onnxruntime"]}}, "bench.runtimes: must include pytorch"),
+        ({"bench": {**BENCH, "runtimes": ["tensorrt"]}}, "bench.runtimes"),
+        ({"top": {"export": {"int8": "yes"}}}, "export.int8"),
+        ({"variants": [{"name": "b"}, {"name": "f", "drop_ffn": "1", "export": {"opset": 9}}]}, r"variants\[1\]\.export\.opset"),
+    ],
+)
+def test_bad_runtime_and_export_tables(make_recipe, options, message):
+    variants = options.pop("variants", TWO)
+    with pytest.raises(TrimbertError, match=message):
+        load_recipe(make_recipe(variants, **options))

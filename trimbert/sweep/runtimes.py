@@ -1,0 +1,122 @@
+"""The ONNX side of a sweep unit: export the fine-tuned model, evaluate the export, one record per runtime.
+
+A unit whose recipe asks for an export (see :meth:`trimbert.sweep.recipe.Recipe.export_for`) writes
+``<run folder>/onnx`` (fp32, and int8 when asked) and measures the accuracy of every exported model on
+the same eval data as the PyTorch model. After the side-by-side bench, :func:`runtime_records` turns
+the bench's ONNX Runtime records into sweep records ``NAME@ort`` / ``NAME@ort-int8`` that carry that
+accuracy and the paired ratios (against the untrimmed model's fastest fp32 runtime, and for int8 also
+against the untrimmed int8 model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trimbert.deploy.evaluate import evaluate_onnx
+from trimbert.deploy.export import ExportSettings, export_onnx
+from trimbert.deploy.runtime import FP32_FILE, INT8_FILE, is_export_dir, read_export_info
+from trimbert.measure.bench import INT8, ORT, RUNTIME_SUFFIX
+from trimbert.model import checkpoint
+from trimbert.report.records import Record
+from trimbert.sweep.recipe import Recipe, Variant
+
+EXPORT_DIR = "onnx"  # in a unit's run folder
+
+
+def export_and_evaluate(
+    recipe: Recipe, variant: Variant, seed: int, run_dir: Path, model: Any, settings: ExportSettings
+) -> dict[str, dict[str, Any]]:
+    """Export the unit's model to ``run_dir/onnx`` and evaluate it: {runtime: evaluate_onnx result}."""
+    folder = run_dir / EXPORT_DIR
+    export_onnx(
+        model,
+        folder,
+        tokenizer=checkpoint.load_tokenizer(run_dir),
+        int8=settings.int8,
+        opset=settings.opset,
+        force=True,
+        info={"source": str(run_dir), "data": recipe.data.to_dict()},
+    )
+    finetune = recipe.settings_for(variant, seed)
+    options = dict(
+        max_length=finetune.max_length,
+        batch_size=finetune.eval_batch_size,
+        max_eval_samples=finetune.max_eval_samples,
+        seed=finetune.seed,
+    )
+    results = {ORT: evaluate_onnx(folder, recipe.data, **options)}
+    if settings.int8:
+        results[INT8] = evaluate_onnx(folder, recipe.data, int8=True, **options)
+    return results
+
+
+def usable_export(run_dir: Path, int8: bool) -> Path | None:
+    """The baseline run's export folder when it holds what the bench needs (else the bench exports)."""
+    folder = run_dir / EXPORT_DIR
+    if not is_export_dir(folder) or not (folder / FP32_FILE).is_file():
+        return None
+    if int8 and not (folder / INT8_FILE).is_file():
+        return None
+    try:
+        read_export_info(folder)
+    except Exception:  # a corrupt export.json: export again
+        return None
+    return folder
+
+
+def runtime_records(
+    main: Record, report: Any, variant: str, evaluations: dict[str, dict[str, Any]], labels: dict[str, str]
+) -> list[Record]:
+    """One record per ONNX Runtime of ``variant`` in ``report``: ``main`` (the PyTorch record of the
+    unit) with the runtime's timings, the export's accuracy and the paired ratios. ``labels`` maps the
+    bench's names of the paired baseline (and its runtimes) to the names the report shows."""
+    by_name = {record.variant: record for record in report.records}
+    records = []
+    for runtime in (ORT, INT8):
+        measured = by_name.get(variant + RUNTIME_SUFFIX[runtime])
+        if measured is None:
+            continue
+        record = Record.from_dict(main.to_dict())
+        record.variant = variant + RUNTIME_SUFFIX[runtime]
+        for key in ("latency_ms", "throughput", "disk_bytes"):
+            setattr(record, key, getattr(measured, key))
+        record.train_step_ms = None
+        record.conditions = measured.conditions
+        evaluation = evaluations.get(runtime)
+        record.metrics = evaluation["metrics"] if evaluation else {}
+        extra = {key: value for key, value in main.extra.items() if not key.startswith("paired")}
+        extra["runtime"] = runtime
+        extra["eval_conditions"] = evaluation["conditions"] if evaluation else None
+        extra["bench"] = {**main.extra.get("bench", {}), "times_ms": measured.extra.get("times_ms")}
+        extra.update(paired_fields(measured, by_name, labels))
+        record.extra = extra
+        records.append(record)
+    return records
+
+
+def paired_fields(measured: Record, by_name: dict[str, Record], labels: dict[str, str]) -> dict[str, Any]:
+    """The sweep's flat paired keys of a bench record: the speed-up over its reference (the untrimmed
+    model's fastest fp32 runtime) and, for int8, ``paired_int8_speedup`` over the untrimmed int8 model."""
+    fields: dict[str, Any] = {}
+    for key, prefix in (("paired", "paired"), ("paired_int8", "paired_int8")):
+        paired = measured.extra.get(key)
+        if not paired:
+            continue
+        reference = by_name[paired["baseline"]]
+        label = labels.get(paired["baseline"], paired["baseline"])
+        fields[f"{prefix}_baseline"] = label
+        for quantity, name, base_field in (
+            ("latency", "speedup", "latency_ms"),
+            ("train step", "train_step_speedup", "train_step_ms"),
+        ):
+            ratio = paired.get(quantity)
+            if ratio is None:
+                continue
+            fields[f"{prefix}_{name}"] = ratio["ratio"]
+            fields[f"{prefix}_{name}_interval"] = [ratio["low"], ratio["high"]]
+            fields[f"{prefix}_{name}_stable"] = ratio["stable"]
+            fields[f"{prefix}_baseline_{base_field}"] = getattr(reference, base_field)
+        if prefix == "paired":
+            fields["paired_flop_ideal"] = reference.flops_per_seq / measured.flops_per_seq
+    return fields
