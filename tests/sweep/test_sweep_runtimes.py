@@ -84,3 +84,17 @@ def test_bad_runtime_and_export_tables(make_recipe, options, message):
     variants = options.pop("variants", TWO)
     with pytest.raises(TrimbertError, match=message):
         load_recipe(make_recipe(variants, **options))
+
+
+def test_only_the_variants_with_an_export_table_run_in_onnx_runtime(make_recipe, tmp_path):
+    variants = [{"name": "baseline", "export": {}}, {"name": "ffn", "drop_ffn": "1"}, {"name": "ffn0", "drop_ffn": "0", "export": {}}]
+    recipe = load_recipe(make_recipe(variants, bench={**BENCH, "runtimes": ["pytorch", "onnxruntime"]}))
+    assert [recipe.export_for(variant) is not None for variant in recipe.variants] == [True, False, True]
+    out = tmp_path / "sweep"
+    assert run_sweep(recipe, out).ok
+    rows = read_jsonl(out / RESULTS_FILE)
+    assert [row["variant"] for row in rows] == ["baseline@ort", "baseline", "ffn", "ffn0@ort", "ffn0"]
+    # ffn ran in PyTorch only, but beside the baseline in both fp32 runtimes: its reference is the faster one
+    ffn = next(row for row in rows if row["variant"] == "ffn")
+    assert ffn["extra"]["paired_baseline"] in ("baseline", "baseline@ort") and ffn["extra"]["paired_speedup"] > 0
+    assert ffn["extra"]["bench"]["settings"]["runtimes"] == ["pytorch", "onnxruntime"]

@@ -156,12 +156,13 @@ def bench_models(
     baseline: str | None = None,
     on_step: ProgressCallback | None = None,
     exports: dict[str, Path] | None = None,
+    runtimes_of: dict[str, list[str]] | None = None,
 ) -> BenchReport:
     """Measure already loaded ``models`` ({variant: (model, source)}) side by side.
 
     Every model runs in every runtime of ``settings.runtimes`` (ONNX Runtime models are exported to a
     temporary folder first, unless ``exports`` names its export folder already made, with the int8
-    model where needed); a model in ONNX Runtime is the variant ``name@ort`` (fp32) or
+    model where needed; ``runtimes_of`` narrows the runtimes of some variants); a model in ONNX Runtime is the variant ``name@ort`` (fp32) or
     ``name@ort-int8``. ``baseline`` names the variant the others are compared with: the reference is
     the baseline in its fastest fp32 runtime of the run (PyTorch or ONNX Runtime, whichever measured
     faster), and int8 models are also compared with the baseline's int8 model. Each comparison is a
@@ -179,7 +180,7 @@ def bench_models(
     for model, _ in models.values():
         check_seq_len(model, settings.seq_len)
     with tempfile.TemporaryDirectory(prefix="trimbert-bench-") as work_dir:
-        units = _units(models, settings, Path(work_dir), exports or {})
+        units = _units(models, settings, Path(work_dir), exports or {}, runtimes_of or {})
         attention_choice = {
             name: _choose_attention(unit.timed, settings) for name, unit in units.items() if unit.runtime == PYTORCH
         }
@@ -217,15 +218,20 @@ def _check_runtimes(settings: BenchSettings) -> None:
 
 
 def _units(
-    models: dict[str, tuple[nn.Module, str]], settings: BenchSettings, work_dir: Path, exports: dict[str, Path]
+    models: dict[str, tuple[nn.Module, str]],
+    settings: BenchSettings,
+    work_dir: Path,
+    exports: dict[str, Path],
+    runtimes_of: dict[str, list[str]],
 ) -> dict[str, _Unit]:
     units: dict[str, _Unit] = {}
     for variant, (model, source) in models.items():
+        runtimes = [runtime for runtime in settings.runtimes if runtime in runtimes_of.get(variant, RUNTIMES)]
         folder = exports.get(variant)
-        if folder is None and any(runtime != PYTORCH for runtime in settings.runtimes):
+        if folder is None and any(runtime != PYTORCH for runtime in runtimes):
             folder = work_dir / f"export-{len(units)}"
-            export_onnx(model, folder, int8=INT8 in settings.runtimes)
-        for runtime in settings.runtimes:
+            export_onnx(model, folder, int8=INT8 in runtimes)
+        for runtime in runtimes:
             name = variant + RUNTIME_SUFFIX[runtime]
             record = _describe(model, source, name, settings)
             record.extra = {}

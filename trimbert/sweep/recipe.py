@@ -41,7 +41,8 @@ A recipe is a TOML file::
     layernorm = "half"
     teacher = "baseline"             # optional: distil from another variant's fine-tuned run
     finetune = { lr = 2e-4 }         # optional per-variant overrides of [finetune]
-    export = { int8 = true }         # optional per-variant overrides of [export] (exports the variant)
+    export = { int8 = true }         # optional per-variant overrides of [export]: exports this variant
+                                     # (where only some variants have one, only those run in ONNX Runtime)
 
 The accepted trim keys are the fields of :class:`trimbert.spec.TrimRequest` (the CLI's trim options);
 each variant's trim is carried as one request to :func:`trimbert.train.finetune.finetune`. :func:`load_recipe` validates the whole file before anything runs:
@@ -197,11 +198,15 @@ class Recipe:
         return self.finetune.updated(**variant.finetune, seed=seed)
 
     def export_for(self, variant: Variant) -> ExportSettings | None:
-        """How ``variant`` is exported to ONNX, or None: [export] with the variant's overrides; an
-        ONNX Runtime in ``bench.runtimes`` exports every variant (int8 too if it is timed)."""
+        """How ``variant`` is exported to ONNX, or None: [export] with the variant's own overrides.
+        Without any export table, an ONNX Runtime in ``bench.runtimes`` exports every variant; where
+        only some variants have an ``export`` table, only those are exported (and timed in ONNX
+        Runtime). int8 is exported whenever it is timed."""
         timed_int8 = "onnxruntime-int8" in self.bench.runtimes
-        if self.export is None and variant.export is None and self.bench.runtimes == ["pytorch"]:
-            return None
+        if self.export is None and variant.export is None:
+            chosen_elsewhere = any(other.export is not None for other in self.variants)
+            if self.bench.runtimes == ["pytorch"] or chosen_elsewhere:
+                return None
         settings = (self.export or ExportSettings()).updated(**(variant.export or {}))
         return settings.updated(int8=True) if timed_int8 else settings
 

@@ -327,6 +327,8 @@ def _bench_unit(
     settings = recipe.bench.resolved()
     model = checkpoint.load(run_dir)
     export = recipe.export_for(variant)
+    # A variant that is not exported runs in PyTorch only, still against the baseline's fastest fp32 runtime.
+    runtimes_of = {} if export is not None else {variant.name: ["pytorch"], _BASELINE_KEY: ["pytorch", "onnxruntime"]}
     evaluations: dict[str, dict[str, Any]] = {}
     exports: dict[str, Path] = {}
     if export is not None:
@@ -347,7 +349,9 @@ def _bench_unit(
 
     # The baseline itself is compared with its own other runtimes (its fastest fp32 one is the reference).
     reference = _BASELINE_KEY if paired is not None else (variant.name if len(settings.runtimes) > 1 else None)
-    report = bench_models(models, settings, baseline=reference, on_step=on_step, exports=exports)
+    report = bench_models(
+        models, settings, baseline=reference, on_step=on_step, exports=exports, runtimes_of=runtimes_of
+    )
     by_name = {record.variant: record for record in report.records}
     measured = by_name[variant.name]
     baseline_record = by_name.get(_BASELINE_KEY)
