@@ -34,6 +34,9 @@ def finetune(
         str | None, typer.Option("--variant", help="Name of this run in reports (default: --out's name).")
     ] = None,
     force: ForceOpt = False,
+    portable: Annotated[
+        bool, typer.Option("--portable", help="Also write the modeling code so the model loads without trimbert.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune MODEL on a GLUE task or your own data (trimming it first if trim options are given)."""
@@ -53,6 +56,7 @@ def finetune(
         variant=variant,
         force=force,
         progress=not as_json,
+        portable=portable,
     )
     if record.train_time_s is None:  # a non-main process of a distributed run: rank 0 reports
         return

@@ -15,6 +15,13 @@ from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.spec import TrimRequest
 
+_PORTABLE_HELP = "Also write the modeling code (auto_map) so that it loads without trimbert (trust_remote_code=True)."
+_SAVED_AS = {
+    "bert": "plain BERT (loads with transformers alone)",
+    "remote-code": "TrimBert with its modeling code (loads with trust_remote_code=True, no trimbert needed)",
+    "trimbert": "TrimBert (loads after import trimbert; --portable to load without it)",
+}
+
 _SAMPLE_DATA = Group(
     "source",
     DataSource,
@@ -69,9 +76,11 @@ def trim(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data sample.")] = 0,
     max_length: Annotated[int, typer.Option("--max-length", help="Token limit of the data sample.")] = 128,
     force: ForceOpt = False,
+    portable: Annotated[bool, typer.Option("--portable", help=_PORTABLE_HELP)] = False,
 ) -> None:
     """Trim MODEL and save it (safetensors, trim spec in config.json, tokenizer copied)."""
     from trimbert.model.checkpoint import check_output_dir, load, load_tokenizer, save
+    from trimbert.model.portable import saved_format
     from trimbert.pipeline import apply_trim
 
     check_output_dir(out, force, inputs=(model,))
@@ -84,9 +93,10 @@ def trim(
     trimmed, info = apply_trim(
         loaded, request, dataset=dataset, tokenizer=tokenizer, samples=samples, seed=seed, max_length=max_length
     )
-    save(trimmed, out, tokenizer=tokenizer, force=force)
+    save(trimmed, out, tokenizer=tokenizer, force=force, portable=portable)
     spec = trimmed.config.spec
     console.print(f"trimmed {model} ({before} blocks) → {out}: {spec.summary()}")
+    console.print(f"  saved as: {_SAVED_AS[saved_format(out)]}")
     if "auto_drop" in info:
         console.print(
             f"  auto: dropped the FFNs of blocks {info['auto_drop']['chosen']} (least important on {samples} rows)"

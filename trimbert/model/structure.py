@@ -23,6 +23,10 @@ from trimbert.spec.resolve import validate_spec
 from trimbert.spec.trimspec import AFFINE, TrimSpec
 
 SUPPORTED_MODEL_TYPES = ("bert", "trimbert")
+# A trim that stock BERT can describe is saved as plain BERT (trimbert.model.portable); its config.json
+# records the trim under these keys, which only trimbert reads (transformers keeps them as attributes).
+STOCK_SPEC_KEY = "trimbert_trim_spec"
+STOCK_WIDTH_KEY = "trimbert_intermediate_size"  # the intermediate size before the FFNs were narrowed
 
 
 class DroppedFFN(nn.Module):
@@ -79,8 +83,17 @@ def _set_submodule(root: nn.Module, dotted: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def config_spec(config: Any) -> TrimSpec:
+    """The trim a config records: ``trim_spec`` of a TrimBert config, or the ``trimbert_trim_spec`` of a
+    trim saved as plain BERT (:data:`STOCK_SPEC_KEY`); empty for an untrimmed BERT."""
+    recorded = getattr(config, "trim_spec", None)
+    if recorded is None:
+        recorded = getattr(config, STOCK_SPEC_KEY, None)
+    return TrimSpec.from_dict(recorded)
+
+
 def _spec_of(model: nn.Module) -> TrimSpec:
-    return TrimSpec.from_dict(getattr(getattr(model, "config", None), "trim_spec", None))
+    return config_spec(getattr(model, "config", None))
 
 
 def original_num_layers(model: nn.Module) -> int:
@@ -192,6 +205,6 @@ def check_model_type(model_type: str | None, where: str = "") -> None:
 
 
 def applied_spec(model: nn.Module) -> TrimSpec:
-    """The spec already applied to ``model`` (empty for an untrimmed BERT)."""
+    """The spec already applied to ``model`` (empty for an untrimmed BERT; see :func:`config_spec`)."""
     check_model_type(getattr(model.config, "model_type", None))
-    return TrimSpec.from_dict(getattr(model.config, "trim_spec", None))
+    return config_spec(model.config)

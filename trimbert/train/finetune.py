@@ -95,6 +95,7 @@ def finetune(
     teacher: str | Path | None = None,
     distill: DistillSettings | None = None,
     auto_samples: int = 256,
+    portable: bool = False,
 ) -> Record:
     """Fine-tune ``model_source`` (trimmed on the fly as ``request`` asks) and write ``out``.
 
@@ -104,7 +105,8 @@ def finetune(
     for the same task; the model then trains with
     :func:`~trimbert.train.distill.distillation_loss` (weights from ``distill``, default
     :class:`~trimbert.train.settings.DistillSettings`). In a distributed run every process trains;
-    only the main one writes ``out`` and gets the full record.
+    only the main one writes ``out`` and gets the full record. ``portable``: also write the modeling code
+    of a trim that plain BERT cannot describe (see :func:`trimbert.model.checkpoint.save`).
     """
     settings = settings or FinetuneSettings()
     request = request or TrimRequest()
@@ -146,8 +148,7 @@ def finetune(
             "teacher_record": loaded_teacher.recorded,
         }
     with checkpoint.atomic_output_dir(out, force) as staging:
-        trained.model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
+        checkpoint.write_checkpoint(trained.model, staging, tokenizer=tokenizer, portable=portable)
         record.disk_bytes = disk_bytes(staging)
         write_json_atomic(staging / METRICS_FILE, record.to_dict())
     return record
