@@ -49,6 +49,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True)
     option_prefix: ClassVar[str] = ""  # CLI flags are --<option_prefix><name with dashes>
+    flags: ClassVar[dict[str, str]] = {}  # field -> flag, where not that (e.g. a repeatable option's singular)
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -59,7 +60,7 @@ class Settings(BaseModel):
     @classmethod
     def flag(cls, name: str) -> str:
         """The command-line flag of setting ``name`` (``eval_each_epoch`` -> ``--eval-each-epoch``)."""
-        return "--" + cls.option_prefix + name.replace("_", "-")
+        return cls.flags.get(name) or "--" + cls.option_prefix + name.replace("_", "-")
 
     @classmethod
     def build(cls, values: Mapping[str, Any], *, name_of: Callable[[str], str] | None = None) -> Any:

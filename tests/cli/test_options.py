@@ -35,7 +35,7 @@ def test_finetune_has_every_trim_data_finetune_and_distill_option():
             "--task-type",
             "--label-names",
         }
-        | {"--out", "--samples", "--teacher", "--variant", "--force", "--json"}
+        | {"--out", "--samples", "--teacher", "--variant", "--portable", "--force", "--json"}
     )
     assert _flags("finetune") == expected
     assert "--distill-alpha-hidden" in expected and "--eval-batch-size" in expected
@@ -48,6 +48,7 @@ def test_trim_has_every_trim_option_and_its_data_sample():
         "--samples",
         "--seed",
         "--max-length",
+        "--portable",
         "--force",
     }
 
@@ -65,6 +66,7 @@ def test_bench_has_every_bench_setting():
         "--tolerance",
         "--max-seconds",
         "--max-other-cpu",
+        "--runtime",
     }
     assert _flags("bench") == settings | {"--vs", "--name", "--vs-name", "--out", "--force", "--json"}
 
@@ -77,6 +79,7 @@ def test_evaluate_takes_a_subset_with_its_own_flag_for_the_eval_batch_size():
         "--task",
         "--data-dir",
         "--validation",
+        "--int8",
         "--json",
     }
 

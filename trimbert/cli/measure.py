@@ -16,7 +16,7 @@ from trimbert.measure.bench import BenchSettings
 
 
 @app.command()
-@with_options(Group("settings", BenchSettings, flags={"runtimes": "--runtime"}))
+@with_options(Group("settings", BenchSettings))
 def bench(
     models: Annotated[
         list[str], typer.Argument(help="One or more models (hub id, folder or alias), measured in one run.")

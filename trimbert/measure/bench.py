@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -50,6 +50,8 @@ RUNTIME_SUFFIX = {PYTORCH: "", ORT: "@ort", INT8: "@ort-int8"}  # variant name s
 
 class BenchSettings(Settings):
     """How ``bench`` measures (the CLI options of ``bench``, the ``[bench]`` table of a recipe)."""
+
+    flags: ClassVar[dict[str, str]] = {"runtimes": "--runtime"}  # repeated: --runtime a --runtime b
 
     batch_size: int = Field(8, ge=1, description="Sequences per batch.")
     seq_len: int = Field(128, ge=1, description="Tokens per sequence.")
