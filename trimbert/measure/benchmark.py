@@ -126,14 +126,7 @@ def benchmark(
         check_seq_len(model.config if isinstance(model, OnnxModel) else model, seq_len)
 
     with _num_threads(threads), contextlib.ExitStack() as restore:
-        runners: dict[str, _StepRunner | _OnnxRunner] = {}
-        for name, model in models.items():
-            if isinstance(model, OnnxModel):
-                runners[name] = _OnnxRunner(model, batch_size=batch_size, seq_len=seq_len)
-                continue
-            restore.enter_context(model_mode(model, train=train))
-            model.to(target)
-            runners[name] = _StepRunner(model, batch_size=batch_size, seq_len=seq_len, train=train)
+        runners = _runners(models, restore, target, batch_size=batch_size, seq_len=seq_len, train=train)
 
         total_steps = len(runners) * (warmup + repeats)
         step = 0
@@ -214,6 +207,28 @@ def fastest_attention(
 
 # --------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _runners(
+    models: Mapping[str, nn.Module | OnnxModel],
+    restore: contextlib.ExitStack,
+    target: torch.device,
+    *,
+    batch_size: int,
+    seq_len: int,
+    train: bool,
+) -> dict[str, _StepRunner | _OnnxRunner]:
+    """A step runner per model; PyTorch models are moved to ``target`` in the right mode (``restore``
+    puts their training flags back)."""
+    runners: dict[str, _StepRunner | _OnnxRunner] = {}
+    for name, model in models.items():
+        if isinstance(model, OnnxModel):
+            runners[name] = _OnnxRunner(model, batch_size=batch_size, seq_len=seq_len)
+            continue
+        restore.enter_context(model_mode(model, train=train))
+        model.to(target)
+        runners[name] = _StepRunner(model, batch_size=batch_size, seq_len=seq_len, train=train)
+    return runners
 
 
 class _StepRunner:

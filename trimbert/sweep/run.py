@@ -352,6 +352,26 @@ def _bench_unit(
     report = bench_models(
         models, settings, baseline=reference, on_step=on_step, exports=exports, runtimes_of=runtimes_of
     )
+    labels = {}
+    if paired is not None:  # the bench's names of the paired baseline -> the names the report shows
+        labels = {_BASELINE_KEY + suffix: paired[2] + suffix for suffix in RUNTIME_SUFFIX.values()}
+    record = _unit_record(recipe, variant, unit, fingerprint, run_dir, tuned, reused, settings, report, labels)
+    return [record, *runtime_records(record, report, variant.name, evaluations, labels)]
+
+
+def _unit_record(
+    recipe: Recipe,
+    variant: Variant,
+    unit: Unit,
+    fingerprint: str,
+    run_dir: Path,
+    tuned: Record,
+    reused: bool,
+    settings: Any,
+    report: Any,
+    labels: dict[str, str],
+) -> Record:
+    """The unit's own record: the fine-tune's, with the PyTorch bench figures and paired ratios."""
     by_name = {record.variant: record for record in report.records}
     measured = by_name[variant.name]
     baseline_record = by_name.get(_BASELINE_KEY)
@@ -394,12 +414,9 @@ def _bench_unit(
             **_base_fields(recipe, variant, unit, fingerprint, run_dir),
         }
     )
-    labels = {}
-    if paired is not None:
-        labels = {_BASELINE_KEY + suffix: paired[2] + suffix for suffix in RUNTIME_SUFFIX.values()}
     extra.update(paired_fields(measured, by_name, labels))
     record.extra = extra
-    return [record, *runtime_records(record, report, variant.name, evaluations, labels)]
+    return record
 
 
 def _done_detail(record: Record) -> str:
