@@ -714,3 +714,9 @@ def test_pareto_and_plot_use_paired_speedups_over_raw_latencies(tmp_path):
     assert "1.40× [1.26–1.54] unstable" in render_markdown(table)
     written = write_report(table, tmp_path)
     assert written["metric_vs_latency"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_models_runtimes_follow_its_pytorch_row():
+    names = ["b@ort", "b@ort-int8", "b", "a@ort-int8", "a@ort", "a", "c"]
+    records = [Record(kind="bench", variant=name, model="m", latency_ms=1.0) for name in names]
+    assert [row.variant for row in merge_records(records)] == ["b", "b@ort", "b@ort-int8", "a", "a@ort", "a@ort-int8", "c"]

@@ -234,7 +234,8 @@ class ReportTable:
 
 
 def merge_records(records: Iterable[Record]) -> list[ReportRow]:
-    """Merge the records of each variant into one row, in order of first appearance.
+    """Merge the records of each variant into one row, in order of first appearance (a model's
+    runtimes, ``NAME@ort`` and ``NAME@ort-int8``, right after ``NAME``).
 
     A fine-tune record and a bench record of a variant combine (metrics from the fine-tune, latency
     from the bench); several seeds give means and standard deviations; a fine-tune record repeated
@@ -247,7 +248,11 @@ def merge_records(records: Iterable[Record]) -> list[ReportRow]:
     groups: dict[str, list[Record]] = {}
     for record in records:
         groups.setdefault(record.variant, []).append(record)
-    return [_merge_variant(name, group) for name, group in groups.items()]
+    # A model's runtimes together, PyTorch first: "x", "x@ort", "x@ort-int8" (in order of first appearance of x).
+    first = {name.split("@")[0]: None for name in groups}
+    order = {base: index for index, base in enumerate(first)}
+    names = sorted(groups, key=lambda name: (order[name.split("@")[0]], "@" in name, name))
+    return [_merge_variant(name, groups[name]) for name in names]
 
 
 def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
