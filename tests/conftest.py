@@ -42,14 +42,19 @@ def tiny_model():
     return BertForSequenceClassification(tiny_config(num_labels=3)).eval()
 
 
-@pytest.fixture
-def tiny_batch():
+def make_tiny_batch() -> dict[str, torch.Tensor]:
+    """Three rows of 10 random ids for the tiny models, two of them padded (seeded)."""
     torch.manual_seed(1)
     input_ids = torch.randint(5, 100, (3, 10))
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, 7:] = 0
     attention_mask[2, 4:] = 0
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+@pytest.fixture
+def tiny_batch():
+    return make_tiny_batch()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import make_tiny_batch, tiny_config
 from transformers import BertForSequenceClassification
 
 import trimbert
@@ -85,15 +85,6 @@ def _tiny(num_labels: int = 3) -> BertForSequenceClassification:
     return BertForSequenceClassification(tiny_config(num_labels=num_labels)).eval()
 
 
-def _batch() -> dict[str, torch.Tensor]:
-    torch.manual_seed(1)
-    input_ids = torch.randint(5, 100, (3, 10))
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 7:] = 0
-    attention_mask[2, 4:] = 0
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-
 def _logits(model, batch) -> torch.Tensor:
     with torch.no_grad():
         return model(**batch).logits
@@ -124,7 +115,7 @@ CASES = {
 def foreign(tmp_path_factory):
     """Every case saved, its in-process outputs, and what a process without trimbert loaded from it."""
     root = tmp_path_factory.mktemp("portable")
-    batch = _batch()
+    batch = make_tiny_batch()
     torch.save(batch, root / "batch.pt")
     saved, job = {}, {}
     for name, (options, portable, auto, remote) in CASES.items():
@@ -206,7 +197,7 @@ def test_stock_weights_are_exactly_stock_bert_weights(foreign):
         )
         assert all(not keys for keys in info.values()), (name, info)
         assert set(model.state_dict()) == set(foreign[name]["model"].state_dict())
-        torch.testing.assert_close(_logits(model.eval(), _batch()), foreign[name]["expected"], atol=0, rtol=0)
+        torch.testing.assert_close(_logits(model.eval(), make_tiny_batch()), foreign[name]["expected"], atol=0, rtol=0)
 
 
 def test_full_trim_portable_loads_with_remote_code_without_trimbert(foreign):
@@ -232,7 +223,7 @@ def test_full_trim_portable_loads_with_remote_code_without_trimbert(foreign):
     assert loaded["module"].startswith("transformers_modules.") and loaded["module"].endswith(".modeling")
     assert loaded["config_class"] == "TrimBertConfig" and loaded["attention"] == "trimbert_relu"
     torch.testing.assert_close(loaded["output"], case["expected"], atol=1e-5, rtol=0)
-    with_trimbert = _logits(trimbert.load(case["dir"]), _batch())
+    with_trimbert = _logits(trimbert.load(case["dir"]), make_tiny_batch())
     torch.testing.assert_close(loaded["output"], with_trimbert, atol=1e-6, rtol=0)
 
 
@@ -242,7 +233,7 @@ def test_portable_base_model_loads_through_auto_model(foreign):
     torch.testing.assert_close(loaded["output"], foreign["full-portable-base"]["expected"], atol=1e-5, rtol=0)
     # The remote classes really apply the trim: the untrimmed BERT's hidden states are far from these.
     with torch.no_grad():
-        untrimmed = _tiny().base_model(**_batch()).last_hidden_state
+        untrimmed = _tiny().base_model(**make_tiny_batch()).last_hidden_state
     assert (untrimmed - loaded["output"]).abs().max() > 1e-2  # 1000 times the tolerance above
 
 
@@ -266,7 +257,7 @@ def test_each_attention_normalizer_loads_portable(foreign, name):
     assert loaded["attention"] == "trimbert_" + name.replace("-", "_")
     torch.testing.assert_close(loaded["output"], case["expected"], atol=1e-5, rtol=0)
     torch.testing.assert_close(
-        loaded["output"], _logits(trimbert.load(case["dir"]), _batch()), atol=1e-6, rtol=0
+        loaded["output"], _logits(trimbert.load(case["dir"]), make_tiny_batch()), atol=1e-6, rtol=0
     )
 
 
@@ -279,7 +270,7 @@ def test_stock_save_reloads_through_trimbert_with_its_trim(foreign, tmp_path):
     assert model.config.spec.notes == {"ffn_width_rule": "magnitude"}
     assert applied_spec(model) == case["model"].config.spec
     assert original_num_layers(model) == 4 and block_positions(model) == {1: 0, 2: 1, 3: 2}
-    batch = _batch()
+    batch = make_tiny_batch()
     assert torch.equal(_logits(model, batch), case["expected"])
     # A further trim composes in the ORIGINAL numbering: block 1 is the first block present.
     again = trimbert.trim(model, drop_ffn="1")
@@ -305,7 +296,7 @@ def test_a_further_stock_trim_stays_plain_bert(foreign, tmp_path):
     assert config["trimbert_trim_spec"]["ffn_width"] == {"1": 30, "2": 30}
     assert config["trimbert_trim_spec"]["notes"] == {"ffn_width_rule": "magnitude"}
     plain = BertForSequenceClassification.from_pretrained(out).eval()
-    assert torch.equal(_logits(plain, _batch()), _logits(again, _batch()))
+    assert torch.equal(_logits(plain, make_tiny_batch()), _logits(again, make_tiny_batch()))
 
 
 def test_a_plain_transformers_load_still_knows_its_trim(foreign):
@@ -318,7 +309,7 @@ def test_a_plain_transformers_load_still_knows_its_trim(foreign):
     direct = trimbert.trim(copy.deepcopy(case["model"]), drop_ffn="2")
     assert again.config.intermediate_size == 64 and again.config.spec == direct.config.spec
     assert not hasattr(again.config, "trimbert_trim_spec")
-    assert torch.equal(_logits(again, _batch()), _logits(direct, _batch()))
+    assert torch.equal(_logits(again, make_tiny_batch()), _logits(direct, make_tiny_batch()))
 
 
 @pytest.mark.parametrize(
