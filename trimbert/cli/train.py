@@ -12,7 +12,7 @@ from trimbert.cli.options import Group, trim_request, with_options
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.spec import TrimRequest
-from trimbert.train.settings import DistillSettings, FinetuneSettings
+from trimbert.train.settings import DistillSettings, FinetuneSettings, HealSettings
 
 
 @app.command()
@@ -143,3 +143,57 @@ def _evaluate_export(model, settings, task, data_dir, validation, int8) -> dict:
         max_eval_samples=settings.max_eval_samples,
         seed=settings.seed,
     )
+
+
+@app.command()
+@with_options(Group("settings", HealSettings))
+def heal(
+    model: Annotated[str, typer.Argument(help="The trimmed checkpoint to heal (from trimbert trim).")],
+    teacher: Annotated[str, typer.Option("--teacher", help="The untrimmed model it was trimmed from (hub id, folder, 'minilm').")],
+    corpus: Annotated[
+        str,
+        typer.Option(
+            "--corpus",
+            help="Unlabeled text: a .txt file (one text per line), a CSV/TSV/JSONL file (with --text-column), "
+            "a glue_data/ folder (all its texts) or a Hub dataset id.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the healed checkpoint (and heal.json).")],
+    settings: HealSettings,
+    text_column: Annotated[
+        str | None, typer.Option("--text-column", help="The corpus column with the text (tables, Hub datasets).")
+    ] = None,
+    corpus_config: Annotated[
+        str | None, typer.Option("--corpus-config", help="Config of a Hub dataset (e.g. wikitext-103-raw-v1).")
+    ] = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Heal a trimmed model: distil the untrimmed teacher's hidden states into it on unlabeled text."""
+    from trimbert.train.heal import heal as run_heal
+
+    record = run_heal(
+        model,
+        teacher,
+        corpus,
+        out,
+        settings=settings,
+        text_column=text_column,
+        corpus_config=corpus_config,
+        force=force,
+        progress=not as_json,
+    )
+    if as_json:
+        print_json(record.to_dict())
+        return
+    extra = record.extra
+    print_metrics(
+        f"healed {model} ({record.trim_summary}) from {teacher}",
+        {"held-out loss before": extra["loss_before"], "held-out loss after": extra["loss_after"]},
+        [
+            ("corpus", f"{extra['corpus']} ({extra['corpus_texts']:,} texts, {extra['corpus_fingerprint']})"),
+            ("tokens trained on", f"{extra['tokens']:,}"),
+            ("heal time", f"{extra['heal_time_s']:.1f} s ({extra['tokens_per_s']:,.0f} tokens/s)"),
+        ],
+    )
+    console.print(f"saved to {out} (model, tokenizer, heal.json); fine-tune it like any trimmed model")

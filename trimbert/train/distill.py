@@ -48,7 +48,7 @@ def block_pairs(student: nn.Module, teacher: nn.Module) -> list[tuple[int, int]]
     ]
 
 
-def _hidden_mse(
+def hidden_mse(
     student_hidden: tuple[torch.Tensor, ...],
     teacher_hidden: tuple[torch.Tensor, ...],
     attention_mask: torch.Tensor | None,
@@ -136,7 +136,7 @@ def distillation_loss(
         teacher_hidden = getattr(teacher_outputs, "hidden_states", None)
         if student_hidden is None or teacher_hidden is None:
             raise TrimbertError("alpha_hidden > 0 needs the hidden states of student and teacher")
-        hidden = _hidden_mse(student_hidden, tuple(h.detach() for h in teacher_hidden), attention_mask, pairs)
+        hidden = hidden_mse(student_hidden, tuple(h.detach() for h in teacher_hidden), attention_mask, pairs)
         loss = loss + settings.alpha_hidden * hidden
         parts["hidden"] = hidden.detach()
     return loss, parts

@@ -56,3 +56,31 @@ class DistillSettings(Settings):
         if self.alpha_ce + self.alpha_kd + self.alpha_hidden <= 0:
             raise ValueError("distillation needs at least one positive weight (alpha_ce, alpha_kd, alpha_hidden)")
         return self
+
+
+class HealSettings(Settings):
+    """Task-agnostic distillation on unlabeled text (``trimbert heal``; see :mod:`trimbert.train.heal`).
+
+    ``loss = alpha_hidden · mean over shared blocks of the block-output MSE + alpha_final · MSE of the
+    final hidden states`` (real tokens only), student against the untrimmed teacher on the same text.
+    """
+
+    steps: int = Field(300, ge=1, description="Optimizer steps (each a batch of corpus texts).")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(32, ge=1, description="Texts per step.")
+    max_length: int = Field(64, ge=2, description="Truncate texts to this many tokens.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps for linear warm-up.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    seed: int = Field(42, description="Seed of the corpus shuffle and of training.")
+    alpha_hidden: float = Field(1.0, ge=0, description="Weight of the per-block hidden-state MSE.")
+    alpha_final: float = Field(1.0, ge=0, description="Weight of the final hidden-state MSE.")
+    corpus_texts: int | None = Field(
+        None, ge=1, description="Use at most this many corpus texts (shuffled; default: all)."
+    )
+    held_out: int = Field(256, ge=1, description="Corpus texts held out to measure the loss before and after.")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> HealSettings:
+        if self.alpha_hidden + self.alpha_final <= 0:
+            raise ValueError("healing needs a positive weight (alpha_hidden or alpha_final)")
+        return self

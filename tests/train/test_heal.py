@@ -1,0 +1,93 @@
+"""Healing: the loss, the training, and the healed checkpoint."""
+
+import copy
+import json
+
+import pytest
+import torch
+from conftest import make_tiny_batch, tiny_config, write_sst2
+from transformers import BertModel
+
+import trimbert
+from trimbert.errors import TrimbertError
+from trimbert.train.distill import block_pairs
+from trimbert.train.heal import HEAL_FILE, heal, heal_loss
+from trimbert.train.settings import HealSettings
+
+
+def _outputs(model, batch):
+    return model(**batch, output_hidden_states=True, return_dict=True)
+
+
+def test_the_loss_is_zero_when_the_student_is_the_teacher_and_positive_after_a_trim():
+    torch.manual_seed(0)
+    teacher = BertModel(tiny_config()).eval()
+    batch = make_tiny_batch()
+    same = copy.deepcopy(teacher)
+    loss, parts = heal_loss(_outputs(same, batch), _outputs(teacher, batch), batch["attention_mask"], block_pairs(same, teacher), HealSettings())
+    assert loss.item() == 0.0 and set(parts) == {"hidden", "final"}
+    trimmed = trimbert.trim(copy.deepcopy(teacher), drop_ffn="1,3", drop_layers="2")
+    pairs = block_pairs(trimmed, teacher)
+    assert pairs == [(1, 1), (2, 2), (3, 4)]  # block 3 is the trimmed model's third block
+    loss, parts = heal_loss(_outputs(trimmed, batch), _outputs(teacher, batch), batch["attention_mask"], pairs, HealSettings())
+    assert float(loss) > 0
+    assert float(loss) == pytest.approx(float(parts["hidden"] + parts["final"]))
+    only_final = HealSettings(alpha_hidden=0.0, alpha_final=2.0)
+    loss, parts = heal_loss(_outputs(trimmed, batch), _outputs(teacher, batch), batch["attention_mask"], pairs, only_final)
+    assert set(parts) == {"final"} and float(loss) == pytest.approx(2 * float(parts["final"]))
+
+
+def test_padding_tokens_do_not_count():
+    torch.manual_seed(0)
+    teacher = BertModel(tiny_config()).eval()
+    student = trimbert.trim(copy.deepcopy(teacher), drop_ffn="0")
+    batch = make_tiny_batch()
+    other = dict(batch, input_ids=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, 7))
+    pairs = block_pairs(student, teacher)
+    first = heal_loss(_outputs(student, batch), _outputs(teacher, batch), batch["attention_mask"], pairs, HealSettings())[0]
+    second = heal_loss(_outputs(student, other), _outputs(teacher, other), other["attention_mask"], pairs, HealSettings())[0]
+    assert float(first) == pytest.approx(float(second), rel=1e-5)
+
+
+def test_heal_lowers_the_held_out_loss_and_saves_a_checkpoint_that_reloads(tmp_path, minilm_dir):
+    torch.manual_seed(0)
+    teacher = BertModel(tiny_config(vocab_size=30522, num_hidden_layers=2, max_position_embeddings=128))
+    tokenizer = trimbert.load_tokenizer(minilm_dir)
+    trimbert.save(teacher, tmp_path / "teacher", tokenizer=tokenizer)
+    trimbert.save(trimbert.trim(teacher, drop_ffn="1", attention="relu"), tmp_path / "trimmed", tokenizer=tokenizer)
+    corpus = write_sst2(tmp_path / "SST-2", train_rows=40, dev_rows=8)
+    settings = HealSettings(steps=8, batch_size=4, lr=1e-4, held_out=4, max_length=16, warmup_ratio=0.0)
+    record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / "healed", settings=settings, progress=False)
+    extra = record.extra
+    assert record.kind == "heal" and extra["corpus_texts"] == 8  # the 8 distinct sentences
+    assert extra["loss_after"] < extra["loss_before"]
+    assert extra["tokens"] > 0 and extra["settings"] == settings.to_dict()
+    healed = trimbert.load(tmp_path / "healed")
+    spec = healed.config.spec
+    assert spec.drop_ffn == (1,) and spec.attention == "relu"
+    assert spec.notes["heal"]["corpus_fingerprint"] == extra["corpus_fingerprint"]
+    assert spec.notes["heal"]["loss_after"] == extra["loss_after"]
+    assert json.loads((tmp_path / "healed" / HEAL_FILE).read_text())["extra"]["loss_before"] == extra["loss_before"]
+    before = trimbert.load(tmp_path / "trimmed")
+    assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), healed.state_dict().values(), strict=True))
+    batch = {"input_ids": torch.randint(0, 30522, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+    again = trimbert.load(tmp_path / "healed")
+    with torch.no_grad():
+        assert torch.equal(healed(**batch).last_hidden_state, again(**batch).last_hidden_state)
+
+
+def test_bad_inputs_fail_before_training(tmp_path, tiny_checkpoint):
+    (tmp_path / "c.txt").write_text("only one text\n", encoding="utf-8")
+    with pytest.raises(TrimbertError, match=r"is not trimmed: nothing to heal"):
+        heal(str(tiny_checkpoint), str(tiny_checkpoint), str(tmp_path / "c.txt"), tmp_path / "out", progress=False)
+    trimmed = trimbert.save(trimbert.trim(trimbert.load(tiny_checkpoint), drop_ffn="0"), tmp_path / "trimmed")
+    with pytest.raises(TrimbertError, match=r"has 1 texts: more than --held-out 256 needed"):
+        heal(str(trimmed), str(tiny_checkpoint), str(tmp_path / "c.txt"), tmp_path / "out", progress=False)
+    torch.manual_seed(0)
+    wide = BertModel(tiny_config(hidden_size=64, vocab_size=30522, max_position_embeddings=128))
+    trimbert.save(wide, tmp_path / "wide")
+    with pytest.raises(TrimbertError, match=r"heal: hidden sizes differ \(trimmed 32, teacher 64\)"):
+        heal(str(trimmed), str(tmp_path / "wide"), str(tmp_path / "c.txt"), tmp_path / "out", progress=False)
+    with pytest.raises(TrimbertError, match="needs a positive weight"):
+        HealSettings(alpha_hidden=0, alpha_final=0)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,229 @@
+"""Healing: task-agnostic distillation of a trimmed model from the untrimmed one on unlabeled text.
+
+TrimBERT pre-trains its trimmed architectures; trimbert trims a pretrained checkpoint, so the
+representations are broken where the trim cut. :func:`heal` repairs them before any task, the way
+TinyBERT and MiniLM do general distillation: the trimmed encoder (student) learns to reproduce the
+untrimmed encoder's (teacher's) block outputs and final hidden states on plain text
+(:func:`heal_loss`; blocks are matched by their original index, so dropped layers are handled). The
+result is a trimmed checkpoint like any other — ``finetune`` takes it — with the healing settings, the
+corpus fingerprint and the held-out loss before and after recorded in ``trim_spec.notes["heal"]`` and
+in ``heal.json`` (a :class:`~trimbert.report.records.Record` of kind ``"heal"``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from torch import nn
+from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
+
+from trimbert.data.corpus import corpus_fingerprint, read_corpus
+from trimbert.errors import TrimbertError
+from trimbert.measure.size import check_seq_len, count_parameters
+from trimbert.model import checkpoint
+from trimbert.model.structure import applied_spec
+from trimbert.report.records import Record, conditions, write_json_atomic
+from trimbert.train.distill import block_pairs, hidden_mse
+from trimbert.train.settings import HealSettings
+
+HEAL_FILE = "heal.json"
+
+
+def heal_loss(
+    student_outputs: Any,
+    teacher_outputs: Any,
+    attention_mask: torch.Tensor | None,
+    pairs: list[tuple[int, int]],
+    settings: HealSettings,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``alpha_hidden`` × the mean block-output MSE over ``pairs`` (see
+    :func:`trimbert.train.distill.block_pairs`) + ``alpha_final`` × the MSE of the final hidden states,
+    on real tokens; exactly 0 when the student's hidden states equal the teacher's. Returns the loss
+    and its parts (detached)."""
+    student_hidden = student_outputs.hidden_states
+    teacher_hidden = tuple(hidden.detach() for hidden in teacher_outputs.hidden_states)
+    loss = student_hidden[-1].new_zeros((), dtype=torch.float32)
+    parts: dict[str, torch.Tensor] = {}
+    if settings.alpha_hidden > 0:
+        hidden = hidden_mse(student_hidden, teacher_hidden, attention_mask, pairs)
+        loss = loss + settings.alpha_hidden * hidden
+        parts["hidden"] = hidden.detach()
+    if settings.alpha_final > 0:
+        last = [(len(student_hidden) - 1, len(teacher_hidden) - 1)]
+        final = hidden_mse(student_hidden, teacher_hidden, attention_mask, last)
+        loss = loss + settings.alpha_final * final
+        parts["final"] = final.detach()
+    return loss, parts
+
+
+class HealTrainer(Trainer):
+    """A Trainer whose loss is :func:`heal_loss` against a frozen ``teacher`` run on the same batch."""
+
+    loss_is_scaled_for_ga = False  # heal_loss is a per-batch mean
+
+    def __init__(self, *args: Any, teacher: nn.Module, heal: HealSettings, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heal = heal
+        self.teacher = teacher.to(self.args.device).eval()
+        self.teacher.requires_grad_(False)
+        self.pairs = block_pairs(self.model, teacher)
+        if not self.pairs:
+            raise TrimbertError("heal: the trimmed model and the teacher have no block in common")
+        self.tokens = 0  # real tokens trained on
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs, output_hidden_states=True, return_dict=True)
+        with torch.no_grad():
+            teacher_outputs = self.teacher(**inputs, output_hidden_states=True, return_dict=True)
+        loss, _ = heal_loss(outputs, teacher_outputs, inputs.get("attention_mask"), self.pairs, self.heal)
+        if model.training and inputs.get("attention_mask") is not None:
+            self.tokens += int(inputs["attention_mask"].sum())
+        return (loss, outputs) if return_outputs else loss
+
+    def held_out_loss(self) -> float:
+        """:func:`heal_loss` on the held-out texts (``eval_dataset``), the mean over its batches."""
+        model = self.model.eval()
+        total, batches = 0.0, 0
+        with torch.no_grad():
+            for inputs in self.get_eval_dataloader():
+                inputs = self._prepare_inputs(inputs)
+                outputs = model(**inputs, output_hidden_states=True, return_dict=True)
+                teacher_outputs = self.teacher(**inputs, output_hidden_states=True, return_dict=True)
+                total += float(heal_loss(outputs, teacher_outputs, inputs.get("attention_mask"), self.pairs, self.heal)[0])
+                batches += 1
+        return total / max(batches, 1)
+
+
+def heal(
+    trimmed: str,
+    teacher: str,
+    corpus: str,
+    out: str | Path,
+    *,
+    settings: HealSettings | None = None,
+    text_column: str | None = None,
+    corpus_config: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Record:
+    """Heal the trimmed model ``trimmed`` from ``teacher`` on ``corpus`` (see :func:`read_corpus`) and
+    save it to ``out`` (atomically, with its tokenizer and ``heal.json``). Returns the record."""
+    settings = settings or HealSettings()
+    checkpoint.check_output_dir(out, force, inputs=(trimmed, teacher))
+    student = checkpoint.load(trimmed, head="base")
+    if applied_spec(student).is_empty:
+        raise TrimbertError(f"heal: {trimmed} is not trimmed: nothing to heal (trim it first: trimbert trim)")
+    master = checkpoint.load(teacher, head="base")
+    if student.config.hidden_size != master.config.hidden_size:
+        raise TrimbertError(
+            f"heal: hidden sizes differ (trimmed {student.config.hidden_size}, teacher {master.config.hidden_size})"
+        )
+    check_seq_len(student, settings.max_length)
+    tokenizer = checkpoint.load_tokenizer(trimmed) or checkpoint.load_tokenizer(teacher)
+    if tokenizer is None:
+        raise TrimbertError(f"heal: neither {trimmed} nor {teacher} has a tokenizer")
+    texts = read_corpus(
+        corpus,
+        text_column=text_column,
+        config=corpus_config,
+        max_texts=None if settings.corpus_texts is None else settings.corpus_texts + settings.held_out,
+        seed=settings.seed,
+    )
+    if len(texts) <= settings.held_out:
+        raise TrimbertError(f"corpus {corpus} has {len(texts)} texts: more than --held-out {settings.held_out} needed")
+    held_out, train_texts = texts[: settings.held_out], texts[settings.held_out :]
+    with tempfile.TemporaryDirectory(prefix="trimbert-heal-") as work_dir:
+        trainer = HealTrainer(
+            model=student,
+            args=_arguments(settings, work_dir, progress),
+            train_dataset=_encode(train_texts, tokenizer, settings.max_length),
+            eval_dataset=_encode(held_out, tokenizer, settings.max_length),
+            data_collator=DataCollatorWithPadding(tokenizer),
+            teacher=master,
+            heal=settings,
+        )
+        if not progress:
+            trainer.remove_callback(PrinterCallback)
+        before = trainer.held_out_loss()
+        start = time.perf_counter()
+        trainer.train()
+        heal_time = time.perf_counter() - start
+        after = trainer.held_out_loss()
+    record = _record(trimmed, teacher, corpus, out, settings, student, texts, trainer.tokens, heal_time, before, after)
+    student.config.trim_spec = {**(student.config.trim_spec or {})}
+    notes = dict(student.config.trim_spec.get("notes", {}))
+    notes["heal"] = {key: record.extra[key] for key in ("teacher", "corpus", "corpus_fingerprint", "settings", "loss_before", "loss_after")}
+    student.config.trim_spec["notes"] = notes
+    if PartialState(cpu=not torch.cuda.is_available()).is_main_process:
+        with checkpoint.atomic_output_dir(out, force) as staging:
+            checkpoint.write_checkpoint(student.cpu(), staging, tokenizer=tokenizer)
+            write_json_atomic(staging / HEAL_FILE, record.to_dict())
+    return record
+
+
+def _arguments(settings: HealSettings, work_dir: str, progress: bool) -> TrainingArguments:
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return TrainingArguments(
+        output_dir=work_dir,
+        use_cpu=not torch.cuda.is_available(),
+        max_steps=settings.steps,
+        learning_rate=settings.lr,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type="linear",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=max(1, settings.steps // 10),
+        report_to="none",
+        bf16=use_bf16,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+
+
+def _encode(texts: list[str], tokenizer: Any, max_length: int) -> Any:
+    import datasets
+
+    dataset = datasets.Dataset.from_dict({"text": texts})
+    return dataset.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length, return_token_type_ids=True),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+def _record(trimmed, teacher, corpus, out, settings, student, texts, tokens, heal_time, before, after) -> Record:
+    spec = applied_spec(student)
+    return Record(
+        kind="heal",
+        variant=Path(str(out)).name,
+        model=str(trimmed),
+        trim=spec.to_dict() if not spec.is_empty else {},
+        trim_summary=spec.summary(),
+        params=count_parameters(student),
+        train_time_s=heal_time,
+        path=str(out),
+        conditions=conditions(),
+        extra={
+            "teacher": str(teacher),
+            "corpus": str(corpus),
+            "corpus_fingerprint": corpus_fingerprint(texts),
+            "corpus_texts": len(texts),
+            "settings": settings.to_dict(),
+            "tokens": tokens,
+            "heal_time_s": heal_time,
+            "tokens_per_s": tokens / heal_time if heal_time > 0 else None,
+            "loss_before": before,
+            "loss_after": after,
+        },
+    )
