@@ -31,14 +31,16 @@ def test_tables_need_their_text_column(tmp_path):
         read_corpus(csv_file, text_column="text")
 
 
-def test_a_glue_folder_gives_every_text_of_every_task_file(tmp_path):
+def test_a_glue_folder_gives_every_text_of_every_training_file(tmp_path):
     write_sst2(tmp_path / "SST-2", train_rows=8, dev_rows=4)  # 8 distinct sentences among them
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\na dev sentence \t1\n", encoding="utf-8")
     (tmp_path / "RTE").mkdir()
     (tmp_path / "RTE" / "train.tsv").write_text(
         "index\tsentence1\tsentence2\tlabel\n0\tA premise.\tA hypothesis.\tentailment\n", encoding="utf-8"
     )
     texts = read_corpus(tmp_path)
     assert len(texts) == 8 + 2 and {"A premise.", "A hypothesis.", "truly delightful"} <= set(texts)
+    assert "a dev sentence" not in texts  # dev texts are what a healed model is evaluated on
     assert len(read_corpus(tmp_path / "SST-2")) == 8  # one task folder alone
     (tmp_path / "empty").mkdir()
     with pytest.raises(TrimbertError, match="holds no GLUE task files"):

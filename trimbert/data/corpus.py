@@ -1,8 +1,9 @@
 """Unlabeled text for healing: read a corpus from a file, a glue_data/ folder or a Hub dataset.
 
 :func:`read_corpus` accepts a text file (one text per line), a CSV/TSV/JSONL file with a text column,
-a ``glue_data/`` folder or one task folder of it (every text of every task file found: both sentences
-of pair tasks, train and dev, deduplicated in reading order), or a Hub dataset id (``wikitext`` with
+a ``glue_data/`` folder or one task folder of it (every text of every task's *training* file found:
+both sentences of pair tasks, deduplicated; dev files are left out, since dev texts are what a healed
+model is evaluated on), or a Hub dataset id (``wikitext`` with
 ``--corpus-config wikitext-103-raw-v1``, online users). Empty lines are dropped; an empty corpus is an
 error. :func:`corpus_fingerprint` identifies the texts (recorded with a healed model).
 """
@@ -93,7 +94,7 @@ def _jsonl_rows(path: Path) -> list[dict]:
 
 
 def _glue_texts(folder: Path) -> list[str]:
-    """Every text column of every GLUE task file under ``folder`` (a glue_data/ folder or one task's)."""
+    """Every text column of every GLUE training file under ``folder`` (a glue_data/ folder or one task's)."""
     texts: list[str] = []
     found = False
     for task in GLUE_TASKS.values():
@@ -106,8 +107,8 @@ def _glue_texts(folder: Path) -> list[str]:
         else:
             continue
         columns = [c for c in (task.tsv.text_a_column, task.tsv.text_b_column) if c is not None]
-        for _, name in task.tsv.files:
-            if not (task_dir / name).is_file():
+        for split, name in task.tsv.files:
+            if split != "train" or not (task_dir / name).is_file():
                 continue
             found = True
             with open(task_dir / name, newline="", encoding="utf-8") as handle:
