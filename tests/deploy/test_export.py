@@ -26,6 +26,7 @@ TRIMS = {
     "drop-layers": {"drop_layers": "1,2"},
     "layernorm-identity": {"layernorm": "half"},
     "layernorm-all": {"layernorm": "all"},
+    "layernorm-dyt": {"layernorm": "all", "layernorm_replacement": "dyt"},
     **{f"attention-{name}": {"attention": name} for name in NORMALIZER_NAMES},
     "full": {"drop_ffn": "alternate", "attention": "relu", "layernorm": "half"},
 }

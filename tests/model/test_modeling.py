@@ -108,6 +108,20 @@ def test_drop_layers_ffn_width_affine_round_trip(minilm_dir, tmp_path, tiny_batc
         )
 
 
+def test_dyt_round_trip_keeps_trained_alpha(tiny_model, tmp_path, tiny_batch):
+    trimmed = trimbert.trim(tiny_model, drop_ffn="1", layernorm="half", layernorm_replacement="dyt").eval()
+    with torch.no_grad():  # as if healed: alpha, weight and bias moved away from their start
+        for name, parameter in trimmed.named_parameters():
+            if "LayerNorm" in name and ".attention." in name:
+                parameter.add_(torch.rand_like(parameter))
+        expected = trimmed(**tiny_batch).logits
+    out = trimbert.save(trimmed, tmp_path / "m")
+    loaded = trimbert.load(out).eval()
+    assert loaded.config.spec == trimmed.config.spec and loaded.config.spec.layernorm_replacement == "dyt"
+    with torch.no_grad():
+        assert torch.equal(loaded(**tiny_batch).logits, expected)
+
+
 def test_tiny_drop_layers_ffn_width_round_trip(tiny_model, tmp_path, tiny_batch):
     trimmed = trimbert.trim(tiny_model, drop_layers="0", ffn_width="1:10,3:5")
     out = trimbert.save(trimmed, tmp_path / "m")

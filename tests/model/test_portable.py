@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import pytest
+import safetensors.torch
 import torch
 from conftest import make_tiny_batch, tiny_config
 from transformers import BertForSequenceClassification
@@ -99,6 +100,7 @@ CASES = {
     "full-portable-base": (FULL_TRIM, True, "AutoModel", True),
     "full-plain": (FULL_TRIM, False, "AutoModelForSequenceClassification", False),
     "full-plain-trusted": (FULL_TRIM, False, "AutoModelForSequenceClassification", True),
+    "dyt": ({**FULL_TRIM, "layernorm_replacement": "dyt"}, True, "AutoModelForSequenceClassification", True),
     **{
         f"attention-{name}": (
             dict(attention=name, drop_ffn="2"),
@@ -247,6 +249,19 @@ def test_full_trim_without_portable_stays_trimbert_and_needs_trimbert(foreign):
         assert saved_format(case["dir"]) == "trimbert"
         assert "trimbert" in case["foreign"]["error"], case["foreign"]
         assert "class" not in case["foreign"]
+
+
+def test_dyt_replacement_loads_portable(foreign):
+    case = foreign["dyt"]
+    assert case["foreign"]["class"] == "TrimBertForSequenceClassification"
+    torch.testing.assert_close(case["foreign"]["output"], case["expected"], atol=1e-5, rtol=0)
+    # The remote code carries DynamicTanh and the weights its alphas (one per stripped LayerNorm).
+    code = "".join(path.read_text() for path in case["dir"].glob("*.py"))
+    assert "class DynamicTanh(" in code
+    keys = safetensors.torch.load_file(case["dir"] / "model.safetensors").keys()
+    assert sorted(key for key in keys if key.endswith(".alpha")) == [
+        f"bert.encoder.layer.{block}.attention.output.LayerNorm.alpha" for block in range(3)  # "half" of 6
+    ]
 
 
 @pytest.mark.parametrize("name", NORMALIZER_NAMES)

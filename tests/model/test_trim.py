@@ -6,8 +6,10 @@ import torch
 import trimbert
 from trimbert.errors import TrimbertError
 from trimbert.model.structure import (
+    DYT_ALPHA_INIT,
     AffineNorm,
     DroppedFFN,
+    DynamicTanh,
     encoder_layers,
     magnitude_importance,
     select_neurons,
@@ -376,6 +378,32 @@ def test_affine_replacement_structure(tiny_model, tiny_batch):
     assert isinstance(encoder_layers(more)[0].attention.output.LayerNorm, AffineNorm)
     with pytest.raises(TrimbertError, match="one replacement per model"):
         trimbert.trim(more, layernorm="3.attn", layernorm_replacement="identity")
+
+
+def test_dyt_replacement_starts_from_the_layernorm(tiny_model, tiny_batch):
+    layernorm = encoder_layers(tiny_model)[1].attention.output.LayerNorm
+    with torch.no_grad():
+        layernorm.weight.uniform_(0.5, 1.5)
+        layernorm.bias.uniform_(-0.5, 0.5)
+    weight, bias = layernorm.weight.clone(), layernorm.bias.clone()
+    params = _params(tiny_model)
+    trimmed = trimbert.trim(tiny_model, layernorm="1.attn,2.ffn", layernorm_replacement="dyt")
+    assert _params(trimmed) == params + 2  # one alpha per replaced LayerNorm
+    dyt = encoder_layers(trimmed)[1].attention.output.LayerNorm
+    assert isinstance(dyt, DynamicTanh) and isinstance(encoder_layers(trimmed)[2].output.LayerNorm, DynamicTanh)
+    assert torch.equal(dyt.weight, weight) and torch.equal(dyt.bias, bias)
+    assert dyt.alpha.tolist() == [DYT_ALPHA_INIT]
+    x = torch.linspace(-8, 8, 5 * 32).reshape(5, 32)
+    with torch.no_grad():
+        dyt.alpha.fill_(0.5)
+        assert torch.allclose(dyt(x), weight * torch.tanh(0.5 * x) + bias)
+    assert "bert.encoder.layer.1.attention.output.LayerNorm.alpha" in trimmed.state_dict()
+    assert trimmed.config.spec.summary() == "ln-2(dyt)"
+    more = trimbert.trim(trimmed, layernorm="0.attn")  # more LayerNorms of a DyT model: DyT too
+    assert isinstance(encoder_layers(more)[0].attention.output.LayerNorm, DynamicTanh)
+    assert encoder_layers(more)[1].attention.output.LayerNorm.alpha.tolist() == [0.5]  # kept, not reset
+    with pytest.raises(TrimbertError, match="one replacement per model"):
+        trimbert.trim(more, layernorm="3.attn", layernorm_replacement="affine", calibration_batches=[tiny_batch])
 
 
 def test_describe_model_rows(minilm, tiny_batch):

@@ -7,8 +7,9 @@ positions in ``encoder.layer`` (whole blocks may be dropped) and LayerNorm names
 rank FFN neurons by weight magnitude. :func:`applied_spec` reads the spec a model carries.
 
 A dropped FFN becomes :class:`DroppedFFN` (the block returns its attention sub-layer's output); a
-narrowed FFN gets smaller ``Linear`` layers; a stripped LayerNorm becomes ``nn.Identity`` or an
-:class:`AffineNorm` at the LayerNorm's own attribute, so state-dict keys stay the LayerNorm's.
+narrowed FFN gets smaller ``Linear`` layers; a stripped LayerNorm becomes ``nn.Identity``, an
+:class:`AffineNorm` or a :class:`DynamicTanh` at the LayerNorm's own attribute, so state-dict keys stay
+the LayerNorm's.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from torch import nn
 
 from trimbert.errors import TrimbertError
 from trimbert.spec.resolve import validate_spec
-from trimbert.spec.trimspec import AFFINE, TrimSpec
+from trimbert.spec.trimspec import AFFINE, DYT, TrimSpec
 
 SUPPORTED_MODEL_TYPES = ("bert", "trimbert")
 # A trim that stock BERT can describe is saved as plain BERT (trimbert.model.portable); its config.json
 # records the trim under these keys, which only trimbert reads (transformers keeps them as attributes).
 STOCK_SPEC_KEY = "trimbert_trim_spec"
 STOCK_WIDTH_KEY = "trimbert_intermediate_size"  # the intermediate size before the FFNs were narrowed
+DYT_ALPHA_INIT = 1.0  # DynamicTanh's alpha when a trim creates one (the LayerNorm inputs' std is ~0.5-2)
 
 
 class DroppedFFN(nn.Module):
@@ -58,6 +60,32 @@ class AffineNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}"
+
+
+class DynamicTanh(nn.Module):
+    """Dynamic Tanh, ``y = weight · tanh(alpha · x) + bias``, standing where a LayerNorm was
+    (``layernorm_replacement="dyt"``; Zhu et al., "Transformers without Normalization", CVPR 2025).
+
+    Like a LayerNorm it squashes the outlier channels of the residual stream, but with no statistics
+    of the token: a learnable scalar ``alpha`` and per-channel ``weight`` and ``bias`` (shape
+    ``[hidden]``), trained by healing and fine-tuning. A trim starts ``weight`` and ``bias`` from the
+    stripped LayerNorm's and ``alpha`` at :data:`DYT_ALPHA_INIT`. Exports to ONNX as Mul, Tanh, Mul, Add.
+    """
+
+    def __init__(self, hidden_size: int, *, device: Any = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((1,), DYT_ALPHA_INIT, device=device, dtype=dtype))
+        self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.alpha * hidden_states) * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}"
+
+
+REPLACEMENT_MODULES = {AFFINE: AffineNorm, DYT: DynamicTanh}  # the identity replacement: nn.Identity
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -185,12 +213,12 @@ def apply_structure(model: nn.Module, spec: TrimSpec) -> None:
     for name in spec.layernorm:
         block, path = layernorm_module_path(name)
         layer = layers[position[block]]
-        if spec.layernorm_replacement == AFFINE:
+        if spec.layernorm_replacement in REPLACEMENT_MODULES:
             old = layer.get_submodule(path)
             reference = getattr(old, "weight", None)
             hidden = reference.shape[0] if reference is not None else config.hidden_size
             factory = {"device": reference.device, "dtype": reference.dtype} if reference is not None else {}
-            _set_submodule(layer, path, AffineNorm(hidden, **factory))
+            _set_submodule(layer, path, REPLACEMENT_MODULES[spec.layernorm_replacement](hidden, **factory))
         else:
             _set_submodule(layer, path, nn.Identity())
 

@@ -35,6 +35,7 @@ from trimbert.errors import TrimbertError
 from trimbert.model.calibrate import calibrate_affine, count_tokens
 from trimbert.model.modeling import TrimBertConfig, trimbert_class_for
 from trimbert.model.structure import (
+    DYT_ALPHA_INIT,
     applied_spec,
     encoder_layers,
     layernorm_module_path,
@@ -50,6 +51,7 @@ CALIBRATION_MODES = ("sequential", "independent")
 
 # "bert.encoder.layer.3.attention.self.query.weight" -> ("bert.encoder.layer.", "3", ".attention...")
 _LAYER_KEY = re.compile(r"^((?:.*\.)?encoder\.layer\.)(\d+)(\..+)$")
+_DYT_ALPHA = ".LayerNorm.alpha"
 _FFN_IN_KEYS = (".intermediate.dense.weight", ".intermediate.dense.bias")
 _FFN_OUT_WEIGHT = ".output.dense.weight"
 
@@ -263,6 +265,10 @@ def _build_trimmed(
             prefix, position, rest = match.groups()
             block = kept[int(position)]
             source_key = f"{prefix}{source_position[block]}{rest}"
+        if source_key not in state and source_key.endswith(_DYT_ALPHA):  # a LayerNorm becomes a DynamicTanh
+            weight = state[source_key.removesuffix(".alpha") + ".weight"]
+            moved[key] = torch.full(tuple(target.shape), DYT_ALPHA_INIT, dtype=weight.dtype, device=weight.device)
+            continue
         if source_key not in state:
             raise TrimbertError(f"cannot trim: the model lacks weights the trimmed model needs (first: {key})")
         value = state[source_key]

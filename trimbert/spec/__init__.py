@@ -12,6 +12,7 @@ from trimbert.spec.request import TrimRequest, parse_auto
 from trimbert.spec.resolve import resolve_spec, validate_spec
 from trimbert.spec.trimspec import (
     AFFINE,
+    DYT,
     IDENTITY,
     LN_KINDS,
     LN_REPLACEMENTS,
@@ -28,6 +29,7 @@ from trimbert.spec.trimspec import (
 
 __all__ = [
     "AFFINE",
+    "DYT",
     "IDENTITY",
     "LN_KINDS",
     "LN_REPLACEMENTS",

@@ -109,7 +109,8 @@ class TrimRequest:
         default=None,
         metadata=_option(
             "--layernorm-replacement",
-            "What replaces stripped LayerNorms: identity, or affine (a per-channel map fitted on a data sample).",
+            "What replaces stripped LayerNorms: identity; affine (a per-channel map fitted on a data sample); "
+            "dyt (Dynamic Tanh γ·tanh(αx)+β, learnable, started from the LayerNorm's weights).",
         ),
     )
 

@@ -52,7 +52,9 @@ LayerNorm is not an encoder LayerNorm and is never stripped.
 
 LayerNorm replacement (``layernorm_replacement``): what stands where a stripped LayerNorm was.
 ``identity`` (default) passes the residual sum through; ``affine`` is a fixed per-channel map
-``y = a * x + b`` fitted on calibration data (:mod:`trimbert.model.calibrate`). One replacement holds for
+``y = a * x + b`` fitted on calibration data (:mod:`trimbert.model.calibrate`); ``dyt`` is a Dynamic Tanh
+``y = γ · tanh(α x) + β`` (Zhu et al., CVPR 2025; a learnable scalar α and per-channel γ, β, started
+from the stripped LayerNorm's own weight and bias), trained by healing and fine-tuning. One replacement holds for
 all stripped LayerNorms of a model: stripping more LayerNorms of a model whose stripped LayerNorms
 use the other replacement is refused. With no stripped LayerNorm the replacement is ``identity``.
 
@@ -73,7 +75,8 @@ SOFTMAX = "softmax"
 LN_KINDS = ("attn", "ffn")
 IDENTITY = "identity"
 AFFINE = "affine"
-LN_REPLACEMENTS = (IDENTITY, AFFINE)
+DYT = "dyt"
+LN_REPLACEMENTS = (IDENTITY, AFFINE, DYT)
 # The attention normalizers ``--attention`` accepts besides softmax; their formulas live in
 # trimbert.model.attention, which registers exactly these names (a test checks that).
 NORMALIZER_NAMES = ("relu", "relu-len", "sigmoid", "softermax", "squared-relu")
@@ -88,7 +91,7 @@ class TrimSpec:
     ``drop_ffn``: sorted block indices whose FFN (intermediate dense, output dense and the LayerNorm
     after it) is removed. ``attention``: the attention normalizer. ``layernorm``: sorted names
     (``"<block>.attn"`` / ``"<block>.ffn"``) of stripped LayerNorms (the residual add stays), replaced
-    by ``layernorm_replacement`` (``"identity"`` or ``"affine"``). ``drop_layers``: sorted indices of
+    by ``layernorm_replacement`` (``"identity"``, ``"affine"`` or ``"dyt"``). ``drop_layers``: sorted indices of
     whole blocks removed. ``ffn_width``: ``(block, width)`` pairs, sorted, of the FFNs narrowed to
     ``width`` intermediate neurons (a mapping is accepted and converted; :attr:`ffn_widths` gives it
     back as a dict). Every index is in the original model's numbering (see the module docstring).
