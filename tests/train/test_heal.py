@@ -10,8 +10,9 @@ from transformers import BertModel
 
 import trimbert
 from trimbert.errors import TrimbertError
+from trimbert.spec import TrimSpec
 from trimbert.train.distill import block_pairs
-from trimbert.train.heal import HEAL_FILE, heal, heal_loss
+from trimbert.train.heal import HEAL_FILE, heal, heal_loss, heal_stages
 from trimbert.train.settings import HealSettings
 
 
@@ -91,3 +92,41 @@ def test_bad_inputs_fail_before_training(tmp_path, tiny_checkpoint):
     with pytest.raises(TrimbertError, match="needs a positive weight"):
         HealSettings(alpha_hidden=0, alpha_final=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_progressive_stages_split_the_trim_and_the_steps():
+    spec = TrimSpec(drop_ffn=(1, 3), attention="relu", layernorm=("0.attn", "2.attn"), drop_layers=(5,), ffn_width=((0, 8),))
+    stages = heal_stages(spec, {}, HealSettings(steps=100, schedule="progressive"))
+    assert [(name, steps) for name, _, steps in stages] == [("ffn", 33), ("layernorm", 33), ("attention", 34)]
+    assert stages[0][1] == TrimSpec(drop_ffn=(1, 3), drop_layers=(5,), ffn_width=((0, 8),))
+    assert stages[1][1] == TrimSpec(layernorm=("0.attn", "2.attn"))
+    assert stages[2][1] == TrimSpec(attention="relu")
+    assert heal_stages(spec, {}, HealSettings(steps=100)) == [("oneshot", None, 100)]
+    only_ffn = heal_stages(TrimSpec(drop_ffn=(1,)), {}, HealSettings(steps=7, schedule="progressive"))
+    assert only_ffn == [("ffn", TrimSpec(drop_ffn=(1,)), 7)]
+    with pytest.raises(TrimbertError, match="affine replacement needs calibration data"):
+        heal_stages(TrimSpec(layernorm=("0.attn",), layernorm_replacement="affine"), {}, HealSettings(schedule="progressive"))
+    with pytest.raises(TrimbertError, match="chosen by scores"):
+        heal_stages(TrimSpec(ffn_width=((0, 8),)), {"ffn_width_rule": "scores"}, HealSettings(schedule="progressive"))
+    with pytest.raises(TrimbertError, match="3 stages need at least 3 steps"):
+        heal_stages(spec, {}, HealSettings(steps=2, schedule="progressive"))
+
+
+def test_progressive_heal_rebuilds_the_trim_from_the_teacher(tmp_path, minilm_dir):
+    torch.manual_seed(0)
+    teacher = BertModel(tiny_config(vocab_size=30522, num_hidden_layers=2, max_position_embeddings=128))
+    tokenizer = trimbert.load_tokenizer(minilm_dir)
+    trimbert.save(teacher, tmp_path / "teacher", tokenizer=tokenizer)
+    trimmed = trimbert.trim(teacher, drop_ffn="1", attention="relu", layernorm="0.attn", layernorm_replacement="dyt")
+    trimbert.save(trimmed, tmp_path / "trimmed", tokenizer=tokenizer)
+    corpus = write_sst2(tmp_path / "SST-2", train_rows=40, dev_rows=8)
+    settings = HealSettings(steps=9, batch_size=4, held_out=4, max_length=16, warmup_ratio=0.0, schedule="progressive")
+    record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / "healed", settings=settings, progress=False)
+    stages = record.extra["stages"]
+    assert [(stage["stage"], stage["steps"]) for stage in stages] == [("ffn", 3), ("layernorm", 3), ("attention", 3)]
+    assert record.extra["loss_after"] == stages[-1]["loss_after"] < record.extra["loss_before"]
+    healed = trimbert.load(tmp_path / "healed")
+    assert healed.config.spec == trimbert.load(tmp_path / "trimmed").config.spec
+    assert healed.config.spec.notes["heal"]["settings"]["schedule"] == "progressive"
+    with pytest.raises(TrimbertError, match="the teacher .* is trimmed; give the untrimmed model"):
+        heal(str(tmp_path / "trimmed"), str(tmp_path / "trimmed"), str(corpus), tmp_path / "again", settings=settings, progress=False)

@@ -194,6 +194,10 @@ def heal(
             ("corpus", f"{extra['corpus']} ({extra['corpus_texts']:,} texts, {extra['corpus_fingerprint']})"),
             ("tokens trained on", f"{extra['tokens']:,}"),
             ("heal time", f"{extra['heal_time_s']:.1f} s ({extra['tokens_per_s']:,.0f} tokens/s)"),
+            *[
+                (f"stage {stage['stage']}", f"{stage['steps']} steps, held-out loss {stage['loss_after']:.4f}")
+                for stage in extra.get("stages", [])
+            ],
         ],
     )
     console.print(f"saved to {out} (model, tokenizer, heal.json); fine-tune it like any trimmed model")

@@ -8,6 +8,10 @@ untrimmed encoder's (teacher's) block outputs and final hidden states on plain t
 result is a trimmed checkpoint like any other — ``finetune`` takes it — with the healing settings, the
 corpus fingerprint and the held-out loss before and after recorded in ``trim_spec.notes["heal"]`` and
 in ``heal.json`` (a :class:`~trimbert.report.records.Record` of kind ``"heal"``).
+
+Schedules (:func:`heal_stages`): ``oneshot`` heals the trimmed model as given; ``progressive`` takes only
+the trim from it and applies that trim to the teacher in stages (FFNs and layers, LayerNorms, the
+attention normalizer), healing after each, so each stage starts from a repaired model.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from trimbert.errors import TrimbertError
 from trimbert.measure.size import check_seq_len, count_parameters
 from trimbert.model import checkpoint
 from trimbert.model.structure import applied_spec
+from trimbert.model.trim import trim as trim_model
 from trimbert.report.records import Record, conditions, write_json_atomic
+from trimbert.spec.trimspec import AFFINE, TrimSpec
 from trimbert.train.distill import block_pairs, hidden_mse
 from trimbert.train.settings import HealSettings
 
@@ -112,21 +118,12 @@ def heal(
     progress: bool = True,
 ) -> Record:
     """Heal the trimmed model ``trimmed`` from ``teacher`` on ``corpus`` (see :func:`read_corpus`) and
-    save it to ``out`` (atomically, with its tokenizer and ``heal.json``). Returns the record."""
+    save it to ``out`` (atomically, with its tokenizer and ``heal.json``). Returns the record.
+    With ``settings.schedule == "progressive"`` ``trimmed`` gives the trim (see :func:`heal_stages`)
+    and the held-out loss before is still that of ``trimmed``."""
     settings = settings or HealSettings()
     checkpoint.check_output_dir(out, force, inputs=(trimmed, teacher))
-    student = checkpoint.load(trimmed, head="base")
-    if applied_spec(student).is_empty:
-        raise TrimbertError(f"heal: {trimmed} is not trimmed: nothing to heal (trim it first: trimbert trim)")
-    master = checkpoint.load(teacher, head="base")
-    if student.config.hidden_size != master.config.hidden_size:
-        raise TrimbertError(
-            f"heal: hidden sizes differ (trimmed {student.config.hidden_size}, teacher {master.config.hidden_size})"
-        )
-    check_seq_len(student, settings.max_length)
-    tokenizer = checkpoint.load_tokenizer(trimmed) or checkpoint.load_tokenizer(teacher)
-    if tokenizer is None:
-        raise TrimbertError(f"heal: neither {trimmed} nor {teacher} has a tokenizer")
+    student, master, tokenizer = _load_models(trimmed, teacher, settings)
     texts = read_corpus(
         corpus,
         text_column=text_column,
@@ -137,33 +134,100 @@ def heal(
     if len(texts) <= settings.held_out:
         raise TrimbertError(f"corpus {corpus} has {len(texts)} texts: more than --held-out {settings.held_out} needed")
     held_out, train_texts = texts[: settings.held_out], texts[settings.held_out :]
+    data = (_encode(train_texts, tokenizer, settings.max_length), _encode(held_out, tokenizer, settings.max_length))
+    wanted = applied_spec(student)
+    stages = heal_stages(wanted, wanted.notes, settings)
     with tempfile.TemporaryDirectory(prefix="trimbert-heal-") as work_dir:
-        trainer = HealTrainer(
-            model=student,
-            args=_arguments(settings, work_dir, progress),
-            train_dataset=_encode(train_texts, tokenizer, settings.max_length),
-            eval_dataset=_encode(held_out, tokenizer, settings.max_length),
-            data_collator=DataCollatorWithPadding(tokenizer),
-            teacher=master,
-            heal=settings,
+        before = _trainer(student, master, settings, settings.steps, data, tokenizer, work_dir, progress).held_out_loss()
+        if settings.schedule == "progressive":
+            student = checkpoint.load(teacher, head="base")  # TRIMMED gave the trim; the weights are re-trimmed
+        tokens, heal_time, done = 0, 0.0, []
+        for name, spec, steps in stages:
+            if spec is not None:
+                student = trim_model(student, spec)
+            trainer = _trainer(student, master, settings, steps, data, tokenizer, work_dir, progress)
+            start = time.perf_counter()
+            trainer.train()
+            heal_time += time.perf_counter() - start
+            tokens += trainer.tokens
+            done.append({"stage": name, "steps": steps, "loss_after": trainer.held_out_loss()})
+    if applied_spec(student) != wanted:  # cannot happen unless the stages miss a part of the trim
+        raise TrimbertError(f"heal: the stages built {applied_spec(student).summary()}, not {wanted.summary()}")
+    record = _record(trimmed, teacher, corpus, out, settings, student, texts, tokens, heal_time, before, done[-1]["loss_after"])
+    if settings.schedule == "progressive":
+        record.extra["stages"] = done
+    _save(student, wanted, record, tokenizer, out, force)
+    return record
+
+
+def _load_models(trimmed: str, teacher: str, settings: HealSettings) -> tuple[nn.Module, nn.Module, Any]:
+    student = checkpoint.load(trimmed, head="base")
+    if applied_spec(student).is_empty:
+        raise TrimbertError(f"heal: {trimmed} is not trimmed: nothing to heal (trim it first: trimbert trim)")
+    master = checkpoint.load(teacher, head="base")
+    if student.config.hidden_size != master.config.hidden_size:
+        raise TrimbertError(
+            f"heal: hidden sizes differ (trimmed {student.config.hidden_size}, teacher {master.config.hidden_size})"
         )
-        if not progress:
-            trainer.remove_callback(PrinterCallback)
-        before = trainer.held_out_loss()
-        start = time.perf_counter()
-        trainer.train()
-        heal_time = time.perf_counter() - start
-        after = trainer.held_out_loss()
-    record = _record(trimmed, teacher, corpus, out, settings, student, texts, trainer.tokens, heal_time, before, after)
+    if settings.schedule == "progressive" and not applied_spec(master).is_empty:
+        raise TrimbertError(f"--schedule progressive: the teacher {teacher} is trimmed; give the untrimmed model")
+    check_seq_len(student, settings.max_length)
+    tokenizer = checkpoint.load_tokenizer(trimmed) or checkpoint.load_tokenizer(teacher)
+    if tokenizer is None:
+        raise TrimbertError(f"heal: neither {trimmed} nor {teacher} has a tokenizer")
+    return student, master, tokenizer
+
+
+def _save(student: nn.Module, wanted: TrimSpec, record: Record, tokenizer: Any, out: str | Path, force: bool) -> None:
+    """The healed checkpoint, its trim's notes kept and the healing recorded in ``notes["heal"]``."""
     student.config.trim_spec = {**(student.config.trim_spec or {})}
-    notes = dict(student.config.trim_spec.get("notes", {}))
+    notes = {**wanted.notes, **student.config.trim_spec.get("notes", {})}
     notes["heal"] = {key: record.extra[key] for key in ("teacher", "corpus", "corpus_fingerprint", "settings", "loss_before", "loss_after")}
     student.config.trim_spec["notes"] = notes
     if PartialState(cpu=not torch.cuda.is_available()).is_main_process:
         with checkpoint.atomic_output_dir(out, force) as staging:
             checkpoint.write_checkpoint(student.cpu(), staging, tokenizer=tokenizer)
             write_json_atomic(staging / HEAL_FILE, record.to_dict())
-    return record
+
+
+def heal_stages(
+    spec: TrimSpec, notes: dict[str, Any], settings: HealSettings
+) -> list[tuple[str, TrimSpec | None, int]]:
+    """What :func:`heal` trains: ``(stage, trim added before it or None, steps)``. One-shot: one stage
+    on the model as given. Progressive: ``spec`` split into FFNs and layers (drops and widths), then
+    LayerNorms, then the attention normalizer (the parts it has), applied to the teacher one after
+    the other with ``settings.steps / stages`` steps after each (the last takes the remainder)."""
+    if settings.schedule == "oneshot":
+        return [("oneshot", None, settings.steps)]
+    if spec.layernorm_replacement == AFFINE:
+        raise TrimbertError("--schedule progressive: the affine replacement needs calibration data; use identity or dyt")
+    if spec.ffn_width and notes.get("ffn_width_rule", "magnitude") != "magnitude":
+        raise TrimbertError("--schedule progressive: FFN neurons chosen by scores cannot be chosen again from the teacher")
+    parts = [
+        ("ffn", TrimSpec(drop_ffn=spec.drop_ffn, drop_layers=spec.drop_layers, ffn_width=spec.ffn_width)),
+        ("layernorm", TrimSpec(layernorm=spec.layernorm, layernorm_replacement=spec.layernorm_replacement)),
+        ("attention", TrimSpec(attention=spec.attention)),
+    ]
+    parts = [(name, part) for name, part in parts if not part.is_empty]
+    if settings.steps < len(parts):
+        raise TrimbertError(f"--schedule progressive: {len(parts)} stages need at least {len(parts)} steps")
+    share = settings.steps // len(parts)
+    return [(name, part, share if i < len(parts) - 1 else settings.steps - share * i) for i, (name, part) in enumerate(parts)]
+
+
+def _trainer(student, master, settings, steps, data, tokenizer, work_dir, progress) -> HealTrainer:
+    trainer = HealTrainer(
+        model=student,
+        args=_arguments(settings.updated(steps=steps), work_dir, progress),
+        train_dataset=data[0],
+        eval_dataset=data[1],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        teacher=master,
+        heal=settings,
+    )
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def _arguments(settings: HealSettings, work_dir: str, progress: bool) -> TrainingArguments:

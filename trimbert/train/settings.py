@@ -6,7 +6,7 @@ Each field is a ``trimbert finetune`` option (``--epochs``, ``--distill-alpha-kd
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -78,6 +78,11 @@ class HealSettings(Settings):
         None, ge=1, description="Use at most this many corpus texts (shuffled; default: all)."
     )
     held_out: int = Field(256, ge=1, description="Corpus texts held out to measure the loss before and after.")
+    schedule: Literal["oneshot", "progressive"] = Field(
+        "oneshot",
+        description="oneshot: heal the trimmed model as given; progressive: re-apply its trim to the teacher in "
+        "stages (FFNs and layers, then LayerNorms, then the attention normalizer), healing steps/stages after each.",
+    )
 
     @model_validator(mode="after")
     def _some_weight(self) -> HealSettings:
