@@ -188,6 +188,7 @@ class ReportRow:
     seq_len: int | None = None
     train_time_s: float | None = None
     train_time_std: float | None = None
+    heal_time_s: float | None = None  # the heal before fine-tuning (one-off, shared by the seeds)
     train_speedup: float | None = None
     status: str = "ok"
     failed: int = 0
@@ -314,6 +315,7 @@ def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
         seq_len=timed[0].seq_len if timed else None,
         train_time_s=train_time_s,
         train_time_std=train_time_std,
+        heal_time_s=_mean_std([r.extra["heal_time_s"] for r in ok if r.extra.get("heal_time_s") is not None])[0],
         status="ok" if ok else "failed",
         failed=len(failed),
         error=next((r.error or "failed" for r in reversed(failed)), None),

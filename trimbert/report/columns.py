@@ -24,6 +24,7 @@ class Column:
     fields: tuple[str, ...]
     cell: Callable[[ReportRow], str] | None = None
     justify: str = "right"
+    only_if: Callable[[Sequence[ReportRow]], bool] | None = None  # shown only when true of the rows
 
 
 def _number(value: float | None, digits: int, std: float | None = None) -> str:
@@ -101,6 +102,12 @@ def columns(metric_names: Sequence[str]) -> list[Column]:
             lambda row: _number(row.train_time_s, 0, row.train_time_std),
         ),
         Column(
+            "heal s",
+            ("heal_time_s",),
+            lambda row: _number(row.heal_time_s, 0),
+            only_if=lambda rows: any(row.heal_time_s is not None for row in rows),
+        ),
+        Column(
             "train speedup",
             ("train_speedup", "paired_train_speedup", "train_speedup_low", "train_speedup_high", "train_speedup_stable"),
             lambda row: _paired_cell(
@@ -114,7 +121,11 @@ def columns(metric_names: Sequence[str]) -> list[Column]:
 
 
 def shown_columns(table: ReportTable) -> list[Column]:
-    return [column for column in columns(table.metric_names) if column.cell is not None]
+    return [
+        column
+        for column in columns(table.metric_names)
+        if column.cell is not None and (column.only_if is None or column.only_if(table.rows))
+    ]
 
 
 def legend(table: ReportTable) -> list[str]:
@@ -133,6 +144,11 @@ def legend(table: ReportTable) -> list[str]:
             "wider than the bench tolerance after re-measuring. Train speedup = one training step, paired "
             "the same way (train s, the fine-tune wall time, is not paired). Speed-ups of models not "
             "measured side by side with the baseline are not shown."
+        )
+    if any(row.heal_time_s is not None for row in table.rows):
+        lines.append(
+            "heal s = wall time of the heal before fine-tuning (task-agnostic distillation on unlabeled text), "
+            "paid once per trim and healing and shared by every seed and variant that uses it."
         )
     if table.pareto_cost is not None:
         lines.append(

@@ -43,6 +43,8 @@ A recipe is a TOML file::
     finetune = { lr = 2e-4 }         # optional per-variant overrides of [finetune]
     export = { int8 = true }         # optional per-variant overrides of [export]: exports this variant
                                      # (where only some variants have one, only those run in ONNX Runtime)
+    heal = { corpus = "../shared/glue", steps = 600 }   # optional: heal the trim first, once for all
+                                     # seeds (over an optional [heal] table; see trimbert.sweep.healing)
 
 The accepted trim keys are the fields of :class:`trimbert.spec.TrimRequest` (the CLI's trim options);
 each variant's trim is carried as one request to :func:`trimbert.train.finetune.finetune`. :func:`load_recipe` validates the whole file before anything runs:
@@ -65,27 +67,7 @@ Runtime gets its own record (variant ``NAME@ort``, ``NAME@ort-int8``) with the a
 exported model; every speed-up is against the untrimmed model at its fastest fp32 runtime of the
 run, and int8 records also carry the speed-up over the untrimmed int8 model. At the end the report (``report.md``, ``results.csv``, ``results.json``, plots) is written into
 ``DIR``.
-
-**Resume.** Rerunning the same command skips the units whose latest record is ok and has the same
-fingerprint; new, failed and changed units run again (their old run folder is replaced). A kill at
-any moment loses nothing finished: records are only appended, a torn last line is ignored (and cut
-off before the next append), and a unit killed during its bench reuses its finished fine-tune (so
-does a unit whose bench settings alone changed: it is benchmarked again, not fine-tuned again).
-A failing unit is recorded with ``status="failed"`` and its error; the sweep goes on and the command
-exits with 1.
-
-**Scale-out.** ``--shard I/N`` runs the I-th of N disjoint shares of the units (:func:`partition`:
-deterministic, balanced, independent of the order of the variants; a teacher and its students stay
-in one share). Give every shard its own ``--out``, e.g. in a Slurm job array::
-
-    trimbert sweep recipes/trimbert-paper.toml --shard ${SLURM_ARRAY_TASK_ID}/8         --out runs/paper/shard-${SLURM_ARRAY_TASK_ID}
-    trimbert report runs/paper/shard-*          # merges the shards into one table
-
-Each fine-tune runs under the HF Trainer, so a sweep can use several GPUs of one node with
-``torchrun --nproc_per_node 4 -m trimbert sweep RECIPE --out DIR`` (or ``accelerate launch -m
-trimbert sweep ...``): every process walks the same plan and trains together; only rank 0 writes run
-folders, benchmarks, appends records and writes the report. To run single variants by hand, use
-``trimbert finetune ... --variant NAME`` under ``torchrun``/``accelerate launch`` with the same options.
+How a sweep resumes and scales out: :mod:`trimbert.sweep.run`.
 """
 
 from __future__ import annotations
@@ -111,6 +93,7 @@ from trimbert.measure.size import check_seq_len
 from trimbert.model.checkpoint import load_config, resolve_source
 from trimbert.settings import Settings
 from trimbert.spec import TrimRequest, TrimSpec, parse_auto, resolve_spec
+from trimbert.sweep.healing import check_defaults, check_heal, check_healable
 from trimbert.train.settings import DistillSettings, FinetuneSettings
 
 if sys.version_info >= (3, 11):
@@ -119,9 +102,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_TOP_KEYS = ("model", "data", "finetune", "bench", "export", "seeds", "variants")
+_TOP_KEYS = ("model", "data", "finetune", "bench", "export", "heal", "seeds", "variants")
 _MODEL_KEYS = ("source",)
-_VARIANT_KEYS = ("name", *TrimRequest.keys(), "teacher", "distill", "finetune", "export")
+_VARIANT_KEYS = ("name", *TrimRequest.keys(), "teacher", "distill", "finetune", "export", "heal")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,6 +125,7 @@ class Variant:
     distill: dict[str, Any] = field(default_factory=dict)  # DistillSettings fields (with a teacher)
     auto_drop: int | None = None  # drop_ffn = "auto:N": the blocks are chosen when fine-tuning
     export: dict[str, Any] | None = None  # overrides of [export]; given: the variant is exported
+    heal: dict[str, Any] | None = None  # corpus and HealSettings, over [heal]; given: healed before fine-tuning
 
     @property
     def untrimmed(self) -> bool:
@@ -242,6 +226,8 @@ class Recipe:
             "teacher": self.fingerprint(teacher, seed, bench=False) if teacher else None,
             "seed": seed,
         }
+        if variant.heal is not None:
+            entry["heal"] = variant.heal
         if bench:
             entry["bench"] = self.bench.to_dict()
             export = self.export_for(variant)
@@ -334,7 +320,7 @@ def load_recipe(path: str | Path, *, config: Any = None) -> Recipe:
     export = None
     if raw.get("export") is not None:
         export = check.settings(ExportSettings, check.table(raw["export"], "export"), "export")
-    variants = _variants_section(check, raw, config, finetune)
+    variants = _variants_section(check, raw, config, finetune, check_defaults(check, raw.get("heal")))
     return Recipe(
         path=path,
         model=model,
@@ -410,7 +396,7 @@ def _finetune_section(
 
 
 def _variants_section(
-    check: _Checker, raw: dict[str, Any], config: Any, finetune: FinetuneSettings
+    check: _Checker, raw: dict[str, Any], config: Any, finetune: FinetuneSettings, heal: dict[str, Any] | None
 ) -> list[Variant]:
     if "variants" not in raw:
         check.fail("variants", 'missing: add [[variants]] tables, e.g. name = "baseline"')
@@ -420,7 +406,7 @@ def _variants_section(
     variants: list[Variant] = []
     seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
-        variant = _variant(check, index, entry, config, finetune)
+        variant = _variant(check, index, entry, config, finetune, heal)
         if variant.name in seen:
             check.fail(
                 f"variants[{index}].name",
@@ -432,7 +418,9 @@ def _variants_section(
     return variants
 
 
-def _variant(check: _Checker, index: int, entry: Any, config: Any, finetune: FinetuneSettings) -> Variant:
+def _variant(
+    check: _Checker, index: int, entry: Any, config: Any, finetune: FinetuneSettings, heal: dict[str, Any] | None
+) -> Variant:
     where = f"variants[{index}]"
     entry = check.table(entry, where)
     check.known(entry, _VARIANT_KEYS, where)
@@ -467,6 +455,10 @@ def _variant(check: _Checker, index: int, entry: Any, config: Any, finetune: Fin
     if entry.get("export") is not None:
         export = check.table(entry["export"], f"{where}.export")
         check.settings(ExportSettings, export, f"{where}.export")
+    healing = None
+    if entry.get("heal") not in (None, False):
+        check_healable(check, request, spec.is_empty and auto_drop is None, f"{where}.heal")
+        healing = check_heal(check, entry["heal"], heal, f"{where}.heal")
     return Variant(
         name=name,
         index=index,
@@ -478,6 +470,7 @@ def _variant(check: _Checker, index: int, entry: Any, config: Any, finetune: Fin
         distill=distill,
         auto_drop=auto_drop,
         export=dict(export) if export is not None else None,
+        heal=healing,
     )
 
 

@@ -1,4 +1,25 @@
 """Run a sweep: fine-tune, evaluate and bench every planned unit; append one record per unit.
+
+**Resume.** Rerunning the same command skips the units whose latest record is ok and has the same
+fingerprint; new, failed and changed units run again (their old run folder is replaced). A kill at
+any moment loses nothing finished: records are only appended, a torn last line is ignored (and cut
+off before the next append), and a unit killed during its bench reuses its finished fine-tune (so
+does a unit whose bench settings alone changed: it is benchmarked again, not fine-tuned again).
+A failing unit is recorded with ``status="failed"`` and its error; the sweep goes on and the command
+exits with 1.
+
+**Scale-out.** ``--shard I/N`` runs the I-th of N disjoint shares of the units (:func:`trimbert.sweep.plan.partition`:
+deterministic, balanced, independent of the order of the variants; a teacher and its students stay
+in one share). Give every shard its own ``--out``, e.g. in a Slurm job array::
+
+    trimbert sweep recipes/trimbert-paper.toml --shard ${SLURM_ARRAY_TASK_ID}/8         --out runs/paper/shard-${SLURM_ARRAY_TASK_ID}
+    trimbert report runs/paper/shard-*          # merges the shards into one table
+
+Each fine-tune runs under the HF Trainer, so a sweep can use several GPUs of one node with
+``torchrun --nproc_per_node 4 -m trimbert sweep RECIPE --out DIR`` (or ``accelerate launch -m
+trimbert sweep ...``): every process walks the same plan and trains together; only rank 0 writes run
+folders, benchmarks, appends records and writes the report. To run single variants by hand, use
+``trimbert finetune ... --variant NAME`` under ``torchrun``/``accelerate launch`` with the same options.
 """
 
 from __future__ import annotations
@@ -28,6 +49,8 @@ from trimbert.report.records import (
     write_json_atomic,
 )
 from trimbert.report.render import write_report
+from trimbert.spec import TrimRequest
+from trimbert.sweep.healing import ensure_healed, heal_fields, healed_dir
 from trimbert.sweep.plan import RESULTS_FILE, RUNS_DIR, PlannedUnit, plan_sweep, selected_units
 from trimbert.sweep.recipe import Recipe, Unit, Variant, load_recipe
 from trimbert.sweep.runtimes import (
@@ -258,7 +281,7 @@ def _run_unit(
     try:
         # Every rank of a torchrun job decides alike (same files), so they train together or not at all.
         tuned = _finished_finetune(run_dir, finetune_fingerprint)
-        reused = tuned is not None
+        reused = heal_reused = tuned is not None
         if reused and not main:
             return None
         if tuned is None:
@@ -269,13 +292,18 @@ def _run_unit(
                 options["teacher"] = str(out / RUNS_DIR / Unit(variant.teacher, unit.seed).name)
                 if variant.distill:
                     options["distill"] = DistillSettings.build(variant.distill)
+            model, request = recipe.model, variant.trim
+            if variant.heal is not None:
+                emit(unit.name, "running", "healing")
+                healed, heal_reused = ensure_healed(out, recipe.model, variant.trim, variant.heal)
+                model, request = str(healed), TrimRequest()  # the healed checkpoint is trimmed already
             emit(unit.name, "running", "fine-tuning")
             tuned = finetune(
-                recipe.model,
+                model,
                 recipe.data,
                 run_dir,
                 settings=recipe.settings_for(variant, unit.seed),
-                request=variant.trim,
+                request=request,
                 variant=variant.name,
                 force=True,
                 progress=False,
@@ -285,7 +313,10 @@ def _run_unit(
                 return None
             marker = {"finetune_hash": finetune_fingerprint, "recipe_hash": fingerprint, "unit": unit.name}
             write_json_atomic(run_dir / _ENTRY_MARKER, marker)
-        return _bench_unit(recipe, variant, unit, fingerprint, out, run_dir, tuned, reused, emit)
+        records = _bench_unit(recipe, variant, unit, fingerprint, out, run_dir, tuned, reused, emit)
+        if variant.heal is not None:  # the heal's one-off cost, shared by every unit that uses it
+            records[0].extra.update(heal_fields(healed_dir(out, recipe.model, variant.trim, variant.heal), heal_reused))
+        return records
     except Exception as error:  # recorded; KeyboardInterrupt and SystemExit stop the sweep
         if not main:
             raise

@@ -1,0 +1,122 @@
+"""Sweeps that heal: the heal table checked, one heal per trim and healing shared by seeds, the "heal s" column."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from test_sweep import BENCH, FINETUNE, ok_records, recipe_text
+
+import trimbert.sweep.healing
+from trimbert.errors import TrimbertError
+from trimbert.report.aggregate import build_rows, collect_records
+from trimbert.report.columns import shown_columns
+from trimbert.sweep.healing import HEAL_DIR
+from trimbert.sweep.recipe import load_recipe
+from trimbert.sweep.run import run_sweep
+from trimbert.train.heal import HEAL_FILE
+
+HEAL = {"steps": 2, "batch_size": 4, "held_out": 2, "max_length": 16}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(f"unlabeled sentence number {i} about films" for i in range(12)) + "\n")
+    return path
+
+
+def _write(tmp_path, tiny_checkpoint, sst2, variants, heal_table=None):
+    finetune = {key: value for key, value in FINETUNE.items() if key != "seed"}
+    text = recipe_text(tiny_checkpoint, {"task": "sst2", "data_dir": str(sst2)}, variants, finetune=finetune, top={"seeds": [1, 2]})
+    if heal_table is not None:
+        text = text.replace("[model]", "[heal]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in heal_table.items()) + "\n[model]", 1)
+    path = tmp_path / "heal.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def sst2(tmp_path):
+    from conftest import write_sst2
+
+    return write_sst2(tmp_path / "SST-2", train_rows=16, dev_rows=8)
+
+
+def test_heal_tables_merge_over_the_defaults_and_enter_the_fingerprint(tmp_path, tiny_checkpoint, sst2, corpus):
+    variants = [
+        {"name": "baseline"},
+        {"name": "a", "drop_ffn": "1", "heal": True},
+        {"name": "b", "drop_ffn": "1", "heal": {"steps": 3, "schedule": "progressive"}},
+    ]
+    recipe = load_recipe(_write(tmp_path, tiny_checkpoint, sst2, variants, {"corpus": str(corpus), **HEAL}))
+    a, b = recipe.variant("a"), recipe.variant("b")
+    assert a.heal == {"corpus": str(corpus), **HEAL}
+    assert b.heal == {"corpus": str(corpus), **HEAL, "steps": 3, "schedule": "progressive"}
+    assert recipe.variant("baseline").heal is None
+    assert recipe.entry(a, 1)["heal"] == a.heal and "heal" not in recipe.entry(recipe.variant("baseline"), 1)
+    assert recipe.fingerprint(a, 1) != recipe.fingerprint(b, 1)
+
+
+@pytest.mark.parametrize(
+    ("variant", "defaults", "key", "problem"),
+    [
+        ({"name": "x", "heal": {"corpus": "c.txt"}}, None, "variants[1].heal", "an untrimmed variant has nothing to heal"),
+        ({"name": "x", "drop_ffn": "1", "heal": True}, None, "variants[1].heal", "heal = true needs a [heal] table"),
+        ({"name": "x", "drop_ffn": "1", "heal": {"steps": 2}}, None, "variants[1].heal.corpus", "missing: the unlabeled text"),
+        ({"name": "x", "drop_ffn": "1", "heal": {"corpus": "./nope.txt"}}, None, "variants[1].heal.corpus", "nope.txt does not exist"),
+        ({"name": "x", "drop_ffn": "1", "heal": {"corpus": "C", "stepz": 2}}, None, "variants[1].heal.stepz", "did you mean 'steps'"),
+        ({"name": "x", "drop_ffn": "1", "heal": {"corpus": "C", "steps": 0}}, None, "variants[1].heal.steps", "must be at least 1, got 0"),
+        ({"name": "x", "drop_ffn": "auto:1", "heal": {"corpus": "C"}}, None, "variants[1].heal", "heal needs a fixed trim"),
+        ({"name": "x", "drop_ffn": "1", "heal": True}, {"corpus": "C", "lr": "fast"}, "heal.lr", "expected a number, got 'fast'"),
+    ],
+)
+def test_bad_heal_tables_are_one_line_errors(tmp_path, tiny_checkpoint, sst2, corpus, variant, defaults, key, problem):
+    def fix(table):
+        return {k: (str(corpus) if v == "C" else v) for k, v in table.items()} if isinstance(table, dict) else table
+
+    variant = {**variant, "heal": fix(variant["heal"])}
+    path = _write(tmp_path, tiny_checkpoint, sst2, [{"name": "baseline"}, variant], fix(defaults) if defaults else None)
+    with pytest.raises(TrimbertError) as raised:
+        load_recipe(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: {key}: ") and problem in message, message
+
+
+def test_a_sweep_heals_once_for_every_seed_and_reports_the_cost(tmp_path, tiny_checkpoint, sst2, corpus, monkeypatch):
+    heals = []
+    real = trimbert.sweep.healing.heal
+    monkeypatch.setattr(trimbert.sweep.healing, "heal", lambda *a, **k: heals.append(a[0]) or real(*a, **k))
+    variants = [{"name": "baseline"}, {"name": "ffn-healed", "drop_ffn": "1", "heal": True}]
+    path = _write(tmp_path, tiny_checkpoint, sst2, variants, {"corpus": str(corpus), **HEAL})
+    result = run_sweep(path, tmp_path / "out")
+    assert result.ok and len(heals) == 1
+    folders = [p for p in (tmp_path / "out" / HEAL_DIR).iterdir() if p.is_dir()]
+    assert len(folders) == 1 and (folders[0] / HEAL_FILE).is_file()  # no scratch trim left behind
+    healed = ok_records(tmp_path / "out")["ffn-healed"]
+    heal_json = json.loads((folders[0] / HEAL_FILE).read_text())["extra"]
+    assert [r["extra"]["heal_time_s"] for r in healed] == [heal_json["heal_time_s"]] * 2
+    assert [r["extra"]["heal_reused"] for r in healed] == [False, True]
+    assert {r["extra"]["heal_dir"] for r in healed} == {str(folders[0])}
+    assert all(r["trim_summary"] == "ffn-[1]" for r in healed)
+    table = build_rows(collect_records([tmp_path / "out"]))
+    assert "heal s" in [column.header for column in shown_columns(table)]
+    row = next(r for r in table.rows if r.variant == "ffn-healed")
+    assert row.heal_time_s == pytest.approx(heal_json["heal_time_s"])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert re.search(r"\| heal s \|", report) and "paid once per trim and healing" in report
+    # Resume: nothing to do, nothing healed again; a new heal setting heals again (a new folder).
+    assert run_sweep(path, tmp_path / "out").skipped and len(heals) == 1
+    text = path.read_text().replace("steps = 2", "steps = 3")
+    path.write_text(text)
+    run_sweep(path, tmp_path / "out")
+    assert len(heals) == 2 and len([p for p in (tmp_path / "out" / HEAL_DIR).iterdir() if p.is_dir()]) == 2
+
+
+def test_without_heal_there_is_no_heal_column(tmp_path, tiny_checkpoint, sst2):
+    path = tmp_path / "plain.toml"
+    path.write_text(recipe_text(tiny_checkpoint, {"task": "sst2", "data_dir": str(sst2)}, [{"name": "baseline"}], finetune=FINETUNE, bench=BENCH))
+    run_sweep(path, tmp_path / "out")
+    table = build_rows(collect_records([tmp_path / "out"]))
+    assert "heal s" not in [column.header for column in shown_columns(table)]

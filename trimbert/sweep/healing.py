@@ -1,0 +1,156 @@
+"""Healing inside a sweep: a variant's ``heal`` table, checked, and the healed checkpoint, made once.
+
+A recipe heals a variant with ``heal = {...}`` on the variant (or ``heal = true`` to take the recipe's
+``[heal]`` table as it is; the variant's keys override ``[heal]``'s)::
+
+    [heal]                           # optional defaults for every variant that heals
+    corpus = "../shared/glue"        # required (here or on the variant): --corpus of trimbert heal
+    steps = 600                      # the fields of trimbert.train.settings.HealSettings
+    # text_column = "text"           # for a CSV/TSV/JSONL corpus or a Hub dataset
+    # corpus_config = "wikitext-103-raw-v1"
+
+    [[variants]]
+    name = "full-trim-healed"
+    drop_ffn = "alternate"
+    attention = "relu"
+    layernorm = "half"
+    heal = { schedule = "progressive" }
+
+Before its first unit fine-tunes, the variant's trim is applied to the recipe's model and healed from
+it (:func:`trimbert.train.heal.heal`, the untrimmed model as the teacher) into
+``DIR/heal/<key>/``; ``<key>`` is a hash of the model, the trim and the healing (:func:`heal_key`), so
+every seed and every variant with the same trim and healing share one healed checkpoint, a finished
+one is reused by later runs (resume) and shards wait for one another on a file lock. Units then
+fine-tune the healed checkpoint. Their records carry the heal's cost (``extra["heal_time_s"]``,
+``extra["heal_tokens"]``): the report's "heal s" column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+from filelock import FileLock
+
+from trimbert.errors import TrimbertError
+from trimbert.model import checkpoint
+from trimbert.model.trim import trim as trim_model
+from trimbert.spec import AFFINE, TrimRequest
+from trimbert.train.heal import HEAL_FILE, heal
+from trimbert.train.settings import HealSettings
+
+HEAL_DIR = "heal"
+CORPUS_KEYS = ("corpus", "text_column", "corpus_config")
+HEAL_KEYS = (*CORPUS_KEYS, *HealSettings.model_fields)
+
+
+def check_heal(check: Any, value: Any, defaults: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """A variant's ``heal`` value (a table, or ``true`` for ``[heal]``), merged over ``defaults`` (the
+    ``[heal]`` table) and validated: the corpus given (a local path made absolute) and the settings
+    valid. ``check`` is the recipe checker (its ``fail`` names the file and the key)."""
+    if value is True:
+        if defaults is None:
+            check.fail(where, "heal = true needs a [heal] table (or give heal = { corpus = ..., ... })")
+        table: dict[str, Any] = {}
+    else:
+        table = check.table(value, where)
+    check.known(table, HEAL_KEYS, where)
+    merged = {**(defaults or {}), **table}
+    if "corpus" not in merged:
+        check.fail(f"{where}.corpus", 'missing: the unlabeled text to heal on, e.g. corpus = "../shared/glue"')
+    corpus = check.string(merged["corpus"], f"{where}.corpus")
+    local = Path(corpus).expanduser()
+    if local.exists():
+        merged["corpus"] = str(local.absolute())
+    elif corpus.startswith((".", "/", "~")) or local.suffix in (".txt", ".csv", ".tsv", ".jsonl"):
+        check.fail(f"{where}.corpus", f"{corpus} does not exist (relative to {Path.cwd()})")
+    for key in ("text_column", "corpus_config"):
+        if merged.get(key) is not None:
+            check.string(merged[key], f"{where}.{key}")
+    settings = {key: val for key, val in merged.items() if key not in CORPUS_KEYS}
+    check.settings(HealSettings, settings, where)
+    return merged
+
+
+def check_defaults(check: Any, value: Any) -> dict[str, Any] | None:
+    """The recipe's ``[heal]`` table (keys and types; the corpus is checked per variant), or None."""
+    if value is None:
+        return None
+    table = check.table(value, "heal")
+    check.known(table, HEAL_KEYS, "heal")
+    check.settings(HealSettings, {k: v for k, v in table.items() if k not in CORPUS_KEYS}, "heal")
+    return dict(table)
+
+
+def check_healable(check: Any, request: TrimRequest, untrimmed: bool, where: str) -> None:
+    """Healing needs a trim known before training: not untrimmed, not ``auto:N``, not ``affine``."""
+    if untrimmed:
+        check.fail(where, "an untrimmed variant has nothing to heal (add trim keys, or remove heal)")
+    if request.auto_count is not None:
+        check.fail(where, "drop_ffn = auto:N chooses blocks on task data while fine-tuning; heal needs a fixed trim")
+    if request.layernorm_replacement == AFFINE:
+        check.fail(where, "the affine replacement is fitted on task data; heal with identity or dyt")
+
+
+def heal_key(model: str, request: TrimRequest, table: dict[str, Any]) -> str:
+    """What a healed checkpoint depends on, hashed: the model, the trim and the healing table."""
+    text = json.dumps({"model": model, "trim": request.to_dict(), "heal": table}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def healed_dir(out: Path, model: str, request: TrimRequest, table: dict[str, Any]) -> Path:
+    return out / HEAL_DIR / heal_key(model, request, table)
+
+
+def ensure_healed(out: Path, model: str, request: TrimRequest, table: dict[str, Any]) -> tuple[Path, bool]:
+    """The healed checkpoint of this trim and healing: ``(folder, reused)``. Made when missing (the
+    trim applied to ``model``, healed from ``model``), else reused. One process at a time per folder."""
+    folder = healed_dir(out, model, request, table)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    state = PartialState()
+    single = state.num_processes == 1  # under torchrun every rank trains together: no lock between them
+    with FileLock(str(folder) + ".lock") if single else contextlib.nullcontext():
+        if (folder / HEAL_FILE).is_file():
+            return folder, True
+        scratch = Path(tempfile.mkdtemp(prefix=".trim-", dir=folder.parent))
+        try:
+            source = checkpoint.load(model, head="base")
+            trimmed = trim_model(source, request)
+            checkpoint.save(trimmed, scratch / "trimmed", tokenizer=checkpoint.load_tokenizer(model), force=True)
+            settings = HealSettings.build({k: v for k, v in table.items() if k not in CORPUS_KEYS})
+            heal(
+                str(scratch / "trimmed"),
+                model,
+                table["corpus"],
+                folder,
+                settings=settings,
+                text_column=table.get("text_column"),
+                corpus_config=table.get("corpus_config"),
+                force=True,
+                progress=False,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        state.wait_for_everyone()
+    if not (folder / HEAL_FILE).is_file():
+        raise TrimbertError(f"heal: {folder} was not written")
+    return folder, False
+
+
+def heal_fields(folder: Path, reused: bool) -> dict[str, Any]:
+    """What a unit's record says of its heal (from the healed checkpoint's heal.json)."""
+    extra = json.loads((folder / HEAL_FILE).read_text())["extra"]
+    return {
+        "heal_dir": str(folder),
+        "heal_time_s": extra["heal_time_s"],
+        "heal_tokens": extra["tokens"],
+        "heal_loss_before": extra["loss_before"],
+        "heal_loss_after": extra["loss_after"],
+        "heal_reused": reused,
+    }
