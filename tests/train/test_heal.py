@@ -12,7 +12,7 @@ import trimbert
 from trimbert.errors import TrimbertError
 from trimbert.spec import TrimSpec
 from trimbert.train.distill import block_pairs
-from trimbert.train.heal import HEAL_FILE, heal, heal_loss, heal_stages
+from trimbert.train.heal import HEAL_FILE, heal, heal_loss, heal_stages, steps_for
 from trimbert.train.settings import HealSettings
 
 
@@ -130,3 +130,13 @@ def test_progressive_heal_rebuilds_the_trim_from_the_teacher(tmp_path, minilm_di
     assert healed.config.spec.notes["heal"]["settings"]["schedule"] == "progressive"
     with pytest.raises(TrimbertError, match="the teacher .* is trimmed; give the untrimmed model"):
         heal(str(tmp_path / "trimmed"), str(tmp_path / "trimmed"), str(corpus), tmp_path / "again", settings=settings, progress=False)
+
+
+def test_a_token_budget_sets_the_steps():
+    import datasets
+
+    texts = datasets.Dataset.from_dict({"input_ids": [[1] * 10, [1] * 30]})  # mean 20 tokens per text
+    assert steps_for(HealSettings(steps=5), texts) == 5
+    assert steps_for(HealSettings(tokens=1000, batch_size=10), texts) == 5  # 200 tokens per step
+    assert steps_for(HealSettings(tokens=1001, batch_size=10), texts) == 6
+    assert steps_for(HealSettings(tokens=1, batch_size=10), texts) == 1

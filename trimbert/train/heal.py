@@ -16,6 +16,7 @@ attention normalizer), healing after each, so each stage starts from a repaired 
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -135,6 +136,7 @@ def heal(
         raise TrimbertError(f"corpus {corpus} has {len(texts)} texts: more than --held-out {settings.held_out} needed")
     held_out, train_texts = texts[: settings.held_out], texts[settings.held_out :]
     data = (_encode(train_texts, tokenizer, settings.max_length), _encode(held_out, tokenizer, settings.max_length))
+    settings = settings.updated(steps=steps_for(settings, data[0]))
     wanted = applied_spec(student)
     stages = heal_stages(wanted, wanted.notes, settings)
     with tempfile.TemporaryDirectory(prefix="trimbert-heal-") as work_dir:
@@ -188,6 +190,16 @@ def _save(student: nn.Module, wanted: TrimSpec, record: Record, tokenizer: Any, 
         with checkpoint.atomic_output_dir(out, force) as staging:
             checkpoint.write_checkpoint(student.cpu(), staging, tokenizer=tokenizer)
             write_json_atomic(staging / HEAL_FILE, record.to_dict())
+
+
+def steps_for(settings: HealSettings, dataset: Any) -> int:
+    """``settings.steps``, or with a ``tokens`` budget the steps that train on about that many tokens:
+    ceil(tokens / (batch size × mean tokens per text of the encoded corpus))."""
+    if settings.tokens is None:
+        return settings.steps
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    per_step = settings.batch_size * sum(lengths) / max(len(lengths), 1)
+    return max(1, math.ceil(settings.tokens / per_step))
 
 
 def heal_stages(

@@ -66,6 +66,12 @@ class HealSettings(Settings):
     """
 
     steps: int = Field(300, ge=1, description="Optimizer steps (each a batch of corpus texts).")
+    tokens: int | None = Field(
+        None,
+        ge=1,
+        description="A budget of training tokens instead of --steps: steps = tokens / (batch size × the corpus's "
+        "mean tokens per text), rounded up.",
+    )
     lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
     batch_size: int = Field(32, ge=1, description="Texts per step.")
     max_length: int = Field(64, ge=2, description="Truncate texts to this many tokens.")
