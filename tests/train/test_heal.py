@@ -12,7 +12,7 @@ import trimbert
 from trimbert.errors import TrimbertError
 from trimbert.spec import TrimSpec
 from trimbert.train.distill import block_pairs
-from trimbert.train.heal import HEAL_FILE, heal, heal_loss, heal_stages, steps_for
+from trimbert.train.heal import HEAL_FILE, attention_loss, heal, heal_loss, heal_stages, steps_for
 from trimbert.train.settings import HealSettings
 
 
@@ -140,3 +140,39 @@ def test_a_token_budget_sets_the_steps():
     assert steps_for(HealSettings(tokens=1000, batch_size=10), texts) == 5  # 200 tokens per step
     assert steps_for(HealSettings(tokens=1001, batch_size=10), texts) == 6
     assert steps_for(HealSettings(tokens=1, batch_size=10), texts) == 1
+
+
+def test_the_attention_loss_is_zero_for_the_teacher_and_counts_real_queries_only():
+    torch.manual_seed(0)
+    teacher = BertModel(tiny_config()).eval()
+    teacher.set_attn_implementation("eager")
+    batch = make_tiny_batch()
+    settings = HealSettings(alpha_hidden=0.0, alpha_final=0.0, alpha_attention=1.0)
+    pairs = block_pairs(teacher, teacher)
+    out = teacher(**batch, output_hidden_states=True, output_attentions=True)
+    loss, parts = heal_loss(out, out, batch["attention_mask"], pairs, settings)
+    assert loss.item() == 0.0 and set(parts) == {"attention"}
+    student = trimbert.trim(copy.deepcopy(teacher), attention="relu").eval()
+    student_out = student(**batch, output_hidden_states=True, output_attentions=True)
+    loss = attention_loss(student_out.attentions, out.attentions, batch["attention_mask"], pairs)
+    rows = [(s - t).square().sum(-1) for s, t in zip(student_out.attentions, out.attentions, strict=True)]
+    keep = batch["attention_mask"].bool()
+    expected = sum(float(r.permute(0, 2, 1)[keep].mean()) for r in rows) / len(rows)
+    assert float(loss) == pytest.approx(expected, rel=1e-5) and float(loss) > 0
+    with pytest.raises(TrimbertError, match="needs attention weights from both models"):
+        attention_loss(None, out.attentions, batch["attention_mask"], pairs)
+
+
+def test_heal_with_the_attention_loss_saves_a_model_that_loads_with_its_own_attention(tmp_path, minilm_dir):
+    torch.manual_seed(0)
+    teacher = BertModel(tiny_config(vocab_size=30522, num_hidden_layers=2, max_position_embeddings=128))
+    tokenizer = trimbert.load_tokenizer(minilm_dir)
+    trimbert.save(teacher, tmp_path / "teacher", tokenizer=tokenizer)
+    trimbert.save(trimbert.trim(teacher, drop_ffn="1"), tmp_path / "trimmed", tokenizer=tokenizer)
+    corpus = write_sst2(tmp_path / "SST-2", train_rows=40, dev_rows=8)
+    settings = HealSettings(steps=4, batch_size=4, held_out=4, max_length=16, alpha_attention=1.0)
+    record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / "healed", settings=settings, progress=False)
+    assert record.extra["loss_after"] < record.extra["loss_before"]
+    saved = json.loads((tmp_path / "healed" / "config.json").read_text())
+    assert "eager" not in json.dumps(saved)  # the eager attention used for the loss is not saved
+    assert trimbert.load(tmp_path / "healed").config._attn_implementation == "sdpa"

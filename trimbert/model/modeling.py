@@ -23,7 +23,14 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, BertConfig
 
 from trimbert.model.attention import implementation_name, register_all
-from trimbert.model.structure import STOCK_SPEC_KEY, STOCK_WIDTH_KEY, AffineNorm, apply_structure
+from trimbert.model.structure import (
+    DYT_ALPHA_INIT,
+    STOCK_SPEC_KEY,
+    STOCK_WIDTH_KEY,
+    AffineNorm,
+    DynamicTanh,
+    apply_structure,
+)
 from trimbert.spec.trimspec import TrimSpec
 
 
@@ -69,9 +76,16 @@ class _TrimBertMixin:
             self.config._attn_implementation_internal = implementation
 
     def _init_weights(self, module):
-        # Affine LayerNorm replacements start as the identity (only used for weights a checkpoint lacks).
+        # Affine LayerNorm replacements start as the identity, DyT as tanh(alpha x) (only used for
+        # weights a checkpoint lacks).
         if isinstance(module, AffineNorm):
             with torch.no_grad():
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+            return
+        if isinstance(module, DynamicTanh):
+            with torch.no_grad():
+                module.alpha.fill_(DYT_ALPHA_INIT)
                 module.weight.fill_(1.0)
                 module.bias.zero_()
             return

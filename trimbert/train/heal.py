@@ -49,9 +49,10 @@ def heal_loss(
     settings: HealSettings,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``alpha_hidden`` × the mean block-output MSE over ``pairs`` (see
-    :func:`trimbert.train.distill.block_pairs`) + ``alpha_final`` × the MSE of the final hidden states,
-    on real tokens; exactly 0 when the student's hidden states equal the teacher's. Returns the loss
-    and its parts (detached)."""
+    :func:`trimbert.train.distill.block_pairs`) + ``alpha_final`` × the MSE of the final hidden states
+    + ``alpha_attention`` × :func:`attention_loss` (the outputs must then carry ``attentions``), on real
+    tokens; exactly 0 when the student's states equal the teacher's. Returns the loss and its parts
+    (detached)."""
     student_hidden = student_outputs.hidden_states
     teacher_hidden = tuple(hidden.detach() for hidden in teacher_outputs.hidden_states)
     loss = student_hidden[-1].new_zeros((), dtype=torch.float32)
@@ -65,7 +66,37 @@ def heal_loss(
         final = hidden_mse(student_hidden, teacher_hidden, attention_mask, last)
         loss = loss + settings.alpha_final * final
         parts["final"] = final.detach()
+    if settings.alpha_attention > 0:
+        attention = attention_loss(student_outputs.attentions, teacher_outputs.attentions, attention_mask, pairs)
+        loss = loss + settings.alpha_attention * attention
+        parts["attention"] = attention.detach()
     return loss, parts
+
+
+def attention_loss(
+    student: tuple[torch.Tensor, ...],
+    teacher: tuple[torch.Tensor, ...],
+    attention_mask: torch.Tensor | None,
+    pairs: list[tuple[int, int]],
+) -> torch.Tensor:
+    """For each block pair (``pairs`` index hidden states: block position + 1), the squared difference
+    of the attention weights ``[batch, heads, queries, keys]`` summed over keys, averaged over real
+    query tokens and heads; then the mean over pairs. A squared difference, not a KL divergence:
+    normalizers such as relu give keys exactly zero weight, where a KL would be infinite."""
+    if student is None or teacher is None or any(weights is None for weights in (*student, *teacher)):
+        raise TrimbertError("heal: alpha_attention needs attention weights from both models")
+    total = student[0].new_zeros((), dtype=torch.float32)
+    for student_index, teacher_index in pairs:
+        if student_index == 0 or teacher_index == 0:
+            continue
+        s, t = student[student_index - 1].float(), teacher[teacher_index - 1].detach().float()
+        rows = (s - t).square().sum(-1)  # [batch, heads, queries]
+        if attention_mask is None:
+            total = total + rows.mean()
+        else:
+            keep = attention_mask.to(rows.dtype)[:, None, :].expand_as(rows)
+            total = total + (rows * keep).sum() / keep.sum().clamp_min(1.0)
+    return total / max(len(pairs), 1)
 
 
 class HealTrainer(Trainer):
@@ -81,12 +112,18 @@ class HealTrainer(Trainer):
         self.pairs = block_pairs(self.model, teacher)
         if not self.pairs:
             raise TrimbertError("heal: the trimmed model and the teacher have no block in common")
+        self.outputs = {"output_hidden_states": True, "return_dict": True}
+        if heal.alpha_attention > 0:  # attention weights: eager softmax (sdpa returns none); normalizers give them
+            for model in (self.model, self.teacher):
+                if not str(model.config._attn_implementation).startswith("trimbert_"):
+                    model.set_attn_implementation("eager")
+            self.outputs["output_attentions"] = True
         self.tokens = 0  # real tokens trained on
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs, output_hidden_states=True, return_dict=True)
+        outputs = model(**inputs, **self.outputs)
         with torch.no_grad():
-            teacher_outputs = self.teacher(**inputs, output_hidden_states=True, return_dict=True)
+            teacher_outputs = self.teacher(**inputs, **self.outputs)
         loss, _ = heal_loss(outputs, teacher_outputs, inputs.get("attention_mask"), self.pairs, self.heal)
         if model.training and inputs.get("attention_mask") is not None:
             self.tokens += int(inputs["attention_mask"].sum())
@@ -99,8 +136,8 @@ class HealTrainer(Trainer):
         with torch.no_grad():
             for inputs in self.get_eval_dataloader():
                 inputs = self._prepare_inputs(inputs)
-                outputs = model(**inputs, output_hidden_states=True, return_dict=True)
-                teacher_outputs = self.teacher(**inputs, output_hidden_states=True, return_dict=True)
+                outputs = model(**inputs, **self.outputs)
+                teacher_outputs = self.teacher(**inputs, **self.outputs)
                 total += float(heal_loss(outputs, teacher_outputs, inputs.get("attention_mask"), self.pairs, self.heal)[0])
                 batches += 1
         return total / max(batches, 1)

@@ -62,7 +62,8 @@ class HealSettings(Settings):
     """Task-agnostic distillation on unlabeled text (``trimbert heal``; see :mod:`trimbert.train.heal`).
 
     ``loss = alpha_hidden · mean over shared blocks of the block-output MSE + alpha_final · MSE of the
-    final hidden states`` (real tokens only), student against the untrimmed teacher on the same text.
+    final hidden states + alpha_attention · attention-distribution loss`` (real tokens only), student
+    against the untrimmed teacher on the same text.
     """
 
     steps: int = Field(300, ge=1, description="Optimizer steps (each a batch of corpus texts).")
@@ -80,6 +81,12 @@ class HealSettings(Settings):
     seed: int = Field(42, description="Seed of the corpus shuffle and of training.")
     alpha_hidden: float = Field(1.0, ge=0, description="Weight of the per-block hidden-state MSE.")
     alpha_final: float = Field(1.0, ge=0, description="Weight of the final hidden-state MSE.")
+    alpha_attention: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the attention-distribution loss (per query row, the squared difference of the "
+        "student's and the teacher's attention weights summed over keys; mean over real query tokens, heads, blocks).",
+    )
     corpus_texts: int | None = Field(
         None, ge=1, description="Use at most this many corpus texts (shuffled; default: all)."
     )
@@ -92,6 +99,6 @@ class HealSettings(Settings):
 
     @model_validator(mode="after")
     def _some_weight(self) -> HealSettings:
-        if self.alpha_hidden + self.alpha_final <= 0:
-            raise ValueError("healing needs a positive weight (alpha_hidden or alpha_final)")
+        if self.alpha_hidden + self.alpha_final + self.alpha_attention <= 0:
+            raise ValueError("healing needs a positive weight (alpha_hidden, alpha_final or alpha_attention)")
         return self
