@@ -742,3 +742,10 @@ def test_compare_baselines_remove_matched_encoder_parameters():
             trimmed = trimbert.trim(copy.deepcopy(model), variant.trim)
             removed[variant.name] = full - encoder_parameters(trimmed)
     assert removed == {"ffn-alternate": 3_547_008, "layers-last2": 3_548_928, "ffn-width768": 3_543_552}
+
+
+@pytest.mark.parametrize("replacement", ["dyt", "identity"])
+def test_a_layernorm_replacement_is_resolved_with_its_layernorms(make_recipe, replacement):
+    variants = [{"name": "baseline"}, {"name": "ln", "layernorm": "half", "layernorm_replacement": replacement}]
+    spec = load_recipe(make_recipe(variants)).variant("ln").spec
+    assert spec.layernorm == ("0.attn", "1.attn") and spec.layernorm_replacement == replacement

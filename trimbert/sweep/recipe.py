@@ -482,13 +482,17 @@ def _resolve_variant(
     num_layers = int(config.num_hidden_layers)
     spec = TrimSpec.from_dict(getattr(config, "trim_spec", None))
     auto_drop = None
-    for key, value in request.to_dict().items():
+    options = request.to_dict()
+    for key, value in options.items():
         try:
             if key == "drop_ffn" and (auto_drop := _auto_count(value, num_layers, spec)):
                 continue
-            spec = resolve_spec(
-                num_layers, spec, intermediate_size=int(config.intermediate_size), **{key: value}
-            )
+            if key == "layernorm_replacement" and "layernorm" in options:
+                continue  # resolved with the LayerNorms it replaces
+            given = {key: value}
+            if key == "layernorm" and "layernorm_replacement" in options:
+                given["layernorm_replacement"] = options["layernorm_replacement"]
+            spec = resolve_spec(num_layers, spec, intermediate_size=int(config.intermediate_size), **given)
         except TrimbertError as error:
             check.fail(f"{where}.{key}", f"{_strip_option(str(error))} (variant {name!r})")
     return spec, auto_drop
