@@ -1,0 +1,169 @@
+"""The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
+
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc ...] [--table]
+
+The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
+the mean ± std over the seeds and the "heal s" column). This script runs the real CLI (``trimbert
+trim``, ``heal``, ``finetune``) step by step into OUT, skipping every step whose output folder is
+already there (a killed study resumes):
+
+- budget: the full trim (alternate + relu + half) healed for 150, 300, 600 and 1200 steps (seed 42,
+  the recipe's heal settings otherwise), each then fine-tuned as the recipe's full-trim-healed-kd
+  (SST-2, 4,000 rows, 2 epochs, lr 1e-4, max length 64, distilled from the sweep's baseline runs) with
+  seeds 42, 43, 44.
+- mrpc: all 3,668 MRPC training rows, 3 epochs, lr 1e-4, max length 128: the untrimmed baseline, the
+  full trim plain, and the full trim healed (600 steps) + distilled from the baseline; seeds 42-44.
+
+Then it prints the tables (mean ± sample std over the seeds, Δ against the baseline of the same
+seed, heal tokens and wall time from heal.json). Every number is read from the runs' own files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SEEDS = (42, 43, 44)
+BUDGETS = (150, 300, 600, 1200)
+GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "glue")
+FULL = ["--drop-ffn", "alternate", "--attention", "relu", "--layernorm", "half"]
+SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr", "1e-4", "--max-length", "64"]
+MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"]
+KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
+HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--lr", "1e-4", "--max-length", "64"]
+GROUPS = ("budget", "mrpc")
+
+
+def steps(out: Path, sweep: Path) -> dict[str, list[tuple[Path, list[str]]]]:
+    """Every step of every group: (the folder it writes, the CLI arguments)."""
+    trimmed = out / "trim-full"
+    groups: dict[str, list[tuple[Path, list[str]]]] = {name: [] for name in GROUPS}
+    for group in GROUPS:
+        groups[group].append((trimmed, ["trim", "minilm", "--out", str(trimmed), *FULL]))
+    for n in BUDGETS:
+        heal = out / f"heal-full-{n}"
+        group = "mrpc" if n == 600 else "budget"
+        groups[group].append((heal, ["heal", str(trimmed), *HEAL, "--steps", str(n), "--out", str(heal)]))
+    for n in BUDGETS:
+        if n == 600:
+            continue  # the sweep's full-trim-healed-kd
+        for seed in SEEDS:
+            folder = out / "sst2" / f"full-healed{n}-kd-s{seed}"
+            teacher = ["--teacher", str(sweep / "runs" / f"baseline-seed{seed}"), *KD]
+            argv = ["finetune", str(out / f"heal-full-{n}"), "--out", str(folder), *SST2, "--seed", str(seed), *teacher]
+            groups["budget"].append((folder, argv))
+    for seed in SEEDS:
+        base = out / "mrpc" / f"baseline-s{seed}"
+        teacher = ["--teacher", str(base), *KD]
+        for name, model, extra in (
+            ("baseline", "minilm", []),
+            ("full-plain", trimmed, []),
+            ("full-healed-kd", out / "heal-full-600", teacher),
+        ):
+            folder = out / "mrpc" / f"{name}-s{seed}"
+            groups["mrpc"].append((folder, ["finetune", str(model), "--out", str(folder), *MRPC, "--seed", str(seed), *extra]))
+    return groups
+
+
+def run(out: Path, sweep: Path, chosen: list[str]) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRIMBERT_GLUE_DIR": GLUE}
+    log = out / "log.txt"
+    for group, todo in steps(out, sweep).items():
+        if group not in chosen:
+            continue
+        for folder, argv in todo:
+            if folder.exists():
+                continue
+            start = time.time()
+            with log.open("a") as handle:
+                handle.write(f"$ trimbert {' '.join(argv)}\n")
+                handle.flush()
+                quiet = [] if argv[0] == "trim" else ["--json"]  # no progress bars in the log
+                code = subprocess.run(
+                    [sys.executable, "-m", "trimbert", *argv, *quiet], stdout=handle, stderr=handle, env=env
+                ).returncode
+                handle.write(f"# exit {code} after {time.time() - start:.0f} s\n")
+            if code != 0:
+                print(f"failed ({code}): trimbert {' '.join(argv)}; see {log}", file=sys.stderr)
+
+
+def _metric(folder: Path, key: str) -> float | None:
+    path = folder / "metrics.json"
+    return json.loads(path.read_text()).get("metrics", {}).get(key) if path.exists() else None
+
+
+def _stat(values: list[float | None]) -> str:
+    found = [v for v in values if v is not None]
+    if not found:
+        return "–"
+    if len(found) == 1:
+        return f"{found[0]:.4f} (1 seed)"
+    suffix = "" if len(found) == len(values) else f" ({len(found)} seeds)"
+    return f"{statistics.mean(found):.4f} ± {statistics.stdev(found):.4f}{suffix}"
+
+
+def _delta(mine: list[float | None], base: list[float | None]) -> str:
+    pairs = [m - b for m, b in zip(mine, base, strict=True) if m is not None and b is not None]
+    return f"{100 * statistics.mean(pairs):+.2f}" if pairs else "–"
+
+
+def _heal(folder: Path) -> dict | None:
+    path = folder / "heal.json"
+    return json.loads(path.read_text())["extra"] if path.exists() else None
+
+
+def budget_table(out: Path, sweep: Path) -> None:
+    base = [_metric(sweep / "runs" / f"baseline-seed{s}", "accuracy") for s in SEEDS]
+    print(f"\nSST-2 accuracy, full trim healed N steps + task KD ({len(SEEDS)} seeds); baseline {_stat(base)}\n")
+    print("| heal steps | tokens | heal wall time | held-out heal loss | accuracy | Δ pts vs baseline |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"| 0 (no heal: full-trim-kd) | 0 | 0 s | – | {_stat(_runs(sweep, 'full-trim-kd'))} | {_delta(_runs(sweep, 'full-trim-kd'), base)} |")
+    for n in BUDGETS:
+        heal = _heal(out / f"heal-full-{n}")
+        if n == 600:
+            accuracy = _runs(sweep, "full-trim-healed-kd")
+        else:
+            accuracy = [_metric(out / "sst2" / f"full-healed{n}-kd-s{s}", "accuracy") for s in SEEDS]
+        cost = f"{heal['tokens']:,} | {heal['heal_time_s']:.0f} s | {heal['loss_after']:.3f}" if heal else "– | – | –"
+        print(f"| {n} | {cost} | {_stat(accuracy)} | {_delta(accuracy, base)} |")
+
+
+def _runs(sweep: Path, variant: str) -> list[float | None]:
+    return [_metric(sweep / "runs" / f"{variant}-seed{s}", "accuracy") for s in SEEDS]
+
+
+def mrpc_table(out: Path) -> None:
+    print(f"\nMRPC, all training rows, 3 epochs ({len(SEEDS)} seeds)\n")
+    print("| run | accuracy | F1 | Δ accuracy pts | Δ F1 pts |")
+    print("|---|---:|---:|---:|---:|")
+    base = {k: [_metric(out / "mrpc" / f"baseline-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
+    for name in ("baseline", "full-plain", "full-healed-kd"):
+        mine = {k: [_metric(out / "mrpc" / f"{name}-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
+        print(
+            f"| {name} | {_stat(mine['accuracy'])} | {_stat(mine['f1'])} | "
+            f"{_delta(mine['accuracy'], base['accuracy'])} | {_delta(mine['f1'], base['f1'])} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--sweep", type=Path, default=Path("runs/heal-sst2"), help="The heal-sst2 sweep's --out.")
+    parser.add_argument("--group", action="append", choices=GROUPS)
+    parser.add_argument("--table", action="store_true", help="Only print the tables of what is there.")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.table:
+        run(args.out, args.sweep, args.group or list(GROUPS))
+    budget_table(args.out, args.sweep)
+    mrpc_table(args.out)
+
+
+if __name__ == "__main__":
+    main()
