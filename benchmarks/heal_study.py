@@ -1,13 +1,13 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc ...] [--table]
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc ...] [--seed N ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
 the mean ± std over the seeds and the "heal s" column). This script runs the real CLI (``trimbert
 trim``, ``heal``, ``finetune``) step by step into OUT, skipping every step whose output folder is
 already there (a killed study resumes):
 
-- budget: the full trim (alternate + relu + half) healed for 150, 300, 600 and 1200 steps (seed 42,
+- budget: the full trim (alternate + relu + half) healed for 150, 300 and 600 steps (seed 42,
   the recipe's heal settings otherwise), each then fine-tuned as the recipe's full-trim-healed-kd
   (SST-2, 4,000 rows, 2 epochs, lr 1e-4, max length 64, distilled from the sweep's baseline runs) with
   seeds 42, 43, 44.
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 SEEDS = (42, 43, 44)
-BUDGETS = (150, 300, 600, 1200)
+BUDGETS = (150, 300, 600)
 GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "glue")
 FULL = ["--drop-ffn", "alternate", "--attention", "relu", "--layernorm", "half"]
 SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr", "1e-4", "--max-length", "64"]
@@ -40,7 +40,7 @@ HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--lr", "1e-4",
 GROUPS = ("budget", "mrpc")
 
 
-def steps(out: Path, sweep: Path) -> dict[str, list[tuple[Path, list[str]]]]:
+def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, list[tuple[Path, list[str]]]]:
     """Every step of every group: (the folder it writes, the CLI arguments)."""
     trimmed = out / "trim-full"
     groups: dict[str, list[tuple[Path, list[str]]]] = {name: [] for name in GROUPS}
@@ -53,28 +53,28 @@ def steps(out: Path, sweep: Path) -> dict[str, list[tuple[Path, list[str]]]]:
     for n in BUDGETS:
         if n == 600:
             continue  # the sweep's full-trim-healed-kd
-        for seed in SEEDS:
+        for seed in seeds:
             folder = out / "sst2" / f"full-healed{n}-kd-s{seed}"
             teacher = ["--teacher", str(sweep / "runs" / f"baseline-seed{seed}"), *KD]
             argv = ["finetune", str(out / f"heal-full-{n}"), "--out", str(folder), *SST2, "--seed", str(seed), *teacher]
             groups["budget"].append((folder, argv))
-    for seed in SEEDS:
+    for seed in seeds:
         base = out / "mrpc" / f"baseline-s{seed}"
         teacher = ["--teacher", str(base), *KD]
         for name, model, extra in (
             ("baseline", "minilm", []),
-            ("full-plain", trimmed, []),
             ("full-healed-kd", out / "heal-full-600", teacher),
+            ("full-plain", trimmed, []),
         ):
             folder = out / "mrpc" / f"{name}-s{seed}"
             groups["mrpc"].append((folder, ["finetune", str(model), "--out", str(folder), *MRPC, "--seed", str(seed), *extra]))
     return groups
 
 
-def run(out: Path, sweep: Path, chosen: list[str]) -> None:
+def run(out: Path, sweep: Path, chosen: list[str], seeds: tuple[int, ...]) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRIMBERT_GLUE_DIR": GLUE}
     log = out / "log.txt"
-    for group, todo in steps(out, sweep).items():
+    for group, todo in steps(out, sweep, seeds).items():
         if group not in chosen:
             continue
         for folder, argv in todo:
@@ -126,12 +126,19 @@ def budget_table(out: Path, sweep: Path) -> None:
     print(f"| 0 (no heal: full-trim-kd) | 0 | 0 s | – | {_stat(_runs(sweep, 'full-trim-kd'))} | {_delta(_runs(sweep, 'full-trim-kd'), base)} |")
     for n in BUDGETS:
         heal = _heal(out / f"heal-full-{n}")
-        if n == 600:
+        if n == 600:  # the sweep's own heal and runs
+            heal = _heal(Path(_sweep_heal_dir(sweep, "full-trim-healed-kd") or out / "heal-full-600"))
             accuracy = _runs(sweep, "full-trim-healed-kd")
         else:
             accuracy = [_metric(out / "sst2" / f"full-healed{n}-kd-s{s}", "accuracy") for s in SEEDS]
         cost = f"{heal['tokens']:,} | {heal['heal_time_s']:.0f} s | {heal['loss_after']:.3f}" if heal else "– | – | –"
         print(f"| {n} | {cost} | {_stat(accuracy)} | {_delta(accuracy, base)} |")
+
+
+def _sweep_heal_dir(sweep: Path, variant: str) -> str | None:
+    path = sweep / "results.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return next((r["extra"]["heal_dir"] for r in rows if r["variant"] == variant and "heal_dir" in r["extra"]), None)
 
 
 def _runs(sweep: Path, variant: str) -> list[float | None]:
@@ -156,11 +163,12 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--sweep", type=Path, default=Path("runs/heal-sst2"), help="The heal-sst2 sweep's --out.")
     parser.add_argument("--group", action="append", choices=GROUPS)
+    parser.add_argument("--seed", type=int, action="append", choices=SEEDS, help="Run only these seeds (default: all).")
     parser.add_argument("--table", action="store_true", help="Only print the tables of what is there.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table:
-        run(args.out, args.sweep, args.group or list(GROUPS))
+        run(args.out, args.sweep, args.group or list(GROUPS), tuple(args.seed or SEEDS))
     budget_table(args.out, args.sweep)
     mrpc_table(args.out)
 

@@ -245,7 +245,9 @@ def heal_stages(
     """What :func:`heal` trains: ``(stage, trim added before it or None, steps)``. One-shot: one stage
     on the model as given. Progressive: ``spec`` split into FFNs and layers (drops and widths), then
     LayerNorms, then the attention normalizer (the parts it has), applied to the teacher one after
-    the other with ``settings.steps / stages`` steps after each (the last takes the remainder)."""
+    the other with ``settings.steps / stages`` steps after each (the last takes the remainder). Each
+    stage is a fresh run over the corpus with the same seed, so every stage reads the same first
+    ``steps / stages × batch_size`` texts (the order the measurements in docs/heal.md were made with)."""
     if settings.schedule == "oneshot":
         return [("oneshot", None, settings.steps)]
     if spec.layernorm_replacement == AFFINE:
