@@ -144,8 +144,12 @@ def ensure_healed(out: Path, model: str, request: TrimRequest, table: dict[str, 
 
 
 def heal_fields(folder: Path, reused: bool) -> dict[str, Any]:
-    """What a unit's record says of its heal (from the healed checkpoint's heal.json)."""
-    extra = json.loads((folder / HEAL_FILE).read_text())["extra"]
+    """What a unit's record says of its heal (from the healed checkpoint's heal.json; only the folder
+    when that is gone, e.g. deleted after its fine-tunes finished)."""
+    try:
+        extra = json.loads((folder / HEAL_FILE).read_text())["extra"]
+    except (OSError, ValueError, KeyError):
+        return {"heal_dir": str(folder), "heal_reused": reused}
     return {
         "heal_dir": str(folder),
         "heal_time_s": extra["heal_time_s"],
