@@ -120,3 +120,19 @@ def test_without_heal_there_is_no_heal_column(tmp_path, tiny_checkpoint, sst2):
     run_sweep(path, tmp_path / "out")
     table = build_rows(collect_records([tmp_path / "out"]))
     assert "heal s" not in [column.header for column in shown_columns(table)]
+
+
+def test_heal_fields_without_the_heal_folder_keep_the_folder_only(tmp_path):
+    from trimbert.sweep.healing import heal_fields
+
+    assert heal_fields(tmp_path / "gone", True) == {"heal_dir": str(tmp_path / "gone"), "heal_reused": True}
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / HEAL_FILE).write_text(json.dumps({"extra": {"heal_time_s": 2.5, "tokens": 7, "loss_before": 1.0, "loss_after": 0.5}}))
+    assert heal_fields(tmp_path / "here", False) == {
+        "heal_dir": str(tmp_path / "here"),
+        "heal_time_s": 2.5,
+        "heal_tokens": 7,
+        "heal_loss_before": 1.0,
+        "heal_loss_after": 0.5,
+        "heal_reused": False,
+    }
