@@ -12,7 +12,8 @@ already there (a killed study resumes):
   (SST-2, 4,000 rows, 2 epochs, lr 1e-4, max length 64, distilled from the sweep's baseline runs) with
   seeds 42, 43, 44.
 - mrpc: all 3,668 MRPC training rows, 3 epochs, lr 1e-4, max length 128: the untrimmed baseline, the
-  full trim plain, and the full trim healed (600 steps) + distilled from the baseline; seeds 42-44.
+  full trim healed progressively (the sweep's 600-step heal, the best SST-2 schedule) + distilled from
+  the baseline, and the full trim plain; seeds 42-44.
 
 Then it prints the tables (mean ± sample std over the seeds, Δ against the baseline of the same
 seed, heal tokens and wall time from heal.json). Every number is read from the runs' own files.
@@ -47,9 +48,11 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
     for group in GROUPS:
         groups[group].append((trimmed, ["trim", "minilm", "--out", str(trimmed), *FULL]))
     for n in BUDGETS:
+        if n == 600:
+            continue  # the sweep's heal
         heal = out / f"heal-full-{n}"
-        group = "mrpc" if n == 600 else "budget"
-        groups[group].append((heal, ["heal", str(trimmed), *HEAL, "--steps", str(n), "--out", str(heal)]))
+        groups["budget"].append((heal, ["heal", str(trimmed), *HEAL, "--steps", str(n), "--out", str(heal)]))
+    progressive = _sweep_heal_dir(sweep, "full-trim-progressive-healed-kd")
     for n in BUDGETS:
         if n == 600:
             continue  # the sweep's full-trim-healed-kd
@@ -63,7 +66,7 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
         teacher = ["--teacher", str(base), *KD]
         for name, model, extra in (
             ("baseline", "minilm", []),
-            ("full-healed-kd", out / "heal-full-600", teacher),
+            ("full-progressive-healed-kd", progressive, teacher),
             ("full-plain", trimmed, []),
         ):
             folder = out / "mrpc" / f"{name}-s{seed}"
@@ -127,7 +130,7 @@ def budget_table(out: Path, sweep: Path) -> None:
     for n in BUDGETS:
         heal = _heal(out / f"heal-full-{n}")
         if n == 600:  # the sweep's own heal and runs
-            heal = _heal(Path(_sweep_heal_dir(sweep, "full-trim-healed-kd") or out / "heal-full-600"))
+            heal = _heal(Path(_sweep_heal_dir(sweep, "full-trim-healed-kd") or out / "missing"))
             accuracy = _runs(sweep, "full-trim-healed-kd")
         else:
             accuracy = [_metric(out / "sst2" / f"full-healed{n}-kd-s{s}", "accuracy") for s in SEEDS]
@@ -150,7 +153,7 @@ def mrpc_table(out: Path) -> None:
     print("| run | accuracy | F1 | Δ accuracy pts | Δ F1 pts |")
     print("|---|---:|---:|---:|---:|")
     base = {k: [_metric(out / "mrpc" / f"baseline-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
-    for name in ("baseline", "full-plain", "full-healed-kd"):
+    for name in ("baseline", "full-plain", "full-progressive-healed-kd"):
         mine = {k: [_metric(out / "mrpc" / f"{name}-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
         print(
             f"| {name} | {_stat(mine['accuracy'])} | {_stat(mine['f1'])} | "
