@@ -11,9 +11,9 @@ already there (a killed study resumes):
   the recipe's heal settings otherwise), each then fine-tuned as the recipe's full-trim-healed-kd
   (SST-2, 4,000 rows, 2 epochs, lr 1e-4, max length 64, distilled from the sweep's baseline runs) with
   seeds 42, 43, 44.
-- mrpc: all 3,668 MRPC training rows, 3 epochs, lr 1e-4, max length 128: the untrimmed baseline, the
+- mrpc: all 3,668 MRPC training rows, 3 epochs, lr 1e-4, max length 128: the untrimmed baseline and the
   full trim healed progressively (the sweep's 600-step heal, the best SST-2 schedule) + distilled from
-  the baseline, and the full trim plain; seeds 42-44.
+  the baseline; seeds 42-44.
 
 Then it prints the tables (mean ± sample std over the seeds, Δ against the baseline of the same
 seed, heal tokens and wall time from heal.json). Every number is read from the runs' own files.
@@ -67,7 +67,6 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
         for name, model, extra in (
             ("baseline", "minilm", []),
             ("full-progressive-healed-kd", progressive, teacher),
-            ("full-plain", trimmed, []),
         ):
             folder = out / "mrpc" / f"{name}-s{seed}"
             groups["mrpc"].append((folder, ["finetune", str(model), "--out", str(folder), *MRPC, "--seed", str(seed), *extra]))
@@ -153,7 +152,7 @@ def mrpc_table(out: Path) -> None:
     print("| run | accuracy | F1 | Δ accuracy pts | Δ F1 pts |")
     print("|---|---:|---:|---:|---:|")
     base = {k: [_metric(out / "mrpc" / f"baseline-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
-    for name in ("baseline", "full-plain", "full-progressive-healed-kd"):
+    for name in ("baseline", "full-progressive-healed-kd"):
         mine = {k: [_metric(out / "mrpc" / f"{name}-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
         print(
             f"| {name} | {_stat(mine['accuracy'])} | {_stat(mine['f1'])} | "
