@@ -136,3 +136,13 @@ def test_heal_fields_without_the_heal_folder_keep_the_folder_only(tmp_path):
         "heal_loss_after": 0.5,
         "heal_reused": False,
     }
+
+
+def test_heal_records_are_not_rows_beside_evaluated_models():
+    from trimbert.report.aggregate import merge_records
+    from trimbert.report.records import Record
+
+    heal = Record(kind="heal", variant="dd4235b57462c0a6", model="m", train_time_s=389.0)
+    tuned = Record(kind="sweep", variant="healed", model="m", metrics={"accuracy": 0.8}, seed=1, extra={"heal_time_s": 389.0})
+    assert [row.variant for row in merge_records([heal, tuned])] == ["healed"]
+    assert [row.variant for row in merge_records([heal])] == ["dd4235b57462c0a6"]

@@ -244,8 +244,13 @@ def merge_records(records: Iterable[Record]) -> list[ReportRow]:
     failed row carrying the error. The baseline comparisons are left to :func:`build_rows`.
 
     Records of one variant must share one trim, and their fine-tunes one model; otherwise
-    :class:`TrimbertError` (give each a distinct variant name).
+    :class:`TrimbertError` (give each a distinct variant name). Heal records (``heal.json`` of a healed
+    checkpoint, e.g. in a sweep's ``heal/``) are not rows beside evaluated models: their cost is in the
+    rows of the models fine-tuned from them (``heal_time_s``); alone, they are the rows.
     """
+    records = list(records)
+    if any(record.kind != "heal" for record in records):
+        records = [record for record in records if record.kind != "heal"]
     groups: dict[str, list[Record]] = {}
     for record in records:
         groups.setdefault(record.variant, []).append(record)
