@@ -86,9 +86,7 @@ def attention_loss(
     if student is None or teacher is None or any(weights is None for weights in (*student, *teacher)):
         raise TrimbertError("heal: alpha_attention needs attention weights from both models")
     total = student[0].new_zeros((), dtype=torch.float32)
-    for student_index, teacher_index in pairs:
-        if student_index == 0 or teacher_index == 0:
-            continue
+    for student_index, teacher_index in pairs:  # block_pairs: indices from 1 (0 is the embeddings)
         s, t = student[student_index - 1].float(), teacher[teacher_index - 1].detach().float()
         rows = (s - t).square().sum(-1)  # [batch, heads, queries]
         if attention_mask is None:
