@@ -1,24 +1,28 @@
 """Turn a :class:`~trimbert.spec.TrimRequest` into a trimmed model, with data where the trim needs it.
 
-Most trims are pure surgery (:func:`trimbert.model.trim.trim`). Two need a sample of real text:
-``--drop-ffn auto:N`` (which FFNs matter least is measured, :mod:`trimbert.analyze`) and
-``--layernorm-replacement affine`` (the replacement maps are fitted, :mod:`trimbert.model.calibrate`).
-:func:`apply_trim` draws one sample, uses it for both, and returns what it chose so that records can
-say so. ``trim``, ``finetune`` and sweeps all trim through here.
+Most trims are pure surgery (:func:`trimbert.model.trim.trim`). Three need a sample of real text:
+``--drop-ffn auto:N`` (which FFNs matter least is measured: the cut analysis of :mod:`trimbert.analyze`,
+or Taylor scores with ``--importance taylor``), ``--ffn-width N --importance taylor`` (which neurons
+to keep, :mod:`trimbert.importance`) and ``--layernorm-replacement affine`` (the replacement maps are
+fitted, :mod:`trimbert.model.calibrate`). :func:`apply_trim` draws one sample, uses it for all, and
+returns what it chose so that records can say so. ``trim``, ``finetune`` and sweeps all trim through here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 from torch import nn
 
-from trimbert.analyze import resolve_auto_drop
+from trimbert.analyze import check_auto_count, resolve_auto_drop
 from trimbert.data.batches import sample_batches
 from trimbert.errors import TrimbertError
+from trimbert.importance import taylor_importance
+from trimbert.model.structure import applied_spec
 from trimbert.model.trim import trim
-from trimbert.spec import AFFINE, TrimRequest
+from trimbert.spec import AFFINE, TrimRequest, TrimSpec
 
 
 def apply_trim(
@@ -43,6 +47,7 @@ def apply_trim(
     info: dict[str, Any] = {}
     if not request.requested:
         return model, info
+    request.check_importance()
     batches = None
     if request.needs_data:
         if dataset is None:
@@ -63,7 +68,10 @@ def apply_trim(
         )
     if request.auto_count is not None:
         start = time.perf_counter()
-        auto = resolve_auto_drop(model, request.auto_count, batches, has_head=has_head, seed=seed)
+        if request.taylor:
+            auto = _taylor_auto(model, request.auto_count, batches, has_head=has_head, seed=seed)
+        else:
+            auto = resolve_auto_drop(model, request.auto_count, batches, has_head=has_head, seed=seed)
         model = trim(model, auto)
         info["auto_drop"] = {
             **auto.notes,
@@ -71,9 +79,43 @@ def apply_trim(
             "analysis_time_s": time.perf_counter() - start,
         }
         request = request.without_auto()
-    if request.requested:
+    if request.requested and request.to_dict().keys() - {"importance"}:
         calibration = batches if request.layernorm_replacement == AFFINE else None
-        model = trim(model, request, calibration_batches=calibration)
+        scores = None
+        if request.taylor:
+            start = time.perf_counter()
+            found = taylor_importance(model, batches, has_head=has_head, seed=seed)
+            scores = found.neurons
+            info["ffn_importance"] = {"rule": "taylor", "objective": found.objective, "time_s": time.perf_counter() - start}
+        model = trim(model, _without_importance(request), calibration_batches=calibration, ffn_importance=scores)
+        if scores is not None:
+            _note(model, "ffn_width_rule", f"taylor ({found.objective})")
     if batches is not None:
         info["sample"] = {"rows": sum(len(batch["input_ids"]) for batch in batches), "seed": seed}
     return model, info
+
+
+def _without_importance(request: TrimRequest) -> TrimRequest:
+    return dataclasses.replace(request, importance=None)
+
+
+def _note(model: nn.Module, key: str, value: Any) -> None:
+    """Record provenance in the trimmed model's saved spec (``notes``)."""
+    spec = applied_spec(model)
+    model.config.trim_spec = TrimSpec.from_dict({**spec.to_dict(), "notes": {**spec.notes, key: value}}).to_dict()
+
+
+def _taylor_auto(model: nn.Module, count: int, batches: Any, *, has_head: bool, seed: int) -> TrimSpec:
+    """``auto:N`` by Taylor scores: the N FFNs whose gates matter least (see :mod:`trimbert.importance`)."""
+    check_auto_count(count, model)
+    found = taylor_importance(model, batches, has_head=has_head, seed=seed)
+    chosen = found.least_important_ffns(count)
+    notes = {
+        "drop_ffn_rule": f"auto:{count}",
+        "measure": f"taylor ({found.objective})",
+        "ffn_importance": {str(block): score for block, score in found.ffn.items()},
+        "ffn_ranking": list(found.ffn_ranking()),
+        "analysis_samples": found.samples,
+        "analysis_seed": seed,
+    }
+    return TrimSpec(drop_ffn=chosen, notes=notes)

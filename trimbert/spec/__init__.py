@@ -8,7 +8,7 @@ parsers of :mod:`trimbert.spec.parse` do the syntax. This layer sits just above
 """
 
 from trimbert.spec.parse import parse_blocks, parse_ffn_width, parse_layernorm
-from trimbert.spec.request import TrimRequest, parse_auto
+from trimbert.spec.request import IMPORTANCE_RULES, TrimRequest, parse_auto
 from trimbert.spec.resolve import resolve_spec, validate_spec
 from trimbert.spec.trimspec import (
     AFFINE,
@@ -31,6 +31,7 @@ __all__ = [
     "AFFINE",
     "DYT",
     "IDENTITY",
+    "IMPORTANCE_RULES",
     "LN_KINDS",
     "LN_REPLACEMENTS",
     "NORMALIZER_NAMES",

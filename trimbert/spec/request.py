@@ -23,6 +23,7 @@ from typing import Any
 from trimbert.errors import TrimbertError
 from trimbert.spec.trimspec import AFFINE, SOFTMAX, TrimSpec
 
+IMPORTANCE_RULES = ("magnitude", "taylor")
 _AUTO = re.compile(r"^auto(?::(.*))?$", re.IGNORECASE)
 
 
@@ -114,9 +115,22 @@ class TrimRequest:
         ),
     )
 
+    importance: str | None = field(
+        default=None,
+        metadata=_option(
+            "--importance",
+            "How --ffn-width and auto:N rank what to cut: magnitude (weights only; --ffn-width's default) | "
+            "taylor (gradients on a data sample: task loss with a fine-tuned head, else hidden states).",
+        ),
+    )
+
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
             object.__setattr__(self, item.name, _as_text(item.name, getattr(self, item.name)))
+        if self.importance is not None and self.importance not in IMPORTANCE_RULES:
+            raise TrimbertError(
+                f"--importance: unknown rule {self.importance!r} (choose from {', '.join(IMPORTANCE_RULES)})"
+            )
 
     @classmethod
     def options(cls) -> tuple[dataclasses.Field, ...]:
@@ -158,9 +172,23 @@ class TrimRequest:
         return parse_auto(self.drop_ffn)
 
     @property
+    def taylor(self) -> bool:
+        """Whether ``--importance taylor`` applies: it ranks ``auto:N`` and ``--ffn-width``."""
+        return self.importance == "taylor" and (self.auto_count is not None or self.ffn_width is not None)
+
+    @property
     def needs_data(self) -> bool:
-        """Whether resolving this request needs a sample of real text (``auto:N``, ``affine``)."""
-        return self.auto_count is not None or self.layernorm_replacement == AFFINE
+        """Whether resolving this request needs a sample of real text (``auto:N``, ``affine``, taylor)."""
+        return self.auto_count is not None or self.layernorm_replacement == AFFINE or self.taylor
+
+    def check_importance(self) -> None:
+        """``--importance`` says how to rank FFN neurons or FFNs: refuse it when nothing is ranked."""
+        if self.importance is not None and self.auto_count is None and self.ffn_width is None:
+            raise TrimbertError("--importance: only used with --ffn-width or --drop-ffn auto:N")
+        if self.importance == "magnitude" and self.auto_count is not None:
+            raise TrimbertError(
+                "--importance magnitude: auto:N ranks whole FFNs by data (the cut analysis, or --importance taylor)"
+            )
 
     def without_auto(self) -> TrimRequest:
         """This request with ``drop_ffn="auto:N"`` removed (once the analysis has chosen the blocks)."""
