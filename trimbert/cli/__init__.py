@@ -25,6 +25,7 @@ from trimbert.cli import train as _train_commands  # noqa: E402, F401
 from trimbert.cli import measure as _measure_commands  # noqa: E402, F401
 from trimbert.cli import deploy as _deploy_commands  # noqa: E402, F401
 from trimbert.cli import sweep as _sweep_commands  # noqa: E402, F401
+from trimbert.cli import search as _search_commands  # noqa: E402, F401
 
 # isort: on
 

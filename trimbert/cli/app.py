@@ -37,6 +37,10 @@ SamplesOpt = Annotated[
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output folder if it exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+SpecOpt = Annotated[
+    str | None,
+    typer.Option("--spec", help="A spec file written by trimbert search (best.json): the whole trim, instead of trim options."),
+]
 
 
 def _version_callback(value: bool) -> None:

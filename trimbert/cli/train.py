@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, app, console, print_json, print_metrics
+from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, SpecOpt, app, console, print_json, print_metrics
 from trimbert.cli.options import Group, trim_request, with_options
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
@@ -37,11 +37,13 @@ def finetune(
     portable: Annotated[
         bool, typer.Option("--portable", help="Also write the modeling code so the model loads without trimbert.")
     ] = False,
+    spec_file: SpecOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune MODEL on a GLUE task or your own data (trimming it first if trim options are given)."""
     from trimbert.train.finetune import finetune as run_finetune
 
+    request = request.merged_with_file(spec_file)
     if teacher is None and distill != DistillSettings():
         raise TrimbertError("distillation settings need a teacher (--teacher RUN_DIR)")
     record = run_finetune(

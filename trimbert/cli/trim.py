@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, SamplesOpt, app, console, megabytes, print_json
+from trimbert.cli.app import (
+    ForceOpt,
+    JsonOpt,
+    ModelArg,
+    SamplesOpt,
+    SpecOpt,
+    app,
+    console,
+    megabytes,
+    print_json,
+)
 from trimbert.cli.options import Group, trim_request, with_options
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
@@ -77,21 +87,27 @@ def trim(
     max_length: Annotated[int, typer.Option("--max-length", help="Token limit of the data sample.")] = 128,
     force: ForceOpt = False,
     portable: Annotated[bool, typer.Option("--portable", help=_PORTABLE_HELP)] = False,
+    spec_file: SpecOpt = None,
 ) -> None:
     """Trim MODEL and save it (safetensors, trim spec in config.json, tokenizer copied)."""
     from trimbert.model.checkpoint import check_output_dir, load, load_tokenizer, save
+    from trimbert.model.heads import has_task_head
     from trimbert.model.portable import saved_format
     from trimbert.pipeline import apply_trim
 
+    request = request.merged_with_file(spec_file)
     check_output_dir(out, force, inputs=(model,))
-    dataset = None
+    dataset, has_head = None, False
     if request.needs_data and source.task is not None:
-        dataset = source.load()[0]["train"]
+        loaded_data, task = source.load()
+        dataset = loaded_data["train"]
+        has_head = has_task_head(model, task.num_labels, task.is_regression)  # rank by the task loss then
     loaded = load(model)
     tokenizer = load_tokenizer(model)
     before = loaded.config.num_hidden_layers
     trimmed, info = apply_trim(
-        loaded, request, dataset=dataset, tokenizer=tokenizer, samples=samples, seed=seed, max_length=max_length
+        loaded, request, dataset=dataset, tokenizer=tokenizer, has_head=has_head, samples=samples, seed=seed,
+        max_length=max_length,
     )
     save(trimmed, out, tokenizer=tokenizer, force=force, portable=portable)
     spec = trimmed.config.spec

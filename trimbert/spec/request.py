@@ -15,9 +15,11 @@ the request through unchanged (the model layer only changes if the option change
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from trimbert.errors import TrimbertError
@@ -160,6 +162,32 @@ class TrimRequest:
             ffn_width=spec.ffn_widths or None,
             layernorm_replacement=spec.layernorm_replacement if spec.layernorm else None,
         )
+
+    @classmethod
+    def from_spec_file(cls, path: str | Path) -> TrimRequest:
+        """The request of a spec file (``best.json`` of ``trimbert search``: a ``trim_spec`` object and the
+        ``importance`` rule its narrowed FFNs were scored with), applied to an untrimmed model."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise TrimbertError(f"--spec: {path} does not exist") from None
+        except (OSError, ValueError) as error:
+            raise TrimbertError(f"--spec: cannot read {path}: {str(error).splitlines()[0]}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("trim_spec"), dict):
+            raise TrimbertError(f"--spec: {path} has no trim_spec object (write one with trimbert search)")
+        request = cls.from_spec(TrimSpec.from_dict(data["trim_spec"]))
+        importance = data.get("importance")
+        return cls(**{**request.to_dict(), "importance": importance}) if importance else request
+
+    def merged_with_file(self, path: str | Path | None) -> TrimRequest:
+        """This request, or the one of spec file ``path`` when given (then no other trim option may be)."""
+        if path is None:
+            return self
+        if self.requested:
+            given = ", ".join(f"--{key.replace('_', '-')}" for key in self.to_dict())
+            raise TrimbertError(f"--spec: the spec file says the whole trim; drop {given}")
+        return TrimRequest.from_spec_file(path)
 
     @property
     def requested(self) -> bool:

@@ -54,8 +54,9 @@ from trimbert.train.settings import DistillSettings, FinetuneSettings
 from trimbert.train.trainer import METRICS_FILE, Evaluator, is_main_process, make_trainer
 
 
-def _prepare(model_source: str, source: DataSource, settings: FinetuneSettings):
-    """Load data and model and tokenize; everything that can fail on user input fails here."""
+def prepare(model_source: str, source: DataSource, settings: FinetuneSettings):
+    """Load data and model and tokenize: ``(task, tokenizer, model with a new seeded head, tokenized
+    train and eval splits)``. Everything that can fail on user input fails here."""
     dataset, task = source.load()
     tokenizer = checkpoint.load_tokenizer(model_source)
     if tokenizer is None:
@@ -118,7 +119,7 @@ def finetune(
         raise TrimbertError(f"auto:N analysis needs at least 1 sample, got {auto_samples}")
     inputs = tuple(item for item in (model_source, teacher, source.train, source.validation, source.data_dir) if item)
     out = checkpoint.check_output_dir(out, force, inputs=inputs)
-    task, tokenizer, model, encoded = _prepare(model_source, source, settings)
+    task, tokenizer, model, encoded = prepare(model_source, source, settings)
     loaded_teacher = None
     if teacher is not None:
         loaded_teacher = load_teacher(teacher, task, model, tokenizer, settings, distill)

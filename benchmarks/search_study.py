@@ -1,0 +1,176 @@
+"""The search issue's measurements: predictor error, importance, estimator rank correlation, searched vs fixed.
+
+Usage: python benchmarks/search_study.py OUT [--phase predictor|search|sweep|importance|bench|tables ...]
+
+Bundled MiniLM-L6-H384, SST-2, 4,000 training rows, 2 epochs, lr 1e-4, max length 64, seed 42; latency
+at batch 1, sequence length 128, 2 threads, PyTorch on the CPU. Every phase skips what is already in
+OUT (a killed study resumes); run the timing phases (predictor, bench) on a quiet machine.
+
+- predictor: fit the latency predictor (``trimbert search``'s, cached in OUT/cache, so the searches
+  reuse it) and time 12 held-out random specs of the space side by side with the untrimmed model:
+  the errors of their predicted speed-ups (OUT/predictor.json).
+- search: ``trimbert search --speedup 1.3`` and ``--speedup 1.6`` (one-shot estimator) into
+  OUT/search-1.3 and OUT/search-1.6.
+- sweep: one recipe (OUT/recipe.toml) fine-tunes the baseline, the fixed patterns, ``auto:3`` (cut
+  analysis and Taylor), ``--ffn-width`` (magnitude and Taylor) and both searched specs.
+- importance: the fine-tuned baseline narrowed to 768 (magnitude, Taylor on the task loss), evaluated
+  right away and after re-fine-tuning.
+- bench: every fine-tuned model side by side with the baseline (``trimbert bench``; OUT/bench.json).
+- tables: print every table from the files above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "glue")
+TRAIN = ["--epochs", "2", "--lr", "1e-4", "--max-length", "64", "--max-train-samples", "4000", "--seed", "42"]
+TARGET = ["--batch-size", "1", "--seq-len", "128", "--threads", "2"]
+TARGETS = ("1.3", "1.6")
+PHASES = ("predictor", "search", "sweep", "importance", "bench", "tables")
+FIXED = {
+    "alternate": {"drop_ffn": "alternate"},
+    "first3": {"drop_ffn": "first:3"},
+    "last3": {"drop_ffn": "last:3"},
+    "first4": {"drop_ffn": "first:4"},
+    "last4": {"drop_ffn": "last:4"},
+    "auto3-analysis": {"drop_ffn": "auto:3"},
+    "auto3-taylor": {"drop_ffn": "auto:3", "importance": "taylor"},
+    "width768-magnitude": {"ffn_width": 768},
+    "width768-taylor": {"ffn_width": 768, "importance": "taylor"},
+    "width384-taylor": {"ffn_width": 384, "importance": "taylor"},
+    "layers-last1": {"drop_layers": "last:1"},
+    "layers-last2": {"drop_layers": "last:2"},
+}
+# fixed variant -> the name of its pattern in search.json (the estimator scored it there)
+PATTERN_OF = {
+    "alternate": "drop-ffn alternate", "first3": "drop-ffn first:3", "last3": "drop-ffn last:3",
+    "first4": "drop-ffn first:4", "last4": "drop-ffn last:4", "width768-taylor": "ffn-width 768",
+    "width384-taylor": "ffn-width 384", "layers-last1": "drop-layers last:1", "layers-last2": "drop-layers last:2",
+}
+
+
+def cli(*args: str) -> None:
+    print("+ trimbert", " ".join(args), flush=True)
+    subprocess.run(["trimbert", *args], check=True)
+
+
+def phase_predictor(out: Path) -> None:
+    target = out / "predictor.json"
+    if target.exists():
+        return
+    from trimbert.model import checkpoint
+    from trimbert.search.latency import measure_specs, prediction_errors
+    from trimbert.search.run import _predictor, search_space
+    from trimbert.search.settings import SearchSettings
+    from trimbert.spec import TrimSpec
+
+    settings = SearchSettings(speedup=1.3, batch_size=1, seq_len=128, threads=2)
+    config = checkpoint.load_config(checkpoint.resolve_source("minilm"))
+    space = search_space(settings, config)
+    predictor, cached = _predictor("minilm", space, settings, out / "cache" / "latency")
+    rng = random.Random(1234)
+    held: list[TrimSpec] = []
+    probes = {json.dumps(row["spec"], sort_keys=True) for row in predictor.probes}
+    while len(held) < 12:
+        spec = space.random_spec(rng)
+        if spec not in held and json.dumps(spec.to_dict(), sort_keys=True) not in probes:
+            held.append(spec)
+    model = checkpoint.load("minilm", head="sequence-classification", config_overrides={"num_labels": 2}).eval()
+    with tempfile.TemporaryDirectory() as work:
+        rows = measure_specs(model, [TrimSpec(), *held], predictor.conditions, repeats=settings.repeats, work_dir=Path(work))
+    errors = prediction_errors(predictor, rows[1:], rows[0]["measured_ms"])
+    data = {"predictor": predictor.to_dict(), "cached": cached, "held_out": errors}
+    target.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def phase_search(out: Path) -> None:
+    for speedup in TARGETS:
+        folder = out / f"search-{speedup}"
+        if (folder / "best.json").exists():
+            continue
+        cli("search", "minilm", "--task", "sst2", "--data-dir", GLUE, "--speedup", speedup, *TARGET, *TRAIN,
+            "--cache-dir", str(out / "cache"), "--out", str(folder), "--force")
+
+
+def _toml_value(value) -> str:
+    return json.dumps(value)
+
+
+def phase_sweep(out: Path) -> None:
+    recipe = out / "recipe.toml"
+    lines = [
+        "[model]", 'source = "minilm"', "", "[data]", 'task = "sst2"', f"data_dir = {json.dumps(GLUE)}", "",
+        "[finetune]", "epochs = 2", "lr = 1e-4", "batch_size = 32", "max_length = 64", "max_train_samples = 4000",
+        "seed = 42", "", "[bench]", "batch_size = 1", "seq_len = 128", "repeats = 3", "warmup = 1", "max_seconds = 1", "",
+        "[[variants]]", 'name = "baseline"', "",
+    ]
+    for name, keys in FIXED.items():
+        lines += ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], ""]
+    for speedup in TARGETS:
+        variant = (out / f"search-{speedup}" / "variant.toml").read_text().replace('name = "searched"', f'name = "searched-{speedup}"')
+        lines += [variant]
+    recipe.write_text("\n".join(lines))
+    cli("sweep", str(recipe), "--out", str(out / "sweep"))
+
+
+def _run_dir(out: Path, name: str) -> Path:
+    return out / "sweep" / "runs" / f"{name}-seed42"
+
+
+def phase_importance(out: Path) -> None:
+    baseline = _run_dir(out, "baseline")
+    for rule in ("magnitude", "taylor"):
+        pruned = out / "importance" / f"width768-{rule}"
+        if not pruned.exists():
+            cli("trim", str(baseline), "--ffn-width", "768", "--importance", rule, "--task", "sst2", "--data-dir", GLUE,
+                "--seed", "42", "--out", str(pruned))
+        scored = out / "importance" / f"width768-{rule}-eval.json"
+        if not scored.exists():
+            result = subprocess.run(["trimbert", "evaluate", str(pruned), "--task", "sst2", "--data-dir", GLUE, "--max-length", "64", "--json"],
+                                    check=True, capture_output=True, text=True)
+            scored.write_text(result.stdout)
+        refit = out / "importance" / f"width768-{rule}-refit"
+        if not refit.exists():
+            cli("finetune", str(pruned), "--task", "sst2", "--data-dir", GLUE, *TRAIN, "--out", str(refit))
+
+
+def phase_bench(out: Path) -> None:
+    target = out / "bench.json"
+    if target.exists():
+        return
+    names = [*FIXED, *(f"searched-{speedup}" for speedup in TARGETS)]
+    args = ["bench", *[str(_run_dir(out, name)) for name in names], "--vs", str(_run_dir(out, "baseline"))]
+    for name in names:
+        args += ["--name", name]
+    cli(*args, *TARGET, "--repeats", "30", "--max-seconds", "240", "--out", str(target))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--phase", action="append", choices=PHASES)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def tables(out: Path) -> None:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from search_tables import print_tables  # the tables live beside this script
+
+        print_tables(out)
+
+    runners = {"predictor": phase_predictor, "search": phase_search, "sweep": phase_sweep,
+               "importance": phase_importance, "bench": phase_bench, "tables": tables}
+    for phase in args.phase or PHASES:
+        runners[phase](args.out)
+
+
+if __name__ == "__main__":
+    main()

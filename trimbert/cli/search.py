@@ -1,0 +1,78 @@
+"""``trimbert search``: the most accurate trim under a latency budget, and its Pareto front."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, app, console, print_json
+from trimbert.cli.options import Group, with_options
+from trimbert.data.source import DataSource
+from trimbert.errors import TrimbertError
+from trimbert.search.settings import SearchSettings
+from trimbert.train.settings import FinetuneSettings
+
+DEFAULT_CACHE = Path(os.environ.get("TRIMBERT_CACHE", Path.home() / ".cache" / "trimbert"))
+TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "eval_batch_size", "max_length", "max_train_samples", "seed")
+
+
+@app.command()
+@with_options(
+    Group("source", DataSource),
+    Group("settings", SearchSettings),
+    Group("finetune", FinetuneSettings, include=TRAIN_OPTIONS, flags={"batch_size": "--train-batch-size", "eval_batch_size": "--eval-batch-size"}),
+)
+def search(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option("--out", help="Folder for search.json, front.md/png, best.json, variant.toml.")],
+    source: DataSource,
+    settings: SearchSettings,
+    finetune: FinetuneSettings,
+    cache_dir: Annotated[
+        Path, typer.Option("--cache-dir", help="Where fitted latency predictors are kept ($TRIMBERT_CACHE).")
+    ] = DEFAULT_CACHE,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search trims of MODEL for the most accurate one predicted to meet --speedup or --latency-ms."""
+    from trimbert.search.run import SEARCH_FILE
+    from trimbert.search.run import search as run_search
+
+    if source.task is None and source.train is None:
+        raise TrimbertError("search needs data to estimate accuracy on: give --task (and --data-dir) or --train")
+    report = run_search(
+        model, source, out, settings=settings, finetune=finetune, cache_dir=cache_dir / "latency",
+        force=force, progress=not as_json,
+    )
+    if as_json:
+        print_json(json.loads((Path(out) / SEARCH_FILE).read_text()))
+        return
+    predictor = report.predictor
+    how = "from the cache" if report.predictor_cached else f"measured {len(predictor.probes)} probe trims"
+    console.print(
+        f"latency predictor ({settings.runtime}, batch {settings.batch_size}, length {settings.seq_len}): {how}; "
+        f"untrimmed {predictor.baseline_ms:.2f} ms; fit error median {predictor.fit_error['median']:.1%}, "
+        f"max {predictor.fit_error['max']:.1%}"
+    )
+    info = report.estimator
+    console.print(
+        f"estimator {info['kind']}: trained in {info['train_time_s']:.0f} s on {info['train_rows']:,} rows; "
+        f"scores on {info['score_rows']:,} {info['score_split']} rows; untrimmed estimate {info['untrimmed_estimate']:.4f}"
+    )
+    result = report.result
+    table = Table(title=f"Pareto front (target {report.min_speedup:.2f}x; {len(result.candidates)} candidates, "
+                        f"{result.generations} generations, stopped: {result.stopped})")
+    for column, justify in (("trim", "left"), ("predicted ms", "right"), ("speed-up", "right"), (f"est. {info['metric']}", "right"), ("origin", "left")):
+        table.add_column(column, justify=justify)
+    for candidate in result.front():
+        name = candidate.spec.summary() + (" (chosen)" if candidate is result.best else "")
+        table.add_row(name, f"{candidate.predicted_ms:.2f}", f"{candidate.predicted_speedup:.2f}x", f"{candidate.estimate:.4f}", candidate.origin)
+    console.print(table)
+    phases = ", ".join(f"{name.removesuffix('_s').replace('_', ' ')} {seconds:.0f} s" for name, seconds in report.phases_s.items())
+    console.print(f"chosen: {result.best.spec.summary()}  ({phases})")
+    console.print(f"saved to {out} (best.json: trimbert finetune MODEL --spec {Path(out) / 'best.json'} ...)")

@@ -1,0 +1,224 @@
+"""Accuracy estimates for many candidate trims without training each one.
+
+``one-shot`` (AutoTinyBERT's idea on a pretrained checkpoint): the untrimmed model is fine-tuned once
+on the task as a weight-sharing *super-model*: before every training step a random sub-trim of the
+search space is switched on with :mod:`trimbert.model.gates` (dropped blocks, dropped FFNs, FFNs narrowed
+to a prefix of their neurons sorted by importance, so widths nest, stripped LayerNorms, the normalizer);
+a quarter of the steps train the whole model (the sandwich rule's largest network). A candidate is
+then scored by switching its gates on and evaluating a held-out sample of the task's rows, with no
+further training.
+
+``analyze`` (the cheaper fallback): the model is fine-tuned once as usual and each candidate is cut out
+of it by masking and evaluated on the same sample, as :mod:`trimbert.analyze` cuts one unit at a time.
+It ranks by how little a cut disturbs the trained model, not by what training would recover.
+
+The score rows are training rows the fine-tune did not see (the rows after the first
+``max_train_samples`` of the seeded shuffle), so the estimate is not tuned on the dev set the
+searched model is finally judged on; when the training split has no rows to spare, validation rows
+are used and the result says so.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from trimbert.data.batches import make_batches, sample_batches
+from trimbert.data.metrics import compute_metrics, predictions_from_logits
+from trimbert.data.sampling import tokenize
+from trimbert.data.source import DataSource
+from trimbert.errors import TrimbertError
+from trimbert.importance import taylor_importance
+from trimbert.measure.size import model_device, model_mode
+from trimbert.model.gates import Gates, install_gates
+from trimbert.search.space import SearchSpace
+from trimbert.spec import TrimSpec
+from trimbert.train.finetune import prepare
+from trimbert.train.settings import FinetuneSettings
+from trimbert.train.trainer import Evaluator, make_trainer
+
+ESTIMATORS = ("one-shot", "analyze")
+FULL_MODEL_SHARE = 0.25  # share of super-model steps that train the whole model (sandwich rule)
+
+
+class SubTrimSampler(TrainerCallback):
+    """Before each training step, switch on a random sub-trim of ``space`` (or the whole model)."""
+
+    def __init__(self, space: SearchSpace, order: dict[int, torch.Tensor], seed: int) -> None:
+        self.space = space
+        self.order = order
+        self.rng = random.Random(seed)
+        self.gates: Gates | None = None
+        self.drawn = 0
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.gates = install_gates(model)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.rng.random() < FULL_MODEL_SHARE:
+            self.gates.reset()
+        else:
+            self.gates.apply(self.space.random_spec(self.rng), self.order)
+            self.drawn += 1
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.gates is not None:
+            self.gates.remove()
+
+
+@dataclass
+class Estimator:
+    """A trained (super-)model with gates, and a held-out sample to score candidates on."""
+
+    kind: str
+    model: nn.Module
+    task: Any
+    batches: list[dict[str, torch.Tensor]]
+    order: dict[int, torch.Tensor]
+    score_split: str
+    score_rows: int
+    train_time_s: float
+    info: dict[str, Any] = field(default_factory=dict)
+    cache: dict[TrimSpec, float] = field(default_factory=dict)
+    gates: Gates | None = None
+    score_time_s: float = 0.0
+
+    def score(self, spec: TrimSpec) -> float:
+        """The task's main metric of the model with ``spec`` switched on, on the score rows."""
+        if spec in self.cache:
+            return self.cache[spec]
+        start = time.perf_counter()
+        if self.gates is None:
+            self.gates = install_gates(self.model)
+        self.gates.apply(spec, self.order)
+        device = model_device(self.model)
+        logits, labels = [], []
+        with torch.inference_mode(), model_mode(self.model, train=False):
+            for batch in self.batches:
+                inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
+                logits.append(self.model(**inputs).logits.float().cpu().numpy())
+                labels.append(batch["labels"].numpy())
+        predictions = predictions_from_logits(self.task, np.concatenate(logits))
+        metrics = compute_metrics(self.task, predictions, np.concatenate(labels))
+        value = metrics[self.task.main_metric]
+        self.cache[spec] = value
+        self.score_time_s += time.perf_counter() - start
+        return value
+
+    def close(self) -> None:
+        if self.gates is not None:
+            self.gates.remove()
+            self.gates = None
+
+
+def score_rows(source: DataSource, tokenizer: Any, settings: FinetuneSettings, rows: int) -> tuple[Any, str]:
+    """Rows to score candidates on: training rows the fine-tune does not use, else validation rows."""
+    dataset, task = source.load()
+    train = dataset["train"]
+    used = len(train) if settings.max_train_samples is None else min(settings.max_train_samples, len(train))
+    if len(train) - used >= min(rows, 100):
+        held = train.shuffle(seed=settings.seed).select(range(used, min(len(train), used + rows)))
+        split = "train (rows not trained on)"
+    else:
+        validation = dataset[task.eval_splits[0]]
+        held = validation.shuffle(seed=settings.seed).select(range(min(rows, len(validation))))
+        split = f"{task.eval_splits[0]} (no spare training rows)"
+    from datasets import DatasetDict
+
+    return tokenize(DatasetDict({"score": held}), tokenizer, settings.max_length)["score"], split
+
+
+def neuron_order(model: nn.Module, encoded_train: Any, tokenizer: Any, settings: FinetuneSettings, importance: str, samples: int) -> dict[int, torch.Tensor]:
+    """The FFN neurons of each block, most important first: what ``--ffn-width N --importance <rule>``
+    keeps when fine-tuning from this checkpoint with the same seed (the same sample, the same scores)."""
+    from trimbert.importance import magnitude
+
+    if importance == "magnitude":
+        return magnitude(model).neuron_order()
+    batches = sample_batches(
+        encoded_train,
+        tokenizer,
+        samples=samples,
+        seed=settings.seed,
+        max_length=settings.max_length,
+        batch_size=settings.eval_batch_size,
+        tokenized=True,
+    )
+    return taylor_importance(model, batches, has_head=False, seed=settings.seed).neuron_order()
+
+
+def build_estimator(
+    model_source: str,
+    source: DataSource,
+    space: SearchSpace,
+    *,
+    kind: str = "one-shot",
+    settings: FinetuneSettings,
+    importance: str = "taylor",
+    rows: int = 1000,
+    importance_samples: int = 256,
+    progress: bool = False,
+) -> Estimator:
+    """Fine-tune ``model_source`` on the task (as a super-model for ``one-shot``) and return the estimator."""
+    if kind not in ESTIMATORS:
+        raise TrimbertError(f"--estimator: unknown estimator {kind!r} (choose from {', '.join(ESTIMATORS)})")
+    task, tokenizer, model, encoded = prepare(model_source, source, settings)
+    order = neuron_order(model, encoded["train"], tokenizer, settings, importance, importance_samples)
+    held, split = score_rows(source, tokenizer, settings, rows)
+    sampler = SubTrimSampler(space, order, settings.seed) if kind == "one-shot" else None
+    with tempfile.TemporaryDirectory(prefix="trimbert-search-") as work_dir:
+        trainer = make_trainer(
+            model,
+            settings,
+            work_dir,
+            tokenizer,
+            Evaluator(task, {}),
+            progress=progress,
+            train_dataset=encoded["train"],
+            callbacks=[sampler] if sampler else None,
+        )
+        start = time.perf_counter()
+        trainer.train()
+        train_time = time.perf_counter() - start
+    trained = trainer.model.module if isinstance(trainer.model, nn.DataParallel) else trainer.model
+    return Estimator(
+        kind=kind,
+        model=trained.eval(),
+        task=task,
+        batches=make_batches(held, tokenizer, batch_size=settings.eval_batch_size),
+        order=order,
+        score_split=split,
+        score_rows=len(held),
+        train_time_s=train_time,
+        info={"train_rows": len(encoded["train"]), "sub_trims_drawn": sampler.drawn if sampler else 0, "importance": importance},
+    )
+
+
+def spearman(first: Sequence[float], second: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    if len(first) != len(second) or len(first) < 2:
+        raise TrimbertError("rank correlation needs two equally long lists of at least 2 values")
+
+    def ranks(values: Sequence[float]) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        order = values.argsort(kind="stable")
+        result = np.empty(len(values))
+        result[order] = np.arange(len(values), dtype=float)
+        for value in np.unique(values):
+            tied = values == value
+            result[tied] = result[tied].mean()
+        return result
+
+    a, b = ranks(first), ranks(second)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])

@@ -1,0 +1,310 @@
+"""The latency predictor: what a trim costs on this device and runtime, without timing it.
+
+A spec's latency is modelled as a sum of component costs (AutoTinyBERT fits an MLP on uniform
+architectures; per-block trims are additive, so a linear model is the obvious start)::
+
+    ms = c_const + c_block · blocks + c_ffn · FFNs + c_neuron · (FFN neurons / I) + c_ln · LayerNorms
+         + Σ_normalizer c_attn[normalizer] · blocks using it
+
+``const`` is embeddings, pooler and head; ``block`` a block's attention sub-layer (softmax) and residual;
+``ffn`` the fixed cost of an FFN sub-layer (its add, bias, LayerNorm dispatch), ``neuron`` its cost per
+intermediate-size worth of neurons; ``ln`` one LayerNorm; ``attn[n]`` how much normalizer ``n`` costs
+beyond softmax. The component costs are measured together, not in isolation: :func:`measure_specs`
+times probe trims (the untrimmed model, corner cases and random specs of the search space) side by side
+in one alternating run, and :func:`fit_predictor` fits the costs by least squares on relative error
+(rows weighted by 1 / measured ms). A fitted predictor is cached on disk per (model shape, device,
+runtime, batch size, sequence length, threads, space) by :func:`cached_predictor`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock
+from torch import nn
+
+from trimbert.errors import TrimbertError
+from trimbert.measure.benchmark import benchmark, fastest_attention
+from trimbert.model.trim import trim
+from trimbert.report.records import write_json_atomic
+from trimbert.search.space import SearchSpace
+from trimbert.spec import NORMALIZER_NAMES, TrimSpec, encoder_layernorms
+
+RUNTIMES = ("pytorch", "onnx", "onnx-int8")
+BASE_FEATURES = ("const", "blocks", "ffns", "ffn_neurons", "layernorms")
+FEATURES = BASE_FEATURES + tuple(f"attn:{name}" for name in NORMALIZER_NAMES)
+
+
+def spec_features(spec: TrimSpec, num_layers: int, intermediate_size: int) -> dict[str, float]:
+    """The component counts of a trim of the untrimmed model (the predictor's inputs)."""
+    kept = spec.kept_layers(num_layers)
+    ffns = [block for block in kept if block not in spec.drop_ffn]
+    widths = spec.ffn_widths
+    layernorms = len(encoder_layernorms(num_layers, spec.drop_ffn, spec.drop_layers)) - len(spec.layernorm)
+    features = {
+        "const": 1.0,
+        "blocks": float(len(kept)),
+        "ffns": float(len(ffns)),
+        "ffn_neurons": sum(widths.get(block, intermediate_size) for block in ffns) / intermediate_size,
+        "layernorms": float(layernorms),
+    }
+    for name in NORMALIZER_NAMES:
+        features[f"attn:{name}"] = float(len(kept)) if spec.attention == name else 0.0
+    return features
+
+
+@dataclass
+class Conditions:
+    """What a latency is measured under; two predictors are interchangeable only if these agree."""
+
+    runtime: str
+    device: str
+    batch_size: int
+    seq_len: int
+    threads: int | None
+    model_shape: dict[str, Any]
+    processor: str = field(default_factory=lambda: f"{platform.machine()} {platform.processor()} x{os.cpu_count()}")
+    torch_version: str = field(default_factory=lambda: torch.__version__)
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_shape(config: Any) -> dict[str, Any]:
+    keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size", "hidden_act")
+    return {key: getattr(config, key, None) for key in keys}
+
+
+@dataclass
+class Predictor:
+    """Fitted component costs (ms) and what they were fitted on."""
+
+    conditions: Conditions
+    num_layers: int
+    intermediate_size: int
+    coefficients: dict[str, float]
+    fitted: list[str]  # features with a fitted cost; a spec using another one cannot be predicted
+    probes: list[dict[str, Any]] = field(default_factory=list)  # {spec, summary, measured_ms, p10_ms, p90_ms}
+    baseline_ms: float = 0.0  # the untrimmed model, measured in the probe run
+    fit_error: dict[str, float] = field(default_factory=dict)
+
+    def predict(self, spec: TrimSpec) -> float:
+        """Predicted milliseconds of one forward pass of the trimmed model."""
+        features = spec_features(spec, self.num_layers, self.intermediate_size)
+        unfitted = [name for name in FEATURES if features[name] and name not in self.fitted]
+        if unfitted:
+            raise TrimbertError(f"latency predictor: not fitted for {', '.join(unfitted)} (measure it with those in the space)")
+        return sum(self.coefficients.get(name, 0.0) * value for name, value in features.items())
+
+    def speedup(self, spec: TrimSpec) -> float:
+        """Predicted speed-up over the untrimmed model (its measured latency / the spec's prediction)."""
+        return self.baseline_ms / self.predict(spec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Predictor:
+        return cls(**{**data, "conditions": Conditions(**data["conditions"])})
+
+
+def fit_predictor(
+    rows: Sequence[tuple[TrimSpec, float]], num_layers: int, intermediate_size: int, conditions: Conditions
+) -> Predictor:
+    """Least squares on relative error: costs minimizing Σ ((prediction − ms) / ms)²."""
+    if len(rows) < 3:
+        raise TrimbertError("latency predictor: needs at least 3 measured specs to fit")
+    table = [spec_features(spec, num_layers, intermediate_size) for spec, _ in rows]
+    fitted = [name for name in FEATURES if any(row[name] != table[0][name] for row in table) or name == "const"]
+    matrix = np.array([[row[name] for name in fitted] for row in table])
+    measured = np.array([ms for _, ms in rows])
+    weights = 1.0 / measured
+    solution, *_ = np.linalg.lstsq(matrix * weights[:, None], measured * weights, rcond=None)
+    coefficients = {name: float(value) for name, value in zip(fitted, solution, strict=True)}
+    predicted = matrix @ solution
+    errors = np.abs(predicted - measured) / measured
+    return Predictor(
+        conditions=conditions,
+        num_layers=num_layers,
+        intermediate_size=intermediate_size,
+        coefficients=coefficients,
+        fitted=fitted,
+        fit_error={"median": float(np.median(errors)), "max": float(errors.max())},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Measuring
+
+
+def probe_specs(space: SearchSpace, count: int, seed: int) -> list[TrimSpec]:
+    """The untrimmed model, corner cases (every FFN dropped or at the smallest width, every LayerNorm
+    stripped, each normalizer, the most blocks dropped) and random specs of ``space``: ``count`` in all."""
+    layers = space.num_layers
+    corners = [TrimSpec()]
+    if space.drop_ffn:
+        corners.append(TrimSpec(drop_ffn=tuple(range(1, layers, 2))))
+    if space.widths:
+        corners.append(TrimSpec(ffn_width={block: min(space.widths) for block in range(layers)}))
+    if space.layernorms:
+        corners.append(TrimSpec(layernorm=tuple(encoder_layernorms(layers))))
+    corners += [TrimSpec(attention=name) for name in space.normalizers[1:]]
+    if space.max_drop_layers:
+        corners.append(TrimSpec(drop_layers=tuple(range(layers - space.max_drop_layers, layers))))
+    rng = random.Random(seed)
+    specs = list(dict.fromkeys(corners))[:count]
+    tries = 0
+    while len(specs) < count and tries < 100 * count:
+        tries += 1
+        candidate = space.random_spec(rng)
+        if candidate not in specs:
+            specs.append(candidate)
+    return specs
+
+
+def _timed_model(model: nn.Module, spec: TrimSpec, runtime: str, work: Path, name: str, threads: int | None) -> Any:
+    trimmed = trim(copy.deepcopy(model), spec) if not spec.is_empty else copy.deepcopy(model)
+    if runtime == "pytorch":
+        return trimmed.eval()
+    from trimbert.deploy.export import export_onnx
+    from trimbert.deploy.runtime import load_onnx
+
+    folder = work / name
+    export_onnx(trimmed, folder, int8=runtime == "onnx-int8", force=True)
+    return load_onnx(folder, int8=runtime == "onnx-int8", threads=threads)
+
+
+def measure_specs(
+    model: nn.Module,
+    specs: Sequence[TrimSpec],
+    conditions: Conditions,
+    *,
+    repeats: int = 30,
+    warmup: int = 3,
+    work_dir: Path,
+    on_step: Callable[[str, int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time every spec (a trim of ``model``) side by side in one alternating run.
+
+    PyTorch specs with softmax attention use the untrimmed model's fastest attention implementation
+    (so the baseline is never handicapped); ONNX runtimes export each spec to ``work_dir`` first.
+    Returns one dict per spec: ``spec`` (dict), ``summary``, ``measured_ms`` (median), ``p10_ms``, ``p90_ms``.
+    """
+    if conditions.runtime not in RUNTIMES:
+        raise TrimbertError(f"--runtime: unknown runtime {conditions.runtime!r} (choose from {', '.join(RUNTIMES)})")
+    implementation = None
+    if conditions.runtime == "pytorch":
+        implementation, _ = fastest_attention(
+            copy.deepcopy(model), batch_size=conditions.batch_size, seq_len=conditions.seq_len,
+            device=conditions.device, threads=conditions.threads,
+        )
+    models = {}
+    for index, spec in enumerate(specs):
+        timed = _timed_model(model, spec, conditions.runtime, work_dir, f"probe-{index}", conditions.threads)
+        if implementation is not None and spec.attention == "softmax":
+            timed.set_attn_implementation(implementation)
+        models[f"probe-{index}"] = timed
+    results = benchmark(
+        models,
+        batch_size=conditions.batch_size,
+        seq_len=conditions.seq_len,
+        repeats=repeats,
+        warmup=warmup,
+        device=conditions.device,
+        threads=conditions.threads,
+        on_step=on_step,
+    )
+    return [
+        {
+            "spec": spec.to_dict(),
+            "summary": spec.summary(),
+            "measured_ms": results[f"probe-{index}"].median_ms,
+            "p10_ms": results[f"probe-{index}"].p10_ms,
+            "p90_ms": results[f"probe-{index}"].p90_ms,
+        }
+        for index, spec in enumerate(specs)
+    ]
+
+
+def build_predictor(
+    model: nn.Module,
+    space: SearchSpace,
+    conditions: Conditions,
+    *,
+    probes: int = 16,
+    repeats: int = 30,
+    seed: int = 0,
+    work_dir: Path,
+    on_step: Callable[[str, int, int], None] | None = None,
+) -> Predictor:
+    """Measure ``probes`` specs of ``space`` (:func:`probe_specs`) and fit a predictor on them."""
+    specs = probe_specs(space, probes, seed)
+    start = time.perf_counter()
+    rows = measure_specs(model, specs, conditions, repeats=repeats, work_dir=work_dir, on_step=on_step)
+    predictor = fit_predictor(
+        [(TrimSpec.from_dict(row["spec"]), row["measured_ms"]) for row in rows],
+        space.num_layers,
+        space.intermediate_size,
+        conditions,
+    )
+    predictor.probes = rows
+    predictor.baseline_ms = rows[0]["measured_ms"]
+    predictor.fit_error["measure_s"] = time.perf_counter() - start
+    return predictor
+
+
+def cached_predictor(cache_dir: Path, conditions: Conditions, space: SearchSpace, build: Callable[[], Predictor]) -> tuple[Predictor, bool]:
+    """The predictor for these conditions and space from ``cache_dir``, else ``build()`` it and store
+    it there (file-locked: parallel searches measure once). Returns it and whether it came from the cache."""
+    identity = json.dumps({"conditions": conditions.key(), "space": asdict(space)}, sort_keys=True)
+    path = Path(cache_dir) / f"latency-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():
+            try:
+                return Predictor.from_dict(json.loads(path.read_text())), True
+            except (ValueError, TypeError, KeyError):
+                pass  # a corrupt or outdated cache entry: measure again
+        predictor = build()
+        write_json_atomic(path, predictor.to_dict())
+    return predictor, False
+
+
+def prediction_errors(predictor: Predictor, measured: Sequence[dict[str, Any]], baseline_ms: float) -> dict[str, Any]:
+    """The predictor's errors on specs timed side by side with the untrimmed model (``baseline_ms``, same run).
+
+    A spec's error is that of its predicted speed-up against the measured one, ``(predicted − measured)
+    / measured``: the ratio is what a search decides on, and it cancels the drift of the machine between
+    the probe run and this one (which shifts every absolute time alike). ``ms_error`` is the raw error
+    of the predicted milliseconds, drift included.
+    """
+    rows = []
+    for row in measured:
+        predicted = predictor.predict(TrimSpec.from_dict(row["spec"]))
+        predicted_speedup = predictor.baseline_ms / predicted
+        measured_speedup = baseline_ms / row["measured_ms"]
+        rows.append(
+            {
+                **row,
+                "predicted_ms": predicted,
+                "ms_error": (predicted - row["measured_ms"]) / row["measured_ms"],
+                "predicted_speedup": predicted_speedup,
+                "measured_speedup": measured_speedup,
+                "error": (predicted_speedup - measured_speedup) / measured_speedup,
+            }
+        )
+    errors = [abs(row["error"]) for row in rows]
+    return {"rows": rows, "median_error": statistics.median(errors), "max_error": max(errors), "baseline_ms": baseline_ms}

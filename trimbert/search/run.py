@@ -1,0 +1,231 @@
+"""``trimbert search``: the most accurate trim of a model whose predicted latency meets a target.
+
+:func:`search` (1) fits or reuses the latency predictor for the device, runtime, batch size, sequence
+length and threads (:mod:`trimbert.search.latency`, cached under ``cache_dir``), (2) trains the accuracy
+estimator (:mod:`trimbert.search.estimator`), (3) runs the evolutionary search
+(:mod:`trimbert.search.evolve`) seeded with the hand-made patterns, and (4) writes to ``out``:
+
+- ``search.json``: settings, conditions, the predictor (costs and probes), every candidate scored,
+  the Pareto front, the best spec and the timings of each phase;
+- ``front.md``: the Pareto front (predicted latency and speed-up vs estimated accuracy) as a table;
+- ``front.png``: every candidate and the front (predicted speed-up vs estimate);
+- ``best.json``: the chosen spec, which ``trim``/``finetune --spec best.json`` apply (with the same
+  ``--importance`` rule, so narrowed FFNs keep the neurons the search scored; see
+  :meth:`trimbert.spec.TrimRequest.from_spec_file`);
+- ``variant.toml``: the chosen spec as a recipe variant, to fine-tune and bench it beside others.
+
+The output folder is written atomically (nothing is left half-written).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trimbert.data.source import DataSource
+from trimbert.errors import TrimbertError
+from trimbert.model import checkpoint
+from trimbert.model.structure import applied_spec
+from trimbert.report.records import conditions as run_conditions
+from trimbert.search.estimator import build_estimator
+from trimbert.search.evolve import Candidate, SearchResult, evolve
+from trimbert.search.latency import Conditions, Predictor, build_predictor, cached_predictor, model_shape
+from trimbert.search.settings import SearchSettings
+from trimbert.search.space import SearchSpace, fixed_patterns
+from trimbert.spec import TrimRequest, TrimSpec
+from trimbert.train.settings import FinetuneSettings
+
+BEST_FILE = "best.json"
+SEARCH_FILE = "search.json"
+
+
+@dataclass
+class SearchReport:
+    result: SearchResult
+    predictor: Predictor
+    predictor_cached: bool
+    min_speedup: float
+    estimator: dict[str, Any]
+    phases_s: dict[str, float]
+    out: Path
+
+
+def search_space(settings: SearchSettings, config: Any) -> SearchSpace:
+    return SearchSpace(
+        num_layers=config.num_hidden_layers,
+        intermediate_size=config.intermediate_size,
+        widths=settings.width_list(config.intermediate_size),
+        normalizers=settings.normalizer_list(),
+        max_drop_layers=settings.max_drop_layers,
+        layernorms=settings.layernorms,
+    )
+
+
+def _predictor(model_source: str, space: SearchSpace, settings: SearchSettings, cache_dir: Path) -> tuple[Predictor, bool]:
+    model = checkpoint.load(model_source, head="sequence-classification", config_overrides={"num_labels": 2}).eval()
+    if not applied_spec(model).is_empty:
+        raise TrimbertError(f"{model_source} is already trimmed: search starts from an untrimmed checkpoint")
+    conditions = Conditions(
+        runtime=settings.runtime,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        seq_len=settings.seq_len,
+        threads=settings.threads,
+        model_shape=model_shape(model.config),
+    )
+
+    def build() -> Predictor:
+        with tempfile.TemporaryDirectory(prefix="trimbert-probes-") as work:
+            return build_predictor(
+                model, space, conditions, probes=settings.probes, repeats=settings.repeats,
+                seed=settings.search_seed, work_dir=Path(work),
+            )
+
+    return cached_predictor(cache_dir, conditions, space, build)
+
+
+def search(
+    model_source: str,
+    source: DataSource,
+    out: str | Path,
+    *,
+    settings: SearchSettings,
+    finetune: FinetuneSettings,
+    cache_dir: str | Path,
+    force: bool = False,
+    progress: bool = False,
+) -> SearchReport:
+    """Search trims of ``model_source`` for the task of ``source`` (see the module docstring)."""
+    out = checkpoint.check_output_dir(out, force, inputs=(model_source,))
+    config = checkpoint.load_config(checkpoint.resolve_source(model_source))
+    space = search_space(settings, config)
+    phases: dict[str, float] = {}
+    start = time.perf_counter()
+    predictor, cached = _predictor(model_source, space, settings, Path(cache_dir))
+    phases["latency_predictor_s"] = time.perf_counter() - start
+    min_speedup = settings.speedup if settings.speedup is not None else predictor.baseline_ms / settings.latency_ms
+    start = time.perf_counter()
+    estimator = build_estimator(
+        model_source, source, space, kind=settings.estimator, settings=finetune,
+        importance=settings.importance, rows=settings.score_rows, progress=progress,
+    )
+    phases["estimator_train_s"] = time.perf_counter() - start
+    deadline = None if settings.budget_minutes is None else time.monotonic() + 60 * settings.budget_minutes
+    start = time.perf_counter()
+    try:
+        result = evolve(
+            space, estimator.score, predictor, min_speedup=min_speedup, patterns=fixed_patterns(space),
+            population=settings.population, parents=settings.parents, generations=settings.generations,
+            seed=settings.search_seed, deadline=deadline,
+        )
+    finally:
+        estimator.close()
+    phases["search_s"] = time.perf_counter() - start
+    if result.best is None:
+        raise TrimbertError(
+            f"no trim in the space is predicted to reach {min_speedup:.2f}x: allow more (--max-drop-layers, --widths, --normalizers)"
+        )
+    untrimmed = estimator.score(TrimSpec())
+    patterns = [
+        {"name": name, "summary": spec.summary(), "spec": spec.to_dict(), "estimate": estimator.score(spec),
+         "predicted_speedup": predictor.speedup(spec)}
+        for name, spec in fixed_patterns(space).items()
+    ]
+    estimator.close()
+    info = {
+        "kind": estimator.kind, "score_rows": estimator.score_rows, "score_split": estimator.score_split,
+        "train_time_s": estimator.train_time_s, "score_time_s": estimator.score_time_s,
+        "untrimmed_estimate": untrimmed, "metric": estimator.task.main_metric, "patterns": patterns,
+        **estimator.info,
+    }
+    report = SearchReport(result, predictor, cached, min_speedup, info, phases, Path(out))
+    with checkpoint.atomic_output_dir(out, force) as staging:
+        write_outputs(staging, report, settings, finetune, model_source, source, space)
+    return report
+
+
+def write_outputs(folder: Path, report: SearchReport, settings: SearchSettings, finetune: FinetuneSettings,
+                  model_source: str, source: DataSource, space: SearchSpace) -> None:
+    """search.json, front.md, front.png, best.json and variant.toml (see the module docstring)."""
+    result = report.result
+    best = result.best
+    data = {
+        "model": model_source,
+        "data": source.to_dict(),
+        "settings": settings.to_dict(),
+        "finetune": finetune.to_dict(),
+        "space": asdict(space),
+        "target_speedup": report.min_speedup,
+        "predictor": {**report.predictor.to_dict(), "cached": report.predictor_cached},
+        "estimator": report.estimator,
+        "phases_s": report.phases_s,
+        "stopped": result.stopped,
+        "generations": result.generations,
+        "candidates": [candidate.to_dict() for candidate in result.candidates],
+        "front": [candidate.to_dict() for candidate in result.front()],
+        "best": best.to_dict(),
+        "conditions": run_conditions(device=settings.device, seed=finetune.seed),
+    }
+    (folder / SEARCH_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    (folder / BEST_FILE).write_text(json.dumps(spec_file(best, settings.importance), indent=2) + "\n")
+    (folder / "front.md").write_text(front_table(result.front(), best, report.estimator["metric"]))
+    (folder / "variant.toml").write_text(variant_toml(best.spec, settings.importance))
+    plot_front(result.candidates, result.front(), folder / "front.png", report.min_speedup, report.estimator["metric"])
+
+
+def spec_file(best: Candidate, importance: str) -> dict[str, Any]:
+    """What ``best.json`` holds: the spec, the rule that chose narrowed neurons, and the predictions."""
+    return {
+        "trim_spec": best.spec.to_dict(),
+        "importance": importance if best.spec.ffn_width else None,
+        "summary": best.spec.summary(),
+        "predicted_ms": best.predicted_ms,
+        "predicted_speedup": best.predicted_speedup,
+        "estimate": best.estimate,
+    }
+
+
+def variant_toml(spec: TrimSpec, importance: str) -> str:
+    """The spec as a recipe ``[[variant]]`` (trim keys in the CLI syntax)."""
+    request = TrimRequest.from_spec(spec).to_dict()
+    if spec.ffn_width:
+        request["importance"] = importance
+    lines = ["[[variants]]", 'name = "searched"']
+    lines += [f"{key} = {json.dumps(value)}" for key, value in request.items()]
+    return "\n".join(lines) + "\n"
+
+
+def front_table(front: list[Candidate], best: Candidate, metric: str) -> str:
+    lines = [
+        f"| trim | predicted ms | predicted speed-up | estimated {metric} | origin |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for candidate in front:
+        mark = " **(chosen)**" if candidate is best else ""
+        lines.append(
+            f"| {candidate.spec.summary()}{mark} | {candidate.predicted_ms:.2f} | {candidate.predicted_speedup:.2f}x "
+            f"| {candidate.estimate:.4f} | {candidate.origin} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_front(candidates: list[Candidate], front: list[Candidate], path: Path, target: float, metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.scatter([c.predicted_speedup for c in candidates], [c.estimate for c in candidates], s=12, alpha=0.5, label="candidates")
+    axes.plot([c.predicted_speedup for c in front], [c.estimate for c in front], "o-", color="C3", label="Pareto front")
+    axes.axvline(target, color="grey", linestyle="--", label=f"target {target:.2f}x")
+    axes.set_xlabel("predicted speed-up over the untrimmed model")
+    axes.set_ylabel(f"estimated {metric}")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

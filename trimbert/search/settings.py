@@ -1,0 +1,75 @@
+"""Search settings, declared once (see :mod:`trimbert.settings`): ``trimbert search``'s options.
+
+The fine-tune of the (super-)model that estimates accuracy takes the ``finetune`` settings (epochs,
+learning rate, rows, seed); these say what to search, under which target, and how long.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from trimbert.errors import TrimbertError
+from trimbert.settings import Settings
+
+
+class SearchSettings(Settings):
+    """The target, the space, the latency conditions and the search's effort."""
+
+    speedup: float | None = Field(None, ge=1.0, description="Target: at least this speed-up over the untrimmed model.")
+    latency_ms: float | None = Field(None, gt=0, description="Target: at most this many ms per batch (instead of --speedup).")
+    runtime: Literal["pytorch", "onnx", "onnx-int8"] = Field(
+        "pytorch", description="Where latency is measured and predicted: pytorch | onnx | onnx-int8 (ONNX Runtime)."
+    )
+    device: str = Field("cpu", description="Device latency is measured on (cpu, cuda).")
+    batch_size: int = Field(1, ge=1, description="Batch size of the latency target.")
+    seq_len: int = Field(128, ge=2, description="Sequence length of the latency target.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for timing (default: torch's).")
+    widths: str = Field(
+        "0.75,0.5,0.25",
+        description="Narrowed FFN widths a block may take: fractions of the intermediate size or neuron counts.",
+    )
+    normalizers: str = Field("softmax,relu", description="Attention normalizers to search, comma-separated.")
+    max_drop_layers: int = Field(2, ge=0, description="At most this many whole blocks dropped.")
+    layernorms: bool = Field(True, description="Whether LayerNorms may be stripped (identity replacement).")
+    estimator: Literal["one-shot", "analyze"] = Field(
+        "one-shot", description="one-shot: a super-model trained with random sub-trims; analyze: cuts of a plain fine-tune."
+    )
+    importance: Literal["taylor", "magnitude"] = Field(
+        "taylor", description="How narrowed FFNs choose their neurons (as --importance for trim/finetune)."
+    )
+    score_rows: int = Field(1000, ge=10, description="Rows each candidate is scored on (training rows not trained on).")
+    population: int = Field(16, ge=2, description="New candidates per generation.")
+    parents: int = Field(6, ge=1, description="Best candidates bred from in each generation.")
+    generations: int = Field(8, ge=1, description="Generations of the evolutionary search.")
+    budget_minutes: float | None = Field(None, gt=0, description="Stop scoring candidates after this many minutes.")
+    probes: int = Field(16, ge=4, description="Specs timed to fit the latency predictor.")
+    repeats: int = Field(30, ge=3, description="Timed rounds per probe spec.")
+    search_seed: int = Field(0, description="Seed of the probes, the sub-trims and the evolution.")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> SearchSettings:
+        if (self.speedup is None) == (self.latency_ms is None):
+            raise ValueError("give exactly one target: --speedup X or --latency-ms X")
+        return self
+
+    def width_list(self, intermediate_size: int) -> tuple[int, ...]:
+        """``widths`` as neuron counts for a model of ``intermediate_size`` FFN neurons."""
+        widths = []
+        for item in filter(None, (part.strip() for part in self.widths.split(","))):
+            try:
+                value = float(item)
+            except ValueError:
+                raise TrimbertError(f"--widths: {item!r} is not a number") from None
+            width = round(value * intermediate_size) if 0 < value < 1 else int(value)
+            if value != int(value) and not 0 < value < 1:
+                raise TrimbertError(f"--widths: {item!r} is neither a fraction (0-1) nor a neuron count")
+            widths.append(width)
+        return tuple(widths)
+
+    def normalizer_list(self) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(part.strip() for part in self.normalizers.split(",") if part.strip()))
+        if "softmax" not in names:
+            names = ("softmax", *names)
+        return names
