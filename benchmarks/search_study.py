@@ -34,6 +34,7 @@ GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().paren
 TRAIN = ["--epochs", "2", "--lr", "1e-4", "--max-length", "64", "--max-train-samples", "4000", "--seed", "42"]
 TARGET = ["--batch-size", "1", "--seq-len", "128", "--threads", "2"]
 TARGETS = ("1.3", "1.6")
+TRIMBERT = str(Path(sys.executable).parent / "trimbert")  # the CLI of this interpreter's environment
 PHASES = ("predictor", "search", "sweep", "importance", "bench", "tables")
 FIXED = {
     "alternate": {"drop_ffn": "alternate"},
@@ -59,7 +60,7 @@ PATTERN_OF = {
 
 def cli(*args: str) -> None:
     print("+ trimbert", " ".join(args), flush=True)
-    subprocess.run(["trimbert", *args], check=True)
+    subprocess.run([TRIMBERT, *args], check=True)
 
 
 def phase_predictor(out: Path) -> None:
@@ -134,7 +135,7 @@ def phase_importance(out: Path) -> None:
                 "--seed", "42", "--out", str(pruned))
         scored = out / "importance" / f"width768-{rule}-eval.json"
         if not scored.exists():
-            result = subprocess.run(["trimbert", "evaluate", str(pruned), "--task", "sst2", "--data-dir", GLUE, "--max-length", "64", "--json"],
+            result = subprocess.run([TRIMBERT, "evaluate", str(pruned), "--task", "sst2", "--data-dir", GLUE, "--max-length", "64", "--json"],
                                     check=True, capture_output=True, text=True)
             scored.write_text(result.stdout)
         refit = out / "importance" / f"width768-{rule}-refit"

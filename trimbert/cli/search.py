@@ -36,11 +36,16 @@ def search(
     cache_dir: Annotated[
         Path, typer.Option("--cache-dir", help="Where fitted latency predictors are kept ($TRIMBERT_CACHE).")
     ] = DEFAULT_CACHE,
+    finetune_best: Annotated[
+        bool,
+        typer.Option("--finetune", help="Then fine-tune the baseline and the chosen trim and time them side by side."),
+    ] = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search trims of MODEL for the most accurate one predicted to meet --speedup or --latency-ms."""
     from trimbert.search.run import SEARCH_FILE
+    from trimbert.search.run import finetune_best as run_finetune_best
     from trimbert.search.run import search as run_search
 
     if source.task is None and source.train is None:
@@ -49,8 +54,11 @@ def search(
         model, source, out, settings=settings, finetune=finetune, cache_dir=cache_dir / "latency",
         force=force, progress=not as_json,
     )
+    trained = None
+    if finetune_best:
+        trained = run_finetune_best(Path(out), model, source, settings, finetune, progress=not as_json)
     if as_json:
-        print_json(json.loads((Path(out) / SEARCH_FILE).read_text()))
+        print_json({**json.loads((Path(out) / SEARCH_FILE).read_text()), "finetune": trained})
         return
     predictor = report.predictor
     how = "from the cache" if report.predictor_cached else f"measured {len(predictor.probes)} probe trims"
@@ -76,3 +84,10 @@ def search(
     phases = ", ".join(f"{name.removesuffix('_s').replace('_', ' ')} {seconds:.0f} s" for name, seconds in report.phases_s.items())
     console.print(f"chosen: {result.best.spec.summary()}  ({phases})")
     console.print(f"saved to {out} (best.json: trimbert finetune MODEL --spec {Path(out) / 'best.json'} ...)")
+    if trained is not None:
+        interval = trained["measured_interval"]
+        console.print(
+            f"fine-tuned: {trained['metric']} {trained['searched']:.4f} (estimated {trained['estimate']:.4f}) vs baseline "
+            f"{trained['baseline']:.4f}; speed-up measured {trained['measured_speedup']:.2f}x "
+            f"({interval[0]:.2f}-{interval[1]:.2f}) vs predicted {trained['predicted_speedup']:.2f}x (finetune.json)"
+        )

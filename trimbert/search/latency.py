@@ -96,7 +96,8 @@ class Predictor:
     num_layers: int
     intermediate_size: int
     coefficients: dict[str, float]
-    fitted: list[str]  # features with a fitted cost; a spec using another one cannot be predicted
+    fitted: list[str]  # features with a fitted cost (they varied across the probes)
+    fixed: dict[str, float] = field(default_factory=dict)  # the others: their value in every probe (in const)
     probes: list[dict[str, Any]] = field(default_factory=list)  # {spec, summary, measured_ms, p10_ms, p90_ms}
     baseline_ms: float = 0.0  # the untrimmed model, measured in the probe run
     fit_error: dict[str, float] = field(default_factory=dict)
@@ -104,9 +105,11 @@ class Predictor:
     def predict(self, spec: TrimSpec) -> float:
         """Predicted milliseconds of one forward pass of the trimmed model."""
         features = spec_features(spec, self.num_layers, self.intermediate_size)
-        unfitted = [name for name in FEATURES if features[name] and name not in self.fitted]
+        unfitted = [name for name, value in self.fixed.items() if features[name] != value]
         if unfitted:
-            raise TrimbertError(f"latency predictor: not fitted for {', '.join(unfitted)} (measure it with those in the space)")
+            raise TrimbertError(
+                f"latency predictor: not fitted for {', '.join(unfitted)} (no probe varied it: measure with those in the space)"
+            )
         return sum(self.coefficients.get(name, 0.0) * value for name, value in features.items())
 
     def speedup(self, spec: TrimSpec) -> float:
@@ -142,6 +145,7 @@ def fit_predictor(
         intermediate_size=intermediate_size,
         coefficients=coefficients,
         fitted=fitted,
+        fixed={name: table[0][name] for name in FEATURES if name not in fitted},
         fit_error={"median": float(np.median(errors)), "max": float(errors.max())},
     )
 

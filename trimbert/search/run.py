@@ -14,12 +14,16 @@ estimator (:mod:`trimbert.search.estimator`), (3) runs the evolutionary search
   :meth:`trimbert.spec.TrimRequest.from_spec_file`);
 - ``variant.toml``: the chosen spec as a recipe variant, to fine-tune and bench it beside others.
 
-The output folder is written atomically (nothing is left half-written).
+The output folder is written atomically (nothing is left half-written). :func:`finetune_best` (``search
+--finetune``) then fine-tunes the untrimmed baseline and the chosen spec with the same settings into
+``out/finetune/``, times them side by side in the searched runtime and writes ``out/finetune.json``: real
+accuracy and real speed-up next to the estimated and predicted ones.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -29,14 +33,15 @@ from typing import Any
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
-from trimbert.model.structure import applied_spec
+from trimbert.model.structure import config_spec
 from trimbert.report.records import conditions as run_conditions
+from trimbert.report.records import write_json_atomic
 from trimbert.search.estimator import build_estimator
 from trimbert.search.evolve import Candidate, SearchResult, evolve
 from trimbert.search.latency import Conditions, Predictor, build_predictor, cached_predictor, model_shape
 from trimbert.search.settings import SearchSettings
 from trimbert.search.space import SearchSpace, fixed_patterns
-from trimbert.spec import TrimRequest, TrimSpec
+from trimbert.spec import TrimRequest, TrimSpec, encoder_layernorms
 from trimbert.train.settings import FinetuneSettings
 
 BEST_FILE = "best.json"
@@ -67,8 +72,6 @@ def search_space(settings: SearchSettings, config: Any) -> SearchSpace:
 
 def _predictor(model_source: str, space: SearchSpace, settings: SearchSettings, cache_dir: Path) -> tuple[Predictor, bool]:
     model = checkpoint.load(model_source, head="sequence-classification", config_overrides={"num_labels": 2}).eval()
-    if not applied_spec(model).is_empty:
-        raise TrimbertError(f"{model_source} is already trimmed: search starts from an untrimmed checkpoint")
     conditions = Conditions(
         runtime=settings.runtime,
         device=settings.device,
@@ -88,6 +91,29 @@ def _predictor(model_source: str, space: SearchSpace, settings: SearchSettings, 
     return cached_predictor(cache_dir, conditions, space, build)
 
 
+def _check_reachable(space: SearchSpace, predictor: Predictor, min_speedup: float, seed: int) -> None:
+    """Fail before any training when no trim of the space is predicted to reach the target: the
+    smallest trims (the most blocks dropped, every FFN dropped or at the smallest width, every
+    LayerNorm stripped, each normalizer) and 500 random ones are tried."""
+    layers = space.num_layers
+    smallest = []
+    for attention in space.normalizers:
+        gone = tuple(range(layers - space.max_drop_layers, layers))
+        kept = [block for block in range(layers) if block not in gone]
+        ffn = {"drop_ffn": tuple(kept)} if space.drop_ffn else {"ffn_width": dict.fromkeys(kept, min(space.widths, default=space.intermediate_size))}
+        if not space.drop_ffn and not space.widths:
+            ffn = {}
+        layernorm = tuple(encoder_layernorms(layers, ffn.get("drop_ffn", ()), gone)) if space.layernorms else ()
+        smallest.append(TrimSpec(attention=attention, drop_layers=gone, layernorm=layernorm, **ffn))
+    rng = random.Random(seed)
+    best = max(predictor.speedup(spec) for spec in [*smallest, *(space.random_spec(rng) for _ in range(500))])
+    if best < min_speedup:
+        raise TrimbertError(
+            f"no trim in the search space is predicted to reach {min_speedup:.2f}x (at most {best:.2f}x): "
+            "allow more (--max-drop-layers, --widths, --normalizers) or aim lower"
+        )
+
+
 def search(
     model_source: str,
     source: DataSource,
@@ -102,12 +128,15 @@ def search(
     """Search trims of ``model_source`` for the task of ``source`` (see the module docstring)."""
     out = checkpoint.check_output_dir(out, force, inputs=(model_source,))
     config = checkpoint.load_config(checkpoint.resolve_source(model_source))
+    if not config_spec(config).is_empty:
+        raise TrimbertError(f"{model_source} is already trimmed: search starts from an untrimmed checkpoint")
     space = search_space(settings, config)
     phases: dict[str, float] = {}
     start = time.perf_counter()
     predictor, cached = _predictor(model_source, space, settings, Path(cache_dir))
     phases["latency_predictor_s"] = time.perf_counter() - start
     min_speedup = settings.speedup if settings.speedup is not None else predictor.baseline_ms / settings.latency_ms
+    _check_reachable(space, predictor, min_speedup, settings.search_seed)
     start = time.perf_counter()
     estimator = build_estimator(
         model_source, source, space, kind=settings.estimator, settings=finetune,
@@ -126,9 +155,7 @@ def search(
         estimator.close()
     phases["search_s"] = time.perf_counter() - start
     if result.best is None:
-        raise TrimbertError(
-            f"no trim in the space is predicted to reach {min_speedup:.2f}x: allow more (--max-drop-layers, --widths, --normalizers)"
-        )
+        raise TrimbertError(f"the search found no trim predicted to reach {min_speedup:.2f}x ({result.stopped})")
     untrimmed = estimator.score(TrimSpec())
     patterns = [
         {"name": name, "summary": spec.summary(), "spec": spec.to_dict(), "estimate": estimator.score(spec),
@@ -146,6 +173,50 @@ def search(
     with checkpoint.atomic_output_dir(out, force) as staging:
         write_outputs(staging, report, settings, finetune, model_source, source, space)
     return report
+
+
+RUNTIMES_TO_BENCH = {"pytorch": ["pytorch"], "onnx": ["pytorch", "onnxruntime"], "onnx-int8": ["pytorch", "onnxruntime-int8"]}
+RUNTIME_VARIANT = {"pytorch": "", "onnx": "@ort", "onnx-int8": "@ort-int8"}  # the bench's name suffixes
+
+
+def finetune_best(
+    out: Path, model_source: str, source: DataSource, settings: SearchSettings, finetune: FinetuneSettings,
+    *, progress: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune the baseline and the chosen spec, bench them side by side; write and return finetune.json."""
+    from trimbert.measure.bench import BenchSettings, bench
+    from trimbert.train.finetune import finetune as run_finetune
+
+    chosen = json.loads((out / BEST_FILE).read_text())
+    runs = out / "finetune"
+    baseline = run_finetune(model_source, source, runs / "baseline", settings=finetune, progress=progress, force=True)
+    searched = run_finetune(
+        model_source, source, runs / "searched", settings=finetune, request=TrimRequest.from_spec_file(out / BEST_FILE),
+        progress=progress, force=True,
+    )
+    bench_settings = BenchSettings(
+        batch_size=settings.batch_size, seq_len=settings.seq_len, device=settings.device, threads=settings.threads,
+        runtimes=RUNTIMES_TO_BENCH[settings.runtime], repeats=30, max_seconds=settings.bench_seconds,
+    ).resolved()
+    report = bench([str(runs / "searched")], bench_settings, vs=str(runs / "baseline"), names=["searched"])
+    measured = next(r for r in report.records if r.variant == "searched" + RUNTIME_VARIANT[settings.runtime])
+    pairing = measured.extra.get("paired", {})
+    paired = pairing.get("latency", {})
+    metric = baseline.main_metric
+    result = {
+        "metric": metric,
+        "baseline": baseline.metrics[metric],
+        "searched": searched.metrics[metric],
+        "estimate": chosen["estimate"],
+        "predicted_speedup": chosen["predicted_speedup"],
+        "measured_speedup": paired.get("ratio"),
+        "measured_interval": [paired.get("low"), paired.get("high")],
+        "measured_stable": paired.get("stable"),
+        "versus": pairing.get("baseline"),  # the untrimmed model in its fastest fp32 runtime
+        "trim": searched.trim_summary,
+    }
+    write_json_atomic(out / "finetune.json", result)
+    return result
 
 
 def write_outputs(folder: Path, report: SearchReport, settings: SearchSettings, finetune: FinetuneSettings,

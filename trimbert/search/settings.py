@@ -46,6 +46,9 @@ class SearchSettings(Settings):
     budget_minutes: float | None = Field(None, gt=0, description="Stop scoring candidates after this many minutes.")
     probes: int = Field(16, ge=4, description="Specs timed to fit the latency predictor.")
     repeats: int = Field(30, ge=3, description="Timed rounds per probe spec.")
+    bench_seconds: float = Field(
+        60.0, gt=0, description="With --finetune: time limit for re-measuring the side-by-side bench of the winner."
+    )
     search_seed: int = Field(0, description="Seed of the probes, the sub-trims and the evolution.")
 
     @model_validator(mode="after")

@@ -1,0 +1,158 @@
+"""The tables of benchmarks/search_study.py, printed from the files its phases wrote (nothing re-measured).
+
+Usage: python benchmarks/search_tables.py OUT
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from search_study import FIXED, PATTERN_OF, TARGETS
+
+from trimbert.search.estimator import spearman
+
+
+def _records(out: Path) -> dict[str, dict]:
+    results = out / "sweep" / "results.jsonl"
+    if not results.exists():
+        return {}
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {row["variant"]: row for row in rows if row.get("status") == "ok"}
+
+
+def _bench(out: Path) -> dict[str, dict]:
+    path = out / "bench.json"
+    if not path.exists():
+        return {}
+    return {row["variant"]: row for row in json.loads(path.read_text())}
+
+
+def _speedup(bench: dict[str, dict], name: str) -> tuple[float, float, float] | None:
+    paired = bench.get(name, {}).get("extra", {}).get("paired", {}).get("latency")
+    return (paired["ratio"], paired["low"], paired["high"]) if paired else None
+
+
+def predictor_table(out: Path) -> None:
+    path = out / "predictor.json"
+    if not path.exists():
+        return
+    data = json.loads(path.read_text())
+    predictor, held = data["predictor"], data["held_out"]
+    print("## Latency predictor (PyTorch, CPU, batch 1, length 128, 2 threads)\n")
+    costs = ", ".join(f"{name} {value:.3f}" for name, value in predictor["coefficients"].items())
+    print(f"Fitted on {len(predictor['probes'])} probes (fit error median {predictor['fit_error']['median']:.1%}, "
+          f"max {predictor['fit_error']['max']:.1%}); component costs in ms: {costs}\n")
+    print(f"Held-out specs, timed side by side with the untrimmed model ({held['baseline_ms']:.2f} ms):\n")
+    print("| spec | measured ms | predicted ms | measured speed-up | predicted speed-up | error |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row in held["rows"]:
+        print(f"| {row['summary']} | {row['measured_ms']:.2f} | {row['predicted_ms']:.2f} | {row['measured_speedup']:.3f}x "
+              f"| {row['predicted_speedup']:.3f}x | {row['error']:+.1%} |")
+    print(f"\nMedian |error| {held['median_error']:.1%}, max {held['max_error']:.1%} over {len(held['rows'])} specs.\n")
+
+
+def importance_tables(out: Path, records: dict[str, dict]) -> None:
+    base = records.get("baseline")
+    if base is None:
+        return
+    accuracy = base["metrics"]["accuracy"]
+    print(f"## Importance (fine-tuned baseline: {accuracy:.4f})\n")
+    print("| --ffn-width 768 | right after pruning | Δ | after re-fine-tuning | Δ | fine-tuned from the pretrained model |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for rule in ("magnitude", "taylor"):
+        evaluated = out / "importance" / f"width768-{rule}-eval.json"
+        refit = out / "importance" / f"width768-{rule}-refit" / "metrics.json"
+        if not evaluated.exists() or not refit.exists():
+            continue
+        pruned = json.loads(evaluated.read_text())["metrics"]["accuracy"]
+        refitted = json.loads(refit.read_text())["metrics"]["accuracy"]
+        direct = records.get(f"width768-{rule}", {}).get("metrics", {}).get("accuracy")
+        direct_text = f"{direct:.4f}" if direct is not None else "–"
+        print(f"| {rule} | {pruned:.4f} | {100 * (pruned - accuracy):+.2f} | {refitted:.4f} | {100 * (refitted - accuracy):+.2f} "
+              f"| {direct_text} |")
+    print("\n| --drop-ffn | FFNs dropped | accuracy | Δ |")
+    print("|---|---|---:|---:|")
+    for name in ("alternate", "first3", "last3", "auto3-analysis", "auto3-taylor"):
+        row = records.get(name)
+        if row:
+            value = row["metrics"]["accuracy"]
+            print(f"| {name} | {row['trim']['drop_ffn']} | {value:.4f} | {100 * (value - accuracy):+.2f} |")
+    print()
+
+
+def estimator_table(out: Path, records: dict[str, dict]) -> None:
+    print("## Estimator: one-shot estimate vs fine-tuned accuracy\n")
+    for speedup in TARGETS:
+        path = out / f"search-{speedup}" / "search.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        estimates = {pattern["name"]: pattern["estimate"] for pattern in data["estimator"]["patterns"]}
+        pairs = []
+        for variant, pattern in PATTERN_OF.items():
+            if variant in records and pattern in estimates:
+                pairs.append((variant, estimates[pattern], records[variant]["metrics"]["accuracy"]))
+        for target in TARGETS:
+            searched = out / f"search-{target}" / "search.json"
+            name = f"searched-{target}"
+            if name in records and searched.exists():
+                best = json.loads(searched.read_text())["best"]["spec"]
+                same = [c["estimate"] for c in data["candidates"] if c["spec"] == best]
+                if same:
+                    pairs.append((name, same[0], records[name]["metrics"]["accuracy"]))
+        info = data["estimator"]
+        print(f"Estimator of search-{speedup} (trained {info['train_time_s']:.0f} s; {info['score_rows']} "
+              f"{info['score_split']} rows; untrimmed estimate {info['untrimmed_estimate']:.4f}):\n")
+        print("| candidate | estimate | fine-tuned accuracy |")
+        print("|---|---:|---:|")
+        for name, estimate, real in pairs:
+            print(f"| {name} | {estimate:.4f} | {real:.4f} |")
+        if len(pairs) >= 2:
+            rho = spearman([p[1] for p in pairs], [p[2] for p in pairs])
+            print(f"\nSpearman rank correlation over {len(pairs)} candidates: {rho:.3f}\n")
+
+
+def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict]) -> None:
+    print("## Searched vs fixed patterns (measured side by side, batch 1, length 128, 2 threads)\n")
+    print("| variant | trim | measured speed-up (95% interval) | accuracy |")
+    print("|---|---|---:|---:|")
+    for name in [*FIXED, *(f"searched-{t}" for t in TARGETS)]:
+        row, ratio = records.get(name), _speedup(bench, name)
+        if row is None or ratio is None:
+            continue
+        print(f"| {name} | {row['trim_summary']} | {ratio[0]:.3f}x ({ratio[1]:.3f}-{ratio[2]:.3f}) | {row['metrics']['accuracy']:.4f} |")
+    print()
+    for target in TARGETS:
+        name = f"searched-{target}"
+        path = out / f"search-{target}" / "search.json"
+        if name not in records or _speedup(bench, name) is None or not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        fixed = [
+            (records[other]["metrics"]["accuracy"], other, _speedup(bench, other)[0])
+            for other in FIXED
+            if other in records and _speedup(bench, other) and _speedup(bench, other)[0] >= float(target)
+        ]
+        best = max(fixed) if fixed else None
+        mine = records[name]["metrics"]["accuracy"]
+        measured = _speedup(bench, name)[0]
+        phases = ", ".join(f"{key.removesuffix('_s')} {value:.0f} s" for key, value in data["phases_s"].items())
+        line = (f"target {target}x: searched {records[name]['trim_summary']} predicted {data['best']['predicted_speedup']:.3f}x, "
+                f"measured {measured:.3f}x ({(measured / float(target) - 1):+.1%} vs target), accuracy {mine:.4f}")
+        if best:
+            line += f"; best fixed pattern at >= {target}x measured: {best[1]} ({best[2]:.3f}x) {best[0]:.4f}: Δ {100 * (mine - best[0]):+.2f} points"
+        print(line + f"; search time: {phases}\n")
+
+
+def print_tables(out: Path) -> None:
+    records = _records(out)
+    predictor_table(out)
+    importance_tables(out, records)
+    estimator_table(out, records)
+    searched_table(out, records, _bench(out))
+
+
+if __name__ == "__main__":
+    print_tables(Path(sys.argv[1]))

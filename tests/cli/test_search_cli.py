@@ -1,0 +1,87 @@
+"""``trimbert search`` from the command line: outputs, the spec file round trip, one-line errors."""
+
+import json
+import tomllib
+
+from conftest import write_sst2
+
+import trimbert
+from trimbert.spec import TrimSpec
+
+FAST = (
+    "--max-train-samples", "48", "--epochs", "1", "--train-batch-size", "8", "--max-length", "16", "--score-rows", "16",
+    "--population", "3", "--generations", "1", "--probes", "6", "--repeats", "3", "--max-drop-layers", "1",
+    "--batch-size", "1", "--seq-len", "16", "--threads", "1",
+)
+
+
+def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_checkpoint, tmp_path):
+    data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
+    out = tmp_path / "search"
+    args = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST)
+    code, stdout, err = run_cli(*args, "--cache-dir", tmp_path / "cache", "--out", out)
+    assert code == 0, err
+    assert "measured 6 probe trims" in stdout and "Pareto front" in stdout and "chosen: " in stdout
+    result = json.loads((out / "search.json").read_text())
+    assert result["target_speedup"] < 1.0  # 1000 ms is slower than the untrimmed model
+    assert len(result["predictor"]["probes"]) == 6 and result["predictor"]["cached"] is False
+    assert result["estimator"]["kind"] == "one-shot" and result["estimator"]["score_rows"] == 16
+    assert result["estimator"]["score_split"] == "train (rows not trained on)"
+    estimates = [candidate["estimate"] for candidate in result["candidates"]]
+    assert result["best"]["estimate"] == max(estimates)
+    assert {pattern["name"] for pattern in result["estimator"]["patterns"]} >= {"drop-ffn first:1", "drop-layers last:1"}
+    assert (out / "front.png").stat().st_size > 1000
+    front = (out / "front.md").read_text().splitlines()
+    assert front[0].startswith("| trim | predicted ms") and len(front) == 2 + len(result["front"])
+    best = json.loads((out / "best.json").read_text())
+    assert best["trim_spec"] == result["best"]["spec"]
+    variant = tomllib.loads((out / "variant.toml").read_text())["variants"][0]
+    assert variant["name"] == "searched"
+
+    code, _, err = run_cli("trim", tiny_checkpoint, "--spec", out / "best.json", "--out", tmp_path / "trimmed",
+                           "--task", "sst2", "--data-dir", data)
+    assert code == 0, err
+    applied = trimbert.load(tmp_path / "trimmed").config.spec
+    assert applied == TrimSpec.from_dict(best["trim_spec"])
+
+    code, stdout, err = run_cli(
+        *args, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "again", "--json", "--finetune", "--bench-seconds", "1"
+    )
+    assert code == 0, err
+    again = json.loads(stdout)
+    assert again["predictor"]["cached"] is True
+    trained = again["finetune"]
+    assert trained["metric"] == "accuracy" and trained["estimate"] == again["best"]["estimate"]
+    assert trained["versus"] == "baseline" and trained["measured_speedup"] > 0
+    recorded = json.loads((tmp_path / "again" / "finetune" / "searched" / "metrics.json").read_text())
+    assert recorded["metrics"]["accuracy"] == trained["searched"]
+    assert recorded["trim_summary"] == TrimSpec.from_dict(again["best"]["spec"]).summary()
+
+
+def test_search_refuses_bad_input_in_one_line(run_cli, tiny_checkpoint, tmp_path):
+    data = write_sst2(tmp_path / "SST-2", train_rows=16, dev_rows=4)
+    base = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--out", tmp_path / "s", "--cache-dir", tmp_path / "c")
+    cases = [
+        ((), "error: settings: give exactly one target: --speedup X or --latency-ms X"),
+        (("--speedup", "1.5", "--latency-ms", "3"), "error: settings: give exactly one target: --speedup X or --latency-ms X"),
+        (("--speedup", "0.5"), "error: --speedup: must be at least 1.0, got 0.5"),
+        (("--speedup", "1.5", "--widths", "0.5,abc"), "error: --widths: 'abc' is not a number"),
+        (("--speedup", "1.5", "--max-drop-layers", "2"), "error: --max-drop-layers: 2 is not between 0 and 1"),
+        (("--speedup", "1000", *FAST), "error: no trim in the search space is predicted to reach 1000.00x"),
+    ]
+    for extra, message in cases:
+        code, _, err = run_cli(*base, *extra)
+        assert code == 2 and err.strip().startswith(message), (extra, err)
+        assert len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("search", tiny_checkpoint, "--speedup", "1.5", "--out", tmp_path / "s")
+    assert code == 2 and err.strip() == "error: search needs data to estimate accuracy on: give --task (and --data-dir) or --train"
+    trimmed = tmp_path / "trimmed"
+    trimbert.save(trimbert.trim(trimbert.load(tiny_checkpoint), drop_ffn="0"), trimmed)
+    code, _, err = run_cli("search", trimmed, "--task", "sst2", "--data-dir", data, "--speedup", "1.2", "--out", tmp_path / "s", "--cache-dir", tmp_path / "c")
+    assert code == 2 and err.strip() == f"error: {trimmed} is already trimmed: search starts from an untrimmed checkpoint"
+    assert not (tmp_path / "s").exists()
+    code, _, err = run_cli("trim", tiny_checkpoint, "--spec", tmp_path / "none.json", "--out", tmp_path / "t")
+    assert code == 2 and err.strip() == f"error: --spec: {tmp_path / 'none.json'} does not exist"
+    (tmp_path / "bad.json").write_text('{"spec": {}}')
+    code, _, err = run_cli("finetune", tiny_checkpoint, "--spec", tmp_path / "bad.json", "--task", "sst2", "--data-dir", data, "--out", tmp_path / "t")
+    assert code == 2 and err.strip() == f"error: --spec: {tmp_path / 'bad.json'} has no trim_spec object (write one with trimbert search)"

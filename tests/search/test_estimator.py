@@ -1,0 +1,91 @@
+"""The estimator: sub-trims sampled per step, candidates scored by masking, rows not trained on, ranks."""
+
+import math
+
+import numpy as np
+from datasets import DatasetDict
+import pytest
+import torch
+from transformers import BertForSequenceClassification
+
+from tests.conftest import GLUE_DIR, tiny_config
+from trimbert.data.sampling import tokenize
+from trimbert.data.source import DataSource
+from trimbert.data.tasks import get_task
+from trimbert.errors import TrimbertError
+from trimbert.importance import magnitude
+from trimbert.model import checkpoint
+from trimbert.model.trim import trim
+from trimbert.search.estimator import FULL_MODEL_SHARE, Estimator, SubTrimSampler, score_rows, spearman
+from trimbert.search.space import SearchSpace
+from trimbert.spec import TrimSpec
+from trimbert.train.settings import FinetuneSettings
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(0.8)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(math.sqrt(3) / 2)
+    assert math.isnan(spearman([1, 1], [1, 2]))
+    with pytest.raises(TrimbertError, match="two equally long lists"):
+        spearman([1], [1])
+
+
+@pytest.fixture
+def binary_model():
+    torch.manual_seed(0)
+    return BertForSequenceClassification(tiny_config(num_labels=2)).eval()
+
+
+def test_sampler_draws_a_sub_trim_per_step_and_the_full_model_a_quarter_of_the_time(binary_model, tiny_batch):
+    space = SearchSpace(4, 64, widths=(32, 16), normalizers=("softmax", "relu"), max_drop_layers=1)
+    sampler = SubTrimSampler(space, magnitude(binary_model).neuron_order(), seed=0)
+    with torch.no_grad():
+        before = binary_model(**tiny_batch).logits
+    sampler.on_train_begin(None, None, None, model=binary_model)
+    full = 0
+    for _ in range(400):
+        sampler.on_step_begin(None, None, None)
+        gates = sampler.gates
+        full += all(bool((tensor == 1).all()) for tensor in gates.tensors())
+    assert sampler.drawn + full >= 400 - 5  # a random draw may be the untrimmed model itself
+    assert abs(full / 400 - FULL_MODEL_SHARE) < 0.06
+    sampler.on_train_end(None, None, None)
+    with torch.no_grad():
+        assert binary_model(**tiny_batch).logits.equal(before)
+
+
+def test_scores_are_the_metric_of_the_masked_model(binary_model, tiny_batch):
+    labels = torch.tensor([0, 1, 1])
+    order = magnitude(binary_model).neuron_order()
+    estimator = Estimator("one-shot", binary_model, get_task("sst2"), [{**tiny_batch, "labels": labels}], order, "train", 3, 0.0)
+    spec = TrimSpec(drop_ffn=(1,), ffn_width={0: 16}, attention="relu")
+    expected = {}
+    for candidate in (TrimSpec(), spec):
+        import copy
+
+        model = trim(copy.deepcopy(binary_model), candidate, ffn_importance=magnitude(binary_model).neurons if candidate.ffn_width else None)
+        with torch.no_grad():
+            predictions = model(**tiny_batch).logits.argmax(-1)
+        expected[candidate] = float((predictions == labels).float().mean())
+    assert estimator.score(spec) == pytest.approx(expected[spec])
+    assert estimator.score(TrimSpec()) == pytest.approx(expected[TrimSpec()])
+    assert set(estimator.cache) == {spec, TrimSpec()}
+    estimator.close()
+    assert estimator.gates is None
+
+
+def test_score_rows_are_training_rows_the_fine_tune_does_not_see(minilm_dir):
+    tokenizer = checkpoint.load_tokenizer(minilm_dir)
+    source = DataSource(task="rte", data_dir=str(GLUE_DIR))
+    settings = FinetuneSettings(max_train_samples=500, max_length=32, seed=3)
+    held, split = score_rows(source, tokenizer, settings, 200)
+    assert split == "train (rows not trained on)" and len(held) == 200
+    train = source.load()[0]["train"].shuffle(seed=3)
+    encoded = tokenize(DatasetDict({"used": train.select(range(500)), "rest": train.select(range(500, 700))}), tokenizer, 32)
+    assert held["input_ids"] == encoded["rest"]["input_ids"]
+    assert not {tuple(ids) for ids in encoded["used"]["input_ids"]} & {tuple(ids) for ids in held["input_ids"]}
+    everything = FinetuneSettings(max_length=32, seed=3)
+    held, split = score_rows(source, tokenizer, everything, 50)
+    assert split == "validation (no spare training rows)" and len(held) == 50
+    assert np.all(np.array(held["input_ids"][0]) >= 0)

@@ -1,0 +1,85 @@
+"""The latency predictor: exact features, an exact fit of additive costs, the cache, the errors."""
+
+import pytest
+
+from trimbert.errors import TrimbertError
+from trimbert.search.latency import Conditions, Predictor, cached_predictor, fit_predictor, prediction_errors, probe_specs, spec_features
+from trimbert.search.space import SearchSpace
+from trimbert.spec import TrimSpec
+
+CONDITIONS = Conditions(runtime="pytorch", device="cpu", batch_size=1, seq_len=128, threads=2, model_shape={"layers": 6})
+COSTS = {"const": 1.0, "blocks": 0.9, "ffns": 0.1, "ffn_neurons": 1.3, "layernorms": 0.02, "attn:relu": 0.1}
+
+
+def _true_ms(spec):
+    features = spec_features(spec, 6, 1536)
+    return sum(COSTS.get(name, 0.0) * value for name, value in features.items())
+
+
+def test_features_count_the_components():
+    spec = TrimSpec(drop_layers=(5,), drop_ffn=(1,), ffn_width={0: 768}, layernorm=("0.attn", "2.ffn"), attention="relu")
+    features = spec_features(spec, 6, 1536)
+    assert features["const"] == 1.0 and features["blocks"] == 5.0 and features["ffns"] == 4.0
+    assert features["ffn_neurons"] == 3.5  # 0.5 + 3 full FFNs
+    assert features["layernorms"] == 7.0  # 5 attn + 4 ffn - 2 stripped
+    assert features["attn:relu"] == 5.0 and features["attn:sigmoid"] == 0.0
+
+
+def test_fit_recovers_additive_costs_and_predicts_unseen_specs():
+    space = SearchSpace(6, 1536, widths=(768, 384), normalizers=("softmax", "relu"), max_drop_layers=2)
+    probes = probe_specs(space, 16, seed=0)
+    assert probes[0] == TrimSpec() and len(probes) == len(set(probes)) == 16
+    predictor = fit_predictor([(spec, _true_ms(spec)) for spec in probes], 6, 1536, CONDITIONS)
+    assert predictor.fit_error["max"] < 1e-9
+    for name, cost in COSTS.items():
+        assert predictor.coefficients[name] == pytest.approx(cost, abs=1e-9)
+    unseen = TrimSpec(drop_layers=(2,), ffn_width={1: 384, 4: 768}, attention="relu", layernorm=("3.ffn",))
+    assert predictor.predict(unseen) == pytest.approx(_true_ms(unseen))
+    with pytest.raises(TrimbertError, match="not fitted for attn:sigmoid"):
+        predictor.predict(TrimSpec(attention="sigmoid"))
+    assert predictor.fixed["attn:sigmoid"] == 0.0
+
+
+def test_a_feature_no_probe_varied_goes_into_the_constant():
+    rows = [(TrimSpec(drop_ffn=tuple(range(n))), 10.0 - n) for n in range(4)]  # 6 blocks in every probe
+    predictor = fit_predictor(rows, 6, 1536, CONDITIONS)
+    assert predictor.fixed["blocks"] == 6.0 and "blocks" not in predictor.coefficients
+    assert predictor.predict(TrimSpec(drop_ffn=(0, 1, 2, 3, 4))) == pytest.approx(5.0)
+    with pytest.raises(TrimbertError, match="not fitted for blocks"):
+        predictor.predict(TrimSpec(drop_layers=(0,)))
+    with pytest.raises(TrimbertError, match="at least 3"):
+        fit_predictor([(TrimSpec(), 1.0)], 6, 1536, CONDITIONS)
+
+
+def test_errors_are_of_speedups_against_the_same_runs_baseline():
+    predictor = Predictor(CONDITIONS, 6, 1536, {"const": 10.0, "blocks": -1.0}, ["const", "blocks"], baseline_ms=4.0)
+    predictor.fixed = {}
+    # predicted: 10 - 5 = 5 ms (speed-up 4/5 = 0.8); measured 6 ms against a baseline of 6 ms (speed-up 1.0)
+    rows = [{"spec": TrimSpec(drop_layers=(0,)).to_dict(), "summary": "x", "measured_ms": 6.0}]
+    result = prediction_errors(predictor, rows, baseline_ms=6.0)
+    assert result["rows"][0]["predicted_ms"] == 5.0
+    assert result["rows"][0]["error"] == pytest.approx(-0.2)
+    assert result["rows"][0]["ms_error"] == pytest.approx(-1 / 6)
+    assert result["median_error"] == result["max_error"] == pytest.approx(0.2)
+
+
+def test_cache_builds_once_per_conditions_and_space(tmp_path):
+    space = SearchSpace(6, 1536, widths=(768,))
+    built = []
+
+    def build():
+        built.append(1)
+        return Predictor(CONDITIONS, 6, 1536, {"const": 1.0}, ["const"], baseline_ms=1.0)
+
+    first, cached_first = cached_predictor(tmp_path, CONDITIONS, space, build)
+    second, cached_second = cached_predictor(tmp_path, CONDITIONS, space, build)
+    assert (cached_first, cached_second, len(built)) == (False, True, 1)
+    assert second == first
+    other = Conditions(**{**CONDITIONS.__dict__, "batch_size": 8})
+    cached_predictor(tmp_path, other, space, build)
+    cached_predictor(tmp_path, CONDITIONS, SearchSpace(6, 1536, widths=(384,)), build)
+    assert len(built) == 3
+    for path in tmp_path.glob("latency-*.json"):
+        path.write_text("{not json")
+    _, cached = cached_predictor(tmp_path, CONDITIONS, space, build)
+    assert not cached and len(built) == 4
