@@ -1,8 +1,8 @@
 """``trimbert search`` from the command line: outputs, the spec file round trip, one-line errors."""
 
 import json
-import tomllib
 
+import tomllib
 from conftest import write_sst2
 
 import trimbert

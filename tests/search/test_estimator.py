@@ -3,9 +3,9 @@
 import math
 
 import numpy as np
-from datasets import DatasetDict
 import pytest
 import torch
+from datasets import DatasetDict
 from transformers import BertForSequenceClassification
 
 from tests.conftest import GLUE_DIR, tiny_config

@@ -3,7 +3,15 @@
 import pytest
 
 from trimbert.errors import TrimbertError
-from trimbert.search.latency import Conditions, Predictor, cached_predictor, fit_predictor, prediction_errors, probe_specs, spec_features
+from trimbert.search.latency import (
+    Conditions,
+    Predictor,
+    cached_predictor,
+    fit_predictor,
+    prediction_errors,
+    probe_specs,
+    spec_features,
+)
 from trimbert.search.space import SearchSpace
 from trimbert.spec import TrimSpec
 

@@ -34,7 +34,7 @@ def test_random_specs_mutations_and_crosses_stay_in_the_space():
     rng = random.Random(0)
     specs = [SPACE.random_spec(rng) for _ in range(200)]
     specs += [SPACE.mutate(spec, rng, 0.5) for spec in specs]
-    specs += [SPACE.crossover(a, b, rng) for a, b in zip(specs, reversed(specs))]
+    specs += [SPACE.crossover(a, b, rng) for a, b in zip(specs, reversed(specs), strict=True)]
     assert all(SPACE.contains(spec) for spec in specs)
     assert max(len(spec.drop_layers) for spec in specs) == 2
     assert {spec.attention for spec in specs} == {"softmax", "relu"}
