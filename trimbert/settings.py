@@ -96,5 +96,7 @@ def describe_error(error: ValidationError, name_of: Callable[[str], str]) -> str
     got = first.get("input")
     if location and first["type"] != "extra_forbidden" and not isinstance(got, dict):
         problem += f", got {got!r}"
-    where = name_of(location[0]) if location else "settings"
-    return f"{where}: {problem}"
+    # A check of several settings together has no location: it is named by the table (a recipe's
+    # ``variants[1].search``), or not at all on the command line.
+    where = name_of(location[0]) if location else name_of("").rstrip(".-")
+    return f"{where}: {problem}" if where else problem

@@ -62,8 +62,8 @@ def test_search_refuses_bad_input_in_one_line(run_cli, tiny_checkpoint, tmp_path
     data = write_sst2(tmp_path / "SST-2", train_rows=16, dev_rows=4)
     base = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--out", tmp_path / "s", "--cache-dir", tmp_path / "c")
     cases = [
-        ((), "error: settings: give exactly one target: --speedup X or --latency-ms X"),
-        (("--speedup", "1.5", "--latency-ms", "3"), "error: settings: give exactly one target: --speedup X or --latency-ms X"),
+        ((), "error: give exactly one target: --speedup X or --latency-ms X"),
+        (("--speedup", "1.5", "--latency-ms", "3"), "error: give exactly one target: --speedup X or --latency-ms X"),
         (("--speedup", "0.5"), "error: --speedup: must be at least 1.0, got 0.5"),
         (("--speedup", "1.5", "--widths", "0.5,abc"), "error: --widths: 'abc' is not a number"),
         (("--speedup", "1.5", "--max-drop-layers", "2"), "error: --max-drop-layers: 2 is not between 0 and 1"),

@@ -37,6 +37,8 @@ def test_fit_recovers_additive_costs_and_predicts_unseen_specs():
     space = SearchSpace(6, 1536, widths=(768, 384), normalizers=("softmax", "relu"), max_drop_layers=2)
     probes = probe_specs(space, 16, seed=0)
     assert probes[0] == TrimSpec() and len(probes) == len(set(probes)) == 16
+    corners = probe_specs(space, 2, seed=0)
+    assert corners == probes[:6] and corners[-1] == TrimSpec(drop_layers=(4, 5))
     predictor = fit_predictor([(spec, _true_ms(spec)) for spec in probes], 6, 1536, CONDITIONS)
     assert predictor.fit_error["max"] < 1e-9
     for name, cost in COSTS.items():

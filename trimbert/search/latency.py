@@ -155,8 +155,10 @@ def fit_predictor(
 
 
 def probe_specs(space: SearchSpace, count: int, seed: int) -> list[TrimSpec]:
-    """The untrimmed model, corner cases (every FFN dropped or at the smallest width, every LayerNorm
-    stripped, each normalizer, the most blocks dropped) and random specs of ``space``: ``count`` in all."""
+    """The untrimmed model, corner cases (alternate FFNs dropped, every FFN at the smallest width, every
+    LayerNorm stripped, each normalizer, the most blocks dropped: each varies one component, so that
+    every cost is fitted) and random specs of ``space``: ``count`` in all, or just the corners when
+    there are more of them."""
     layers = space.num_layers
     corners = [TrimSpec()]
     if space.drop_ffn:
@@ -169,7 +171,7 @@ def probe_specs(space: SearchSpace, count: int, seed: int) -> list[TrimSpec]:
     if space.max_drop_layers:
         corners.append(TrimSpec(drop_layers=tuple(range(layers - space.max_drop_layers, layers))))
     rng = random.Random(seed)
-    specs = list(dict.fromkeys(corners))[:count]
+    specs = list(dict.fromkeys(corners))
     tries = 0
     while len(specs) < count and tries < 100 * count:
         tries += 1

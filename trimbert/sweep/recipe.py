@@ -45,13 +45,14 @@ A recipe is a TOML file::
                                      # (where only some variants have one, only those run in ONNX Runtime)
     heal = { corpus = "../shared/glue", steps = 600 }   # optional: heal the trim first, once for all
                                      # seeds (over an optional [heal] table; see trimbert.sweep.healing)
+    # search = { speedup = 1.5 }     # instead of trim keys: search the trim (trimbert.sweep.searching)
 
-The accepted trim keys are the fields of :class:`trimbert.spec.TrimRequest` (the CLI's trim options);
-each variant's trim is carried as one request to :func:`trimbert.train.finetune.finetune`. :func:`load_recipe` validates the whole file before anything runs:
-unknown keys, wrong types, duplicate variant names, every trim spec (resolved against the model's
-config, which is read but not loaded), teachers (unknown names, cycles), the data (task name, data
-folder and files) and the settings. Errors name the file, the key (``variants[2].drop_ffn``; array
-indices count from 0) and the problem.
+The accepted trim keys are the fields of :class:`trimbert.spec.TrimRequest` (the CLI's trim options),
+carried as one request to :func:`trimbert.train.finetune.finetune`. :func:`load_recipe` validates the
+whole file before anything runs: unknown keys, wrong types, duplicate variant names, every trim spec
+(resolved against the model's config, which is read but not loaded), teachers (unknown names,
+cycles), the data (task name, data folder and files) and the settings. Errors name the file, the key
+(``variants[2].drop_ffn``; array indices count from 0) and the problem.
 
 ``trimbert sweep RECIPE --out DIR`` (:func:`run_sweep`) runs every (variant, seed) *unit*: fine-tune
 (``DIR/runs/<variant>-seed<k>/``, written atomically by ``finetune``), evaluate, then bench side by
@@ -94,6 +95,7 @@ from trimbert.model.checkpoint import load_config, resolve_source
 from trimbert.settings import Settings
 from trimbert.spec import TrimRequest, TrimSpec, parse_auto, resolve_spec
 from trimbert.sweep.healing import check_defaults, check_heal, check_healable
+from trimbert.sweep.searching import check_search
 from trimbert.train.settings import DistillSettings, FinetuneSettings
 
 if sys.version_info >= (3, 11):
@@ -104,7 +106,7 @@ else:  # pragma: no cover - Python 3.10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _TOP_KEYS = ("model", "data", "finetune", "bench", "export", "heal", "seeds", "variants")
 _MODEL_KEYS = ("source",)
-_VARIANT_KEYS = ("name", *TrimRequest.keys(), "teacher", "distill", "finetune", "export", "heal")
+_VARIANT_KEYS = ("name", *TrimRequest.keys(), "teacher", "distill", "finetune", "export", "heal", "search")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,11 +128,12 @@ class Variant:
     auto_drop: int | None = None  # drop_ffn = "auto:N": the blocks are chosen when fine-tuning
     export: dict[str, Any] | None = None  # overrides of [export]; given: the variant is exported
     heal: dict[str, Any] | None = None  # corpus and HealSettings, over [heal]; given: healed before fine-tuning
+    search: dict[str, Any] | None = None  # SearchSettings fields; given: the trim is searched (sweep/searching.py)
 
     @property
     def untrimmed(self) -> bool:
         """No trim at all: the architecture of the source model."""
-        return self.spec.is_empty and self.auto_drop is None
+        return self.spec.is_empty and self.auto_drop is None and self.search is None
 
 
 @dataclass(frozen=True)
@@ -266,10 +269,7 @@ class _Checker:
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                self.fail(
-                    f"{where}.{key}" if where else key,
-                    f"unknown key (known: {', '.join(allowed)}){hint}",
-                )
+                self.fail(f"{where}.{key}" if where else key, f"unknown key (known: {', '.join(allowed)}){hint}")
 
     def string(self, value: Any, key: str) -> str:
         if not isinstance(value, str) or not value.strip():
@@ -284,14 +284,8 @@ class _Checker:
 
 
 def _type_name(value: Any) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _strip_option(message: str) -> str:
@@ -459,6 +453,7 @@ def _variant(
     if entry.get("heal") not in (None, False):
         check_healable(check, request, spec.is_empty and auto_drop is None, f"{where}.heal")
         healing = check_heal(check, entry["heal"], heal, f"{where}.heal")
+    searching = check_search(check, entry.get("search"), request, healing, f"{where}.search")
     return Variant(
         name=name,
         index=index,
@@ -471,6 +466,7 @@ def _variant(
         auto_drop=auto_drop,
         export=dict(export) if export is not None else None,
         heal=healing,
+        search=searching,
     )
 
 

@@ -60,6 +60,7 @@ from trimbert.sweep.runtimes import (
     runtime_records,
     usable_export,
 )
+from trimbert.sweep.searching import SEARCH_DIR, ensure_searched, search_fields, search_key
 from trimbert.train.finetune import finetune
 from trimbert.train.settings import DistillSettings
 from trimbert.train.trainer import METRICS_FILE, is_main_process
@@ -281,7 +282,7 @@ def _run_unit(
     try:
         # Every rank of a torchrun job decides alike (same files), so they train together or not at all.
         tuned = _finished_finetune(run_dir, finetune_fingerprint)
-        reused = heal_reused = tuned is not None
+        reused = heal_reused = search_reused = tuned is not None
         if reused and not main:
             return None
         if tuned is None:
@@ -293,6 +294,10 @@ def _run_unit(
                 if variant.distill:
                     options["distill"] = DistillSettings.build(variant.distill)
             model, request = recipe.model, variant.trim
+            if variant.search is not None:
+                emit(unit.name, "running", "searching")
+                settings = recipe.settings_for(variant, recipe.seeds[0])
+                _, request, search_reused = ensure_searched(out, recipe.model, recipe.data, settings, variant.search)
             if variant.heal is not None:
                 emit(unit.name, "running", "healing")
                 healed, heal_reused = ensure_healed(out, recipe.model, variant.trim, variant.heal)
@@ -314,6 +319,10 @@ def _run_unit(
             marker = {"finetune_hash": finetune_fingerprint, "recipe_hash": fingerprint, "unit": unit.name}
             write_json_atomic(run_dir / _ENTRY_MARKER, marker)
         records = _bench_unit(recipe, variant, unit, fingerprint, out, run_dir, tuned, reused, emit)
+        if variant.search is not None:  # the search's one-off cost, shared by every unit that uses it
+            settings = recipe.settings_for(variant, recipe.seeds[0])
+            folder = out / SEARCH_DIR / search_key(recipe.model, recipe.data, settings, variant.search)
+            records[0].extra.update(search_fields(folder, search_reused))
         if variant.heal is not None:  # the heal's one-off cost, shared by every unit that uses it
             records[0].extra.update(heal_fields(healed_dir(out, recipe.model, variant.trim, variant.heal), heal_reused))
         return records
