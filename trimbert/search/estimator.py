@@ -37,7 +37,7 @@ from trimbert.data.metrics import compute_metrics, predictions_from_logits
 from trimbert.data.sampling import tokenize
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
-from trimbert.importance import taylor_importance
+from trimbert.importance import magnitude, taylor_importance
 from trimbert.measure.size import model_device, model_mode
 from trimbert.model.gates import Gates, install_gates
 from trimbert.search.space import SearchSpace
@@ -140,8 +140,6 @@ def score_rows(source: DataSource, tokenizer: Any, settings: FinetuneSettings, r
 def neuron_order(model: nn.Module, encoded_train: Any, tokenizer: Any, settings: FinetuneSettings, importance: str, samples: int) -> dict[int, torch.Tensor]:
     """The FFN neurons of each block, most important first: what ``--ffn-width N --importance <rule>``
     keeps when fine-tuning from this checkpoint with the same seed (the same sample, the same scores)."""
-    from trimbert.importance import magnitude
-
     if importance == "magnitude":
         return magnitude(model).neuron_order()
     batches = sample_batches(

@@ -40,8 +40,8 @@ from trimbert.search.estimator import build_estimator
 from trimbert.search.evolve import Candidate, SearchResult, evolve
 from trimbert.search.latency import Conditions, Predictor, build_predictor, cached_predictor, model_shape
 from trimbert.search.settings import SearchSettings
-from trimbert.search.space import SearchSpace, fixed_patterns
-from trimbert.spec import TrimRequest, TrimSpec, encoder_layernorms
+from trimbert.search.space import Block, SearchSpace, fixed_patterns
+from trimbert.spec import TrimRequest, TrimSpec
 from trimbert.train.settings import FinetuneSettings
 
 BEST_FILE = "best.json"
@@ -95,16 +95,12 @@ def _check_reachable(space: SearchSpace, predictor: Predictor, min_speedup: floa
     """Fail before any training when no trim of the space is predicted to reach the target: the
     smallest trims (the most blocks dropped, every FFN dropped or at the smallest width, every
     LayerNorm stripped, each normalizer) and 500 random ones are tried."""
-    layers = space.num_layers
-    smallest = []
-    for attention in space.normalizers:
-        gone = tuple(range(layers - space.max_drop_layers, layers))
-        kept = [block for block in range(layers) if block not in gone]
-        ffn = {"drop_ffn": tuple(kept)} if space.drop_ffn else {"ffn_width": dict.fromkeys(kept, min(space.widths, default=space.intermediate_size))}
-        if not space.drop_ffn and not space.widths:
-            ffn = {}
-        layernorm = tuple(encoder_layernorms(layers, ffn.get("drop_ffn", ()), gone)) if space.layernorms else ()
-        smallest.append(TrimSpec(attention=attention, drop_layers=gone, layernorm=layernorm, **ffn))
+    layers, strip = space.num_layers, space.layernorms
+    blocks = [
+        Block(present=False) if block >= layers - space.max_drop_layers else Block(True, space.ffn_choices()[-1], strip, strip)
+        for block in range(layers)
+    ]
+    smallest = [space.spec(blocks, attention) for attention in space.normalizers]
     rng = random.Random(seed)
     best = max(predictor.speedup(spec) for spec in [*smallest, *(space.random_spec(rng) for _ in range(500))])
     if best < min_speedup:
