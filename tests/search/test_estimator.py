@@ -70,7 +70,7 @@ def test_scores_are_the_metric_of_the_masked_model(binary_model, tiny_batch):
         expected[candidate] = float((predictions == labels).float().mean())
     assert estimator.score(spec) == pytest.approx(expected[spec])
     assert estimator.score(TrimSpec()) == pytest.approx(expected[TrimSpec()])
-    assert set(estimator.cache) == {spec, TrimSpec()}
+    assert set(estimator.cache) == {(spec, "head"), (TrimSpec(), "head")}
     estimator.close()
     assert estimator.gates is None
 
@@ -89,3 +89,20 @@ def test_score_rows_are_training_rows_the_fine_tune_does_not_see(minilm_dir):
     held, split = score_rows(source, tokenizer, everything, 50)
     assert split == "validation (no spare training rows)" and len(held) == 50
     assert np.all(np.array(held["input_ids"][0]) >= 0)
+
+
+def test_the_probe_scorer_refits_a_linear_head_on_the_masked_features(binary_model):
+    torch.manual_seed(5)
+    ids = torch.randint(5, 100, (240, 8))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        pooled = binary_model.bert(**batch).pooler_output[:, 0]
+    labels = (pooled > pooled.median()).long()  # a linear function of the head's input features
+    order = magnitude(binary_model).neuron_order()
+    estimator = Estimator("one-shot", binary_model, get_task("sst2"), [{**batch, "labels": labels}], order, "train", 240, 0.0)
+    head = estimator.score(TrimSpec())
+    probe = estimator.score(TrimSpec(), "probe")
+    assert probe >= 0.9 and head < 0.75
+    assert set(estimator.cache) == {(TrimSpec(), "head"), (TrimSpec(), "probe")}
+    with pytest.raises(TrimbertError, match="--scorer: unknown scorer 'knn'"):
+        estimator.score(TrimSpec(), "knn")

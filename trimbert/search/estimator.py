@@ -47,6 +47,7 @@ from trimbert.train.settings import FinetuneSettings
 from trimbert.train.trainer import Evaluator, make_trainer
 
 ESTIMATORS = ("one-shot", "analyze")
+SCORERS = ("head", "probe")
 FULL_MODEL_SHARE = 0.25  # share of super-model steps that train the whole model (sandwich rule)
 
 
@@ -88,36 +89,73 @@ class Estimator:
     score_rows: int
     train_time_s: float
     info: dict[str, Any] = field(default_factory=dict)
-    cache: dict[TrimSpec, float] = field(default_factory=dict)
+    scorer: str = "head"
+    cache: dict[tuple[TrimSpec, str], float] = field(default_factory=dict)
     gates: Gates | None = None
     score_time_s: float = 0.0
 
-    def score(self, spec: TrimSpec) -> float:
-        """The task's main metric of the model with ``spec`` switched on, on the score rows."""
-        if spec in self.cache:
-            return self.cache[spec]
+    def score(self, spec: TrimSpec, scorer: str | None = None) -> float:
+        """The task's main metric of the model with ``spec`` switched on, on the score rows.
+
+        ``scorer`` (default: the estimator's): ``"head"`` reads the super-model's own classifier;
+        ``"probe"`` refits a linear head on the masked model's pooled features (2-fold cross-validated
+        over the score rows: logistic regression, or ridge for regression), so a trim that only moves
+        the features the head expects is not punished for what fine-tuning would re-learn at once.
+        """
+        scorer = scorer or self.scorer
+        if scorer not in SCORERS:
+            raise TrimbertError(f"--scorer: unknown scorer {scorer!r} (choose from {', '.join(SCORERS)})")
+        if (spec, scorer) in self.cache:
+            return self.cache[(spec, scorer)]
         start = time.perf_counter()
         if self.gates is None:
             self.gates = install_gates(self.model)
         self.gates.apply(spec, self.order)
-        device = model_device(self.model)
-        logits, labels = [], []
-        with torch.inference_mode(), model_mode(self.model, train=False):
-            for batch in self.batches:
-                inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
-                logits.append(self.model(**inputs).logits.float().cpu().numpy())
-                labels.append(batch["labels"].numpy())
-        predictions = predictions_from_logits(self.task, np.concatenate(logits))
-        metrics = compute_metrics(self.task, predictions, np.concatenate(labels))
-        value = metrics[self.task.main_metric]
-        self.cache[spec] = value
+        logits, features, labels = self._outputs()
+        if scorer == "probe":
+            predictions = _probe_predictions(self.task, features, labels)
+        else:
+            predictions = predictions_from_logits(self.task, logits)
+        value = compute_metrics(self.task, predictions, labels)[self.task.main_metric]
+        self.cache[(spec, scorer)] = value
         self.score_time_s += time.perf_counter() - start
         return value
+
+    def _outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits, the classifier's input features and the labels of every score row."""
+        device = model_device(self.model)
+        logits, features, labels = [], [], []
+        head = getattr(self.model, "classifier", None)
+        handle = head.register_forward_pre_hook(lambda module, args: features.append(args[0].float().cpu().numpy())) if head else None
+        try:
+            with torch.inference_mode(), model_mode(self.model, train=False):
+                for batch in self.batches:
+                    inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
+                    logits.append(self.model(**inputs).logits.float().cpu().numpy())
+                    labels.append(batch["labels"].numpy())
+        finally:
+            if handle is not None:
+                handle.remove()
+        return np.concatenate(logits), np.concatenate(features) if features else np.empty(0), np.concatenate(labels)
 
     def close(self) -> None:
         if self.gates is not None:
             self.gates.remove()
             self.gates = None
+
+
+def _probe_predictions(task: Any, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Predictions of a linear head refitted on ``features``, each row predicted by the fold it was not fitted on."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if task.is_regression:
+        return cross_val_predict(make_pipeline(StandardScaler(), Ridge()), features, labels, cv=KFold(2, shuffle=True, random_state=0))
+    folds = StratifiedKFold(2, shuffle=True, random_state=0) if np.bincount(labels.astype(int)).min() >= 2 else KFold(2, shuffle=True, random_state=0)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+    return cross_val_predict(probe, features, labels.astype(int), cv=folds)
 
 
 def score_rows(source: DataSource, tokenizer: Any, settings: FinetuneSettings, rows: int) -> tuple[Any, str]:
@@ -160,6 +198,7 @@ def build_estimator(
     space: SearchSpace,
     *,
     kind: str = "one-shot",
+    scorer: str = "head",
     settings: FinetuneSettings,
     importance: str = "taylor",
     rows: int = 1000,
@@ -198,6 +237,7 @@ def build_estimator(
         score_rows=len(held),
         train_time_s=train_time,
         info={"train_rows": len(encoded["train"]), "sub_trims_drawn": sampler.drawn if sampler else 0, "importance": importance},
+        scorer=scorer,
     )
 
 

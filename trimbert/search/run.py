@@ -36,7 +36,7 @@ from trimbert.model import checkpoint
 from trimbert.model.structure import config_spec
 from trimbert.report.records import conditions as run_conditions
 from trimbert.report.records import write_json_atomic
-from trimbert.search.estimator import build_estimator
+from trimbert.search.estimator import SCORERS, build_estimator
 from trimbert.search.evolve import Candidate, SearchResult, evolve
 from trimbert.search.latency import Conditions, Predictor, build_predictor, cached_predictor, model_shape
 from trimbert.search.settings import SearchSettings
@@ -135,7 +135,7 @@ def search(
     _check_reachable(space, predictor, min_speedup, settings.search_seed)
     start = time.perf_counter()
     estimator = build_estimator(
-        model_source, source, space, kind=settings.estimator, settings=finetune,
+        model_source, source, space, kind=settings.estimator, scorer=settings.scorer, settings=finetune,
         importance=settings.importance, rows=settings.score_rows, progress=progress,
     )
     phases["estimator_train_s"] = time.perf_counter() - start
@@ -153,9 +153,10 @@ def search(
     if result.best is None:
         raise TrimbertError(f"the search found no trim predicted to reach {min_speedup:.2f}x ({result.stopped})")
     untrimmed = estimator.score(TrimSpec())
+    best_by_scorer = {scorer: estimator.score(result.best.spec, scorer) for scorer in SCORERS}
     patterns = [
         {"name": name, "summary": spec.summary(), "spec": spec.to_dict(), "estimate": estimator.score(spec),
-         "predicted_speedup": predictor.speedup(spec)}
+         "by_scorer": {scorer: estimator.score(spec, scorer) for scorer in SCORERS}, "predicted_speedup": predictor.speedup(spec)}
         for name, spec in fixed_patterns(space).items()
     ]
     estimator.close()
@@ -163,6 +164,7 @@ def search(
         "kind": estimator.kind, "score_rows": estimator.score_rows, "score_split": estimator.score_split,
         "train_time_s": estimator.train_time_s, "score_time_s": estimator.score_time_s,
         "untrimmed_estimate": untrimmed, "metric": estimator.task.main_metric, "patterns": patterns,
+        "scorer": estimator.scorer, "best_by_scorer": best_by_scorer,
         **estimator.info,
     }
     report = SearchReport(result, predictor, cached, min_speedup, info, phases, Path(out))

@@ -36,6 +36,9 @@ class SearchSettings(Settings):
     estimator: Literal["one-shot", "analyze"] = Field(
         "one-shot", description="one-shot: a super-model trained with random sub-trims; analyze: cuts of a plain fine-tune."
     )
+    scorer: Literal["head", "probe"] = Field(
+        "head", description="head: score with the super-model's classifier; probe: refit a linear head per candidate."
+    )
     importance: Literal["taylor", "magnitude"] = Field(
         "taylor", description="How narrowed FFNs choose their neurons (as --importance for trim/finetune)."
     )
