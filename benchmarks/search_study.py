@@ -1,6 +1,6 @@
 """The search issue's measurements: predictor error, importance, estimator rank correlation, searched vs fixed.
 
-Usage: python benchmarks/search_study.py OUT [--phase predictor|search|sweep|importance|bench|tables ...]
+Usage: python benchmarks/search_study.py OUT [--phase predictor|search|sweep|importance|search-probe|bench|tables ...]
 
 Bundled MiniLM-L6-H384, SST-2, 4,000 training rows, 2 epochs, lr 1e-4, max length 64, seed 42; latency
 at batch 1, sequence length 128, 2 threads, PyTorch on the CPU. Every phase skips what is already in
@@ -9,12 +9,15 @@ OUT (a killed study resumes); run the timing phases (predictor, bench) on a quie
 - predictor: fit the latency predictor (``trimbert search``'s, cached in OUT/cache, so the searches
   reuse it) and time 12 held-out random specs of the space side by side with the untrimmed model:
   the errors of their predicted speed-ups (OUT/predictor.json).
-- search: ``trimbert search --speedup 1.3`` and ``--speedup 1.6`` (one-shot estimator) into
-  OUT/search-1.3 and OUT/search-1.6.
+- search: ``trimbert search --speedup 1.3`` and ``--speedup 1.6`` (one-shot estimator, scored with the
+  super-model's head) into OUT/search-1.3 and OUT/search-1.6; search-probe: the same with ``--scorer
+  probe`` into OUT/search-probe-1.3 and OUT/search-probe-1.6.
 - sweep: one recipe (OUT/recipe.toml) fine-tunes the baseline, the fixed patterns, ``auto:3`` (cut
-  analysis and Taylor), ``--ffn-width`` (magnitude and Taylor) and both searched specs.
+  analysis and Taylor), ``--ffn-width`` (magnitude and Taylor) and every searched spec (run again after
+  search-probe: the finished units are reused).
 - importance: the fine-tuned baseline narrowed to 768 (magnitude, Taylor on the task loss), evaluated
-  right away and after re-fine-tuning.
+  right away and after re-fine-tuning; and the 3 FFNs ``auto:3`` drops when it ranks on the fine-tuned
+  baseline (Taylor on the task loss; the cut analysis).
 - bench: every fine-tuned model side by side with the baseline (``trimbert bench``; OUT/bench.json).
 - tables: print every table from the files above.
 """
@@ -34,8 +37,13 @@ GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().paren
 TRAIN = ["--epochs", "2", "--lr", "1e-4", "--max-length", "64", "--max-train-samples", "4000", "--seed", "42"]
 TARGET = ["--batch-size", "1", "--seq-len", "128", "--threads", "2"]
 TARGETS = ("1.3", "1.6")
+SCORERS = ("head", "probe")  # search-<target> scores with the super-model's head, search-probe-<target> refits a probe
+
+
+def search_name(target: str, scorer: str) -> str:
+    return f"search-{target}" if scorer == "head" else f"search-probe-{target}"
 TRIMBERT = str(Path(sys.executable).parent / "trimbert")  # the CLI of this interpreter's environment
-PHASES = ("predictor", "search", "sweep", "importance", "bench", "tables")
+PHASES = ("predictor", "search", "sweep", "importance", "search-probe", "sweep", "bench", "tables")
 FIXED = {
     "alternate": {"drop_ffn": "alternate"},
     "first3": {"drop_ffn": "first:3"},
@@ -92,13 +100,25 @@ def phase_predictor(out: Path) -> None:
     target.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def phase_search(out: Path) -> None:
-    for speedup in TARGETS:
-        folder = out / f"search-{speedup}"
-        if (folder / "best.json").exists():
-            continue
-        cli("search", "minilm", "--task", "sst2", "--data-dir", GLUE, "--speedup", speedup, *TARGET, *TRAIN,
-            "--cache-dir", str(out / "cache"), "--out", str(folder), "--force")
+def phase_search(out: Path, scorers: tuple[str, ...] = ("head",)) -> None:
+    for scorer in scorers:
+        for speedup in TARGETS:
+            folder = out / search_name(speedup, scorer)
+            if (folder / "best.json").exists():
+                continue
+            cli("search", "minilm", "--task", "sst2", "--data-dir", GLUE, "--speedup", speedup, "--scorer", scorer,
+                *TARGET, *TRAIN, "--cache-dir", str(out / "cache"), "--out", str(folder), "--force")
+
+
+def searched_variants(out: Path) -> dict[str, Path]:
+    """Sweep variant name -> the search folder it comes from, for every search done."""
+    found = {}
+    for scorer in SCORERS:
+        for speedup in TARGETS:
+            folder = out / search_name(speedup, scorer)
+            if (folder / "variant.toml").exists():
+                found[folder.name.replace("search", "searched", 1)] = folder
+    return found
 
 
 def _toml_value(value) -> str:
@@ -115,9 +135,8 @@ def phase_sweep(out: Path) -> None:
     ]
     for name, keys in FIXED.items():
         lines += ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], ""]
-    for speedup in TARGETS:
-        variant = (out / f"search-{speedup}" / "variant.toml").read_text().replace('name = "searched"', f'name = "searched-{speedup}"')
-        lines += [variant]
+    for name, folder in searched_variants(out).items():
+        lines += [(folder / "variant.toml").read_text().replace('name = "searched"', f'name = "{name}"')]
     recipe.write_text("\n".join(lines))
     cli("sweep", str(recipe), "--out", str(out / "sweep"))
 
@@ -141,13 +160,18 @@ def phase_importance(out: Path) -> None:
         refit = out / "importance" / f"width768-{rule}-refit"
         if not refit.exists():
             cli("finetune", str(pruned), "--task", "sst2", "--data-dir", GLUE, *TRAIN, "--out", str(refit))
+    for rule, extra in (("taylor", ["--importance", "taylor"]), ("analysis", [])):
+        chosen = out / "importance" / f"auto3-{rule}-on-baseline"
+        if not chosen.exists():  # which 3 FFNs the fine-tuned baseline's task loss says matter least
+            cli("trim", str(baseline), "--drop-ffn", "auto:3", *extra, "--task", "sst2", "--data-dir", GLUE, "--seed", "42",
+                "--max-length", "64", "--out", str(chosen))
 
 
 def phase_bench(out: Path) -> None:
     target = out / "bench.json"
     if target.exists():
         return
-    names = [*FIXED, *(f"searched-{speedup}" for speedup in TARGETS)]
+    names = [*FIXED, *searched_variants(out)]
     args = ["bench", *[str(_run_dir(out, name)) for name in names], "--vs", str(_run_dir(out, "baseline"))]
     for name in names:
         args += ["--name", name]
@@ -168,6 +192,7 @@ def main() -> None:
         print_tables(out)
 
     runners = {"predictor": phase_predictor, "search": phase_search, "sweep": phase_sweep,
+               "search-probe": lambda out: phase_search(out, ("probe",)),
                "importance": phase_importance, "bench": phase_bench, "tables": tables}
     for phase in args.phase or PHASES:
         runners[phase](args.out)

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from search_study import FIXED, PATTERN_OF, TARGETS
+from search_study import FIXED, PATTERN_OF, searched_variants
 
 from trimbert.search.estimator import spearman
 
@@ -72,6 +72,12 @@ def importance_tables(out: Path, records: dict[str, dict]) -> None:
         direct_text = f"{direct:.4f}" if direct is not None else "–"
         print(f"| {rule} | {pruned:.4f} | {100 * (pruned - accuracy):+.2f} | {refitted:.4f} | {100 * (refitted - accuracy):+.2f} "
               f"| {direct_text} |")
+    for rule in ("taylor", "analysis"):
+        config = out / "importance" / f"auto3-{rule}-on-baseline" / "config.json"
+        if config.exists():
+            data = json.loads(config.read_text())
+            spec = data.get("trim_spec") or data.get("trimbert_trim_spec")
+            print(f"\nauto:3 ranked on the fine-tuned baseline ({spec['notes']['measure']}): drops FFNs {spec['drop_ffn']}")
     print("\n| --drop-ffn | FFNs dropped | accuracy | Δ |")
     print("|---|---|---:|---:|")
     for name in ("alternate", "first3", "last3", "auto3-analysis", "auto3-taylor"):
@@ -83,67 +89,72 @@ def importance_tables(out: Path, records: dict[str, dict]) -> None:
 
 
 def estimator_table(out: Path, records: dict[str, dict]) -> None:
-    print("## Estimator: one-shot estimate vs fine-tuned accuracy\n")
-    for speedup in TARGETS:
-        path = out / f"search-{speedup}" / "search.json"
-        if not path.exists():
-            continue
-        data = json.loads(path.read_text())
-        estimates = {pattern["name"]: pattern["estimate"] for pattern in data["estimator"]["patterns"]}
-        pairs = []
-        for variant, pattern in PATTERN_OF.items():
-            if variant in records and pattern in estimates:
-                pairs.append((variant, estimates[pattern], records[variant]["metrics"]["accuracy"]))
-        for target in TARGETS:
-            searched = out / f"search-{target}" / "search.json"
-            name = f"searched-{target}"
-            if name in records and searched.exists():
-                best = json.loads(searched.read_text())["best"]["spec"]
-                same = [c["estimate"] for c in data["candidates"] if c["spec"] == best]
-                if same:
-                    pairs.append((name, same[0], records[name]["metrics"]["accuracy"]))
+    """Each super-model's estimates (head and probe scorers) of the fine-tuned candidates, and Spearman's rho."""
+    print("## Estimator: one-shot estimates vs fine-tuned accuracy\n")
+    searched = searched_variants(out)
+    for folder in searched.values():
+        data = json.loads((folder / "search.json").read_text())
         info = data["estimator"]
-        print(f"Estimator of search-{speedup} (trained {info['train_time_s']:.0f} s; {info['score_rows']} "
-              f"{info['score_split']} rows; untrimmed estimate {info['untrimmed_estimate']:.4f}):\n")
-        print("| candidate | estimate | fine-tuned accuracy |")
-        print("|---|---:|---:|")
-        for name, estimate, real in pairs:
-            print(f"| {name} | {estimate:.4f} | {real:.4f} |")
-        if len(pairs) >= 2:
-            rho = spearman([p[1] for p in pairs], [p[2] for p in pairs])
-            print(f"\nSpearman rank correlation over {len(pairs)} candidates: {rho:.3f}\n")
+        # searches made before the probe scorer existed recorded the head's estimates only
+        by_pattern = {pattern["name"]: pattern.get("by_scorer", {"head": pattern["estimate"]}) for pattern in info["patterns"]}
+        scorer_used = info.get("scorer", "head")
+        rows = [(variant, by_pattern[pattern]) for variant, pattern in PATTERN_OF.items() if variant in records and pattern in by_pattern]
+        for name, other in searched.items():
+            if name not in records:
+                continue
+            best = json.loads((other / "search.json").read_text())["best"]["spec"]
+            # the other searches' winners were not scored by this super-model unless it met them
+            scored = [c for c in data["candidates"] if c["spec"] == best]
+            if other == folder:
+                rows.append((name, info.get("best_by_scorer", {"head": data["best"]["estimate"]})))
+            elif scored and scorer_used == "head":
+                rows.append((name, {"head": scored[0]["estimate"]}))
+        print(f"{folder.name}: super-model trained {info['train_time_s']:.0f} s; {info['score_rows']} {info['score_split']} rows; "
+              f"untrimmed estimate {info['untrimmed_estimate']:.4f}; the search used the {scorer_used} scorer\n")
+        print("| candidate | estimate (head) | estimate (probe) | fine-tuned accuracy |")
+        print("|---|---:|---:|---:|")
+        for name, estimates in rows:
+            probe = f"{estimates['probe']:.4f}" if "probe" in estimates else "–"
+            print(f"| {name} | {estimates['head']:.4f} | {probe} | {records[name]['metrics']['accuracy']:.4f} |")
+        for scorer in ("head", "probe"):
+            pairs = [(estimates[scorer], records[name]["metrics"]["accuracy"]) for name, estimates in rows if scorer in estimates]
+            if len(pairs) >= 2:
+                rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
+                print(f"\nSpearman rank correlation ({scorer} scorer) over {len(pairs)} candidates: {rho:.3f}")
+        print()
 
 
 def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict]) -> None:
     print("## Searched vs fixed patterns (measured side by side, batch 1, length 128, 2 threads)\n")
     print("| variant | trim | measured speed-up (95% interval) | accuracy |")
     print("|---|---|---:|---:|")
-    for name in [*FIXED, *(f"searched-{t}" for t in TARGETS)]:
+    searched = searched_variants(out)
+    for name in [*FIXED, *searched]:
         row, ratio = records.get(name), _speedup(bench, name)
         if row is None or ratio is None:
             continue
         print(f"| {name} | {row['trim_summary']} | {ratio[0]:.3f}x ({ratio[1]:.3f}-{ratio[2]:.3f}) | {row['metrics']['accuracy']:.4f} |")
     print()
-    for target in TARGETS:
-        name = f"searched-{target}"
-        path = out / f"search-{target}" / "search.json"
-        if name not in records or _speedup(bench, name) is None or not path.exists():
+    for name, folder in searched.items():
+        if name not in records or _speedup(bench, name) is None:
             continue
-        data = json.loads(path.read_text())
+        data = json.loads((folder / "search.json").read_text())
+        target = data["target_speedup"]
         fixed = [
             (records[other]["metrics"]["accuracy"], other, _speedup(bench, other)[0])
             for other in FIXED
-            if other in records and _speedup(bench, other) and _speedup(bench, other)[0] >= float(target)
+            if other in records and _speedup(bench, other) and _speedup(bench, other)[0] >= target
         ]
         best = max(fixed) if fixed else None
         mine = records[name]["metrics"]["accuracy"]
         measured = _speedup(bench, name)[0]
-        phases = ", ".join(f"{key.removesuffix('_s')} {value:.0f} s" for key, value in data["phases_s"].items())
-        line = (f"target {target}x: searched {records[name]['trim_summary']} predicted {data['best']['predicted_speedup']:.3f}x, "
-                f"measured {measured:.3f}x ({(measured / float(target) - 1):+.1%} vs target), accuracy {mine:.4f}")
+        phases = ", ".join(f"{key.removesuffix('_s').replace('_', ' ')} {value:.0f} s" for key, value in data["phases_s"].items())
+        line = (f"- {name} (target {target}x): {records[name]['trim_summary']}, predicted {data['best']['predicted_speedup']:.3f}x, "
+                f"measured {measured:.3f}x ({measured / target - 1:+.1%} vs target), accuracy {mine:.4f}")
         if best:
-            line += f"; best fixed pattern at >= {target}x measured: {best[1]} ({best[2]:.3f}x) {best[0]:.4f}: Δ {100 * (mine - best[0]):+.2f} points"
-        print(line + f"; search time: {phases}\n")
+            line += f"; best fixed pattern measured >= {target}x: {best[1]} ({best[2]:.3f}x) {best[0]:.4f}, Δ {100 * (mine - best[0]):+.2f} points"
+        print(line + f"; search time: {phases}")
+    print()
 
 
 def print_tables(out: Path) -> None:

@@ -9,6 +9,7 @@ from trimbert.errors import TrimbertError
 from trimbert.importance import magnitude, taylor_importance
 from trimbert.model.gates import gated
 from trimbert.model.structure import applied_spec
+from trimbert.model.trim import trim
 from trimbert.pipeline import apply_trim
 from trimbert.spec import TrimRequest, TrimSpec
 
@@ -139,3 +140,28 @@ def test_unknown_rule_is_one_line():
     with pytest.raises(TrimbertError, match="--importance: unknown rule 'fisher'"):
         TrimRequest(importance="fisher")
     assert TrimSpec().is_empty
+
+
+def test_a_fine_tuned_ranker_ranks_by_its_task_loss(tiny_model, monkeypatch):
+    rows = _dataset()
+
+    def fake_batches(dataset, tokenizer, **kwargs):
+        ids = torch.tensor([row["input_ids"] for row in dataset])
+        return [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([row["label"] for row in dataset])}]
+
+    monkeypatch.setattr("trimbert.pipeline.sample_batches", fake_batches)
+    torch.manual_seed(11)
+    from transformers import BertForSequenceClassification
+
+    from tests.conftest import tiny_config
+
+    teacher = BertForSequenceClassification(tiny_config(num_labels=3)).eval()
+    expected = taylor_importance(copy.deepcopy(teacher), fake_batches(rows, None), has_head=True, seed=0)
+    own = taylor_importance(copy.deepcopy(tiny_model), fake_batches(rows, None), has_head=False, seed=0)
+    assert expected.least_important_ffns(2) != own.least_important_ffns(2)  # the ranker decides
+    request = TrimRequest(drop_ffn="auto:2", importance="taylor")
+    model, info = apply_trim(copy.deepcopy(tiny_model), request, dataset=rows, tokenizer=object(), ranker=teacher)
+    assert applied_spec(model).drop_ffn == expected.least_important_ffns(2) and info["ranked_on"] == "teacher"
+    with pytest.raises(TrimbertError, match="must have the structure of the model trimmed"):
+        apply_trim(trim(copy.deepcopy(tiny_model), drop_ffn="0"), TrimRequest(ffn_width=8, importance="taylor"), dataset=rows,
+                   tokenizer=object(), ranker=teacher)

@@ -36,6 +36,7 @@ def apply_trim(
     seed: int = 0,
     max_length: int = 128,
     batch_size: int = 32,
+    ranker: nn.Module | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Trim ``model`` as ``request`` asks; returns the trimmed model and what data-driven steps chose.
 
@@ -43,6 +44,9 @@ def apply_trim(
     :mod:`trimbert.data.glue` loads them, tokenized or not) for ``auto:N`` and ``affine``; ``samples`` rows
     are drawn from it with ``seed``. ``has_head``: the model has a fine-tuned head for this data (the
     analysis then ranks FFNs by the change in task loss rather than by hidden-state similarity).
+    ``ranker``: a model fine-tuned on this data with the same structure as ``model`` (the distillation
+    teacher); ``--importance taylor`` then ranks FFNs and neurons by *its* task loss, which says what
+    the task needs, where a pretrained model without a trained head only offers hidden-state changes.
     """
     info: dict[str, Any] = {}
     if not request.requested:
@@ -66,10 +70,16 @@ def apply_trim(
             batch_size=batch_size,
             tokenized="input_ids" in getattr(dataset, "column_names", ()),
         )
+    scorer, scorer_head = model, has_head
+    if request.taylor and ranker is not None:
+        if applied_spec(ranker) != applied_spec(model):
+            raise TrimbertError("--importance taylor: the ranking model (teacher) must have the structure of the model trimmed")
+        scorer, scorer_head = ranker, True
+        info["ranked_on"] = "teacher"
     if request.auto_count is not None:
         start = time.perf_counter()
         if request.taylor:
-            auto = _taylor_auto(model, request.auto_count, batches, has_head=has_head, seed=seed)
+            auto = _taylor_auto(scorer, request.auto_count, batches, has_head=scorer_head, seed=seed)
         else:
             auto = resolve_auto_drop(model, request.auto_count, batches, has_head=has_head, seed=seed)
         model = trim(model, auto)
@@ -84,7 +94,7 @@ def apply_trim(
         scores = None
         if request.taylor:
             start = time.perf_counter()
-            found = taylor_importance(model, batches, has_head=has_head, seed=seed)
+            found = taylor_importance(scorer, batches, has_head=scorer_head, seed=seed)
             scores = found.neurons
             info["ffn_importance"] = {"rule": "taylor", "objective": found.objective, "time_s": time.perf_counter() - start}
         model = trim(model, _without_importance(request), calibration_batches=calibration, ffn_importance=scores)

@@ -102,7 +102,8 @@ def finetune(
 
     ``request.drop_ffn="auto:N"`` drops the N FFNs that matter least, and
     ``layernorm_replacement="affine"`` fits its maps, on ``auto_samples`` training rows (drawn with
-    ``settings.seed``; see :func:`trimbert.pipeline.apply_trim`). ``teacher``: a fine-tuned run folder
+    ``settings.seed``; see :func:`trimbert.pipeline.apply_trim`). With ``importance="taylor"`` and a
+    ``teacher``, FFNs and neurons are ranked by the teacher's task loss. ``teacher``: a fine-tuned run folder
     for the same task; the model then trains with
     :func:`~trimbert.train.distill.distillation_loss` (weights from ``distill``, default
     :class:`~trimbert.train.settings.DistillSettings`). In a distributed run every process trains;
@@ -134,6 +135,7 @@ def finetune(
         seed=settings.seed,
         max_length=settings.max_length,
         batch_size=settings.eval_batch_size,
+        ranker=loaded_teacher.model if loaded_teacher is not None else None,
     )
     variant = variant or Path(out).name
     trained = _train(model, task, tokenizer, encoded, settings, progress, loaded_teacher, distill)
