@@ -9,6 +9,8 @@ OUT (a killed study resumes); run the timing phases (predictor, bench) on a quie
 - predictor: fit the latency predictor (``trimbert search``'s, cached in OUT/cache, so the searches
   reuse it) and time 12 held-out random specs of the space side by side with the untrimmed model:
   the errors of their predicted speed-ups (OUT/predictor.json).
+- predictor-onnx-int8: the same in ONNX Runtime int8 (every probe and held-out spec exported and
+  quantized; OUT/predictor-onnx-int8.json).
 - search: ``trimbert search --speedup 1.3`` and ``--speedup 1.6`` (one-shot estimator, scored with the
   super-model's head) into OUT/search-1.3 and OUT/search-1.6; search-probe: the same with ``--scorer
   probe`` into OUT/search-probe-1.3 and OUT/search-probe-1.6.
@@ -43,7 +45,7 @@ SCORERS = ("head", "probe")  # search-<target> scores with the super-model's hea
 def search_name(target: str, scorer: str) -> str:
     return f"search-{target}" if scorer == "head" else f"search-probe-{target}"
 TRIMBERT = str(Path(sys.executable).parent / "trimbert")  # the CLI of this interpreter's environment
-PHASES = ("predictor", "search", "sweep", "importance", "search-probe", "sweep", "bench", "tables")
+PHASES = ("predictor", "predictor-onnx-int8", "search", "sweep", "importance", "search-probe", "sweep", "bench", "tables")
 FIXED = {
     "alternate": {"drop_ffn": "alternate"},
     "first3": {"drop_ffn": "first:3"},
@@ -71,8 +73,8 @@ def cli(*args: str) -> None:
     subprocess.run([TRIMBERT, *args], check=True)
 
 
-def phase_predictor(out: Path) -> None:
-    target = out / "predictor.json"
+def phase_predictor(out: Path, runtime: str = "pytorch") -> None:
+    target = out / ("predictor.json" if runtime == "pytorch" else f"predictor-{runtime}.json")
     if target.exists():
         return
     from trimbert.model import checkpoint
@@ -81,7 +83,7 @@ def phase_predictor(out: Path) -> None:
     from trimbert.search.settings import SearchSettings
     from trimbert.spec import TrimSpec
 
-    settings = SearchSettings(speedup=1.3, batch_size=1, seq_len=128, threads=2)
+    settings = SearchSettings(speedup=1.3, batch_size=1, seq_len=128, threads=2, runtime=runtime)
     config = checkpoint.load_config(checkpoint.resolve_source("minilm"))
     space = search_space(settings, config)
     predictor, cached = _predictor("minilm", space, settings, out / "cache" / "latency")
@@ -193,6 +195,7 @@ def main() -> None:
 
     runners = {"predictor": phase_predictor, "search": phase_search, "sweep": phase_sweep,
                "search-probe": lambda out: phase_search(out, ("probe",)),
+               "predictor-onnx-int8": lambda out: phase_predictor(out, "onnx-int8"),
                "importance": phase_importance, "bench": phase_bench, "tables": tables}
     for phase in args.phase or PHASES:
         runners[phase](args.out)

@@ -34,13 +34,13 @@ def _speedup(bench: dict[str, dict], name: str) -> tuple[float, float, float] | 
     return (paired["ratio"], paired["low"], paired["high"]) if paired else None
 
 
-def predictor_table(out: Path) -> None:
-    path = out / "predictor.json"
+def predictor_table(out: Path, runtime: str = "pytorch") -> None:
+    path = out / ("predictor.json" if runtime == "pytorch" else f"predictor-{runtime}.json")
     if not path.exists():
         return
     data = json.loads(path.read_text())
     predictor, held = data["predictor"], data["held_out"]
-    print("## Latency predictor (PyTorch, CPU, batch 1, length 128, 2 threads)\n")
+    print(f"## Latency predictor ({runtime}, CPU, batch 1, length 128, 2 threads)\n")
     costs = ", ".join(f"{name} {value:.3f}" for name, value in predictor["coefficients"].items())
     print(f"Fitted on {len(predictor['probes'])} probes (fit error median {predictor['fit_error']['median']:.1%}, "
           f"max {predictor['fit_error']['max']:.1%}); component costs in ms: {costs}\n")
@@ -160,6 +160,7 @@ def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict]) 
 def print_tables(out: Path) -> None:
     records = _records(out)
     predictor_table(out)
+    predictor_table(out, "onnx-int8")
     importance_tables(out, records)
     estimator_table(out, records)
     searched_table(out, records, _bench(out))
