@@ -31,6 +31,7 @@ def test_features_count_the_components():
     assert features["ffn_neurons"] == 3.5  # 0.5 + 3 full FFNs
     assert features["layernorms"] == 7.0  # 5 attn + 4 ffn - 2 stripped
     assert features["attn:relu"] == 5.0 and features["attn:sigmoid"] == 0.0
+    assert features["ffn@1536"] == 3.0 and features["ffn@768"] == 1.0 and "ffn@384" not in features
 
 
 def test_fit_recovers_additive_costs_and_predicts_unseen_specs():
@@ -38,9 +39,10 @@ def test_fit_recovers_additive_costs_and_predicts_unseen_specs():
     probes = probe_specs(space, 16, seed=0)
     assert probes[0] == TrimSpec() and len(probes) == len(set(probes)) == 16
     corners = probe_specs(space, 2, seed=0)
-    assert corners == probes[:6] and corners[-1] == TrimSpec(drop_layers=(4, 5))
+    assert corners == probes[:7] and corners[-1] == TrimSpec(drop_layers=(4, 5))
+    assert corners[2:4] == [TrimSpec(ffn_width=dict.fromkeys(range(6), 768)), TrimSpec(ffn_width=dict.fromkeys(range(6), 384))]
     predictor = fit_predictor([(spec, _true_ms(spec)) for spec in probes], 6, 1536, CONDITIONS)
-    assert predictor.fit_error["max"] < 1e-9
+    assert predictor.fit_error["max"] < 1e-9 and predictor.form == "linear"  # a tie goes to the simpler form
     for name, cost in COSTS.items():
         assert predictor.coefficients[name] == pytest.approx(cost, abs=1e-9)
     unseen = TrimSpec(drop_layers=(2,), ffn_width={1: 384, 4: 768}, attention="relu", layernorm=("3.ffn",))
@@ -48,6 +50,24 @@ def test_fit_recovers_additive_costs_and_predicts_unseen_specs():
     with pytest.raises(TrimbertError, match="not fitted for attn:sigmoid"):
         predictor.predict(TrimSpec(attention="sigmoid"))
     assert predictor.fixed["attn:sigmoid"] == 0.0
+
+
+def test_a_width_that_costs_more_than_its_neurons_selects_the_per_width_form():
+    space = SearchSpace(6, 1536, widths=(768, 384), normalizers=("softmax", "relu"), max_drop_layers=2)
+    slow = {"ffn@768": 2.0}  # a kernel that is slow at 768 neurons: not linear in the width
+
+    def true_ms(spec):
+        features = spec_features(spec, 6, 1536)
+        return _true_ms(spec) + sum(cost * features.get(name, 0.0) for name, cost in slow.items())
+
+    probes = probe_specs(space, 20, seed=1)
+    predictor = fit_predictor([(spec, true_ms(spec)) for spec in probes], 6, 1536, CONDITIONS)
+    assert predictor.form == "per-width" and predictor.fit_error["loo_median"]["per-width"] < 1e-9
+    assert predictor.fit_error["loo_median"]["linear"] > 0.01
+    unseen = TrimSpec(drop_layers=(1,), ffn_width={0: 768, 2: 384}, attention="relu")
+    assert predictor.predict(unseen) == pytest.approx(true_ms(unseen))
+    with pytest.raises(TrimbertError, match="not fitted for ffn@1000"):
+        predictor.predict(TrimSpec(ffn_width={0: 1000}))
 
 
 def test_a_feature_no_probe_varied_goes_into_the_constant():

@@ -64,8 +64,8 @@ def search(
     how = "from the cache" if report.predictor_cached else f"measured {len(predictor.probes)} probe trims"
     console.print(
         f"latency predictor ({settings.runtime}, batch {settings.batch_size}, length {settings.seq_len}): {how}; "
-        f"untrimmed {predictor.baseline_ms:.2f} ms; fit error median {predictor.fit_error['median']:.1%}, "
-        f"max {predictor.fit_error['max']:.1%}"
+        f"untrimmed {predictor.baseline_ms:.2f} ms; {predictor.form} costs, fit error median "
+        f"{predictor.fit_error['median']:.1%}, max {predictor.fit_error['max']:.1%}"
     )
     info = report.estimator
     console.print(

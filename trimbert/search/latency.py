@@ -1,7 +1,7 @@
 """The latency predictor: what a trim costs on this device and runtime, without timing it.
 
 A spec's latency is modelled as a sum of component costs (AutoTinyBERT fits an MLP on uniform
-architectures; per-block trims are additive, so a linear model is the obvious start)::
+architectures; per-block trims are additive, so an additive model is the obvious start)::
 
     ms = c_const + c_block · blocks + c_ffn · FFNs + c_neuron · (FFN neurons / I) + c_ln · LayerNorms
          + Σ_normalizer c_attn[normalizer] · blocks using it
@@ -12,8 +12,11 @@ intermediate-size worth of neurons; ``ln`` one LayerNorm; ``attn[n]`` how much n
 beyond softmax. The component costs are measured together, not in isolation: :func:`measure_specs`
 times probe trims (the untrimmed model, corner cases and random specs of the search space) side by side
 in one alternating run, and :func:`fit_predictor` fits the costs by least squares on relative error
-(rows weighted by 1 / measured ms). A fitted predictor is cached on disk per (model shape, device,
-runtime, batch size, sequence length, threads, space) by :func:`cached_predictor`.
+(rows weighted by 1 / measured ms). Where an FFN's cost is not linear in its width (int8 kernels can be
+slower at some widths than at wider ones), the ``per-width`` form replaces ``ffn`` and ``neuron`` by one
+cost per width, kept when its leave-one-out error over the probes is clearly (10%) lower. A fitted predictor
+is cached on disk per (model shape, device, runtime, batch size, sequence length, threads, space) by
+:func:`cached_predictor`.
 """
 
 from __future__ import annotations
@@ -44,12 +47,14 @@ from trimbert.search.space import SearchSpace
 from trimbert.spec import NORMALIZER_NAMES, TrimSpec, encoder_layernorms
 
 RUNTIMES = ("pytorch", "onnx", "onnx-int8")
-BASE_FEATURES = ("const", "blocks", "ffns", "ffn_neurons", "layernorms")
-FEATURES = BASE_FEATURES + tuple(f"attn:{name}" for name in NORMALIZER_NAMES)
+ATTENTION_FEATURES = tuple(f"attn:{name}" for name in NORMALIZER_NAMES)
+FEATURES = ("const", "blocks", "ffns", "ffn_neurons", "layernorms", *ATTENTION_FEATURES)
+FORMS = ("linear", "per-width")  # FFN cost linear in its width, or one cost per width (fitted: ffn@<width>)
 
 
 def spec_features(spec: TrimSpec, num_layers: int, intermediate_size: int) -> dict[str, float]:
-    """The component counts of a trim of the untrimmed model (the predictor's inputs)."""
+    """The component counts of a trim of the untrimmed model (the predictor's inputs): every feature of
+    :data:`FEATURES`, plus ``ffn@<width>``, the number of FFNs at each width present."""
     kept = spec.kept_layers(num_layers)
     ffns = [block for block in kept if block not in spec.drop_ffn]
     widths = spec.ffn_widths
@@ -63,7 +68,18 @@ def spec_features(spec: TrimSpec, num_layers: int, intermediate_size: int) -> di
     }
     for name in NORMALIZER_NAMES:
         features[f"attn:{name}"] = float(len(kept)) if spec.attention == name else 0.0
+    for block in ffns:
+        key = f"ffn@{widths.get(block, intermediate_size)}"
+        features[key] = features.get(key, 0.0) + 1.0
     return features
+
+
+def _form_features(form: str, table: Sequence[dict[str, float]]) -> list[str]:
+    """The features a form of the predictor uses (per-width: one per width seen in ``table``)."""
+    if form == "linear":
+        return list(FEATURES)
+    widths = sorted({name for row in table for name in row if name.startswith("ffn@")}, key=lambda name: -int(name[4:]))
+    return ["const", "blocks", *widths, "layernorms", *ATTENTION_FEATURES]
 
 
 @dataclass
@@ -100,17 +116,20 @@ class Predictor:
     fixed: dict[str, float] = field(default_factory=dict)  # the others: their value in every probe (in const)
     probes: list[dict[str, Any]] = field(default_factory=list)  # {spec, summary, measured_ms, p10_ms, p90_ms}
     baseline_ms: float = 0.0  # the untrimmed model, measured in the probe run
-    fit_error: dict[str, float] = field(default_factory=dict)
+    fit_error: dict[str, Any] = field(default_factory=dict)
+    form: str = "linear"  # see FORMS
 
     def predict(self, spec: TrimSpec) -> float:
         """Predicted milliseconds of one forward pass of the trimmed model."""
         features = spec_features(spec, self.num_layers, self.intermediate_size)
-        unfitted = [name for name, value in self.fixed.items() if features[name] != value]
+        unfitted = [name for name, value in self.fixed.items() if features.get(name, 0.0) != value]
+        unfitted += [name for name in features if name.startswith("ffn@") and self.form == "per-width"
+                     and name not in self.fitted and name not in self.fixed]
         if unfitted:
             raise TrimbertError(
                 f"latency predictor: not fitted for {', '.join(unfitted)} (no probe varied it: measure with those in the space)"
             )
-        return sum(self.coefficients.get(name, 0.0) * value for name, value in features.items())
+        return sum(self.coefficients[name] * features.get(name, 0.0) for name in self.fitted)
 
     def speedup(self, spec: TrimSpec) -> float:
         """Predicted speed-up over the untrimmed model (its measured latency / the spec's prediction)."""
@@ -124,29 +143,51 @@ class Predictor:
         return cls(**{**data, "conditions": Conditions(**data["conditions"])})
 
 
+def _solve(table: Sequence[dict[str, float]], measured: np.ndarray, names: list[str]) -> tuple[list[str], np.ndarray]:
+    """Least squares on relative error over the features that vary (``const`` always)."""
+    fitted = [name for name in names if name == "const" or any(row.get(name, 0.0) != table[0].get(name, 0.0) for row in table)]
+    matrix = np.array([[row.get(name, 0.0) for name in fitted] for row in table])
+    weights = 1.0 / measured
+    solution, *_ = np.linalg.lstsq(matrix * weights[:, None], measured * weights, rcond=None)
+    return fitted, solution
+
+
+def _loo_error(table: Sequence[dict[str, float]], measured: np.ndarray, names: list[str]) -> float:
+    """Median relative error of each probe predicted by a fit on the others."""
+    errors = []
+    for left in range(len(table)):
+        rest = [row for index, row in enumerate(table) if index != left]
+        fitted, solution = _solve(rest, np.delete(measured, left), names)
+        predicted = sum(table[left].get(name, 0.0) * value for name, value in zip(fitted, solution, strict=True))
+        errors.append(abs(predicted - measured[left]) / measured[left])
+    return float(np.median(errors))
+
+
 def fit_predictor(
     rows: Sequence[tuple[TrimSpec, float]], num_layers: int, intermediate_size: int, conditions: Conditions
 ) -> Predictor:
-    """Least squares on relative error: costs minimizing Σ ((prediction − ms) / ms)²."""
+    """Costs minimizing Σ ((prediction − ms) / ms)², in the form (:data:`FORMS`) whose leave-one-out
+    error over the probes is lower: linear in FFN width unless one cost per width predicts better."""
     if len(rows) < 3:
         raise TrimbertError("latency predictor: needs at least 3 measured specs to fit")
     table = [spec_features(spec, num_layers, intermediate_size) for spec, _ in rows]
-    fitted = [name for name in FEATURES if any(row[name] != table[0][name] for row in table) or name == "const"]
-    matrix = np.array([[row[name] for name in fitted] for row in table])
     measured = np.array([ms for _, ms in rows])
-    weights = 1.0 / measured
-    solution, *_ = np.linalg.lstsq(matrix * weights[:, None], measured * weights, rcond=None)
-    coefficients = {name: float(value) for name, value in zip(fitted, solution, strict=True)}
-    predicted = matrix @ solution
+    loo = {form: _loo_error(table, measured, _form_features(form, table)) for form in FORMS}
+    # the richer form only when it predicts clearly better (10% lower error): fewer costs extrapolate better
+    form = "per-width" if loo["per-width"] < 0.9 * loo["linear"] - 1e-9 else "linear"
+    names = _form_features(form, table)
+    fitted, solution = _solve(table, measured, names)
+    predicted = np.array([[row.get(name, 0.0) for name in fitted] for row in table]) @ solution
     errors = np.abs(predicted - measured) / measured
     return Predictor(
         conditions=conditions,
         num_layers=num_layers,
         intermediate_size=intermediate_size,
-        coefficients=coefficients,
+        coefficients={name: float(value) for name, value in zip(fitted, solution, strict=True)},
         fitted=fitted,
-        fixed={name: table[0][name] for name in FEATURES if name not in fitted},
-        fit_error={"median": float(np.median(errors)), "max": float(errors.max())},
+        fixed={name: table[0].get(name, 0.0) for name in names if name not in fitted},
+        fit_error={"median": float(np.median(errors)), "max": float(errors.max()), "loo_median": loo},
+        form=form,
     )
 
 
@@ -155,7 +196,7 @@ def fit_predictor(
 
 
 def probe_specs(space: SearchSpace, count: int, seed: int) -> list[TrimSpec]:
-    """The untrimmed model, corner cases (alternate FFNs dropped, every FFN at the smallest width, every
+    """The untrimmed model, corner cases (alternate FFNs dropped, every FFN at each width, every
     LayerNorm stripped, each normalizer, the most blocks dropped: each varies one component, so that
     every cost is fitted) and random specs of ``space``: ``count`` in all, or just the corners when
     there are more of them."""
@@ -163,8 +204,8 @@ def probe_specs(space: SearchSpace, count: int, seed: int) -> list[TrimSpec]:
     corners = [TrimSpec()]
     if space.drop_ffn:
         corners.append(TrimSpec(drop_ffn=tuple(range(1, layers, 2))))
-    if space.widths:
-        corners.append(TrimSpec(ffn_width={block: min(space.widths) for block in range(layers)}))
+    for width in space.widths:  # every width, so that a per-width cost can be fitted for each
+        corners.append(TrimSpec(ffn_width={block: width for block in range(layers)}))
     if space.layernorms:
         corners.append(TrimSpec(layernorm=tuple(encoder_layernorms(layers))))
     corners += [TrimSpec(attention=name) for name in space.normalizers[1:]]
