@@ -58,7 +58,7 @@ def test_sampler_draws_a_sub_trim_per_step_and_the_full_model_a_quarter_of_the_t
 def test_scores_are_the_metric_of_the_masked_model(binary_model, tiny_batch):
     labels = torch.tensor([0, 1, 1])
     order = magnitude(binary_model).neuron_order()
-    estimator = Estimator("one-shot", binary_model, get_task("sst2"), [{**tiny_batch, "labels": labels}], order, "train", 3, 0.0)
+    estimator = Estimator("one-shot", binary_model, get_task("sst2"), [{**tiny_batch, "labels": labels}], order, "train", 3, 0.0, scorer="head")
     spec = TrimSpec(drop_ffn=(1,), ffn_width={0: 16}, attention="relu")
     expected = {}
     for candidate in (TrimSpec(), spec):
@@ -71,6 +71,8 @@ def test_scores_are_the_metric_of_the_masked_model(binary_model, tiny_batch):
     assert estimator.score(spec) == pytest.approx(expected[spec])
     assert estimator.score(TrimSpec()) == pytest.approx(expected[TrimSpec()])
     assert set(estimator.cache) == {(spec, "head"), (TrimSpec(), "head")}
+    # three rows: each probe fold trains on one or two rows, and a one-class fold predicts its class
+    assert 0.0 <= estimator.score(spec, "probe") <= 1.0
     estimator.close()
     assert estimator.gates is None
 
@@ -100,8 +102,8 @@ def test_the_probe_scorer_refits_a_linear_head_on_the_masked_features(binary_mod
     labels = (pooled > pooled.median()).long()  # a linear function of the head's input features
     order = magnitude(binary_model).neuron_order()
     estimator = Estimator("one-shot", binary_model, get_task("sst2"), [{**batch, "labels": labels}], order, "train", 240, 0.0)
-    head = estimator.score(TrimSpec())
-    probe = estimator.score(TrimSpec(), "probe")
+    head = estimator.score(TrimSpec(), "head")
+    probe = estimator.score(TrimSpec())  # the default scorer
     assert probe >= 0.9 and head < 0.75
     assert set(estimator.cache) == {(TrimSpec(), "head"), (TrimSpec(), "probe")}
     with pytest.raises(TrimbertError, match="--scorer: unknown scorer 'knn'"):

@@ -89,7 +89,7 @@ class Estimator:
     score_rows: int
     train_time_s: float
     info: dict[str, Any] = field(default_factory=dict)
-    scorer: str = "head"
+    scorer: str = "probe"
     cache: dict[tuple[TrimSpec, str], float] = field(default_factory=dict)
     gates: Gates | None = None
     score_time_s: float = 0.0
@@ -145,17 +145,28 @@ class Estimator:
 
 
 def _probe_predictions(task: Any, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Predictions of a linear head refitted on ``features``, each row predicted by the fold it was not fitted on."""
+    """Predictions of a linear head refitted on ``features``, each row predicted by a head fitted on the
+    other fold (2 folds, seeded): logistic regression, or ridge regression for a regression task. A fold
+    whose training half holds one class only predicts that class."""
     from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import KFold, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     if task.is_regression:
-        return cross_val_predict(make_pipeline(StandardScaler(), Ridge()), features, labels, cv=KFold(2, shuffle=True, random_state=0))
-    folds = StratifiedKFold(2, shuffle=True, random_state=0) if np.bincount(labels.astype(int)).min() >= 2 else KFold(2, shuffle=True, random_state=0)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
-    return cross_val_predict(probe, features, labels.astype(int), cv=folds)
+        folds, targets = KFold(2, shuffle=True, random_state=0), labels.astype(float)
+    else:
+        targets = labels.astype(int)
+        stratify = np.bincount(targets).min() >= 2 if len(targets) else False
+        folds = StratifiedKFold(2, shuffle=True, random_state=0) if stratify else KFold(2, shuffle=True, random_state=0)
+    predictions = np.zeros(len(targets), dtype=targets.dtype)
+    for train, held in folds.split(features, targets):
+        if not task.is_regression and len(np.unique(targets[train])) < 2:
+            predictions[held] = targets[train][0]
+            continue
+        head = Ridge() if task.is_regression else LogisticRegression(max_iter=500)
+        predictions[held] = make_pipeline(StandardScaler(), head).fit(features[train], targets[train]).predict(features[held])
+    return predictions
 
 
 def score_rows(source: DataSource, tokenizer: Any, settings: FinetuneSettings, rows: int) -> tuple[Any, str]:
@@ -198,7 +209,7 @@ def build_estimator(
     space: SearchSpace,
     *,
     kind: str = "one-shot",
-    scorer: str = "head",
+    scorer: str = "probe",
     settings: FinetuneSettings,
     importance: str = "taylor",
     rows: int = 1000,
