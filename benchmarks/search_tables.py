@@ -34,16 +34,18 @@ def _speedup(bench: dict[str, dict], name: str) -> tuple[float, float, float] | 
     return (paired["ratio"], paired["low"], paired["high"]) if paired else None
 
 
-def predictor_table(out: Path, runtime: str = "pytorch") -> None:
-    path = out / ("predictor.json" if runtime == "pytorch" else f"predictor-{runtime}.json")
+def predictor_table(out: Path, runtime: str = "pytorch", name: str | None = None) -> None:
+    path = out / (name or ("predictor.json" if runtime == "pytorch" else f"predictor-{runtime}.json"))
     if not path.exists():
         return
     data = json.loads(path.read_text())
     predictor, held = data["predictor"], data["held_out"]
-    print(f"## Latency predictor ({runtime}, CPU, batch 1, length 128, 2 threads)\n")
+    print(f"## Latency predictor ({runtime}, CPU, batch 1, length 128, 2 threads; {path.name})\n")
     costs = ", ".join(f"{name} {value:.3f}" for name, value in predictor["coefficients"].items())
-    print(f"Fitted on {len(predictor['probes'])} probes (fit error median {predictor['fit_error']['median']:.1%}, "
-          f"max {predictor['fit_error']['max']:.1%}); component costs in ms: {costs}\n")
+    loo = predictor["fit_error"].get("loo_median")
+    forms = f"; leave-one-out median error {', '.join(f'{k} {v:.1%}' for k, v in loo.items())}" if loo else ""
+    print(f"Fitted on {len(predictor['probes'])} probes, form {predictor.get('form', 'linear')} (fit error median "
+          f"{predictor['fit_error']['median']:.1%}, max {predictor['fit_error']['max']:.1%}{forms}); component costs in ms: {costs}\n")
     print(f"Held-out specs, timed side by side with the untrimmed model ({held['baseline_ms']:.2f} ms):\n")
     print("| spec | measured ms | predicted ms | measured speed-up | predicted speed-up | error |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -159,7 +161,9 @@ def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict]) 
 
 def print_tables(out: Path) -> None:
     records = _records(out)
+    predictor_table(out, name="predictor-searches.json")  # the predictor the searches used (before the per-width form)
     predictor_table(out)
+    predictor_table(out, "onnx-int8", name="predictor-onnx-int8-linear.json")
     predictor_table(out, "onnx-int8")
     importance_tables(out, records)
     estimator_table(out, records)
