@@ -13,7 +13,8 @@ OUT (a killed study resumes); run the timing phases (predictor, bench) on a quie
   quantized; OUT/predictor-onnx-int8.json).
 - search: ``trimbert search --speedup 1.3`` and ``--speedup 1.6`` (one-shot estimator, scored with the
   super-model's head) into OUT/search-1.3 and OUT/search-1.6; search-probe: the same with ``--scorer
-  probe`` into OUT/search-probe-1.3 and OUT/search-probe-1.6.
+  probe`` into OUT/search-probe-1.3 and OUT/search-probe-1.6 (both also search stripped LayerNorms,
+  ``--layernorms``); search-keepln: the defaults (probe scorer, LayerNorms kept) into OUT/search-keepln-*.
 - sweep: one recipe (OUT/recipe.toml) fine-tunes the baseline, the fixed patterns, ``auto:3`` (cut
   analysis and Taylor), ``--ffn-width`` (magnitude and Taylor) and every searched spec (run again after
   search-probe: the finished units are reused).
@@ -39,13 +40,19 @@ GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().paren
 TRAIN = ["--epochs", "2", "--lr", "1e-4", "--max-length", "64", "--max-train-samples", "4000", "--seed", "42"]
 TARGET = ["--batch-size", "1", "--seq-len", "128", "--threads", "2"]
 TARGETS = ("1.3", "1.6")
-SCORERS = ("head", "probe")  # search-<target> scores with the super-model's head, search-probe-<target> refits a probe
+# Search configurations: search-<target> (head scorer, LayerNorms searched too), search-probe-<target>
+# (probe scorer, LayerNorms too), search-keepln-<target> (the defaults: probe scorer, LayerNorms kept).
+CONFIGS = {
+    "head": ["--scorer", "head", "--layernorms"],
+    "probe": ["--scorer", "probe", "--layernorms"],
+    "keepln": [],
+}
 
 
-def search_name(target: str, scorer: str) -> str:
-    return f"search-{target}" if scorer == "head" else f"search-probe-{target}"
+def search_name(target: str, config: str) -> str:
+    return f"search-{target}" if config == "head" else f"search-{config}-{target}"
 TRIMBERT = str(Path(sys.executable).parent / "trimbert")  # the CLI of this interpreter's environment
-PHASES = ("predictor", "predictor-onnx-int8", "search", "sweep", "importance", "search-probe", "sweep", "bench", "tables")
+PHASES = ("predictor", "predictor-onnx-int8", "search", "sweep", "importance", "search-probe", "search-keepln", "sweep", "bench", "tables")
 FIXED = {
     "alternate": {"drop_ffn": "alternate"},
     "first3": {"drop_ffn": "first:3"},
@@ -102,22 +109,22 @@ def phase_predictor(out: Path, runtime: str = "pytorch") -> None:
     target.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def phase_search(out: Path, scorers: tuple[str, ...] = ("head",)) -> None:
-    for scorer in scorers:
+def phase_search(out: Path, configs: tuple[str, ...] = ("head",)) -> None:
+    for config in configs:
         for speedup in TARGETS:
-            folder = out / search_name(speedup, scorer)
+            folder = out / search_name(speedup, config)
             if (folder / "best.json").exists():
                 continue
-            cli("search", "minilm", "--task", "sst2", "--data-dir", GLUE, "--speedup", speedup, "--scorer", scorer,
+            cli("search", "minilm", "--task", "sst2", "--data-dir", GLUE, "--speedup", speedup, *CONFIGS[config],
                 *TARGET, *TRAIN, "--cache-dir", str(out / "cache"), "--out", str(folder), "--force")
 
 
 def searched_variants(out: Path) -> dict[str, Path]:
     """Sweep variant name -> the search folder it comes from, for every search done."""
     found = {}
-    for scorer in SCORERS:
+    for config in CONFIGS:
         for speedup in TARGETS:
-            folder = out / search_name(speedup, scorer)
+            folder = out / search_name(speedup, config)
             if (folder / "variant.toml").exists():
                 found[folder.name.replace("search", "searched", 1)] = folder
     return found
@@ -195,6 +202,7 @@ def main() -> None:
 
     runners = {"predictor": phase_predictor, "search": phase_search, "sweep": phase_sweep,
                "search-probe": lambda out: phase_search(out, ("probe",)),
+               "search-keepln": lambda out: phase_search(out, ("keepln",)),
                "predictor-onnx-int8": lambda out: phase_predictor(out, "onnx-int8"),
                "importance": phase_importance, "bench": phase_bench, "tables": tables}
     for phase in args.phase or PHASES:

@@ -21,10 +21,10 @@ def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_chec
     args = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST)
     code, stdout, err = run_cli(*args, "--cache-dir", tmp_path / "cache", "--out", out)
     assert code == 0, err
-    assert "measured 8 probe trims" in stdout  # --probes 6, but every corner of the space is a probe and "Pareto front" in stdout and "chosen: " in stdout
+    assert "measured 7 probe trims" in stdout  # --probes 6, but every corner of the space is a probe and "Pareto front" in stdout and "chosen: " in stdout
     result = json.loads((out / "search.json").read_text())
     assert result["target_speedup"] < 1.0  # 1000 ms is slower than the untrimmed model
-    assert len(result["predictor"]["probes"]) == 8 and result["predictor"]["cached"] is False
+    assert len(result["predictor"]["probes"]) == 7 and result["predictor"]["cached"] is False
     assert result["estimator"]["kind"] == "one-shot" and result["estimator"]["score_rows"] == 16
     assert result["estimator"]["score_split"] == "train (rows not trained on)"
     estimates = [candidate["estimate"] for candidate in result["candidates"]]

@@ -101,7 +101,7 @@ def evolve(
 
     def score(spec: TrimSpec, origin: str, generation: int) -> None:
         ms = predictor.predict(spec)
-        candidate = Candidate(spec, ms, predictor.baseline_ms / ms, estimate(spec), origin, generation)
+        candidate = Candidate(spec, ms, predictor.speedup(spec), estimate(spec), origin, generation)
         seen[spec] = candidate
         if on_candidate is not None:
             on_candidate(candidate)

@@ -115,7 +115,7 @@ class Predictor:
     fitted: list[str]  # features with a fitted cost (they varied across the probes)
     fixed: dict[str, float] = field(default_factory=dict)  # the others: their value in every probe (in const)
     probes: list[dict[str, Any]] = field(default_factory=list)  # {spec, summary, measured_ms, p10_ms, p90_ms}
-    baseline_ms: float = 0.0  # the untrimmed model, measured in the probe run
+    baseline_ms: float = 0.0  # the untrimmed model, measured in the probe run (reported; ratios use predictions)
     fit_error: dict[str, Any] = field(default_factory=dict)
     form: str = "linear"  # see FORMS
 
@@ -132,8 +132,9 @@ class Predictor:
         return sum(self.coefficients[name] * features.get(name, 0.0) for name in self.fitted)
 
     def speedup(self, spec: TrimSpec) -> float:
-        """Predicted speed-up over the untrimmed model (its measured latency / the spec's prediction)."""
-        return self.baseline_ms / self.predict(spec)
+        """Predicted speed-up over the untrimmed model: a ratio of two predictions, so that what the fit
+        gets wrong for both cancels (one noisy timing of the untrimmed model does not shift every ratio)."""
+        return self.predict(TrimSpec()) / self.predict(spec)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -341,7 +342,7 @@ def prediction_errors(predictor: Predictor, measured: Sequence[dict[str, Any]], 
     rows = []
     for row in measured:
         predicted = predictor.predict(TrimSpec.from_dict(row["spec"]))
-        predicted_speedup = predictor.baseline_ms / predicted
+        predicted_speedup = predictor.speedup(TrimSpec.from_dict(row["spec"]))
         measured_speedup = baseline_ms / row["measured_ms"]
         rows.append(
             {

@@ -131,7 +131,8 @@ def search(
     start = time.perf_counter()
     predictor, cached = _predictor(model_source, space, settings, Path(cache_dir))
     phases["latency_predictor_s"] = time.perf_counter() - start
-    min_speedup = settings.speedup if settings.speedup is not None else predictor.baseline_ms / settings.latency_ms
+    untrimmed_ms = predictor.predict(TrimSpec())
+    min_speedup = settings.speedup if settings.speedup is not None else untrimmed_ms / settings.latency_ms
     _check_reachable(space, predictor, min_speedup, settings.search_seed)
     start = time.perf_counter()
     estimator = build_estimator(
