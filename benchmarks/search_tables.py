@@ -161,8 +161,9 @@ def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict]) 
 
 def print_tables(out: Path) -> None:
     records = _records(out)
-    predictor_table(out, name="predictor-searches.json")  # the predictor the searches used (before the per-width form)
-    predictor_table(out)
+    predictor_table(out, name="predictor-searches.json")  # the head/probe searches' predictor (LayerNorms in the space)
+    predictor_table(out, name="predictor-run2.json")  # refitted with the per-width form on the same space
+    predictor_table(out)  # the keepln searches' predictor (the default space), fresh held-out timings
     predictor_table(out, "onnx-int8", name="predictor-onnx-int8-linear.json")
     predictor_table(out, "onnx-int8")
     importance_tables(out, records)
