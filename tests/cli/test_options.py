@@ -35,7 +35,7 @@ def test_finetune_has_every_trim_data_finetune_and_distill_option():
             "--task-type",
             "--label-names",
         }
-        | {"--out", "--samples", "--teacher", "--variant", "--portable", "--force", "--json"}
+        | {"--out", "--samples", "--teacher", "--variant", "--portable", "--force", "--json", "--spec"}
     )
     assert _flags("finetune") == expected
     assert "--distill-alpha-hidden" in expected and "--eval-batch-size" in expected
@@ -50,6 +50,7 @@ def test_trim_has_every_trim_option_and_its_data_sample():
         "--max-length",
         "--portable",
         "--force",
+        "--spec",
     }
 
 def test_bench_has_every_bench_setting():

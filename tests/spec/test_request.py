@@ -16,6 +16,7 @@ def test_the_options_in_declaration_order_with_flags_and_help():
         "drop_layers",
         "ffn_width",
         "layernorm_replacement",
+        "importance",
     )
     flags = [item.metadata["flag"] for item in TrimRequest.options()]
     assert flags == [
@@ -25,6 +26,7 @@ def test_the_options_in_declaration_order_with_flags_and_help():
         "--drop-layers",
         "--ffn-width",
         "--layernorm-replacement",
+        "--importance",
     ]
     assert all(item.metadata["help"].endswith(".") for item in TrimRequest.options())
 
