@@ -69,6 +69,7 @@ def test_heal_tables_merge_over_the_defaults_and_enter_the_fingerprint(tmp_path,
         ({"name": "x", "drop_ffn": "1", "heal": {"corpus": "C", "stepz": 2}}, None, "variants[1].heal.stepz", "did you mean 'steps'"),
         ({"name": "x", "drop_ffn": "1", "heal": {"corpus": "C", "steps": 0}}, None, "variants[1].heal.steps", "must be at least 1, got 0"),
         ({"name": "x", "drop_ffn": "auto:1", "heal": {"corpus": "C"}}, None, "variants[1].heal", "heal needs a fixed trim"),
+        ({"name": "x", "ffn_width": 32, "importance": "taylor", "heal": {"corpus": "C"}}, None, "variants[1].heal", "importance = taylor ranks"),
         ({"name": "x", "drop_ffn": "1", "heal": True}, {"corpus": "C", "lr": "fast"}, "heal.lr", "expected a number, got 'fast'"),
     ],
 )

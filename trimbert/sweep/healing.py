@@ -89,13 +89,15 @@ def check_defaults(check: Any, value: Any) -> dict[str, Any] | None:
 
 
 def check_healable(check: Any, request: TrimRequest, untrimmed: bool, where: str) -> None:
-    """Healing needs a trim known before training: not untrimmed, not ``auto:N``, not ``affine``."""
+    """Healing needs a trim known before training: not untrimmed, not ``auto:N``, not ``affine``, not Taylor-ranked."""
     if untrimmed:
         check.fail(where, "an untrimmed variant has nothing to heal (add trim keys, or remove heal)")
     if request.auto_count is not None:
         check.fail(where, "drop_ffn = auto:N chooses blocks on task data while fine-tuning; heal needs a fixed trim")
     if request.layernorm_replacement == AFFINE:
         check.fail(where, "the affine replacement is fitted on task data; heal with identity or dyt")
+    if request.taylor:
+        check.fail(where, "importance = taylor ranks on task data while fine-tuning; heal needs a fixed trim")
 
 
 def heal_key(model: str, request: TrimRequest, table: dict[str, Any]) -> str:
