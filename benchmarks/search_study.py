@@ -22,6 +22,8 @@ OUT (a killed study resumes); run the timing phases (predictor, bench) on a quie
   right away and after re-fine-tuning; and the 3 FFNs ``auto:3`` drops when it ranks on the fine-tuned
   baseline (Taylor on the task loss; the cut analysis).
 - bench: every fine-tuned model side by side with the baseline (``trimbert bench``; OUT/bench.json).
+- seeds: the default searches' winners, ``last:3``, ``--ffn-width 384`` and the baseline at seeds 43 and
+  44 (OUT/seeds.toml into OUT/seeds; accuracy only: speed is the structure's, measured in bench).
 - tables: print every table from the files above.
 """
 
@@ -52,7 +54,10 @@ CONFIGS = {
 def search_name(target: str, config: str) -> str:
     return f"search-{target}" if config == "head" else f"search-{config}-{target}"
 TRIMBERT = str(Path(sys.executable).parent / "trimbert")  # the CLI of this interpreter's environment
-PHASES = ("predictor", "predictor-onnx-int8", "search", "sweep", "importance", "search-probe", "search-keepln", "sweep", "bench", "tables")
+PHASES = (
+    "predictor", "predictor-onnx-int8", "search", "sweep", "importance", "search-probe", "search-keepln", "sweep", "bench",
+    "seeds", "tables",
+)
 FIXED = {
     "alternate": {"drop_ffn": "alternate"},
     "first3": {"drop_ffn": "first:3"},
@@ -187,6 +192,24 @@ def phase_bench(out: Path) -> None:
     cli(*args, *TARGET, "--repeats", "30", "--max-seconds", "240", "--out", str(target))
 
 
+SEEDED = ("baseline", "last3", "width384-taylor")  # with the default searches' winners: seeds 43 and 44 too
+
+
+def phase_seeds(out: Path) -> None:
+    """The default searches' winners and the fixed patterns they are compared with, at seeds 43 and 44."""
+    recipe = (out / "recipe.toml").read_text()
+    head, _, _ = recipe.partition("[[variants]]")
+    lines = ["seeds = [43, 44]", head.replace("seed = 42\n", "")]
+    for name in SEEDED:
+        keys = FIXED.get(name, {})
+        lines += ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], ""]
+    for name, folder in searched_variants(out).items():
+        if name.startswith("searched-keepln-"):
+            lines += [(folder / "variant.toml").read_text().replace('name = "searched"', f'name = "{name}"')]
+    (out / "seeds.toml").write_text("\n".join(lines))
+    cli("sweep", str(out / "seeds.toml"), "--out", str(out / "seeds"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -204,7 +227,7 @@ def main() -> None:
                "search-probe": lambda out: phase_search(out, ("probe",)),
                "search-keepln": lambda out: phase_search(out, ("keepln",)),
                "predictor-onnx-int8": lambda out: phase_predictor(out, "onnx-int8"),
-               "importance": phase_importance, "bench": phase_bench, "tables": tables}
+               "importance": phase_importance, "bench": phase_bench, "seeds": phase_seeds, "tables": tables}
     for phase in args.phase or PHASES:
         runners[phase](args.out)
 

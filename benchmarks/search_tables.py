@@ -6,6 +6,7 @@ Usage: python benchmarks/search_tables.py OUT
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -159,6 +160,32 @@ def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict]) 
     print()
 
 
+def seeds_table(out: Path, records: dict[str, dict]) -> None:
+    """Accuracy over seeds 42 (the sweep), 43 and 44 (the seeds phase), Δ paired by seed with the baseline."""
+    results = out / "seeds" / "results.jsonl"
+    if not results.exists():
+        return
+    by_seed: dict[str, dict[int, float]] = {}
+    for name, row in records.items():
+        by_seed.setdefault(name, {})[row["seed"]] = row["metrics"]["accuracy"]
+    for line in results.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("status") == "ok":
+            by_seed.setdefault(row["variant"], {})[row["seed"]] = row["metrics"]["accuracy"]
+    base = by_seed.get("baseline", {})
+    print("## Three seeds (42, 43, 44): accuracy mean ± std, Δ paired by seed\n")
+    print("| variant | seeds | accuracy | Δ vs baseline (points) |")
+    print("|---|---:|---:|---:|")
+    for name, seeds in by_seed.items():
+        if len(seeds) < 2 or not set(seeds) <= set(base):
+            continue
+        values = list(seeds.values())
+        deltas = [100 * (value - base[seed]) for seed, value in seeds.items()]
+        print(f"| {name} | {len(seeds)} | {statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} "
+              f"| {statistics.mean(deltas):+.2f} ± {statistics.stdev(deltas):.2f} |")
+    print()
+
+
 def print_tables(out: Path) -> None:
     records = _records(out)
     predictor_table(out, name="predictor-searches.json")  # the head/probe searches' predictor (LayerNorms in the space)
@@ -169,6 +196,7 @@ def print_tables(out: Path) -> None:
     importance_tables(out, records)
     estimator_table(out, records)
     searched_table(out, records, _bench(out))
+    seeds_table(out, records)
 
 
 if __name__ == "__main__":
