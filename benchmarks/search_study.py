@@ -98,7 +98,7 @@ def phase_predictor(out: Path, runtime: str = "pytorch") -> None:
     settings = SearchSettings(speedup=1.3, batch_size=1, seq_len=128, threads=2, runtime=runtime)
     config = checkpoint.load_config(checkpoint.resolve_source("minilm"))
     space = search_space(settings, config)
-    predictor, cached = _predictor("minilm", space, settings, out / "cache" / "latency")
+    predictor, cached = _predictor("minilm", config, space, settings, out / "cache" / "latency")
     rng = random.Random(1234)
     held: list[TrimSpec] = []
     probes = {json.dumps(row["spec"], sort_keys=True) for row in predictor.probes}

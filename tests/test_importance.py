@@ -89,20 +89,14 @@ def _dataset():
     return _Rows({"input_ids": torch.randint(5, 100, (8,)).tolist(), "attention_mask": [1] * 8, "label": i % 3} for i in range(12))
 
 
-class _Tokenizer:
-    pad_token_id = 0
-    model_input_names = ["input_ids", "attention_mask"]
-
-    def pad(self, rows, **kwargs):
-        return {key: torch.tensor([row[key] for row in rows]) for key in rows[0]}
+def fake_batches(dataset, tokenizer, **kwargs):
+    """What sample_batches would give for the rows of _dataset(): one labelled batch of all of them."""
+    ids = torch.tensor([row["input_ids"] for row in dataset])
+    return [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([row["label"] for row in dataset])}]
 
 
 def test_apply_trim_ranks_by_taylor_and_records_it(tiny_model, monkeypatch):
     rows = _dataset()
-
-    def fake_batches(dataset, tokenizer, **kwargs):
-        ids = torch.tensor([row["input_ids"] for row in dataset])
-        return [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([row["label"] for row in dataset])}]
 
     monkeypatch.setattr("trimbert.pipeline.sample_batches", fake_batches)
     expected = taylor_importance(copy.deepcopy(tiny_model), fake_batches(rows, None), has_head=True, seed=0)
@@ -144,10 +138,6 @@ def test_unknown_rule_is_one_line():
 
 def test_a_fine_tuned_ranker_ranks_by_its_task_loss(tiny_model, monkeypatch):
     rows = _dataset()
-
-    def fake_batches(dataset, tokenizer, **kwargs):
-        ids = torch.tensor([row["input_ids"] for row in dataset])
-        return [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([row["label"] for row in dataset])}]
 
     monkeypatch.setattr("trimbert.pipeline.sample_batches", fake_batches)
     torch.manual_seed(11)

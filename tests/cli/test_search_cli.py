@@ -58,6 +58,18 @@ def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_chec
     assert recorded["trim_summary"] == TrimSpec.from_dict(again["best"]["spec"]).summary()
 
 
+def test_the_analyze_estimator_fine_tunes_once_without_sub_trims(run_cli, tiny_checkpoint, tmp_path):
+    data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
+    code, stdout, err = run_cli(
+        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST,
+        "--estimator", "analyze", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "search", "--json",
+    )
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["estimator"]["kind"] == "analyze" and result["estimator"]["sub_trims_drawn"] == 0
+    assert result["best"]["estimate"] == max(candidate["estimate"] for candidate in result["candidates"])
+
+
 def test_search_refuses_bad_input_in_one_line(run_cli, tiny_checkpoint, tmp_path):
     data = write_sst2(tmp_path / "SST-2", train_rows=16, dev_rows=4)
     base = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--out", tmp_path / "s", "--cache-dir", tmp_path / "c")

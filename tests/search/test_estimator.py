@@ -102,8 +102,12 @@ def test_the_probe_scorer_refits_a_linear_head_on_the_masked_features(binary_mod
     labels = (pooled > pooled.median()).long()  # a linear function of the head's input features
     order = magnitude(binary_model).neuron_order()
     estimator = Estimator("one-shot", binary_model, get_task("sst2"), [{**batch, "labels": labels}], order, "train", 240, 0.0)
+    passes = []
+    real = estimator._outputs
+    estimator._outputs = lambda: passes.append(1) or real()
     head = estimator.score(TrimSpec(), "head")
     probe = estimator.score(TrimSpec())  # the default scorer
+    assert len(passes) == 1  # both scorers of one spec read one pass over the score rows
     assert probe >= 0.9 and head < 0.75
     assert set(estimator.cache) == {(TrimSpec(), "head"), (TrimSpec(), "probe")}
     with pytest.raises(TrimbertError, match="--scorer: unknown scorer 'knn'"):

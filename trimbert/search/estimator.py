@@ -93,6 +93,7 @@ class Estimator:
     cache: dict[tuple[TrimSpec, str], float] = field(default_factory=dict)
     gates: Gates | None = None
     score_time_s: float = 0.0
+    last: tuple[TrimSpec, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None  # the latest spec's outputs
 
     def score(self, spec: TrimSpec, scorer: str | None = None) -> float:
         """The task's main metric of the model with ``spec`` switched on, on the score rows.
@@ -108,10 +109,12 @@ class Estimator:
         if (spec, scorer) in self.cache:
             return self.cache[(spec, scorer)]
         start = time.perf_counter()
-        if self.gates is None:
-            self.gates = install_gates(self.model)
-        self.gates.apply(spec, self.order)
-        logits, features, labels = self._outputs()
+        if self.last is None or self.last[0] != spec:  # both scorers of one spec share one pass
+            if self.gates is None:
+                self.gates = install_gates(self.model)
+            self.gates.apply(spec, self.order)
+            self.last = (spec, self._outputs())
+        logits, features, labels = self.last[1]
         if scorer == "probe":
             predictions = _probe_predictions(self.task, features, labels)
         else:

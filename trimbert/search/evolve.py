@@ -85,7 +85,6 @@ def evolve(
     mutation: float = 0.25,
     seed: int = 0,
     deadline: float | None = None,
-    on_candidate: Callable[[Candidate], None] | None = None,
 ) -> SearchResult:
     """Search ``space`` for the spec with the best ``estimate`` among those ``predictor`` says are at
     least ``min_speedup`` times faster than the untrimmed model (see the module docstring)."""
@@ -103,8 +102,6 @@ def evolve(
         ms = predictor.predict(spec)
         candidate = Candidate(spec, ms, predictor.speedup(spec), estimate(spec), origin, generation)
         seen[spec] = candidate
-        if on_candidate is not None:
-            on_candidate(candidate)
 
     def out_of_time() -> bool:
         return deadline is not None and time.monotonic() >= deadline

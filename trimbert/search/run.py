@@ -70,18 +70,21 @@ def search_space(settings: SearchSettings, config: Any) -> SearchSpace:
     )
 
 
-def _predictor(model_source: str, space: SearchSpace, settings: SearchSettings, cache_dir: Path) -> tuple[Predictor, bool]:
-    model = checkpoint.load(model_source, head="sequence-classification", config_overrides={"num_labels": 2}).eval()
+def _predictor(
+    model_source: str, config: Any, space: SearchSpace, settings: SearchSettings, cache_dir: Path
+) -> tuple[Predictor, bool]:
+    """The cached predictor for these conditions, or one fitted now (the model is loaded only then)."""
     conditions = Conditions(
         runtime=settings.runtime,
         device=settings.device,
         batch_size=settings.batch_size,
         seq_len=settings.seq_len,
         threads=settings.threads,
-        model_shape=model_shape(model.config),
+        model_shape=model_shape(config),
     )
 
     def build() -> Predictor:
+        model = checkpoint.load(model_source, head="sequence-classification", config_overrides={"num_labels": 2}).eval()
         with tempfile.TemporaryDirectory(prefix="trimbert-probes-") as work:
             return build_predictor(
                 model, space, conditions, probes=settings.probes, repeats=settings.repeats,
@@ -129,7 +132,7 @@ def search(
     space = search_space(settings, config)
     phases: dict[str, float] = {}
     start = time.perf_counter()
-    predictor, cached = _predictor(model_source, space, settings, Path(cache_dir))
+    predictor, cached = _predictor(model_source, config, space, settings, Path(cache_dir))
     phases["latency_predictor_s"] = time.perf_counter() - start
     untrimmed_ms = predictor.predict(TrimSpec())
     min_speedup = settings.speedup if settings.speedup is not None else untrimmed_ms / settings.latency_ms
