@@ -9,7 +9,7 @@ import trimbert
 from trimbert.spec import TrimSpec
 
 FAST = (
-    "--max-train-samples", "48", "--epochs", "1", "--train-batch-size", "8", "--max-length", "16", "--score-rows", "16",
+    "--max-train-samples", "48", "--epochs", "1", "--train-batch-size", "8", "--max-length", "16", "--score-rows", "16", "--final-rows", "24",
     "--population", "3", "--generations", "1", "--probes", "6", "--repeats", "3", "--max-drop-layers", "1",
     "--batch-size", "1", "--seq-len", "16", "--threads", "1",
 )
@@ -27,14 +27,23 @@ def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_chec
     assert len(result["predictor"]["probes"]) == 7 and result["predictor"]["cached"] is False
     assert result["estimator"]["kind"] == "one-shot" and result["estimator"]["score_rows"] == 16
     assert result["estimator"]["score_split"] == "train (rows not trained on)"
-    estimates = [candidate["estimate"] for candidate in result["candidates"]]
-    assert result["best"]["estimate"] == max(estimates)
+    assert all(candidate["predicted_speedup"] <= 1.1 for candidate in result["candidates"])  # within --overshoot 0.1
+    # the finalists: the 8 best estimates and every pattern, re-scored on the 24 rows left; the best fresh score wins
+    assert result["estimator"]["final_rows"] == 24
+    finalists = result["estimator"]["finalists"]
+    ranked = sorted(result["candidates"], key=lambda item: (-item["estimate"], item["predicted_ms"]))
+    patterns = [item["summary"] for item in ranked[8:] if item["origin"].startswith("pattern: ")]
+    assert sorted(item["summary"] for item in finalists) == sorted([item["summary"] for item in ranked[:8]] + patterns)
+    assert result["best"] == finalists[0] and result["best"]["final_estimate"] == max(item["final_estimate"] for item in finalists)
     assert {pattern["name"] for pattern in result["estimator"]["patterns"]} >= {"drop-ffn first:1", "drop-layers last:1"}
     assert (out / "front.png").stat().st_size > 1000
     front = (out / "front.md").read_text().splitlines()
-    assert front[0].startswith("| trim | predicted ms") and len(front) == 2 + len(result["front"])
+    assert front[0].startswith("| trim | predicted ms") and len(front) == 2 + len(result["front"]) + 5 + len(finalists)
+    assert front[2 + len(result["front"]) + 1] == "Finalists, re-scored on 24 fresh rows (the winner is the best fresh score):"
+    assert "Finalists, re-scored on 24 fresh rows" in stdout
     best = json.loads((out / "best.json").read_text())
     assert best["trim_spec"] == result["best"]["spec"]
+    assert best["estimate"] == result["best"]["final_estimate"] and best["search_estimate"] == result["best"]["estimate"]
     variant = tomllib.loads((out / "variant.toml").read_text())["variants"][0]
     assert variant["name"] == "searched"
 
@@ -51,7 +60,7 @@ def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_chec
     again = json.loads(stdout)
     assert again["predictor"]["cached"] is True
     trained = again["finetune"]
-    assert trained["metric"] == "accuracy" and trained["estimate"] == again["best"]["estimate"]
+    assert trained["metric"] == "accuracy" and trained["estimate"] == again["best"]["final_estimate"]
     assert trained["versus"] == "baseline" and trained["measured_speedup"] > 0
     recorded = json.loads((tmp_path / "again" / "finetune" / "searched" / "metrics.json").read_text())
     assert recorded["metrics"]["accuracy"] == trained["searched"]
@@ -67,7 +76,7 @@ def test_the_analyze_estimator_fine_tunes_once_without_sub_trims(run_cli, tiny_c
     assert code == 0, err
     result = json.loads(stdout)
     assert result["estimator"]["kind"] == "analyze" and result["estimator"]["sub_trims_drawn"] == 0
-    assert result["best"]["estimate"] == max(candidate["estimate"] for candidate in result["candidates"])
+    assert result["best"]["final_estimate"] == max(item["final_estimate"] for item in result["estimator"]["finalists"])
 
 
 def test_search_refuses_bad_input_in_one_line(run_cli, tiny_checkpoint, tmp_path):

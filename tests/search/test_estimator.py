@@ -70,7 +70,9 @@ def test_scores_are_the_metric_of_the_masked_model(binary_model, tiny_batch):
         expected[candidate] = float((predictions == labels).float().mean())
     assert estimator.score(spec) == pytest.approx(expected[spec])
     assert estimator.score(TrimSpec()) == pytest.approx(expected[TrimSpec()])
-    assert set(estimator.cache) == {(spec, "head"), (TrimSpec(), "head")}
+    assert set(estimator.cache) == {(spec, "head", "search"), (TrimSpec(), "head", "search")}
+    with pytest.raises(TrimbertError, match="the estimator has no 'final' rows to score on"):
+        estimator.score(spec, rows="final")
     # three rows: each probe fold trains on one or two rows, and a one-class fold predicts its class
     assert 0.0 <= estimator.score(spec, "probe") <= 1.0
     estimator.close()
@@ -81,15 +83,23 @@ def test_score_rows_are_training_rows_the_fine_tune_does_not_see(minilm_dir):
     tokenizer = checkpoint.load_tokenizer(minilm_dir)
     source = DataSource(task="rte", data_dir=str(GLUE_DIR))
     settings = FinetuneSettings(max_train_samples=500, max_length=32, seed=3)
-    held, split = score_rows(source, tokenizer, settings, 200)
-    assert split == "train (rows not trained on)" and len(held) == 200
+    held, final, split = score_rows(source, tokenizer, settings, 200)
+    assert split == "train (rows not trained on)" and len(held) == 200 and final is None
     train = source.load()[0]["train"].shuffle(seed=3)
-    encoded = tokenize(DatasetDict({"used": train.select(range(500)), "rest": train.select(range(500, 700))}), tokenizer, 32)
+    parts = {"used": train.select(range(500)), "rest": train.select(range(500, 700)), "after": train.select(range(700, 1000))}
+    encoded = tokenize(DatasetDict(parts), tokenizer, 32)
     assert held["input_ids"] == encoded["rest"]["input_ids"]
     assert not {tuple(ids) for ids in encoded["used"]["input_ids"]} & {tuple(ids) for ids in held["input_ids"]}
+    held, final, _ = score_rows(source, tokenizer, settings, 200, final_rows=300)
+    assert held["input_ids"] == encoded["rest"]["input_ids"]
+    assert final["input_ids"] == encoded["after"]["input_ids"]  # the 300 spare rows after the score rows
+    _, final, _ = score_rows(source, tokenizer, settings, 200, final_rows=100_000)
+    assert len(final) == len(train) - 700  # every row left
+    _, final, _ = score_rows(source, tokenizer, settings, len(train) - 550, final_rows=300)
+    assert final is None  # 50 rows left, under min(300, 100)
     everything = FinetuneSettings(max_length=32, seed=3)
-    held, split = score_rows(source, tokenizer, everything, 50)
-    assert split == "validation (no spare training rows)" and len(held) == 50
+    held, final, split = score_rows(source, tokenizer, everything, 50, final_rows=300)
+    assert split == "validation (no spare training rows)" and len(held) == 50 and final is None
     assert np.all(np.array(held["input_ids"][0]) >= 0)
 
 
@@ -104,11 +114,26 @@ def test_the_probe_scorer_refits_a_linear_head_on_the_masked_features(binary_mod
     estimator = Estimator("one-shot", binary_model, get_task("sst2"), [{**batch, "labels": labels}], order, "train", 240, 0.0)
     passes = []
     real = estimator._outputs
-    estimator._outputs = lambda: passes.append(1) or real()
+    estimator._outputs = lambda batches: passes.append(len(batches)) or real(batches)
     head = estimator.score(TrimSpec(), "head")
     probe = estimator.score(TrimSpec())  # the default scorer
     assert len(passes) == 1  # both scorers of one spec read one pass over the score rows
     assert probe >= 0.9 and head < 0.75
-    assert set(estimator.cache) == {(TrimSpec(), "head"), (TrimSpec(), "probe")}
+    assert set(estimator.cache) == {(TrimSpec(), "head", "search"), (TrimSpec(), "probe", "search")}
     with pytest.raises(TrimbertError, match="--scorer: unknown scorer 'knn'"):
         estimator.score(TrimSpec(), "knn")
+
+
+def test_final_rows_are_scored_apart_from_the_search_rows(binary_model, tiny_batch):
+    order = magnitude(binary_model).neuron_order()
+    search_rows = [{**tiny_batch, "labels": torch.tensor([0, 1, 1])}]
+    final_rows = [{**tiny_batch, "labels": torch.tensor([1, 0, 0])}]  # the same texts, the opposite labels
+    estimator = Estimator(
+        "one-shot", binary_model, get_task("sst2"), search_rows, order, "train", 3, 0.0, scorer="head",
+        final_batches=final_rows, final_rows=3,
+    )
+    spec = TrimSpec(drop_ffn=(0,))
+    on_search, on_final = estimator.score(spec), estimator.score(spec, rows="final")
+    assert on_search + on_final == pytest.approx(1.0)  # every prediction right on one set is wrong on the other
+    assert set(estimator.cache) == {(spec, "head", "search"), (spec, "head", "final")}
+    estimator.close()

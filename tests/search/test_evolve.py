@@ -5,7 +5,7 @@ import time
 import pytest
 
 from trimbert.errors import TrimbertError
-from trimbert.search.evolve import Candidate, evolve, pareto_front
+from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve, pareto_front
 from trimbert.search.latency import Conditions, Predictor
 from trimbert.search.space import SearchSpace, fixed_patterns
 from trimbert.spec import TrimSpec
@@ -60,3 +60,29 @@ def test_pareto_front_keeps_the_undominated_fastest_first():
     items = [_candidate(5, 0.80), _candidate(6, 0.85), _candidate(6.5, 0.84), _candidate(7, 0.85), _candidate(8, 0.90), _candidate(4, 0.70)]
     front = pareto_front(items)
     assert [(c.predicted_ms, c.estimate) for c in front] == [(4, 0.70), (5, 0.80), (6, 0.85), (8, 0.90)]
+
+
+def test_a_window_keeps_every_candidate_between_the_target_and_the_overshoot():
+    # 9/7 = 1.29x (one FFN dropped or two narrowed by 32) is inside [1.25, 1.3]; 9/6 = 1.5x is not
+    result = evolve(SPACE, accuracy, PREDICTOR, min_speedup=1.25, max_speedup=1.3, patterns=fixed_patterns(SPACE), seed=1)
+    assert result.candidates and all(1.25 <= candidate.predicted_speedup <= 1.3 for candidate in result.candidates)
+    assert {round(candidate.predicted_ms, 6) for candidate in result.candidates} == {7.0}
+    assert result.best.estimate == pytest.approx(0.95)
+    unbounded = evolve(SPACE, accuracy, PREDICTOR, min_speedup=1.25, patterns=fixed_patterns(SPACE), seed=1)
+    assert max(candidate.predicted_speedup for candidate in unbounded.candidates) > 1.3
+
+
+def test_finalists_are_rescored_and_the_best_fresh_score_wins():
+    items = [_candidate(5, 0.90), _candidate(6, 0.89), _candidate(7, 0.88), _candidate(8, 0.70)]
+    items[3].origin = "pattern: drop-ffn last:1"
+    result = SearchResult(items, items[0], 1, 0.0, "generations")
+    fresh = {5: 0.80, 6: 0.86, 7: 0.86, 8: 0.87}  # the search's best was lucky; the pattern is best afresh
+    finalists = choose_finalist(result, lambda spec: fresh[spec.drop_ffn[0]], finalists=2)
+    assert [c.predicted_ms for c in finalists] == [8, 6, 5]  # the 2 best by estimate and the pattern, best first
+    assert result.best is items[3] and items[3].final_estimate == pytest.approx(0.87)
+    assert items[2].final_estimate is None  # third by estimate, not a pattern: not re-scored
+    fresh[8] = 0.86
+    result = SearchResult(items, items[0], 1, 0.0, "generations")
+    assert choose_finalist(result, lambda spec: fresh[spec.drop_ffn[0]], finalists=3)[0] is items[1]  # a tie: the faster
+    untouched = SearchResult(items, items[0], 1, 0.0, "generations")
+    assert choose_finalist(untouched, lambda spec: 0.0, finalists=0) == [] and untouched.best is items[0]

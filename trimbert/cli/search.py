@@ -81,6 +81,13 @@ def search(
         name = candidate.spec.summary() + (" (chosen)" if candidate is result.best else "")
         table.add_row(name, f"{candidate.predicted_ms:.2f}", f"{candidate.predicted_speedup:.2f}x", f"{candidate.estimate:.4f}", candidate.origin)
     console.print(table)
+    if info.get("finalists"):
+        finals = Table(title=f"Finalists, re-scored on {info['final_rows']:,} fresh rows")
+        for column, justify in (("trim", "left"), ("speed-up", "right"), ("search est.", "right"), ("fresh est.", "right"), ("origin", "left")):
+            finals.add_column(column, justify=justify)
+        for item in info["finalists"]:
+            finals.add_row(item["summary"], f"{item['predicted_speedup']:.2f}x", f"{item['estimate']:.4f}", f"{item['final_estimate']:.4f}", item["origin"])
+        console.print(finals)
     phases = ", ".join(f"{name.removesuffix('_s').replace('_', ' ')} {seconds:.0f} s" for name, seconds in report.phases_s.items())
     console.print(f"chosen: {result.best.spec.summary()}  ({phases})")
     console.print(f"saved to {out} (best.json: trimbert finetune MODEL --spec {Path(out) / 'best.json'} ...)")

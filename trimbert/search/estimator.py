@@ -15,7 +15,9 @@ It ranks by how little a cut disturbs the trained model, not by what training wo
 The score rows are training rows the fine-tune did not see (the rows after the first
 ``max_train_samples`` of the seeded shuffle), so the estimate is not tuned on the dev set the
 searched model is finally judged on; when the training split has no rows to spare, validation rows
-are used and the result says so.
+are used and the result says so. The *final* rows, when asked for, are the spare training rows after
+those: fresh rows the search never looked at, to re-score its finalists without the winner's curse (the
+best of many noisy estimates is biased upwards; a fresh score of it is not).
 """
 
 from __future__ import annotations
@@ -90,13 +92,16 @@ class Estimator:
     train_time_s: float
     info: dict[str, Any] = field(default_factory=dict)
     scorer: str = "probe"
-    cache: dict[tuple[TrimSpec, str], float] = field(default_factory=dict)
+    final_batches: list[dict[str, torch.Tensor]] | None = None  # fresh rows for the finalists (None: no spare rows)
+    final_rows: int = 0
+    cache: dict[tuple[TrimSpec, str, str], float] = field(default_factory=dict)
     gates: Gates | None = None
     score_time_s: float = 0.0
-    last: tuple[TrimSpec, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None  # the latest spec's outputs
+    last: tuple[tuple[TrimSpec, str], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None  # latest outputs
 
-    def score(self, spec: TrimSpec, scorer: str | None = None) -> float:
-        """The task's main metric of the model with ``spec`` switched on, on the score rows.
+    def score(self, spec: TrimSpec, scorer: str | None = None, rows: str = "search") -> float:
+        """The task's main metric of the model with ``spec`` switched on, on the score rows
+        (``rows="search"``) or on the fresh final rows (``rows="final"``).
 
         ``scorer`` (default: the estimator's): ``"head"`` reads the super-model's own classifier;
         ``"probe"`` refits a linear head on the masked model's pooled features (2-fold cross-validated
@@ -106,33 +111,36 @@ class Estimator:
         scorer = scorer or self.scorer
         if scorer not in SCORERS:
             raise TrimbertError(f"--scorer: unknown scorer {scorer!r} (choose from {', '.join(SCORERS)})")
-        if (spec, scorer) in self.cache:
-            return self.cache[(spec, scorer)]
+        batches = {"search": self.batches, "final": self.final_batches}.get(rows)
+        if batches is None:
+            raise TrimbertError(f"the estimator has no {rows!r} rows to score on")
+        if (spec, scorer, rows) in self.cache:
+            return self.cache[(spec, scorer, rows)]
         start = time.perf_counter()
-        if self.last is None or self.last[0] != spec:  # both scorers of one spec share one pass
+        if self.last is None or self.last[0] != (spec, rows):  # both scorers of one spec share one pass
             if self.gates is None:
                 self.gates = install_gates(self.model)
             self.gates.apply(spec, self.order)
-            self.last = (spec, self._outputs())
+            self.last = ((spec, rows), self._outputs(batches))
         logits, features, labels = self.last[1]
         if scorer == "probe":
             predictions = _probe_predictions(self.task, features, labels)
         else:
             predictions = predictions_from_logits(self.task, logits)
         value = compute_metrics(self.task, predictions, labels)[self.task.main_metric]
-        self.cache[(spec, scorer)] = value
+        self.cache[(spec, scorer, rows)] = value
         self.score_time_s += time.perf_counter() - start
         return value
 
-    def _outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Logits, the classifier's input features and the labels of every score row."""
+    def _outputs(self, batches: list[dict[str, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits, the classifier's input features and the labels of every row of ``batches``."""
         device = model_device(self.model)
         logits, features, labels = [], [], []
         head = getattr(self.model, "classifier", None)
         handle = head.register_forward_pre_hook(lambda module, args: features.append(args[0].float().cpu().numpy())) if head else None
         try:
             with torch.inference_mode(), model_mode(self.model, train=False):
-                for batch in self.batches:
+                for batch in batches:
                     inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
                     logits.append(self.model(**inputs).logits.float().cpu().numpy())
                     labels.append(batch["labels"].numpy())
@@ -172,21 +180,33 @@ def _probe_predictions(task: Any, features: np.ndarray, labels: np.ndarray) -> n
     return predictions
 
 
-def score_rows(source: DataSource, tokenizer: Any, settings: FinetuneSettings, rows: int) -> tuple[Any, str]:
-    """Rows to score candidates on: training rows the fine-tune does not use, else validation rows."""
+def score_rows(
+    source: DataSource, tokenizer: Any, settings: FinetuneSettings, rows: int, final_rows: int = 0
+) -> tuple[Any, Any | None, str]:
+    """Rows to score candidates on (training rows the fine-tune does not use, else validation rows), and
+    up to ``final_rows`` fresh training rows after those for the finalists (None when fewer than
+    ``min(final_rows, 100)`` are left, or none were asked for)."""
+    from datasets import DatasetDict
+
     dataset, task = source.load()
     train = dataset["train"]
     used = len(train) if settings.max_train_samples is None else min(settings.max_train_samples, len(train))
+    shuffled = train.shuffle(seed=settings.seed)
+    final = None
     if len(train) - used >= min(rows, 100):
-        held = train.shuffle(seed=settings.seed).select(range(used, min(len(train), used + rows)))
+        end = min(len(train), used + rows)
+        parts = {"score": shuffled.select(range(used, end))}
         split = "train (rows not trained on)"
+        if final_rows and len(train) - end >= min(final_rows, 100):
+            parts["final"] = shuffled.select(range(end, min(len(train), end + final_rows)))
     else:
         validation = dataset[task.eval_splits[0]]
-        held = validation.shuffle(seed=settings.seed).select(range(min(rows, len(validation))))
+        parts = {"score": validation.shuffle(seed=settings.seed).select(range(min(rows, len(validation))))}
         split = f"{task.eval_splits[0]} (no spare training rows)"
-    from datasets import DatasetDict
-
-    return tokenize(DatasetDict({"score": held}), tokenizer, settings.max_length)["score"], split
+    encoded = tokenize(DatasetDict(parts), tokenizer, settings.max_length)
+    if "final" in encoded:
+        final = encoded["final"]
+    return encoded["score"], final, split
 
 
 def neuron_order(model: nn.Module, encoded_train: Any, tokenizer: Any, settings: FinetuneSettings, importance: str, samples: int) -> dict[int, torch.Tensor]:
@@ -216,6 +236,7 @@ def build_estimator(
     settings: FinetuneSettings,
     importance: str = "taylor",
     rows: int = 1000,
+    final_rows: int = 0,
     importance_samples: int = 256,
     progress: bool = False,
 ) -> Estimator:
@@ -224,7 +245,7 @@ def build_estimator(
         raise TrimbertError(f"--estimator: unknown estimator {kind!r} (choose from {', '.join(ESTIMATORS)})")
     task, tokenizer, model, encoded = prepare(model_source, source, settings)
     order = neuron_order(model, encoded["train"], tokenizer, settings, importance, importance_samples)
-    held, split = score_rows(source, tokenizer, settings, rows)
+    held, final, split = score_rows(source, tokenizer, settings, rows, final_rows)
     sampler = SubTrimSampler(space, order, settings.seed) if kind == "one-shot" else None
     with tempfile.TemporaryDirectory(prefix="trimbert-search-") as work_dir:
         trainer = make_trainer(
@@ -252,6 +273,8 @@ def build_estimator(
         train_time_s=train_time,
         info={"train_rows": len(encoded["train"]), "sub_trims_drawn": sampler.drawn if sampler else 0, "importance": importance},
         scorer=scorer,
+        final_batches=None if final is None else make_batches(final, tokenizer, batch_size=settings.eval_batch_size),
+        final_rows=0 if final is None else len(final),
     )
 
 

@@ -4,8 +4,14 @@
 that do (rejection sampling), then for each generation keeps the ``parents`` best by estimated accuracy
 and breeds ``population`` new feasible specs from them (half by mutation, half by crossover), never
 scoring a spec twice. It stops after ``generations`` or at ``deadline`` (a ``time.monotonic()`` value),
-whichever comes first. Feasible: predicted speed-up over the untrimmed model ≥ ``min_speedup``.
+whichever comes first. Feasible: predicted speed-up over the untrimmed model ≥ ``min_speedup`` and,
+when ``max_speedup`` is given, ≤ it (AutoTinyBERT searches within 0.85–1.1× of its target latency: a
+trim faster than asked gives up accuracy, and only the estimate's noise can prefer it).
 Ties in the estimate go to the faster spec.
+
+:func:`choose_finalist` then re-scores the best candidates and the hand-made patterns on fresh rows and
+picks the winner by that score: the best of ~150 noisy estimates is biased upwards (the winner's curse),
+a fresh score of each finalist is not.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class Candidate:
     estimate: float
     origin: str  # "pattern: <name>", "random" or "evolved"
     generation: int
+    final_estimate: float | None = None  # the fresh re-score, for finalists
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +47,7 @@ class Candidate:
             "predicted_ms": self.predicted_ms,
             "predicted_speedup": self.predicted_speedup,
             "estimate": self.estimate,
+            "final_estimate": self.final_estimate,
             "origin": self.origin,
             "generation": self.generation,
         }
@@ -78,6 +86,7 @@ def evolve(
     predictor: Predictor,
     *,
     min_speedup: float,
+    max_speedup: float | None = None,
     patterns: dict[str, TrimSpec] | None = None,
     population: int = 16,
     parents: int = 6,
@@ -87,7 +96,8 @@ def evolve(
     deadline: float | None = None,
 ) -> SearchResult:
     """Search ``space`` for the spec with the best ``estimate`` among those ``predictor`` says are at
-    least ``min_speedup`` times faster than the untrimmed model (see the module docstring)."""
+    least ``min_speedup`` (and at most ``max_speedup``) times faster than the untrimmed model (see the
+    module docstring)."""
     if population < 2 or parents < 1 or generations < 1:
         raise TrimbertError("search: population >= 2, parents >= 1 and generations >= 1 are needed")
     start = time.perf_counter()
@@ -96,7 +106,8 @@ def evolve(
     stopped = "generations"
 
     def feasible(spec: TrimSpec) -> bool:
-        return predictor.speedup(spec) >= min_speedup
+        speedup = predictor.speedup(spec)
+        return speedup >= min_speedup and (max_speedup is None or speedup <= max_speedup)
 
     def score(spec: TrimSpec, origin: str, generation: int) -> None:
         ms = predictor.predict(spec)
@@ -138,6 +149,23 @@ def evolve(
     candidates = list(seen.values())
     best = min(candidates, key=_rank) if candidates else None
     return SearchResult(candidates, best, generation, time.perf_counter() - start, stopped)
+
+
+def choose_finalist(
+    result: SearchResult, rescore: Callable[[TrimSpec], float], finalists: int
+) -> list[Candidate]:
+    """Re-score the ``finalists`` best candidates and every hand-made pattern among the candidates with
+    ``rescore`` (setting their ``final_estimate``), make the best by that score ``result.best`` (ties to
+    the faster), and return the finalists, best first. With ``finalists`` 0, nothing changes."""
+    if finalists <= 0 or not result.candidates:
+        return []
+    ranked = sorted(result.candidates, key=_rank)
+    chosen = ranked[:finalists] + [c for c in ranked[finalists:] if c.origin.startswith("pattern:")]
+    for candidate in chosen:
+        candidate.final_estimate = rescore(candidate.spec)
+    chosen.sort(key=lambda item: (-item.final_estimate, item.predicted_ms))
+    result.best = chosen[0]
+    return chosen
 
 
 def _child(space: SearchSpace, parents: list[TrimSpec], rng: random.Random, mutation: float) -> TrimSpec:

@@ -3,11 +3,14 @@
 :func:`search` (1) fits or reuses the latency predictor for the device, runtime, batch size, sequence
 length and threads (:mod:`trimbert.search.latency`, cached under ``cache_dir``), (2) trains the accuracy
 estimator (:mod:`trimbert.search.estimator`), (3) runs the evolutionary search
-(:mod:`trimbert.search.evolve`) seeded with the hand-made patterns, and (4) writes to ``out``:
+(:mod:`trimbert.search.evolve`) seeded with the hand-made patterns, among the trims predicted between the
+target and ``overshoot`` past it, (4) re-scores the finalists (the best candidates and the patterns) on
+fresh rows and keeps the best by that score, and (5) writes to ``out``:
 
 - ``search.json``: settings, conditions, the predictor (costs and probes), every candidate scored,
   the Pareto front, the best spec and the timings of each phase;
-- ``front.md``: the Pareto front (predicted latency and speed-up vs estimated accuracy) as a table;
+- ``front.md``: the Pareto front (predicted latency and speed-up vs estimated accuracy) and the
+  finalists (search estimate and fresh re-score) as tables;
 - ``front.png``: every candidate and the front (predicted speed-up vs estimate);
 - ``best.json``: the chosen spec, which ``trim``/``finetune --spec best.json`` apply (with the same
   ``--importance`` rule, so narrowed FFNs keep the neurons the search scored; see
@@ -37,7 +40,7 @@ from trimbert.model.structure import config_spec
 from trimbert.report.records import conditions as run_conditions
 from trimbert.report.records import write_json_atomic
 from trimbert.search.estimator import SCORERS, build_estimator
-from trimbert.search.evolve import Candidate, SearchResult, evolve
+from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve
 from trimbert.search.latency import Conditions, Predictor, build_predictor, cached_predictor, model_shape
 from trimbert.search.settings import SearchSettings
 from trimbert.search.space import Block, SearchSpace, fixed_patterns
@@ -136,26 +139,36 @@ def search(
     phases["latency_predictor_s"] = time.perf_counter() - start
     untrimmed_ms = predictor.predict(TrimSpec())
     min_speedup = settings.speedup if settings.speedup is not None else untrimmed_ms / settings.latency_ms
+    max_speedup = max(min_speedup, 1.0) * (1 + settings.overshoot)  # a target the untrimmed model meets: mild trims
     _check_reachable(space, predictor, min_speedup, settings.search_seed)
     start = time.perf_counter()
     estimator = build_estimator(
         model_source, source, space, kind=settings.estimator, scorer=settings.scorer, settings=finetune,
         importance=settings.importance, rows=settings.score_rows, progress=progress,
+        final_rows=settings.final_rows if settings.finalists else 0,
     )
     phases["estimator_train_s"] = time.perf_counter() - start
     deadline = None if settings.budget_minutes is None else time.monotonic() + 60 * settings.budget_minutes
     start = time.perf_counter()
     try:
         result = evolve(
-            space, estimator.score, predictor, min_speedup=min_speedup, patterns=fixed_patterns(space),
-            population=settings.population, parents=settings.parents, generations=settings.generations,
-            seed=settings.search_seed, deadline=deadline,
+            space, estimator.score, predictor, min_speedup=min_speedup, max_speedup=max_speedup,
+            patterns=fixed_patterns(space), population=settings.population, parents=settings.parents,
+            generations=settings.generations, seed=settings.search_seed, deadline=deadline,
         )
+        phases["search_s"] = time.perf_counter() - start
+        if result.best is None:
+            raise TrimbertError(
+                f"the search found no trim predicted between {min_speedup:.2f}x and {max_speedup:.2f}x "
+                f"({result.stopped}): allow a larger --overshoot or aim elsewhere"
+            )
+        start = time.perf_counter()
+        finalists = []
+        if estimator.final_batches is not None:
+            finalists = choose_finalist(result, lambda spec: estimator.score(spec, rows="final"), settings.finalists)
+        phases["finalists_s"] = time.perf_counter() - start
     finally:
         estimator.close()
-    phases["search_s"] = time.perf_counter() - start
-    if result.best is None:
-        raise TrimbertError(f"the search found no trim predicted to reach {min_speedup:.2f}x ({result.stopped})")
     untrimmed = estimator.score(TrimSpec())
     best_by_scorer = {scorer: estimator.score(result.best.spec, scorer) for scorer in SCORERS}
     patterns = [
@@ -169,6 +182,7 @@ def search(
         "train_time_s": estimator.train_time_s, "score_time_s": estimator.score_time_s,
         "untrimmed_estimate": untrimmed, "metric": estimator.task.main_metric, "patterns": patterns,
         "scorer": estimator.scorer, "best_by_scorer": best_by_scorer,
+        "final_rows": estimator.final_rows, "finalists": [candidate.to_dict() for candidate in finalists],
         **estimator.info,
     }
     report = SearchReport(result, predictor, cached, min_speedup, info, phases, Path(out))
@@ -245,7 +259,8 @@ def write_outputs(folder: Path, report: SearchReport, settings: SearchSettings, 
     }
     (folder / SEARCH_FILE).write_text(json.dumps(data, indent=2) + "\n")
     (folder / BEST_FILE).write_text(json.dumps(spec_file(best, settings.importance), indent=2) + "\n")
-    (folder / "front.md").write_text(front_table(result.front(), best, report.estimator["metric"]))
+    metric = report.estimator["metric"]
+    (folder / "front.md").write_text(front_table(result.front(), best, metric) + finalist_table(report, metric))
     (folder / "variant.toml").write_text(variant_toml(best.spec, settings.importance))
     plot_front(result.candidates, result.front(), folder / "front.png", report.min_speedup, report.estimator["metric"])
 
@@ -258,7 +273,8 @@ def spec_file(best: Candidate, importance: str) -> dict[str, Any]:
         "summary": best.spec.summary(),
         "predicted_ms": best.predicted_ms,
         "predicted_speedup": best.predicted_speedup,
-        "estimate": best.estimate,
+        "estimate": best.estimate if best.final_estimate is None else best.final_estimate,
+        "search_estimate": best.estimate,
     }
 
 
@@ -282,6 +298,26 @@ def front_table(front: list[Candidate], best: Candidate, metric: str) -> str:
         lines.append(
             f"| {candidate.spec.summary()}{mark} | {candidate.predicted_ms:.2f} | {candidate.predicted_speedup:.2f}x "
             f"| {candidate.estimate:.4f} | {candidate.origin} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def finalist_table(report: SearchReport, metric: str) -> str:
+    """The finalists, best fresh score first (empty when none were re-scored)."""
+    finalists, rows = report.estimator.get("finalists") or [], report.estimator.get("final_rows", 0)
+    if not finalists:
+        return ""
+    lines = [
+        "",
+        f"Finalists, re-scored on {rows:,} fresh rows (the winner is the best fresh score):",
+        "",
+        f"| trim | predicted speed-up | search estimate | fresh {metric} | origin |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for item in finalists:
+        lines.append(
+            f"| {item['summary']} | {item['predicted_speedup']:.2f}x | {item['estimate']:.4f} "
+            f"| {item['final_estimate']:.4f} | {item['origin']} |"
         )
     return "\n".join(lines) + "\n"
 

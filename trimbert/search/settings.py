@@ -48,7 +48,20 @@ class SearchSettings(Settings):
     importance: Literal["taylor", "magnitude"] = Field(
         "taylor", description="How narrowed FFNs choose their neurons (as --importance for trim/finetune)."
     )
+    overshoot: float = Field(
+        0.10,
+        ge=0,
+        description="Candidates are predicted at most this fraction faster than the target (AutoTinyBERT: within "
+        "1.1x of its latency): a faster trim gives up accuracy, and only the estimate's noise prefers it.",
+    )
     score_rows: int = Field(1000, ge=10, description="Rows each candidate is scored on (training rows not trained on).")
+    finalists: int = Field(
+        8,
+        ge=0,
+        description="The best candidates, with the hand-made patterns, re-scored on fresh rows to choose the winner "
+        "(0: the best search estimate wins).",
+    )
+    final_rows: int = Field(3000, ge=10, description="Fresh training rows the finalists are re-scored on.")
     population: int = Field(16, ge=2, description="New candidates per generation.")
     parents: int = Field(6, ge=1, description="Best candidates bred from in each generation.")
     generations: int = Field(8, ge=1, description="Generations of the evolutionary search.")
