@@ -22,8 +22,14 @@ OUT (a killed study resumes); run the timing phases (predictor, bench) on a quie
   right away and after re-fine-tuning; and the 3 FFNs ``auto:3`` drops when it ranks on the fine-tuned
   baseline (Taylor on the task loss; the cut analysis).
 - bench: every fine-tuned model side by side with the baseline (``trimbert bench``; OUT/bench.json).
-- seeds: the default searches' winners, ``last:3``, ``--ffn-width 384`` and the baseline at seeds 43 and
-  44 (OUT/seeds.toml into OUT/seeds; accuracy only: speed is the structure's, measured in bench).
+- seeds: the keepln and final searches' winners, ``last:3``, ``--ffn-width 384`` and the baseline at seeds
+  43 and 44 (OUT/seeds.toml into OUT/seeds; accuracy only: speed is the structure's, measured in bench).
+- predictor-onnx-int8-keepln: the int8 predictor of the default space (LayerNorms kept) and its held-out
+  error (OUT/predictor-onnx-int8-keepln.json).
+- search-final: the defaults (window of 10% over the target, finalists re-scored on fresh rows) into
+  OUT/search-final-*; bench-final: the fixed patterns and those winners side by side with the baseline,
+  in one run of their own (OUT/bench-final.json); search-verify and bench-verify: the same with
+  ``--verify 4`` (OUT/search-verify-*, OUT/bench-verify.json).
 - tables: print every table from the files above.
 """
 
@@ -43,12 +49,19 @@ TRAIN = ["--epochs", "2", "--lr", "1e-4", "--max-length", "64", "--max-train-sam
 TARGET = ["--batch-size", "1", "--seq-len", "128", "--threads", "2"]
 TARGETS = ("1.3", "1.6")
 # Search configurations: search-<target> (head scorer, LayerNorms searched too), search-probe-<target>
-# (probe scorer, LayerNorms too), search-keepln-<target> (the defaults: probe scorer, LayerNorms kept).
+# (probe scorer, LayerNorms too), search-keepln-<target> (probe scorer, LayerNorms kept, as before the
+# overshoot window and the finalists existed), search-final-<target> (the defaults: probe scorer,
+# LayerNorms kept, candidates within 10% of the target, 8 finalists and the patterns re-scored on 3,000
+# fresh rows), search-verify-<target> (the defaults with --verify 4: the 4 best finalists, and the best
+# pattern among the finalists, fine-tuned and judged on the fresh rows).
 CONFIGS = {
-    "head": ["--scorer", "head", "--layernorms"],
-    "probe": ["--scorer", "probe", "--layernorms"],
-    "keepln": [],
+    "head": ["--scorer", "head", "--layernorms", "--overshoot", "100", "--finalists", "0"],
+    "probe": ["--scorer", "probe", "--layernorms", "--overshoot", "100", "--finalists", "0"],
+    "keepln": ["--overshoot", "100", "--finalists", "0"],
+    "final": [],
+    "verify": ["--verify", "4"],
 }
+LATER = ("final", "verify")  # configurations benched in runs of their own (bench-<config>.json)
 
 
 def search_name(target: str, config: str) -> str:
@@ -56,7 +69,8 @@ def search_name(target: str, config: str) -> str:
 TRIMBERT = str(Path(sys.executable).parent / "trimbert")  # the CLI of this interpreter's environment
 PHASES = (
     "predictor", "predictor-onnx-int8", "search", "sweep", "importance", "search-probe", "search-keepln", "sweep", "bench",
-    "seeds", "tables",
+    "seeds", "predictor-onnx-int8-keepln", "search-final", "sweep", "seeds", "bench-final", "search-verify", "sweep",
+    "seeds", "bench-verify", "tables",
 )
 FIXED = {
     "alternate": {"drop_ffn": "alternate"},
@@ -85,8 +99,8 @@ def cli(*args: str) -> None:
     subprocess.run([TRIMBERT, *args], check=True)
 
 
-def phase_predictor(out: Path, runtime: str = "pytorch") -> None:
-    target = out / ("predictor.json" if runtime == "pytorch" else f"predictor-{runtime}.json")
+def phase_predictor(out: Path, runtime: str = "pytorch", name: str | None = None) -> None:
+    target = out / (name or ("predictor.json" if runtime == "pytorch" else f"predictor-{runtime}.json"))
     if target.exists():
         return
     from trimbert.model import checkpoint
@@ -181,11 +195,19 @@ def phase_importance(out: Path) -> None:
                 "--max-length", "64", "--out", str(chosen))
 
 
-def phase_bench(out: Path) -> None:
-    target = out / "bench.json"
+def bench_group(name: str) -> str | None:
+    """Which later configuration a searched variant belongs to (None: the first bench run's)."""
+    return next((config for config in LATER if name.startswith(f"searched-{config}-")), None)
+
+
+def phase_bench(out: Path, group: str | None = None) -> None:
+    """Every fixed pattern and searched winner side by side with the baseline (bench.json); with a ``group``
+    of LATER, the fixed patterns and that configuration's winners, in a run of their own (bench-<group>.json)."""
+    target = out / (f"bench-{group}.json" if group else "bench.json")
     if target.exists():
         return
-    names = [*FIXED, *searched_variants(out)]
+    searched = [name for name in searched_variants(out) if bench_group(name) == group]
+    names = [*FIXED, *searched]
     args = ["bench", *[str(_run_dir(out, name)) for name in names], "--vs", str(_run_dir(out, "baseline"))]
     for name in names:
         args += ["--name", name]
@@ -204,7 +226,7 @@ def phase_seeds(out: Path) -> None:
         keys = FIXED.get(name, {})
         lines += ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], ""]
     for name, folder in searched_variants(out).items():
-        if name.startswith("searched-keepln-"):
+        if name.startswith(("searched-keepln-", "searched-final-", "searched-verify-")):
             lines += [(folder / "variant.toml").read_text().replace('name = "searched"', f'name = "{name}"')]
     (out / "seeds.toml").write_text("\n".join(lines))
     cli("sweep", str(out / "seeds.toml"), "--out", str(out / "seeds"))
@@ -226,7 +248,13 @@ def main() -> None:
     runners = {"predictor": phase_predictor, "search": phase_search, "sweep": phase_sweep,
                "search-probe": lambda out: phase_search(out, ("probe",)),
                "search-keepln": lambda out: phase_search(out, ("keepln",)),
+               "search-final": lambda out: phase_search(out, ("final",)),
                "predictor-onnx-int8": lambda out: phase_predictor(out, "onnx-int8"),
+               # the int8 predictor of the default space (LayerNorms kept), which the searches now use
+               "predictor-onnx-int8-keepln": lambda out: phase_predictor(out, "onnx-int8", "predictor-onnx-int8-keepln.json"),
+               "bench-final": lambda out: phase_bench(out, "final"),
+               "search-verify": lambda out: phase_search(out, ("verify",)),
+               "bench-verify": lambda out: phase_bench(out, "verify"),
                "importance": phase_importance, "bench": phase_bench, "seeds": phase_seeds, "tables": tables}
     for phase in args.phase or PHASES:
         runners[phase](args.out)

@@ -10,7 +10,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from search_study import FIXED, PATTERN_OF, searched_variants
+from search_study import FIXED, LATER, PATTERN_OF, bench_group, searched_variants
 
 from trimbert.search.estimator import spearman
 
@@ -23,8 +23,8 @@ def _records(out: Path) -> dict[str, dict]:
     return {row["variant"]: row for row in rows if row.get("status") == "ok"}
 
 
-def _bench(out: Path) -> dict[str, dict]:
-    path = out / "bench.json"
+def _bench(out: Path, name: str = "bench.json") -> dict[str, dict]:
+    path = out / name
     if not path.exists():
         return {}
     return {row["variant"]: row for row in json.loads(path.read_text())}
@@ -127,11 +127,19 @@ def estimator_table(out: Path, records: dict[str, dict]) -> None:
         print()
 
 
-def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict]) -> None:
-    print("## Searched vs fixed patterns (measured side by side, batch 1, length 128, 2 threads)\n")
+GROUPS = {None: "the searches before the window and finalists", "final": "the default searches (window, finalists)",
+          "verify": "the default searches with --verify 4"}
+
+
+def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict], group: str | None = None) -> None:
+    """Searched winners of one group (see search_study.bench_group) against the fixed patterns timed in
+    the same bench run."""
+    if not bench:
+        return
+    print(f"## Searched vs fixed patterns: {GROUPS[group]} (one bench run, batch 1, length 128, 2 threads)\n")
     print("| variant | trim | measured speed-up (95% interval) | accuracy |")
     print("|---|---|---:|---:|")
-    searched = searched_variants(out)
+    searched = {name: folder for name, folder in searched_variants(out).items() if bench_group(name) == group}
     for name in [*FIXED, *searched]:
         row, ratio = records.get(name), _speedup(bench, name)
         if row is None or ratio is None:
@@ -152,7 +160,9 @@ def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict]) 
         mine = records[name]["metrics"]["accuracy"]
         measured = _speedup(bench, name)[0]
         phases = ", ".join(f"{key.removesuffix('_s').replace('_', ' ')} {value:.0f} s" for key, value in data["phases_s"].items())
+        estimate = data["best"].get("final_estimate") or data["best"]["estimate"]
         line = (f"- {name} (target {target}x): {records[name]['trim_summary']}, predicted {data['best']['predicted_speedup']:.3f}x, "
+                f"estimate {estimate:.4f}, "
                 f"measured {measured:.3f}x ({measured / target - 1:+.1%} vs target), accuracy {mine:.4f}")
         if best:
             line += f"; best fixed pattern measured >= {target}x: {best[1]} ({best[2]:.3f}x) {best[0]:.4f}, Δ {100 * (mine - best[0]):+.2f} points"
@@ -193,10 +203,32 @@ def print_tables(out: Path) -> None:
     predictor_table(out)  # the keepln searches' predictor (the default space), fresh held-out timings
     predictor_table(out, "onnx-int8", name="predictor-onnx-int8-linear.json")
     predictor_table(out, "onnx-int8")
+    predictor_table(out, "onnx-int8", name="predictor-onnx-int8-keepln.json")  # the default space (LayerNorms kept)
     importance_tables(out, records)
     estimator_table(out, records)
     searched_table(out, records, _bench(out))
+    for group in LATER:
+        searched_table(out, records, _bench(out, f"bench-{group}.json"), group)
+    finalists_table(out)
     seeds_table(out, records)
+
+
+def finalists_table(out: Path) -> None:
+    """The search-final searches' finalists: search estimate vs the fresh re-score."""
+    for name, folder in searched_variants(out).items():
+        if bench_group(name) is None:
+            continue
+        data = json.loads((folder / "search.json").read_text())
+        info = data["estimator"]
+        print(f"## Finalists of {folder.name} ({len(data['candidates'])} candidates; re-scored on {info['final_rows']:,} fresh rows)\n")
+        print("| trim | predicted speed-up | search estimate | fresh estimate | fine-tuned, fresh rows | origin |")
+        print("|---|---:|---:|---:|---:|---|")
+        for item in info["finalists"]:
+            verified = "" if item.get("verified") is None else f"{item['verified']:.4f}"
+            print(f"| {item['summary']} | {item['predicted_speedup']:.3f}x | {item['estimate']:.4f} | {item['final_estimate']:.4f} "
+                  f"| {verified} | {item['origin']} |")
+        phases = ", ".join(f"{key.removesuffix('_s').replace('_', ' ')} {value:.0f} s" for key, value in data["phases_s"].items())
+        print(f"\nSearch time: {phases}\n")
 
 
 if __name__ == "__main__":

@@ -86,3 +86,4 @@ def test_finalists_are_rescored_and_the_best_fresh_score_wins():
     assert choose_finalist(result, lambda spec: fresh[spec.drop_ffn[0]], finalists=3)[0] is items[1]  # a tie: the faster
     untouched = SearchResult(items, items[0], 1, 0.0, "generations")
     assert choose_finalist(untouched, lambda spec: 0.0, finalists=0) == [] and untouched.best is items[0]
+

@@ -83,10 +83,13 @@ def search(
     console.print(table)
     if info.get("finalists"):
         finals = Table(title=f"Finalists, re-scored on {info['final_rows']:,} fresh rows")
-        for column, justify in (("trim", "left"), ("speed-up", "right"), ("search est.", "right"), ("fresh est.", "right"), ("origin", "left")):
-            finals.add_column(column, justify=justify)
+        columns = ["trim", "speed-up", "search est.", "fresh est.", "fine-tuned (fresh rows)", "origin"]
+        for column in columns:
+            finals.add_column(column, justify="left" if column in ("trim", "origin") else "right")
         for item in info["finalists"]:
-            finals.add_row(item["summary"], f"{item['predicted_speedup']:.2f}x", f"{item['estimate']:.4f}", f"{item['final_estimate']:.4f}", item["origin"])
+            verified = "" if item.get("verified") is None else f"{item['verified']:.4f}"
+            finals.add_row(item["summary"], f"{item['predicted_speedup']:.2f}x", f"{item['estimate']:.4f}",
+                           f"{item['final_estimate']:.4f}", verified, item["origin"])
         console.print(finals)
     phases = ", ".join(f"{name.removesuffix('_s').replace('_', ' ')} {seconds:.0f} s" for name, seconds in report.phases_s.items())
     console.print(f"chosen: {result.best.spec.summary()}  ({phases})")

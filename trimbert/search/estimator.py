@@ -133,26 +133,36 @@ class Estimator:
         return value
 
     def _outputs(self, batches: list[dict[str, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Logits, the classifier's input features and the labels of every row of ``batches``."""
-        device = model_device(self.model)
-        logits, features, labels = [], [], []
-        head = getattr(self.model, "classifier", None)
-        handle = head.register_forward_pre_hook(lambda module, args: features.append(args[0].float().cpu().numpy())) if head else None
-        try:
-            with torch.inference_mode(), model_mode(self.model, train=False):
-                for batch in batches:
-                    inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
-                    logits.append(self.model(**inputs).logits.float().cpu().numpy())
-                    labels.append(batch["labels"].numpy())
-        finally:
-            if handle is not None:
-                handle.remove()
-        return np.concatenate(logits), np.concatenate(features) if features else np.empty(0), np.concatenate(labels)
+        return model_outputs(self.model, batches)
 
     def close(self) -> None:
         if self.gates is not None:
             self.gates.remove()
             self.gates = None
+
+
+def model_outputs(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits, the classifier's input features and the labels of every row of ``batches``."""
+    device = model_device(model)
+    logits, features, labels = [], [], []
+    head = getattr(model, "classifier", None)
+    handle = head.register_forward_pre_hook(lambda module, args: features.append(args[0].float().cpu().numpy())) if head else None
+    try:
+        with torch.inference_mode(), model_mode(model, train=False):
+            for batch in batches:
+                inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
+                logits.append(model(**inputs).logits.float().cpu().numpy())
+                labels.append(batch["labels"].numpy())
+    finally:
+        if handle is not None:
+            handle.remove()
+    return np.concatenate(logits), np.concatenate(features) if features else np.empty(0), np.concatenate(labels)
+
+
+def model_metric(model: nn.Module, task: Any, batches: list[dict[str, torch.Tensor]]) -> float:
+    """The task's main metric of ``model`` (its own head) on ``batches``: how a verified finalist is judged."""
+    logits, _, labels = model_outputs(model, batches)
+    return compute_metrics(task, predictions_from_logits(task, logits), labels)[task.main_metric]
 
 
 def _probe_predictions(task: Any, features: np.ndarray, labels: np.ndarray) -> np.ndarray:

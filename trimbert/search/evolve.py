@@ -39,6 +39,7 @@ class Candidate:
     origin: str  # "pattern: <name>", "random" or "evolved"
     generation: int
     final_estimate: float | None = None  # the fresh re-score, for finalists
+    verified: float | None = None  # a real fine-tune's metric on the fresh rows (search --verify)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class Candidate:
             "predicted_speedup": self.predicted_speedup,
             "estimate": self.estimate,
             "final_estimate": self.final_estimate,
+            "verified": self.verified,
             "origin": self.origin,
             "generation": self.generation,
         }

@@ -5,7 +5,10 @@ length and threads (:mod:`trimbert.search.latency`, cached under ``cache_dir``),
 estimator (:mod:`trimbert.search.estimator`), (3) runs the evolutionary search
 (:mod:`trimbert.search.evolve`) seeded with the hand-made patterns, among the trims predicted between the
 target and ``overshoot`` past it, (4) re-scores the finalists (the best candidates and the patterns) on
-fresh rows and keeps the best by that score, and (5) writes to ``out``:
+fresh rows and keeps the best by that score (with ``verify``: fine-tunes that many of the best
+finalists, and the best hand-made pattern among the finalists, for real, into ``out/verify/``, and keeps
+the one most accurate on the fresh rows), and (5)
+writes to ``out``:
 
 - ``search.json``: settings, conditions, the predictor (costs and probes), every candidate scored,
   the Pareto front, the best spec and the timings of each phase;
@@ -187,8 +190,43 @@ def search(
     }
     report = SearchReport(result, predictor, cached, min_speedup, info, phases, Path(out))
     with checkpoint.atomic_output_dir(out, force) as staging:
+        if settings.verify and finalists:
+            start = time.perf_counter()
+            verify_finalists(result, to_verify(finalists, settings.verify), estimator, model_source, source, finetune,
+                             settings.importance, staging / "verify", progress=progress)
+            phases["verify_s"] = time.perf_counter() - start
+            info["finalists"] = [candidate.to_dict() for candidate in finalists]
         write_outputs(staging, report, settings, finetune, model_source, source, space)
     return report
+
+
+def to_verify(finalists: list[Candidate], count: int) -> list[Candidate]:
+    """The ``count`` best finalists by fresh score and, if none of them is a hand-made pattern, the best
+    pattern too: the search then never picks a trim a fine-tune shows worse than that pattern."""
+    chosen = finalists[:count]
+    if not any(item.origin.startswith("pattern:") for item in chosen):
+        chosen += [item for item in finalists[count:] if item.origin.startswith("pattern:")][:1]
+    return chosen
+
+
+def verify_finalists(
+    result: SearchResult, finalists: list[Candidate], estimator: Any, model_source: str, source: DataSource,
+    finetune: FinetuneSettings, importance: str, folder: Path, *, progress: bool = False,
+) -> None:
+    """Fine-tune each finalist with the search's fine-tune settings into ``folder/finalist-<i>``, set its
+    ``verified`` metric on the estimator's fresh rows (never the dev set), and make the most accurate
+    (ties to the faster) ``result.best``."""
+    from trimbert.search.estimator import model_metric
+    from trimbert.train.finetune import finetune as run_finetune
+
+    for index, candidate in enumerate(finalists):
+        request = TrimRequest.from_spec(candidate.spec)
+        if candidate.spec.ffn_width:
+            request = TrimRequest(**{**request.to_dict(), "importance": importance})
+        run = folder / f"finalist-{index}"
+        run_finetune(model_source, source, run, settings=finetune, request=request, progress=progress, force=True)
+        candidate.verified = model_metric(checkpoint.load(run), estimator.task, estimator.final_batches)
+    result.best = min(finalists, key=lambda item: (-item.verified, item.predicted_ms))
 
 
 RUNTIMES_TO_BENCH = {"pytorch": ["pytorch"], "onnx": ["pytorch", "onnxruntime"], "onnx-int8": ["pytorch", "onnxruntime-int8"]}
@@ -275,6 +313,7 @@ def spec_file(best: Candidate, importance: str) -> dict[str, Any]:
         "predicted_speedup": best.predicted_speedup,
         "estimate": best.estimate if best.final_estimate is None else best.final_estimate,
         "search_estimate": best.estimate,
+        "verified": best.verified,
     }
 
 
@@ -309,15 +348,17 @@ def finalist_table(report: SearchReport, metric: str) -> str:
         return ""
     lines = [
         "",
-        f"Finalists, re-scored on {rows:,} fresh rows (the winner is the best fresh score):",
+        f"Finalists, re-scored on {rows:,} fresh rows (the winner is the best fresh score, or the most accurate "
+        "fine-tuned one with --verify):",
         "",
-        f"| trim | predicted speed-up | search estimate | fresh {metric} | origin |",
-        "|---|---:|---:|---:|---|",
+        f"| trim | predicted speed-up | search estimate | fresh {metric} | fine-tuned, fresh rows | origin |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for item in finalists:
+        verified = "" if item.get("verified") is None else f"{item['verified']:.4f}"
         lines.append(
             f"| {item['summary']} | {item['predicted_speedup']:.2f}x | {item['estimate']:.4f} "
-            f"| {item['final_estimate']:.4f} | {item['origin']} |"
+            f"| {item['final_estimate']:.4f} | {verified} | {item['origin']} |"
         )
     return "\n".join(lines) + "\n"
 
