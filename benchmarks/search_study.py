@@ -22,14 +22,15 @@ OUT (a killed study resumes); run the timing phases (predictor, bench) on a quie
   right away and after re-fine-tuning; and the 3 FFNs ``auto:3`` drops when it ranks on the fine-tuned
   baseline (Taylor on the task loss; the cut analysis).
 - bench: every fine-tuned model side by side with the baseline (``trimbert bench``; OUT/bench.json).
-- seeds: the keepln and final searches' winners, ``last:3``, ``--ffn-width 384`` and the baseline at seeds
+- seeds: the keepln, final and verify searches' winners, ``last:3``, ``--ffn-width 384`` and the baseline at seeds
   43 and 44 (OUT/seeds.toml into OUT/seeds; accuracy only: speed is the structure's, measured in bench).
 - predictor-onnx-int8-keepln: the int8 predictor of the default space (LayerNorms kept) and its held-out
   error (OUT/predictor-onnx-int8-keepln.json).
-- search-final: the defaults (window of 10% over the target, finalists re-scored on fresh rows) into
-  OUT/search-final-*; bench-final: the fixed patterns and those winners side by side with the baseline,
-  in one run of their own (OUT/bench-final.json); search-verify and bench-verify: the same with
-  ``--verify 4`` (OUT/search-verify-*, OUT/bench-verify.json).
+- search-final: the window of 10% over the target and finalists re-scored on fresh rows, without
+  fine-tuned verification (``--verify 0``), into OUT/search-final-*; bench-final: the fixed patterns
+  and those winners side by side with the baseline, in one run of their own (OUT/bench-final.json);
+  search-verify and bench-verify: the defaults (``--verify 4``; OUT/search-verify-*,
+  OUT/bench-verify.json).
 - tables: print every table from the files above.
 """
 
@@ -50,15 +51,15 @@ TARGET = ["--batch-size", "1", "--seq-len", "128", "--threads", "2"]
 TARGETS = ("1.3", "1.6")
 # Search configurations: search-<target> (head scorer, LayerNorms searched too), search-probe-<target>
 # (probe scorer, LayerNorms too), search-keepln-<target> (probe scorer, LayerNorms kept, as before the
-# overshoot window and the finalists existed), search-final-<target> (the defaults: probe scorer,
-# LayerNorms kept, candidates within 10% of the target, 8 finalists and the patterns re-scored on 3,000
-# fresh rows), search-verify-<target> (the defaults with --verify 4: the 4 best finalists, and the best
-# pattern among the finalists, fine-tuned and judged on the fresh rows).
+# overshoot window and the finalists existed), search-final-<target> (probe scorer, LayerNorms kept,
+# candidates within 10% of the target, 8 finalists and the patterns re-scored on 3,000 fresh rows, no
+# fine-tuned verification), search-verify-<target> (the defaults, --verify 4: the 4 best finalists, and
+# the best pattern among the finalists, fine-tuned and judged on the fresh rows).
 CONFIGS = {
-    "head": ["--scorer", "head", "--layernorms", "--overshoot", "100", "--finalists", "0"],
-    "probe": ["--scorer", "probe", "--layernorms", "--overshoot", "100", "--finalists", "0"],
-    "keepln": ["--overshoot", "100", "--finalists", "0"],
-    "final": [],
+    "head": ["--scorer", "head", "--layernorms", "--overshoot", "100", "--finalists", "0", "--verify", "0"],
+    "probe": ["--scorer", "probe", "--layernorms", "--overshoot", "100", "--finalists", "0", "--verify", "0"],
+    "keepln": ["--overshoot", "100", "--finalists", "0", "--verify", "0"],
+    "final": ["--verify", "0"],
     "verify": ["--verify", "4"],
 }
 LATER = ("final", "verify")  # configurations benched in runs of their own (bench-<config>.json)

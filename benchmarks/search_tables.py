@@ -127,8 +127,8 @@ def estimator_table(out: Path, records: dict[str, dict]) -> None:
         print()
 
 
-GROUPS = {None: "the searches before the window and finalists", "final": "the default searches (window, finalists)",
-          "verify": "the default searches with --verify 4"}
+GROUPS = {None: "the searches before the window and finalists", "final": "window and finalists, --verify 0",
+          "verify": "the defaults (window, finalists, --verify 4)"}
 
 
 def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict], group: str | None = None) -> None:

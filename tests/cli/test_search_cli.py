@@ -24,7 +24,7 @@ FAST = (
 def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_checkpoint, tmp_path):
     data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
     out = tmp_path / "search"
-    args = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST)
+    args = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST, "--verify", "0")
     code, stdout, err = run_cli(*args, "--cache-dir", tmp_path / "cache", "--out", out)
     assert code == 0, err
     assert "measured 7 probe trims" in stdout  # --probes 6, but every corner of the space is a probe and "Pareto front" in stdout and "chosen: " in stdout
@@ -82,7 +82,11 @@ def test_the_analyze_estimator_fine_tunes_once_without_sub_trims(run_cli, tiny_c
     assert code == 0, err
     result = json.loads(stdout)
     assert result["estimator"]["kind"] == "analyze" and result["estimator"]["sub_trims_drawn"] == 0
-    assert result["best"]["final_estimate"] == max(item["final_estimate"] for item in result["estimator"]["finalists"])
+    finalists = result["estimator"]["finalists"]
+    verified = [item for item in finalists if item["verified"] is not None]
+    assert verified[:4] == finalists[:4]  # --verify 4 by default: the 4 best fresh scores, and maybe one pattern
+    assert len(verified) <= 5 and all(item["origin"].startswith("pattern: ") for item in verified[4:])
+    assert result["best"]["verified"] == max(item["verified"] for item in verified)
 
 
 def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fresh_rows(run_cli, tiny_checkpoint, tmp_path):

@@ -63,11 +63,11 @@ class SearchSettings(Settings):
     )
     final_rows: int = Field(3000, ge=10, description="Fresh training rows the finalists are re-scored on.")
     verify: int = Field(
-        0,
+        4,
         ge=0,
         description="Fine-tune this many of the best finalists (and the best hand-made pattern among them) for real "
-        "and choose the one most accurate on the fresh rows (one fine-tune each; the one-shot estimate can miss "
-        "by points, measured: docs/search.md).",
+        "and choose the one most accurate on the fresh rows (one fine-tune each; 0: trust the estimate, which "
+        "can miss by points, measured: docs/search.md).",
     )
     population: int = Field(16, ge=2, description="New candidates per generation.")
     parents: int = Field(6, ge=1, description="Best candidates bred from in each generation.")
