@@ -105,7 +105,10 @@ def estimator_table(out: Path, records: dict[str, dict]) -> None:
         for name, other in searched.items():
             if name not in records:
                 continue
-            best = json.loads((other / "search.json").read_text())["best"]["spec"]
+            winner = json.loads((other / "search.json").read_text())["best"]
+            if winner["origin"].startswith("pattern: "):
+                continue  # a hand-made pattern won: its row is there already
+            best = winner["spec"]
             # the other searches' winners were not scored by this super-model unless it met them
             scored = [c for c in data["candidates"] if c["spec"] == best]
             if other == folder:
