@@ -46,7 +46,7 @@ def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_chec
     front = (out / "front.md").read_text().splitlines()
     assert front[0].startswith("| trim | predicted ms") and len(front) == 2 + len(result["front"]) + 5 + len(finalists)
     assert front[2 + len(result["front"]) + 1].startswith("Finalists, re-scored on 24 fresh rows (the winner is the best fresh score")
-    assert "Finalists, re-scored on 24 fresh rows" in stdout
+    assert "Finalists, re-scored on 24 fresh rows" in stdout and "no finalists" not in stdout
     best = json.loads((out / "best.json").read_text())
     assert best["trim_spec"] == result["best"]["spec"]
     assert best["estimate"] == result["best"]["final_estimate"] and best["search_estimate"] == result["best"]["estimate"]
@@ -87,6 +87,20 @@ def test_the_analyze_estimator_fine_tunes_once_without_sub_trims(run_cli, tiny_c
     assert verified[:4] == finalists[:4]  # --verify 4 by default: the 4 best fresh scores, and maybe one pattern
     assert len(verified) <= 5 and all(item["origin"].startswith("pattern: ") for item in verified[4:])
     assert result["best"]["verified"] == max(item["verified"] for item in verified)
+
+
+def test_without_spare_rows_for_finalists_the_search_says_so(run_cli, tiny_checkpoint, tmp_path):
+    data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
+    code, stdout, err = run_cli(
+        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST, "--final-rows", "3000",
+        "--cache-dir", tmp_path / "cache", "--out", tmp_path / "search",
+    )
+    assert code == 0, err
+    assert "no finalists: fewer than 100 fresh training rows were left after the score rows" in " ".join(stdout.split())
+    result = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert result["estimator"]["finalists"] == [] and result["estimator"]["final_rows"] == 0
+    assert result["best"]["estimate"] == max(item["estimate"] for item in result["candidates"])
+    assert not (tmp_path / "search" / "verify").exists()
 
 
 def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fresh_rows(run_cli, tiny_checkpoint, tmp_path):

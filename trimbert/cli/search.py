@@ -81,6 +81,11 @@ def search(
         name = candidate.spec.summary() + (" (chosen)" if candidate is result.best else "")
         table.add_row(name, f"{candidate.predicted_ms:.2f}", f"{candidate.predicted_speedup:.2f}x", f"{candidate.estimate:.4f}", candidate.origin)
     console.print(table)
+    if settings.finalists and not info.get("finalists"):
+        console.print(
+            f"no finalists: fewer than {min(settings.final_rows, 100)} fresh training rows were left after the score rows, "
+            "so the best search estimate wins unverified (use --max-train-samples or --score-rows to leave some)"
+        )
     if info.get("finalists"):
         finals = Table(title=f"Finalists, re-scored on {info['final_rows']:,} fresh rows")
         columns = ["trim", "speed-up", "search est.", "fresh est.", "fine-tuned (fresh rows)", "origin"]
