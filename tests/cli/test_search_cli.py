@@ -108,7 +108,7 @@ def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fre
     out = tmp_path / "search"
     code, stdout, err = run_cli(
         "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST, "--verify", "2",
-        "--cache-dir", tmp_path / "cache", "--out", out, "--json",
+        "--cache-dir", tmp_path / "cache", "--out", out, "--json", "--finetune", "--bench-seconds", "1",
     )
     assert code == 0, err
     result = json.loads(stdout)
@@ -133,7 +133,15 @@ def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fre
         model = trimbert.load(run)
         assert model.config.spec == TrimSpec.from_dict(item["spec"])
         assert model_metric(model, get_task("sst2"), fresh) == item["verified"]  # judged on the fresh rows, not dev
-    assert json.loads((out / "best.json").read_text())["verified"] == best["verified"]
+    chosen = json.loads((out / "best.json").read_text())
+    assert chosen["verified"] == best["verified"]
+    winner = f"verify/finalist-{verified.index(best)}"
+    assert chosen["verified_run"] == winner
+    # --finetune reuses the verified run of the winner instead of training it again
+    trained = result["finetune"]
+    assert trained["searched_run"] == winner and not (out / "finetune" / "searched").exists()
+    assert trained["searched"] == json.loads((out / winner / "metrics.json").read_text())["metrics"]["accuracy"]
+    assert trained["trim"] == best["summary"] and trained["measured_speedup"] > 0
 
 
 def test_search_refuses_bad_input_in_one_line(run_cli, tiny_checkpoint, tmp_path):

@@ -22,8 +22,9 @@ writes to ``out``:
 
 The output folder is written atomically (nothing is left half-written). :func:`finetune_best` (``search
 --finetune``) then fine-tunes the untrimmed baseline and the chosen spec with the same settings into
-``out/finetune/``, times them side by side in the searched runtime and writes ``out/finetune.json``: real
-accuracy and real speed-up next to the estimated and predicted ones.
+``out/finetune/`` (the chosen spec's run is reused from ``out/verify/`` when ``--verify`` trained it
+already, with the same settings), times them side by side in the searched runtime and writes
+``out/finetune.json``: real accuracy and real speed-up next to the estimated and predicted ones.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
 from trimbert.model.structure import config_spec
+from trimbert.report.records import Record, write_json_atomic
 from trimbert.report.records import conditions as run_conditions
-from trimbert.report.records import write_json_atomic
 from trimbert.search.estimator import SCORERS, build_estimator
 from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve
 from trimbert.search.latency import Conditions, Predictor, build_predictor, cached_predictor, model_shape
@@ -227,6 +228,7 @@ def verify_finalists(
         run_finetune(model_source, source, run, settings=finetune, request=request, progress=progress, force=True)
         candidate.verified = model_metric(checkpoint.load(run), estimator.task, estimator.final_batches)
     result.best = min(finalists, key=lambda item: (-item.verified, item.predicted_ms))
+    result.notes["verified_run"] = f"finalist-{finalists.index(result.best)}"
 
 
 RUNTIMES_TO_BENCH = {"pytorch": ["pytorch"], "onnx": ["pytorch", "onnxruntime"], "onnx-int8": ["pytorch", "onnxruntime-int8"]}
@@ -244,15 +246,21 @@ def finetune_best(
     chosen = json.loads((out / BEST_FILE).read_text())
     runs = out / "finetune"
     baseline = run_finetune(model_source, source, runs / "baseline", settings=finetune, progress=progress, force=True)
-    searched = run_finetune(
-        model_source, source, runs / "searched", settings=finetune, request=TrimRequest.from_spec_file(out / BEST_FILE),
-        progress=progress, force=True,
-    )
+    searched_run = runs / "searched"
+    verified = chosen.get("verified_run")
+    if verified and (out / verified / "metrics.json").is_file():  # --verify fine-tuned it already, with these settings
+        searched_run = out / verified
+        searched = Record.from_dict(json.loads((searched_run / "metrics.json").read_text()))
+    else:
+        searched = run_finetune(
+            model_source, source, searched_run, settings=finetune, request=TrimRequest.from_spec_file(out / BEST_FILE),
+            progress=progress, force=True,
+        )
     bench_settings = BenchSettings(
         batch_size=settings.batch_size, seq_len=settings.seq_len, device=settings.device, threads=settings.threads,
         runtimes=RUNTIMES_TO_BENCH[settings.runtime], repeats=30, max_seconds=settings.bench_seconds,
     ).resolved()
-    report = bench([str(runs / "searched")], bench_settings, vs=str(runs / "baseline"), names=["searched"])
+    report = bench([str(searched_run)], bench_settings, vs=str(runs / "baseline"), names=["searched"])
     measured = next(r for r in report.records if r.variant == "searched" + RUNTIME_VARIANT[settings.runtime])
     pairing = measured.extra.get("paired", {})
     paired = pairing.get("latency", {})
@@ -268,6 +276,7 @@ def finetune_best(
         "measured_stable": paired.get("stable"),
         "versus": pairing.get("baseline"),  # the untrimmed model in its fastest fp32 runtime
         "trim": searched.trim_summary,
+        "searched_run": str(searched_run.relative_to(out)),
     }
     write_json_atomic(out / "finetune.json", result)
     return result
@@ -296,7 +305,10 @@ def write_outputs(folder: Path, report: SearchReport, settings: SearchSettings, 
         "conditions": run_conditions(device=settings.device, seed=finetune.seed),
     }
     (folder / SEARCH_FILE).write_text(json.dumps(data, indent=2) + "\n")
-    (folder / BEST_FILE).write_text(json.dumps(spec_file(best, settings.importance), indent=2) + "\n")
+    spec = spec_file(best, settings.importance)
+    if "verified_run" in result.notes:
+        spec["verified_run"] = f"verify/{result.notes['verified_run']}"
+    (folder / BEST_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     metric = report.estimator["metric"]
     (folder / "front.md").write_text(front_table(result.front(), best, metric) + finalist_table(report, metric))
     (folder / "variant.toml").write_text(variant_toml(best.spec, settings.importance))
