@@ -87,6 +87,6 @@ def search_fields(folder: Path, reused: bool) -> dict[str, Any]:
         "search_time_s": sum(data["phases_s"].values()),
         "search_target_speedup": data["target_speedup"],
         "search_predicted_speedup": data["best"]["predicted_speedup"],
-        "search_estimate": data["best"].get("final_estimate") or data["best"]["estimate"],
+        "search_estimate": data["best"]["estimate"] if data["best"].get("final_estimate") is None else data["best"]["final_estimate"],
         "search_reused": reused,
     }
