@@ -154,6 +154,7 @@ def test_search_refuses_bad_input_in_one_line(run_cli, tiny_checkpoint, tmp_path
         (("--speedup", "1.5", "--widths", "0.5,abc"), "error: --widths: 'abc' is not a number"),
         (("--speedup", "1.5", "--max-drop-layers", "2"), "error: --max-drop-layers: 2 is not between 0 and 1"),
         (("--speedup", "1000", *FAST), "error: no trim in the search space is predicted to reach 1000.00x"),
+        (("--speedup", "1.05", "--overshoot", "0", "--json", *FAST), "error: the search found no trim predicted between 1.05x and 1.05x"),
     ]
     for extra, message in cases:
         code, _, err = run_cli(*base, *extra)
