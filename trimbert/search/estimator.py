@@ -202,7 +202,6 @@ def score_rows(
     train = dataset["train"]
     used = len(train) if settings.max_train_samples is None else min(settings.max_train_samples, len(train))
     shuffled = train.shuffle(seed=settings.seed)
-    final = None
     if len(train) - used >= min(rows, 100):
         end = min(len(train), used + rows)
         parts = {"score": shuffled.select(range(used, end))}
@@ -214,9 +213,7 @@ def score_rows(
         parts = {"score": validation.shuffle(seed=settings.seed).select(range(min(rows, len(validation))))}
         split = f"{task.eval_splits[0]} (no spare training rows)"
     encoded = tokenize(DatasetDict(parts), tokenizer, settings.max_length)
-    if "final" in encoded:
-        final = encoded["final"]
-    return encoded["score"], final, split
+    return encoded["score"], encoded.get("final"), split
 
 
 def neuron_order(model: nn.Module, encoded_train: Any, tokenizer: Any, settings: FinetuneSettings, importance: str, samples: int) -> dict[int, torch.Tensor]:

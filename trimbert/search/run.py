@@ -186,7 +186,7 @@ def search(
         "train_time_s": estimator.train_time_s, "score_time_s": estimator.score_time_s,
         "untrimmed_estimate": untrimmed, "metric": estimator.task.main_metric, "patterns": patterns,
         "scorer": estimator.scorer, "best_by_scorer": best_by_scorer,
-        "final_rows": estimator.final_rows, "finalists": [candidate.to_dict() for candidate in finalists],
+        "final_rows": estimator.final_rows,
         **estimator.info,
     }
     report = SearchReport(result, predictor, cached, min_speedup, info, phases, Path(out))
@@ -196,7 +196,7 @@ def search(
             verify_finalists(result, to_verify(finalists, settings.verify), estimator, model_source, source, finetune,
                              settings.importance, staging / "verify", progress=progress)
             phases["verify_s"] = time.perf_counter() - start
-            info["finalists"] = [candidate.to_dict() for candidate in finalists]
+        info["finalists"] = [candidate.to_dict() for candidate in finalists]  # with their verified metrics
         write_outputs(staging, report, settings, finetune, model_source, source, space)
     return report
 
