@@ -30,7 +30,8 @@ OUT (a killed study resumes); run the timing phases (predictor, bench) on a quie
   fine-tuned verification (``--verify 0``), into OUT/search-final-*; bench-final: the fixed patterns
   and those winners side by side with the baseline, in one run of their own (OUT/bench-final.json);
   search-verify and bench-verify: the defaults (``--verify 4``; OUT/search-verify-*,
-  OUT/bench-verify.json).
+  OUT/bench-verify.json); search-under and bench-under: the defaults since, candidates predicted down to
+  5% under the target too (``--undershoot 0.05``; OUT/search-under-*, OUT/bench-under.json).
 - tables: print every table from the files above.
 """
 
@@ -49,20 +50,23 @@ GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().paren
 TRAIN = ["--epochs", "2", "--lr", "1e-4", "--max-length", "64", "--max-train-samples", "4000", "--seed", "42"]
 TARGET = ["--batch-size", "1", "--seq-len", "128", "--threads", "2"]
 TARGETS = ("1.3", "1.6")
+TARGETS_UNDER = tuple(os.environ.get("SEARCH_STUDY_UNDER", "1.6,1.3").split(","))  # 1.6 first: its goal is the open one
 # Search configurations: search-<target> (head scorer, LayerNorms searched too), search-probe-<target>
 # (probe scorer, LayerNorms too), search-keepln-<target> (probe scorer, LayerNorms kept, as before the
 # overshoot window and the finalists existed), search-final-<target> (probe scorer, LayerNorms kept,
 # candidates within 10% of the target, 8 finalists and the patterns re-scored on 3,000 fresh rows, no
 # fine-tuned verification), search-verify-<target> (the defaults, --verify 4: the 4 best finalists, and
-# the best pattern among the finalists, fine-tuned and judged on the fresh rows).
+# the best pattern among the finalists, fine-tuned and judged on the fresh rows), search-under-<target>
+# (the defaults since: as verify, with candidates predicted down to 5% under the target, --undershoot 0.05).
 CONFIGS = {
     "head": ["--scorer", "head", "--layernorms", "--overshoot", "100", "--finalists", "0", "--verify", "0"],
     "probe": ["--scorer", "probe", "--layernorms", "--overshoot", "100", "--finalists", "0", "--verify", "0"],
     "keepln": ["--overshoot", "100", "--finalists", "0", "--verify", "0"],
-    "final": ["--verify", "0"],
-    "verify": ["--verify", "4"],
+    "final": ["--undershoot", "0", "--verify", "0"],
+    "verify": ["--undershoot", "0", "--verify", "4"],
+    "under": ["--undershoot", "0.05", "--verify", "4"],
 }
-LATER = ("final", "verify")  # configurations benched in runs of their own (bench-<config>.json)
+LATER = ("final", "verify", "under")  # configurations benched in runs of their own (bench-<config>.json)
 
 
 def search_name(target: str, config: str) -> str:
@@ -71,7 +75,7 @@ TRIMBERT = str(Path(sys.executable).parent / "trimbert")  # the CLI of this inte
 PHASES = (
     "predictor", "predictor-onnx-int8", "search", "sweep", "importance", "search-probe", "search-keepln", "sweep", "bench",
     "seeds", "predictor-onnx-int8-keepln", "search-final", "sweep", "seeds", "bench-final", "search-verify", "sweep",
-    "seeds", "bench-verify", "tables",
+    "seeds", "bench-verify", "search-under", "sweep", "seeds", "bench-under", "tables",
 )
 FIXED = {
     "alternate": {"drop_ffn": "alternate"},
@@ -129,9 +133,9 @@ def phase_predictor(out: Path, runtime: str = "pytorch", name: str | None = None
     target.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def phase_search(out: Path, configs: tuple[str, ...] = ("head",)) -> None:
+def phase_search(out: Path, configs: tuple[str, ...] = ("head",), targets: tuple[str, ...] = TARGETS) -> None:
     for config in configs:
-        for speedup in TARGETS:
+        for speedup in targets:
             folder = out / search_name(speedup, config)
             if (folder / "best.json").exists():
                 continue
@@ -215,7 +219,7 @@ def phase_bench(out: Path, group: str | None = None) -> None:
     cli(*args, *TARGET, "--repeats", "30", "--max-seconds", "240", "--out", str(target))
 
 
-SEEDED = ("baseline", "last3", "width384-taylor")  # with the default searches' winners: seeds 43 and 44 too
+SEEDED = ("baseline", "last3", "last4", "width384-taylor")  # with the default searches' winners: seeds 43 and 44 too
 
 
 def phase_seeds(out: Path) -> None:
@@ -227,7 +231,7 @@ def phase_seeds(out: Path) -> None:
         keys = FIXED.get(name, {})
         lines += ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], ""]
     for name, folder in searched_variants(out).items():
-        if name.startswith(("searched-keepln-", "searched-final-", "searched-verify-")):
+        if name.startswith(("searched-keepln-", "searched-final-", "searched-verify-", "searched-under-")):
             lines += [(folder / "variant.toml").read_text().replace('name = "searched"', f'name = "{name}"')]
     (out / "seeds.toml").write_text("\n".join(lines))
     cli("sweep", str(out / "seeds.toml"), "--out", str(out / "seeds"))
@@ -256,6 +260,8 @@ def main() -> None:
                "bench-final": lambda out: phase_bench(out, "final"),
                "search-verify": lambda out: phase_search(out, ("verify",)),
                "bench-verify": lambda out: phase_bench(out, "verify"),
+               "search-under": lambda out: phase_search(out, ("under",), TARGETS_UNDER),
+               "bench-under": lambda out: phase_bench(out, "under"),
                "importance": phase_importance, "bench": phase_bench, "seeds": phase_seeds, "tables": tables}
     for phase in args.phase or PHASES:
         runners[phase](args.out)

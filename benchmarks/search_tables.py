@@ -131,7 +131,7 @@ def estimator_table(out: Path, records: dict[str, dict]) -> None:
 
 
 GROUPS = {None: "the searches before the window and finalists", "final": "window and finalists, --verify 0",
-          "verify": "the defaults (window, finalists, --verify 4)"}
+          "verify": "window, finalists, --verify 4", "under": "the defaults (--undershoot 0.05, --verify 4)"}
 
 
 def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict], group: str | None = None) -> None:
@@ -154,21 +154,22 @@ def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict], 
             continue
         data = json.loads((folder / "search.json").read_text())
         target = data["target_speedup"]
+        mine = records[name]["metrics"]["accuracy"]
+        measured = _speedup(bench, name)[0]
+        floor = min(target, measured)  # a winner measured under the target faces every pattern at least as fast
         fixed = [
             (records[other]["metrics"]["accuracy"], other, _speedup(bench, other)[0])
             for other in FIXED
-            if other in records and _speedup(bench, other) and _speedup(bench, other)[0] >= target
+            if other in records and _speedup(bench, other) and _speedup(bench, other)[0] >= floor
         ]
         best = max(fixed) if fixed else None
-        mine = records[name]["metrics"]["accuracy"]
-        measured = _speedup(bench, name)[0]
         phases = ", ".join(f"{key.removesuffix('_s').replace('_', ' ')} {value:.0f} s" for key, value in data["phases_s"].items())
         estimate = data["best"].get("final_estimate") or data["best"]["estimate"]
         line = (f"- {name} (target {target}x): {records[name]['trim_summary']}, predicted {data['best']['predicted_speedup']:.3f}x, "
                 f"estimate {estimate:.4f}, "
                 f"measured {measured:.3f}x ({measured / target - 1:+.1%} vs target), accuracy {mine:.4f}")
         if best:
-            line += f"; best fixed pattern measured >= {target}x: {best[1]} ({best[2]:.3f}x) {best[0]:.4f}, Δ {100 * (mine - best[0]):+.2f} points"
+            line += f"; best fixed pattern measured >= {floor:.3f}x: {best[1]} ({best[2]:.3f}x) {best[0]:.4f}, Δ {100 * (mine - best[0]):+.2f} points"
         print(line + f"; search time: {phases}")
     print()
 

@@ -33,7 +33,9 @@ def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_chec
     assert len(result["predictor"]["probes"]) == 7 and result["predictor"]["cached"] is False
     assert result["estimator"]["kind"] == "one-shot" and result["estimator"]["score_rows"] == 16
     assert result["estimator"]["score_split"] == "train (rows not trained on)"
-    assert all(candidate["predicted_speedup"] <= 1.1 for candidate in result["candidates"])  # within --overshoot 0.1
+    # drawn from 5% under the target (--undershoot 0.05) to 10% over 1.0 (--overshoot 0.1; a target the untrimmed model meets)
+    assert result["speedup_window"] == [result["target_speedup"] * 0.95, 1.1]
+    assert all(0.95 * result["target_speedup"] <= item["predicted_speedup"] <= 1.1 for item in result["candidates"])
     # the finalists: the 8 best estimates and every pattern, re-scored on the 24 rows left; the best fresh score wins
     assert result["estimator"]["final_rows"] == 24
     finalists = result["estimator"]["finalists"]
@@ -153,8 +155,10 @@ def test_search_refuses_bad_input_in_one_line(run_cli, tiny_checkpoint, tmp_path
         (("--speedup", "0.5"), "error: --speedup: must be at least 1.0, got 0.5"),
         (("--speedup", "1.5", "--widths", "0.5,abc"), "error: --widths: 'abc' is not a number"),
         (("--speedup", "1.5", "--max-drop-layers", "2"), "error: --max-drop-layers: 2 is not between 0 and 1"),
-        (("--speedup", "1000", *FAST), "error: no trim in the search space is predicted to reach 1000.00x"),
-        (("--speedup", "1.05", "--overshoot", "0", "--json", *FAST), "error: the search found no trim predicted between 1.05x and 1.05x"),
+        (("--speedup", "1000", "--undershoot", "0", *FAST), "error: no trim in the search space is predicted to reach 1000.00x"),
+        (("--speedup", "1000", *FAST), "error: no trim in the search space is predicted to reach 950.00x"),
+        (("--speedup", "1.05", "--overshoot", "0", "--undershoot", "0", "--json", *FAST),
+         "error: the search found no trim predicted between 1.05x and 1.05x"),
     ]
     for extra, message in cases:
         code, _, err = run_cli(*base, *extra)

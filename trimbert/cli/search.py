@@ -73,7 +73,9 @@ def search(
         f"scores on {info['score_rows']:,} {info['score_split']} rows; untrimmed estimate {info['untrimmed_estimate']:.4f}"
     )
     result = report.result
-    table = Table(title=f"Pareto front (target {report.min_speedup:.2f}x; {len(result.candidates)} candidates, "
+    low, high = report.window
+    table = Table(title=f"Pareto front (target {report.min_speedup:.2f}x, candidates predicted {low:.2f}-{high:.2f}x; "
+                        f"{len(result.candidates)} candidates, "
                         f"{result.generations} generations, stopped: {result.stopped})")
     for column, justify in (("trim", "left"), ("predicted ms", "right"), ("speed-up", "right"), (f"est. {info['metric']}", "right"), ("origin", "left")):
         table.add_column(column, justify=justify)

@@ -3,8 +3,8 @@
 :func:`search` (1) fits or reuses the latency predictor for the device, runtime, batch size, sequence
 length and threads (:mod:`trimbert.search.latency`, cached under ``cache_dir``), (2) trains the accuracy
 estimator (:mod:`trimbert.search.estimator`), (3) runs the evolutionary search
-(:mod:`trimbert.search.evolve`) seeded with the hand-made patterns, among the trims predicted between the
-target and ``overshoot`` past it, (4) re-scores the finalists (the best candidates and the patterns) on
+(:mod:`trimbert.search.evolve`) seeded with the hand-made patterns, among the trims predicted between
+``undershoot`` under the target and ``overshoot`` past it, (4) re-scores the finalists (the best candidates and the patterns) on
 fresh rows and keeps the best by that score (with ``verify``: fine-tunes that many of the best
 finalists, and the best hand-made pattern among the finalists, for real, into ``out/verify/``, and keeps
 the one most accurate on the fresh rows), and (5)
@@ -64,6 +64,7 @@ class SearchReport:
     estimator: dict[str, Any]
     phases_s: dict[str, float]
     out: Path
+    window: tuple[float, float] = (0.0, float("inf"))  # the predicted speed-ups candidates were drawn from
 
 
 def search_space(settings: SearchSettings, config: Any) -> SearchSpace:
@@ -115,7 +116,8 @@ def _check_reachable(space: SearchSpace, predictor: Predictor, min_speedup: floa
     best = max(predictor.speedup(spec) for spec in [*smallest, *(space.random_spec(rng) for _ in range(500))])
     if best < min_speedup:
         raise TrimbertError(
-            f"no trim in the search space is predicted to reach {min_speedup:.2f}x (at most {best:.2f}x): "
+            f"no trim in the search space is predicted to reach {min_speedup:.2f}x (the target less --undershoot; "
+            f"at most {best:.2f}x): "
             "allow more (--max-drop-layers, --widths, --normalizers) or aim lower"
         )
 
@@ -143,8 +145,9 @@ def search(
     phases["latency_predictor_s"] = time.perf_counter() - start
     untrimmed_ms = predictor.predict(TrimSpec())
     min_speedup = settings.speedup if settings.speedup is not None else untrimmed_ms / settings.latency_ms
+    floor = min_speedup * (1 - settings.undershoot)  # within the predictor's error of the target
     max_speedup = max(min_speedup, 1.0) * (1 + settings.overshoot)  # a target the untrimmed model meets: mild trims
-    _check_reachable(space, predictor, min_speedup, settings.search_seed)
+    _check_reachable(space, predictor, floor, settings.search_seed)
     start = time.perf_counter()
     estimator = build_estimator(
         model_source, source, space, kind=settings.estimator, scorer=settings.scorer, settings=finetune,
@@ -156,15 +159,15 @@ def search(
     start = time.perf_counter()
     try:
         result = evolve(
-            space, estimator.score, predictor, min_speedup=min_speedup, max_speedup=max_speedup,
+            space, estimator.score, predictor, min_speedup=floor, max_speedup=max_speedup,
             patterns=fixed_patterns(space), population=settings.population, parents=settings.parents,
             generations=settings.generations, seed=settings.search_seed, deadline=deadline,
         )
         phases["search_s"] = time.perf_counter() - start
         if result.best is None:
             raise TrimbertError(
-                f"the search found no trim predicted between {min_speedup:.2f}x and {max_speedup:.2f}x "
-                f"({result.stopped}): allow a larger --overshoot or aim elsewhere"
+                f"the search found no trim predicted between {floor:.2f}x and {max_speedup:.2f}x "
+                f"({result.stopped}): allow a larger --overshoot or --undershoot, or aim elsewhere"
             )
         start = time.perf_counter()
         finalists = []
@@ -189,7 +192,7 @@ def search(
         "final_rows": estimator.final_rows,
         **estimator.info,
     }
-    report = SearchReport(result, predictor, cached, min_speedup, info, phases, Path(out))
+    report = SearchReport(result, predictor, cached, min_speedup, info, phases, Path(out), (floor, max_speedup))
     with checkpoint.atomic_output_dir(out, force) as staging:
         if settings.verify and finalists:
             start = time.perf_counter()
@@ -294,6 +297,7 @@ def write_outputs(folder: Path, report: SearchReport, settings: SearchSettings, 
         "finetune": finetune.to_dict(),
         "space": asdict(space),
         "target_speedup": report.min_speedup,
+        "speedup_window": list(report.window),
         "predictor": {**report.predictor.to_dict(), "cached": report.predictor_cached},
         "estimator": report.estimator,
         "phases_s": report.phases_s,

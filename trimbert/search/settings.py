@@ -54,6 +54,13 @@ class SearchSettings(Settings):
         description="Candidates are predicted at most this fraction faster than the target (AutoTinyBERT: within "
         "1.1x of its latency): a faster trim gives up accuracy, and only the estimate's noise prefers it.",
     )
+    undershoot: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Candidates may be predicted up to this fraction under the target speed-up (the predictor "
+        "errs by a few percent either way; AutoTinyBERT accepts 0.85-1.1x its latency target). 0: the target is a strict floor.",
+    )
     score_rows: int = Field(1000, ge=10, description="Rows each candidate is scored on (training rows not trained on).")
     finalists: int = Field(
         8,
