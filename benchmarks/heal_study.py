@@ -38,7 +38,12 @@ SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr"
 MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"]
 KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
 HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--lr", "1e-4", "--max-length", "64"]
-GROUPS = ("budget", "mrpc")
+GROUPS = ("budget", "mrpc", "attention", "long")
+# the attention lever: the sweep's progressive 600-step heal plus the attention-distribution loss
+ATTENTION = ["--schedule", "progressive", "--steps", "600", "--alpha-attention", "1.0"]
+# the budget lever: a progressive heal 4 times as long (each stage on texts of its own: 76,800 texts)
+LONG = ["--schedule", "progressive", "--steps", "2400"]
+LEVERS = (("attention", "prog-att", ATTENTION), ("long", "prog-2400", LONG))
 
 
 def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, list[tuple[Path, list[str]]]]:
@@ -53,6 +58,7 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
         heal = out / f"heal-full-{n}"
         groups["budget"].append((heal, ["heal", str(trimmed), *HEAL, "--steps", str(n), "--out", str(heal)]))
     progressive = _sweep_heal_dir(sweep, "full-trim-progressive-healed-kd")
+    _levers(groups, out, sweep, trimmed, seeds)
     for n in BUDGETS:
         if n == 600:
             continue  # the sweep's full-trim-healed-kd
@@ -71,6 +77,17 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
             folder = out / "mrpc" / f"{name}-s{seed}"
             groups["mrpc"].append((folder, ["finetune", str(model), "--out", str(folder), *MRPC, "--seed", str(seed), *extra]))
     return groups
+
+
+def _levers(groups: dict, out: Path, sweep: Path, trimmed: Path, seeds: tuple[int, ...]) -> None:
+    """Heals with one more lever than the sweep's progressive heal, each fine-tuned + KD like it."""
+    for group, name, extra in LEVERS:
+        heal = out / f"heal-full-{name}"
+        groups[group].append((heal, ["heal", str(trimmed), *HEAL, *extra, "--out", str(heal)]))
+        for seed in seeds:
+            folder = out / "sst2" / f"full-{name}-kd-s{seed}"
+            teacher = ["--teacher", str(sweep / "runs" / f"baseline-seed{seed}"), *KD]
+            groups[group].append((folder, ["finetune", str(heal), "--out", str(folder), *SST2, "--seed", str(seed), *teacher]))
 
 
 def run(out: Path, sweep: Path, chosen: list[str], seeds: tuple[int, ...]) -> None:
@@ -137,6 +154,22 @@ def budget_table(out: Path, sweep: Path) -> None:
         print(f"| {n} | {cost} | {_stat(accuracy)} | {_delta(accuracy, base)} |")
 
 
+def levers_table(out: Path, sweep: Path) -> None:
+    """The sweep's progressive heal + KD against the same with one more lever."""
+    base = [_metric(sweep / "runs" / f"baseline-seed{s}", "accuracy") for s in SEEDS]
+    print(f"\nSST-2 accuracy, full trim, progressive heal + task KD, one lever changed; baseline {_stat(base)}\n")
+    print("| heal | tokens | heal wall time | held-out heal loss | accuracy | Δ pts vs baseline |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rows = [("progressive, 600 steps (the sweep's)", Path(_sweep_heal_dir(sweep, "full-trim-progressive-healed-kd") or out / "missing"),
+             _runs(sweep, "full-trim-progressive-healed-kd"))]
+    for _, name, extra in LEVERS:
+        rows.append((" ".join(extra), out / f"heal-full-{name}", [_metric(out / "sst2" / f"full-{name}-kd-s{s}", "accuracy") for s in SEEDS]))
+    for label, folder, accuracy in rows:
+        heal = _heal(folder)
+        cost = f"{heal['tokens']:,} | {heal['heal_time_s']:.0f} s | {heal['loss_after']:.3f}" if heal else "– | – | –"
+        print(f"| {label} | {cost} | {_stat(accuracy)} | {_delta(accuracy, base)} |")
+
+
 def _sweep_heal_dir(sweep: Path, variant: str) -> str | None:
     path = sweep / "results.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -172,6 +205,7 @@ def main() -> None:
     if not args.table:
         run(args.out, args.sweep, args.group or list(GROUPS), tuple(args.seed or SEEDS))
     budget_table(args.out, args.sweep)
+    levers_table(args.out, args.sweep)
     mrpc_table(args.out)
 
 

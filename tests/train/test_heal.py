@@ -12,7 +12,7 @@ import trimbert
 from trimbert.errors import TrimbertError
 from trimbert.spec import TrimSpec
 from trimbert.train.distill import block_pairs
-from trimbert.train.heal import HEAL_FILE, attention_loss, heal, heal_loss, heal_stages, steps_for
+from trimbert.train.heal import HEAL_FILE, attention_loss, heal, heal_loss, heal_stages, stage_rows, steps_for
 from trimbert.train.settings import HealSettings
 
 
@@ -112,6 +112,13 @@ def test_progressive_stages_split_the_trim_and_the_steps():
         heal_stages(spec, {}, HealSettings(steps=2, schedule="progressive"))
 
 
+def test_each_progressive_stage_reads_texts_of_its_own():
+    assert stage_rows(10, [5], 4) == [None]  # one stage: the whole corpus, in the trainer's shuffled epochs
+    assert stage_rows(100, [3, 3, 4], 4) == [list(range(0, 12)), list(range(12, 24)), list(range(24, 40))]
+    assert stage_rows(10, [1, 1, 1], 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]  # wraps when the corpus runs out
+    assert stage_rows(10, [3, 1], 4) == [None, [0, 1, 2, 3]]  # a stage needing the whole corpus reads all of it
+
+
 def test_progressive_heal_rebuilds_the_trim_from_the_teacher(tmp_path, minilm_dir):
     torch.manual_seed(0)
     teacher = BertModel(tiny_config(vocab_size=30522, num_hidden_layers=2, max_position_embeddings=128))
@@ -119,11 +126,13 @@ def test_progressive_heal_rebuilds_the_trim_from_the_teacher(tmp_path, minilm_di
     trimbert.save(teacher, tmp_path / "teacher", tokenizer=tokenizer)
     trimmed = trimbert.trim(teacher, drop_ffn="1", attention="relu", layernorm="0.attn", layernorm_replacement="dyt")
     trimbert.save(trimmed, tmp_path / "trimmed", tokenizer=tokenizer)
-    corpus = write_sst2(tmp_path / "SST-2", train_rows=40, dev_rows=8)
+    corpus = tmp_path / "corpus.txt"  # 60 distinct texts: 4 held out, 56 to train on
+    corpus.write_text("".join(f"review number {i} says the film was {'good' if i % 2 else 'bad'}\n" for i in range(60)))
     settings = HealSettings(steps=9, batch_size=4, held_out=4, max_length=16, warmup_ratio=0.0, schedule="progressive")
     record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / "healed", settings=settings, progress=False)
     stages = record.extra["stages"]
     assert [(stage["stage"], stage["steps"]) for stage in stages] == [("ffn", 3), ("layernorm", 3), ("attention", 3)]
+    assert [stage["texts"] for stage in stages] == [12, 12, 12]  # 3 steps × 4 texts each, none re-read
     assert record.extra["loss_after"] == stages[-1]["loss_after"] < record.extra["loss_before"]
     healed = trimbert.load(tmp_path / "healed")
     assert healed.config.spec == trimbert.load(tmp_path / "trimmed").config.spec

@@ -11,7 +11,8 @@ in ``heal.json`` (a :class:`~trimbert.report.records.Record` of kind ``"heal"``)
 
 Schedules (:func:`heal_stages`): ``oneshot`` heals the trimmed model as given; ``progressive`` takes only
 the trim from it and applies that trim to the teacher in stages (FFNs and layers, LayerNorms, the
-attention normalizer), healing after each, so each stage starts from a repaired model.
+attention normalizer), healing after each on texts no earlier stage read, so each stage starts from a
+repaired model.
 """
 
 from __future__ import annotations
@@ -179,15 +180,17 @@ def heal(
         if settings.schedule == "progressive":
             student = checkpoint.load(teacher, head="base")  # TRIMMED gave the trim; the weights are re-trimmed
         tokens, heal_time, done = 0, 0.0, []
-        for name, spec, steps in stages:
+        rows = stage_rows(len(data[0]), [steps for _, _, steps in stages], settings.batch_size)
+        for (name, spec, steps), chosen in zip(stages, rows, strict=True):
             if spec is not None:
                 student = trim_model(student, spec)
-            trainer = _trainer(student, master, settings, steps, data, tokenizer, work_dir, progress)
+            stage_data = data if chosen is None else (data[0].select(chosen), data[1])
+            trainer = _trainer(student, master, settings, steps, stage_data, tokenizer, work_dir, progress)
             start = time.perf_counter()
             trainer.train()
             heal_time += time.perf_counter() - start
             tokens += trainer.tokens
-            done.append({"stage": name, "steps": steps, "loss_after": trainer.held_out_loss()})
+            done.append({"stage": name, "steps": steps, "texts": len(stage_data[0]), "loss_after": trainer.held_out_loss()})
     if applied_spec(student) != wanted:  # cannot happen unless the stages miss a part of the trim
         raise TrimbertError(f"heal: the stages built {applied_spec(student).summary()}, not {wanted.summary()}")
     record = _record(trimmed, teacher, corpus, out, settings, student, texts, tokens, heal_time, before, done[-1]["loss_after"])
@@ -243,9 +246,8 @@ def heal_stages(
     """What :func:`heal` trains: ``(stage, trim added before it or None, steps)``. One-shot: one stage
     on the model as given. Progressive: ``spec`` split into FFNs and layers (drops and widths), then
     LayerNorms, then the attention normalizer (the parts it has), applied to the teacher one after
-    the other with ``settings.steps / stages`` steps after each (the last takes the remainder). Each
-    stage is a fresh run over the corpus with the same seed, so every stage reads the same first
-    ``steps / stages × batch_size`` texts (the order the measurements in docs/heal.md were made with)."""
+    the other with ``settings.steps / stages`` steps after each (the last takes the remainder); each
+    stage reads texts of its own (:func:`stage_rows`)."""
     if settings.schedule == "oneshot":
         return [("oneshot", None, settings.steps)]
     if spec.layernorm_replacement == AFFINE:
@@ -262,6 +264,25 @@ def heal_stages(
         raise TrimbertError(f"--schedule progressive: {len(parts)} stages need at least {len(parts)} steps")
     share = settings.steps // len(parts)
     return [(name, part, share if i < len(parts) - 1 else settings.steps - share * i) for i, (name, part) in enumerate(parts)]
+
+
+def stage_rows(count: int, steps: list[int], batch_size: int) -> list[list[int] | None]:
+    """The corpus rows (of ``count``, already shuffled) each heal stage trains on: one stage reads them
+    all; with several, stage i reads the ``steps[i] × batch_size`` rows after those of the stages before
+    it (wrapping around at the end), so no stage re-reads what another read while the corpus lasts.
+    None: all rows (a stage needing at least the whole corpus, or the only stage)."""
+    if len(steps) == 1:
+        return [None]
+    chosen: list[list[int] | None] = []
+    start = 0
+    for stage_steps in steps:
+        need = stage_steps * batch_size
+        if need >= count:
+            chosen.append(None)
+            continue
+        chosen.append([(start + offset) % count for offset in range(need)])
+        start = (start + need) % count
+    return chosen
 
 
 def _trainer(student, master, settings, steps, data, tokenizer, work_dir, progress) -> HealTrainer:

@@ -94,7 +94,8 @@ class HealSettings(Settings):
     schedule: Literal["oneshot", "progressive"] = Field(
         "oneshot",
         description="oneshot: heal the trimmed model as given; progressive: re-apply its trim to the teacher in "
-        "stages (FFNs and layers, then LayerNorms, then the attention normalizer), healing steps/stages after each.",
+        "stages (FFNs and layers, then LayerNorms, then the attention normalizer), healing steps/stages after each, "
+        "each stage on texts no earlier stage read.",
     )
 
     @model_validator(mode="after")
