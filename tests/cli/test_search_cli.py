@@ -176,3 +176,53 @@ def test_search_refuses_bad_input_in_one_line(run_cli, tiny_checkpoint, tmp_path
     (tmp_path / "bad.json").write_text('{"spec": {}}')
     code, _, err = run_cli("finetune", tiny_checkpoint, "--spec", tmp_path / "bad.json", "--task", "sst2", "--data-dir", data, "--out", tmp_path / "t")
     assert code == 2 and err.strip() == f"error: --spec: {tmp_path / 'bad.json'} has no trim_spec object (write one with trimbert search)"
+
+
+def test_finetune_heals_and_distils_the_winner_when_asked(run_cli, tiny_checkpoint, tmp_path):
+    data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"line {i} of plain text about a film\n" for i in range(300)))
+    out = tmp_path / "search"
+    code, stdout, err = run_cli(
+        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.1", *FAST, "--verify", "1",
+        "--cache-dir", tmp_path / "cache", "--out", out, "--json", "--finetune", "--bench-seconds", "1",
+        "--distill", "--distill-alpha-hidden", "1.0", "--heal-corpus", corpus, "--heal-steps", "3",
+    )
+    assert code == 0, err
+    result = json.loads(stdout)
+    trained, best = result["finetune"], json.loads((out / "best.json").read_text())
+    assert not TrimSpec.from_dict(best["trim_spec"]).is_empty  # the floor, 1.045x, leaves the untrimmed model out
+    # healed from the untrimmed model on the corpus (3 steps × 32 texts), then fine-tuned (not the --verify run)
+    healed = trained["healed"]
+    assert healed["dir"] == "finetune/healed" and healed["corpus"] == str(corpus) and healed["settings"]["steps"] == 3
+    heal_record = json.loads((out / "finetune" / "healed" / "heal.json").read_text())
+    assert healed["tokens"] == heal_record["extra"]["tokens"] > 0 and heal_record["extra"]["teacher"] == str(tiny_checkpoint)
+    assert trimbert.load(out / "finetune" / "healed").config.spec == TrimSpec.from_dict(best["trim_spec"])
+    assert trained["searched_run"] == "finetune/searched"
+    searched = json.loads((out / "finetune" / "searched" / "metrics.json").read_text())
+    assert searched["model"] == str(out / "finetune" / "healed")
+    # distilled from the baseline it was just compared with, with the weights given
+    assert trained["distilled"] == {"temperature": 2.0, "alpha_ce": 0.5, "alpha_kd": 0.5, "alpha_hidden": 1.0}
+    assert searched["extra"]["distill"]["teacher"] == str(out / "finetune" / "baseline")
+    assert trained["searched"] == searched["metrics"]["accuracy"] and trained["trim"] == best["summary"]
+
+
+def test_heal_and_distill_options_refuse_what_cannot_work_in_one_line(run_cli, tiny_checkpoint, tmp_path):
+    data = write_sst2(tmp_path / "SST-2", train_rows=16, dev_rows=4)
+    base = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.2", "--out", tmp_path / "s",
+            "--cache-dir", tmp_path / "c")
+    cases = [
+        (("--distill",), "error: --distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
+        (("--heal-corpus", data), "error: --distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
+        (("--finetune", "--distill-alpha-kd", "1"), "error: --distill-* settings need --distill"),
+        (("--finetune", "--heal-steps", "9"), "error: --heal-* settings need --heal-corpus"),
+        (("--finetune", "--heal-corpus", tmp_path / "none.txt"), f"error: --heal-corpus: {tmp_path / 'none.txt'} does not exist"),
+        (("--finetune", "--heal-corpus", data, "--heal-schedule", "progressive"),
+         "error: --heal-schedule progressive re-trims from the untrimmed model and cannot choose Taylor-ranked FFN neurons "
+         "again: use --heal-schedule oneshot or --importance magnitude"),
+        (("--finetune", "--heal-corpus", data, "--heal-steps", "0"), "error: --heal-steps: must be at least 1, got 0"),
+    ]
+    for extra, message in cases:
+        code, _, err = run_cli(*base, *extra)
+        assert code == 2 and err.strip() == message, (extra, err)
+    assert not (tmp_path / "s").exists()

@@ -15,10 +15,12 @@ from trimbert.cli.options import Group, with_options
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.search.settings import SearchSettings
-from trimbert.train.settings import FinetuneSettings
+from trimbert.train.settings import DistillSettings, FinetuneSettings, HealSettings
 
 DEFAULT_CACHE = Path(os.environ.get("TRIMBERT_CACHE", Path.home() / ".cache" / "trimbert"))
 TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "eval_batch_size", "max_length", "max_train_samples", "seed")
+HEAL_OPTIONS = {"steps": "--heal-steps", "tokens": "--heal-tokens", "lr": "--heal-lr", "schedule": "--heal-schedule",
+                "alpha_attention": "--heal-alpha-attention", "corpus_texts": "--heal-corpus-texts"}
 
 
 @app.command()
@@ -26,6 +28,8 @@ TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "eval_batch_size", "max_length", 
     Group("source", DataSource),
     Group("settings", SearchSettings),
     Group("finetune", FinetuneSettings, include=TRAIN_OPTIONS, flags={"batch_size": "--train-batch-size", "eval_batch_size": "--eval-batch-size"}),
+    Group("distill", DistillSettings),
+    Group("heal", HealSettings, include=tuple(HEAL_OPTIONS), flags=HEAL_OPTIONS),
 )
 def search(
     model: ModelArg,
@@ -33,6 +37,8 @@ def search(
     source: DataSource,
     settings: SearchSettings,
     finetune: FinetuneSettings,
+    distill: DistillSettings,
+    heal: HealSettings,
     cache_dir: Annotated[
         Path, typer.Option("--cache-dir", help="Where fitted latency predictors are kept ($TRIMBERT_CACHE).")
     ] = DEFAULT_CACHE,
@@ -40,23 +46,42 @@ def search(
         bool,
         typer.Option("--finetune", help="Then fine-tune the baseline and the chosen trim and time them side by side."),
     ] = False,
+    distill_winner: Annotated[
+        bool, typer.Option("--distill", help="With --finetune: distil the winner from the fine-tuned baseline (--distill-*).")
+    ] = False,
+    heal_corpus: Annotated[
+        str | None,
+        typer.Option("--heal-corpus", help="With --finetune: heal the winner on this unlabeled text first (as trimbert heal "
+                     "--corpus; --heal-*), the untrimmed model as its teacher."),
+    ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search trims of MODEL for the most accurate one predicted to meet --speedup or --latency-ms."""
     from trimbert.search.run import SEARCH_FILE
-    from trimbert.search.run import finetune_best as run_finetune_best
     from trimbert.search.run import search as run_search
+    from trimbert.search.winner import check_heal_request
+    from trimbert.search.winner import finetune_best as run_finetune_best
 
     if source.task is None and source.train is None:
         raise TrimbertError("search needs data to estimate accuracy on: give --task (and --data-dir) or --train")
+    if (distill_winner or heal_corpus) and not finetune_best:
+        raise TrimbertError("--distill and --heal-corpus say how --finetune trains the winner: add --finetune")
+    if distill != DistillSettings() and not distill_winner:
+        raise TrimbertError("--distill-* settings need --distill")
+    if heal != HealSettings() and heal_corpus is None:
+        raise TrimbertError("--heal-* settings need --heal-corpus")
+    check_heal_request(settings, heal, heal_corpus)
     report = run_search(
         model, source, out, settings=settings, finetune=finetune, cache_dir=cache_dir / "latency",
         force=force, progress=not as_json,
     )
     trained = None
     if finetune_best:
-        trained = run_finetune_best(Path(out), model, source, settings, finetune, progress=not as_json)
+        trained = run_finetune_best(
+            Path(out), model, source, settings, finetune, distill=distill if distill_winner else None,
+            heal=heal if heal_corpus else None, heal_corpus=heal_corpus, progress=not as_json,
+        )
     if as_json:
         print_json({**json.loads((Path(out) / SEARCH_FILE).read_text()), "finetune": trained})
         return
@@ -103,6 +128,14 @@ def search(
     console.print(f"saved to {out} (best.json: trimbert finetune MODEL --spec {Path(out) / 'best.json'} ...)")
     if trained is not None:
         interval = trained["measured_interval"]
+        healed = trained["healed"] or {}
+        if "tokens" in healed:
+            console.print(f"healed the winner on {healed['tokens']:,} tokens in {healed['heal_time_s']:.0f} s "
+                          f"(held-out heal loss {healed['loss_before']:.3f} → {healed['loss_after']:.3f}; {healed['dir']})")
+        elif healed:
+            console.print(f"not healed: {healed['skipped']}")
+        if trained["distilled"]:
+            console.print("distilled the winner from the fine-tuned baseline")
         console.print(
             f"fine-tuned: {trained['metric']} {trained['searched']:.4f} (estimated {trained['estimate']:.4f}) vs baseline "
             f"{trained['baseline']:.4f}; speed-up measured {trained['measured_speedup']:.2f}x "

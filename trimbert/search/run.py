@@ -20,11 +20,8 @@ writes to ``out``:
   :meth:`trimbert.spec.TrimRequest.from_spec_file`);
 - ``variant.toml``: the chosen spec as a recipe variant, to fine-tune and bench it beside others.
 
-The output folder is written atomically (nothing is left half-written). :func:`finetune_best` (``search
---finetune``) then fine-tunes the untrimmed baseline and the chosen spec with the same settings into
-``out/finetune/`` (the chosen spec's run is reused from ``out/verify/`` when ``--verify`` trained it
-already, with the same settings), times them side by side in the searched runtime and writes
-``out/finetune.json``: real accuracy and real speed-up next to the estimated and predicted ones.
+The output folder is written atomically (nothing is left half-written).
+:func:`trimbert.search.winner.finetune_best` (``search --finetune``) then trains the chosen spec for real.
 """
 
 from __future__ import annotations
@@ -41,7 +38,6 @@ from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
 from trimbert.model.structure import config_spec
-from trimbert.report.records import Record, write_json_atomic
 from trimbert.report.records import conditions as run_conditions
 from trimbert.search.estimator import SCORERS, build_estimator
 from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve
@@ -232,57 +228,6 @@ def verify_finalists(
         candidate.verified = model_metric(checkpoint.load(run), estimator.task, estimator.final_batches)
     result.best = min(finalists, key=lambda item: (-item.verified, item.predicted_ms))
     result.notes["verified_run"] = f"finalist-{finalists.index(result.best)}"
-
-
-RUNTIMES_TO_BENCH = {"pytorch": ["pytorch"], "onnx": ["pytorch", "onnxruntime"], "onnx-int8": ["pytorch", "onnxruntime-int8"]}
-RUNTIME_VARIANT = {"pytorch": "", "onnx": "@ort", "onnx-int8": "@ort-int8"}  # the bench's name suffixes
-
-
-def finetune_best(
-    out: Path, model_source: str, source: DataSource, settings: SearchSettings, finetune: FinetuneSettings,
-    *, progress: bool = False,
-) -> dict[str, Any]:
-    """Fine-tune the baseline and the chosen spec, bench them side by side; write and return finetune.json."""
-    from trimbert.measure.bench import BenchSettings, bench
-    from trimbert.train.finetune import finetune as run_finetune
-
-    chosen = json.loads((out / BEST_FILE).read_text())
-    runs = out / "finetune"
-    baseline = run_finetune(model_source, source, runs / "baseline", settings=finetune, progress=progress, force=True)
-    searched_run = runs / "searched"
-    verified = chosen.get("verified_run")
-    if verified and (out / verified / "metrics.json").is_file():  # --verify fine-tuned it already, with these settings
-        searched_run = out / verified
-        searched = Record.from_dict(json.loads((searched_run / "metrics.json").read_text()))
-    else:
-        searched = run_finetune(
-            model_source, source, searched_run, settings=finetune, request=TrimRequest.from_spec_file(out / BEST_FILE),
-            progress=progress, force=True,
-        )
-    bench_settings = BenchSettings(
-        batch_size=settings.batch_size, seq_len=settings.seq_len, device=settings.device, threads=settings.threads,
-        runtimes=RUNTIMES_TO_BENCH[settings.runtime], repeats=30, max_seconds=settings.bench_seconds,
-    ).resolved()
-    report = bench([str(searched_run)], bench_settings, vs=str(runs / "baseline"), names=["searched"])
-    measured = next(r for r in report.records if r.variant == "searched" + RUNTIME_VARIANT[settings.runtime])
-    pairing = measured.extra.get("paired", {})
-    paired = pairing.get("latency", {})
-    metric = baseline.main_metric
-    result = {
-        "metric": metric,
-        "baseline": baseline.metrics[metric],
-        "searched": searched.metrics[metric],
-        "estimate": chosen["estimate"],
-        "predicted_speedup": chosen["predicted_speedup"],
-        "measured_speedup": paired.get("ratio"),
-        "measured_interval": [paired.get("low"), paired.get("high")],
-        "measured_stable": paired.get("stable"),
-        "versus": pairing.get("baseline"),  # the untrimmed model in its fastest fp32 runtime
-        "trim": searched.trim_summary,
-        "searched_run": str(searched_run.relative_to(out)),
-    }
-    write_json_atomic(out / "finetune.json", result)
-    return result
 
 
 def write_outputs(folder: Path, report: SearchReport, settings: SearchSettings, finetune: FinetuneSettings,

@@ -1,0 +1,136 @@
+"""``search --finetune``: the chosen trim trained for real (healed and distilled if asked) and timed.
+
+:func:`finetune_best` fine-tunes the untrimmed baseline and the chosen spec (``best.json``) with the
+search's fine-tune settings into ``out/finetune/``, times them side by side in the searched runtime and
+writes ``out/finetune.json``: real accuracy and real speed-up next to the estimated and predicted ones.
+Plain, the chosen spec's run is reused from ``out/verify/`` when ``--verify`` trained it already with the
+same settings. With ``heal`` (and a corpus) the chosen trim is applied to the untrimmed model as
+``finetune --spec`` would apply it (same data sample, same importance rule, so narrowed FFNs keep the
+neurons the search scored) and healed from the untrimmed model on the corpus
+(:func:`trimbert.train.heal.heal`) into ``out/finetune/healed/`` before its fine-tune; with ``distill``
+it is fine-tuned against the baseline just trained (:func:`trimbert.train.distill.distillation_loss`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from trimbert.data.source import DataSource
+from trimbert.errors import TrimbertError
+from trimbert.model import checkpoint
+from trimbert.report.records import Record, write_json_atomic
+from trimbert.search.run import BEST_FILE
+from trimbert.search.settings import SearchSettings
+from trimbert.spec import TrimRequest, TrimSpec
+from trimbert.train.settings import DistillSettings, FinetuneSettings, HealSettings
+
+RUNTIMES_TO_BENCH = {"pytorch": ["pytorch"], "onnx": ["pytorch", "onnxruntime"], "onnx-int8": ["pytorch", "onnxruntime-int8"]}
+RUNTIME_VARIANT = {"pytorch": "", "onnx": "@ort", "onnx-int8": "@ort-int8"}  # the bench's name suffixes
+
+
+def check_heal_request(settings: SearchSettings, heal: HealSettings | None, corpus: str | None) -> None:
+    """Fail before the search when its winner could not be healed as asked: a local corpus that is not
+    there, or a progressive heal (it re-trims from the teacher, which cannot choose Taylor-ranked
+    neurons again)."""
+    if heal is None or corpus is None:
+        return
+    local = Path(corpus).expanduser()
+    if not local.exists() and (corpus.startswith((".", "/", "~")) or local.suffix):
+        raise TrimbertError(f"--heal-corpus: {corpus} does not exist")
+    if heal.schedule == "progressive" and settings.importance == "taylor":
+        raise TrimbertError(
+            "--heal-schedule progressive re-trims from the untrimmed model and cannot choose Taylor-ranked FFN neurons "
+            "again: use --heal-schedule oneshot or --importance magnitude"
+        )
+
+
+def finetune_best(
+    out: Path, model_source: str, source: DataSource, settings: SearchSettings, finetune: FinetuneSettings,
+    *, distill: DistillSettings | None = None, heal: HealSettings | None = None, heal_corpus: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune the baseline and the chosen spec (healed on ``heal_corpus`` with ``heal``, distilled from
+    the baseline with ``distill``), bench them side by side; write and return finetune.json."""
+    from trimbert.measure.bench import BenchSettings, bench
+    from trimbert.train.finetune import finetune as run_finetune
+
+    if (heal is None) != (heal_corpus is None):
+        raise TrimbertError("healing the winner needs both the heal settings and a corpus (--heal-corpus)")
+    chosen = json.loads((out / BEST_FILE).read_text())
+    runs = out / "finetune"
+    baseline = run_finetune(model_source, source, runs / "baseline", settings=finetune, progress=progress, force=True)
+    teacher = str(runs / "baseline") if distill is not None else None
+    searched_run, healed = runs / "searched", None
+    verified = chosen.get("verified_run")
+    if heal is not None and TrimSpec.from_dict(chosen["trim_spec"]).is_empty:
+        healed = {"skipped": "the chosen trim is the untrimmed model: nothing to heal"}
+        searched = run_finetune(model_source, source, searched_run, settings=finetune, progress=progress, force=True,
+                                teacher=teacher, distill=distill)
+    elif heal is not None:
+        healed = heal_winner(out, model_source, source, finetune, heal, heal_corpus, progress=progress)
+        searched = run_finetune(str(runs / "healed"), source, searched_run, settings=finetune, progress=progress,
+                                force=True, teacher=teacher, distill=distill)
+    elif distill is None and verified and (out / verified / "metrics.json").is_file():  # --verify trained it so already
+        searched_run = out / verified
+        searched = Record.from_dict(json.loads((searched_run / "metrics.json").read_text()))
+    else:
+        searched = run_finetune(
+            model_source, source, searched_run, settings=finetune, request=TrimRequest.from_spec_file(out / BEST_FILE),
+            progress=progress, force=True, teacher=teacher, distill=distill,
+        )
+    bench_settings = BenchSettings(
+        batch_size=settings.batch_size, seq_len=settings.seq_len, device=settings.device, threads=settings.threads,
+        runtimes=RUNTIMES_TO_BENCH[settings.runtime], repeats=30, max_seconds=settings.bench_seconds,
+    ).resolved()
+    report = bench([str(searched_run)], bench_settings, vs=str(runs / "baseline"), names=["searched"])
+    measured = next(r for r in report.records if r.variant == "searched" + RUNTIME_VARIANT[settings.runtime])
+    pairing = measured.extra.get("paired", {})
+    paired = pairing.get("latency", {})
+    metric = baseline.main_metric
+    result = {
+        "metric": metric,
+        "baseline": baseline.metrics[metric],
+        "searched": searched.metrics[metric],
+        "estimate": chosen["estimate"],
+        "predicted_speedup": chosen["predicted_speedup"],
+        "measured_speedup": paired.get("ratio"),
+        "measured_interval": [paired.get("low"), paired.get("high")],
+        "measured_stable": paired.get("stable"),
+        "versus": pairing.get("baseline"),  # the untrimmed model in its fastest fp32 runtime
+        "trim": searched.trim_summary,
+        "searched_run": str(searched_run.relative_to(out)),
+        "distilled": distill.to_dict() if distill is not None else None,
+        "healed": healed,
+    }
+    write_json_atomic(out / "finetune.json", result)
+    return result
+
+
+def heal_winner(
+    out: Path, model_source: str, source: DataSource, finetune: FinetuneSettings, heal: HealSettings, corpus: str,
+    *, progress: bool = False,
+) -> dict[str, Any]:
+    """The chosen spec applied to the untrimmed model as ``finetune --spec`` applies it, healed from the
+    untrimmed model on ``corpus`` into ``out/finetune/healed``; returns what the heal cost."""
+    from trimbert.pipeline import apply_trim
+    from trimbert.train.finetune import prepare
+    from trimbert.train.heal import heal as run_heal
+
+    _, tokenizer, model, encoded = prepare(model_source, source, finetune)
+    request = TrimRequest.from_spec_file(out / BEST_FILE)
+    trimmed, _ = apply_trim(
+        model, request, dataset=encoded["train"], tokenizer=tokenizer, has_head=False, seed=finetune.seed,
+        max_length=finetune.max_length, batch_size=finetune.eval_batch_size,
+    )
+    target = out / "finetune" / "healed"
+    with tempfile.TemporaryDirectory(prefix="trimbert-winner-") as scratch:
+        checkpoint.save(trimmed.base_model, Path(scratch) / "trimmed", tokenizer=tokenizer)
+        record = run_heal(str(Path(scratch) / "trimmed"), model_source, corpus, target, settings=heal, force=True,
+                          progress=progress)
+    extra = record.extra
+    return {"dir": str(target.relative_to(out)), "corpus": corpus, "heal_time_s": extra["heal_time_s"],
+            "tokens": extra["tokens"], "loss_before": extra["loss_before"], "loss_after": extra["loss_after"],
+            "settings": heal.to_dict()}
