@@ -1,0 +1,22 @@
+"""search --finetune's winner options: what is refused before any search runs."""
+
+import pytest
+
+from trimbert.errors import TrimbertError
+from trimbert.search.settings import SearchSettings
+from trimbert.search.winner import check_heal_request
+from trimbert.train.settings import HealSettings
+
+
+def test_a_heal_request_is_checked_before_the_search(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("some text\n")
+    taylor, magnitude = SearchSettings(speedup=1.5), SearchSettings(speedup=1.5, importance="magnitude")
+    check_heal_request(taylor, None, None)  # nothing asked: nothing to check
+    check_heal_request(taylor, HealSettings(), str(corpus))
+    check_heal_request(taylor, HealSettings(), "wikitext")  # a hub dataset id: read when the heal runs
+    check_heal_request(magnitude, HealSettings(schedule="progressive"), str(corpus))  # magnitude widths re-trim alike
+    with pytest.raises(TrimbertError, match=r"^--heal-corpus: .*missing\.txt does not exist$"):
+        check_heal_request(taylor, HealSettings(), str(tmp_path / "missing.txt"))
+    with pytest.raises(TrimbertError, match="^--heal-schedule progressive re-trims from the untrimmed model"):
+        check_heal_request(taylor, HealSettings(schedule="progressive"), str(corpus))
