@@ -65,11 +65,10 @@ def finetune_best(
     teacher = str(runs / "baseline") if distill is not None else None
     searched_run, healed = runs / "searched", None
     verified = chosen.get("verified_run")
-    if heal is not None and TrimSpec.from_dict(chosen["trim_spec"]).is_empty:
+    to_heal = heal is not None and not TrimSpec.from_dict(chosen["trim_spec"]).is_empty
+    if heal is not None and not to_heal:
         healed = {"skipped": "the chosen trim is the untrimmed model: nothing to heal"}
-        searched = run_finetune(model_source, source, searched_run, settings=finetune, progress=progress, force=True,
-                                teacher=teacher, distill=distill)
-    elif heal is not None:
+    if to_heal:
         healed = heal_winner(out, model_source, source, finetune, heal, heal_corpus, progress=progress)
         searched = run_finetune(str(runs / "healed"), source, searched_run, settings=finetune, progress=progress,
                                 force=True, teacher=teacher, distill=distill)
