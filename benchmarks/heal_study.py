@@ -1,6 +1,7 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc ...] [--seed N ...] [--table]
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|attention|long|longer ...]
+       [--seed N ...] [--skip NAME-PART ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
 the mean ± std over the seeds and the "heal s" column). This script runs the real CLI (``trimbert
@@ -13,7 +14,9 @@ already there (a killed study resumes):
   seeds 42, 43, 44.
 - mrpc: all 3,668 MRPC training rows, 3 epochs, lr 1e-4, max length 128: the untrimmed baseline and the
   full trim healed progressively (the sweep's 600-step heal, the best SST-2 schedule) + distilled from
-  the baseline; seeds 42-44.
+  the baseline; seeds 42-44; and the same with the long heal's checkpoint (group long).
+- attention, long, longer: the sweep's progressive heal with one lever changed (the attention loss
+  α 1.0; 2,400 or 4,800 steps instead of 600), each fine-tuned + KD like the sweep's, seeds 42-44.
 
 Then it prints the tables (mean ± sample std over the seeds, Δ against the baseline of the same
 seed, heal tokens and wall time from heal.json). Every number is read from the runs' own files.
@@ -38,12 +41,13 @@ SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr"
 MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"]
 KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
 HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--lr", "1e-4", "--max-length", "64"]
-GROUPS = ("budget", "mrpc", "attention", "long")
+GROUPS = ("budget", "mrpc", "attention", "long", "longer")
 # the attention lever: the sweep's progressive 600-step heal plus the attention-distribution loss
 ATTENTION = ["--schedule", "progressive", "--steps", "600", "--alpha-attention", "1.0"]
 # the budget lever: a progressive heal 4 times as long (each stage on texts of its own: 76,800 texts)
 LONG = ["--schedule", "progressive", "--steps", "2400"]
-LEVERS = (("attention", "prog-att", ATTENTION), ("long", "prog-2400", LONG))
+LONGER = ["--schedule", "progressive", "--steps", "4800"]  # 153,600 texts: the stages wrap around the corpus
+LEVERS = (("attention", "prog-att", ATTENTION), ("long", "prog-2400", LONG), ("longer", "prog-4800", LONGER))
 
 
 def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, list[tuple[Path, list[str]]]]:
@@ -73,6 +77,7 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
         for name, model, extra in (
             ("baseline", "minilm", []),
             ("full-progressive-healed-kd", progressive, teacher),
+            ("full-prog2400-healed-kd", str(out / "heal-full-prog-2400"), teacher),  # the long heal's (group long)
         ):
             folder = out / "mrpc" / f"{name}-s{seed}"
             groups["mrpc"].append((folder, ["finetune", str(model), "--out", str(folder), *MRPC, "--seed", str(seed), *extra]))
@@ -90,14 +95,14 @@ def _levers(groups: dict, out: Path, sweep: Path, trimmed: Path, seeds: tuple[in
             groups[group].append((folder, ["finetune", str(heal), "--out", str(folder), *SST2, "--seed", str(seed), *teacher]))
 
 
-def run(out: Path, sweep: Path, chosen: list[str], seeds: tuple[int, ...]) -> None:
+def run(out: Path, sweep: Path, chosen: list[str], seeds: tuple[int, ...], skip: tuple[str, ...] = ()) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRIMBERT_GLUE_DIR": GLUE}
     log = out / "log.txt"
     for group, todo in steps(out, sweep, seeds).items():
         if group not in chosen:
             continue
         for folder, argv in todo:
-            if folder.exists():
+            if folder.exists() or any(part in folder.name for part in skip):
                 continue
             start = time.time()
             with log.open("a") as handle:
@@ -185,7 +190,7 @@ def mrpc_table(out: Path) -> None:
     print("| run | accuracy | F1 | Δ accuracy pts | Δ F1 pts |")
     print("|---|---:|---:|---:|---:|")
     base = {k: [_metric(out / "mrpc" / f"baseline-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
-    for name in ("baseline", "full-progressive-healed-kd"):
+    for name in ("baseline", "full-progressive-healed-kd", "full-prog2400-healed-kd"):
         mine = {k: [_metric(out / "mrpc" / f"{name}-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
         print(
             f"| {name} | {_stat(mine['accuracy'])} | {_stat(mine['f1'])} | "
@@ -200,10 +205,11 @@ def main() -> None:
     parser.add_argument("--group", action="append", choices=GROUPS)
     parser.add_argument("--seed", type=int, action="append", choices=SEEDS, help="Run only these seeds (default: all).")
     parser.add_argument("--table", action="store_true", help="Only print the tables of what is there.")
+    parser.add_argument("--skip", action="append", default=[], help="Skip the steps whose folder name contains this.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table:
-        run(args.out, args.sweep, args.group or list(GROUPS), tuple(args.seed or SEEDS))
+        run(args.out, args.sweep, args.group or list(GROUPS), tuple(args.seed or SEEDS), tuple(args.skip))
     budget_table(args.out, args.sweep)
     levers_table(args.out, args.sweep)
     mrpc_table(args.out)
