@@ -1,6 +1,6 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|attention|long|longer ...]
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|attention|mid|long|longer ...]
        [--seed N ...] [--skip NAME-PART ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
@@ -15,8 +15,8 @@ already there (a killed study resumes):
 - mrpc: all 3,668 MRPC training rows, 3 epochs, lr 1e-4, max length 128: the untrimmed baseline and the
   full trim healed progressively (the sweep's 600-step heal, the best SST-2 schedule) + distilled from
   the baseline; seeds 42-44; and the same with the long heal's checkpoint (group long).
-- attention, long, longer: the sweep's progressive heal with one lever changed (the attention loss
-  α 1.0; 2,400 or 4,800 steps instead of 600), each fine-tuned + KD like the sweep's, seeds 42-44.
+- attention, mid, long, longer: the sweep's progressive heal with one lever changed (the attention loss
+  α 1.0; 1,200, 2,400 or 4,800 steps instead of 600), each fine-tuned + KD like the sweep's, seeds 42-44.
 
 Then it prints the tables (mean ± sample std over the seeds, Δ against the baseline of the same
 seed, heal tokens and wall time from heal.json). Every number is read from the runs' own files.
@@ -41,13 +41,15 @@ SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr"
 MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"]
 KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
 HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--lr", "1e-4", "--max-length", "64"]
-GROUPS = ("budget", "mrpc", "attention", "long", "longer")
+GROUPS = ("budget", "mrpc", "attention", "mid", "long", "longer")
 # the attention lever: the sweep's progressive 600-step heal plus the attention-distribution loss
 ATTENTION = ["--schedule", "progressive", "--steps", "600", "--alpha-attention", "1.0"]
 # the budget lever: a progressive heal 4 times as long (each stage on texts of its own: 76,800 texts)
 LONG = ["--schedule", "progressive", "--steps", "2400"]
+MID = ["--schedule", "progressive", "--steps", "1200"]  # the progressive budget curve: 600, 1,200, 2,400
 LONGER = ["--schedule", "progressive", "--steps", "4800"]  # 153,600 texts: the stages wrap around the corpus
-LEVERS = (("attention", "prog-att", ATTENTION), ("long", "prog-2400", LONG), ("longer", "prog-4800", LONGER))
+LEVERS = (("attention", "prog-att", ATTENTION), ("mid", "prog-1200", MID), ("long", "prog-2400", LONG),
+          ("longer", "prog-4800", LONGER))
 
 
 def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, list[tuple[Path, list[str]]]]:
