@@ -8,7 +8,9 @@ same settings. With ``heal`` (and a corpus) the chosen trim is applied to the un
 ``finetune --spec`` would apply it (same data sample, same importance rule, so narrowed FFNs keep the
 neurons the search scored) and healed from the untrimmed model on the corpus
 (:func:`trimbert.train.heal.heal`) into ``out/finetune/healed/`` before its fine-tune; with ``distill``
-it is fine-tuned against the baseline just trained (:func:`trimbert.train.distill.distillation_loss`).
+it is fine-tuned against the baseline just trained (:func:`trimbert.train.distill.distillation_loss`);
+without ``heal``, narrowed FFNs then keep the neurons the baseline's task loss ranks highest, as
+``finetune --teacher`` does, rather than those the search scored.
 """
 
 from __future__ import annotations
