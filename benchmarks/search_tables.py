@@ -164,7 +164,7 @@ def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict], 
         ]
         best = max(fixed) if fixed else None
         phases = ", ".join(f"{key.removesuffix('_s').replace('_', ' ')} {value:.0f} s" for key, value in data["phases_s"].items())
-        estimate = data["best"].get("final_estimate") or data["best"]["estimate"]
+        estimate = data["best"]["estimate"] if data["best"].get("final_estimate") is None else data["best"]["final_estimate"]
         line = (f"- {name} (target {target}x): {records[name]['trim_summary']}, predicted {data['best']['predicted_speedup']:.3f}x, "
                 f"estimate {estimate:.4f}, "
                 f"measured {measured:.3f}x ({measured / target - 1:+.1%} vs target), accuracy {mine:.4f}")

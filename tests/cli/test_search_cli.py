@@ -187,6 +187,7 @@ def test_finetune_heals_and_distils_the_winner_when_asked(run_cli, tiny_checkpoi
         "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.1", *FAST, "--verify", "1",
         "--cache-dir", tmp_path / "cache", "--out", out, "--json", "--finetune", "--bench-seconds", "1",
         "--distill", "--distill-alpha-hidden", "1.0", "--heal-corpus", corpus, "--heal-steps", "3",
+        "--heal-lr", "2e-4", "--heal-corpus-texts", "200",
     )
     assert code == 0, err
     result = json.loads(stdout)
@@ -195,6 +196,7 @@ def test_finetune_heals_and_distils_the_winner_when_asked(run_cli, tiny_checkpoi
     # healed from the untrimmed model on the corpus (3 steps × 32 texts), then fine-tuned (not the --verify run)
     healed = trained["healed"]
     assert healed["dir"] == "finetune/healed" and healed["corpus"] == str(corpus) and healed["settings"]["steps"] == 3
+    assert healed["settings"]["lr"] == 2e-4 and healed["settings"]["corpus_texts"] == 200
     heal_record = json.loads((out / "finetune" / "healed" / "heal.json").read_text())
     assert healed["tokens"] == heal_record["extra"]["tokens"] > 0 and heal_record["extra"]["teacher"] == str(tiny_checkpoint)
     assert trimbert.load(out / "finetune" / "healed").config.spec == TrimSpec.from_dict(best["trim_spec"])

@@ -100,6 +100,8 @@ def test_from_spec_reapplies_a_resolved_spec():
     request = TrimRequest.from_spec(spec)
     assert resolve_spec(6, None, request, intermediate_size=64) == spec
     assert TrimRequest.from_spec(TrimSpec()) == TrimRequest()
+    assert TrimRequest.from_spec(spec, "taylor") == dataclasses.replace(request, importance="taylor")
+    assert TrimRequest.from_spec(TrimSpec(drop_ffn=(1,)), "taylor") == TrimRequest(drop_ffn="1")  # no widths: no rule
 
 
 def test_the_request_is_frozen():

@@ -220,9 +220,7 @@ def verify_finalists(
     from trimbert.train.finetune import finetune as run_finetune
 
     for index, candidate in enumerate(finalists):
-        request = TrimRequest.from_spec(candidate.spec)
-        if candidate.spec.ffn_width:
-            request = TrimRequest(**{**request.to_dict(), "importance": importance})
+        request = TrimRequest.from_spec(candidate.spec, importance)
         run = folder / f"finalist-{index}"
         run_finetune(model_source, source, run, settings=finetune, request=request, progress=progress, force=True)
         candidate.verified = model_metric(checkpoint.load(run), estimator.task, estimator.final_batches)

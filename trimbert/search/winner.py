@@ -26,7 +26,7 @@ from trimbert.model import checkpoint
 from trimbert.report.records import Record, write_json_atomic
 from trimbert.search.run import BEST_FILE
 from trimbert.search.settings import SearchSettings
-from trimbert.spec import TrimRequest, TrimSpec
+from trimbert.spec import TrimRequest
 from trimbert.train.settings import DistillSettings, FinetuneSettings, HealSettings
 
 RUNTIMES_TO_BENCH = {"pytorch": ["pytorch"], "onnx": ["pytorch", "onnxruntime"], "onnx-int8": ["pytorch", "onnxruntime-int8"]}
@@ -62,16 +62,17 @@ def finetune_best(
     if (heal is None) != (heal_corpus is None):
         raise TrimbertError("healing the winner needs both the heal settings and a corpus (--heal-corpus)")
     chosen = json.loads((out / BEST_FILE).read_text())
+    request = TrimRequest.from_spec_file(out / BEST_FILE)
     runs = out / "finetune"
     baseline = run_finetune(model_source, source, runs / "baseline", settings=finetune, progress=progress, force=True)
     teacher = str(runs / "baseline") if distill is not None else None
     searched_run, healed = runs / "searched", None
     verified = chosen.get("verified_run")
-    to_heal = heal is not None and not TrimSpec.from_dict(chosen["trim_spec"]).is_empty
+    to_heal = heal is not None and request.requested
     if heal is not None and not to_heal:
         healed = {"skipped": "the chosen trim is the untrimmed model: nothing to heal"}
     if to_heal:
-        healed = heal_winner(out, model_source, source, finetune, heal, heal_corpus, progress=progress)
+        healed = heal_winner(out, model_source, source, request, finetune, heal, heal_corpus, progress=progress)
         searched = run_finetune(str(runs / "healed"), source, searched_run, settings=finetune, progress=progress,
                                 force=True, teacher=teacher, distill=distill)
     elif distill is None and verified and (out / verified / "metrics.json").is_file():  # --verify trained it so already
@@ -79,8 +80,8 @@ def finetune_best(
         searched = Record.from_dict(json.loads((searched_run / "metrics.json").read_text()))
     else:
         searched = run_finetune(
-            model_source, source, searched_run, settings=finetune, request=TrimRequest.from_spec_file(out / BEST_FILE),
-            progress=progress, force=True, teacher=teacher, distill=distill,
+            model_source, source, searched_run, settings=finetune, request=request, progress=progress, force=True,
+            teacher=teacher, distill=distill,
         )
     bench_settings = BenchSettings(
         batch_size=settings.batch_size, seq_len=settings.seq_len, device=settings.device, threads=settings.threads,
@@ -111,17 +112,16 @@ def finetune_best(
 
 
 def heal_winner(
-    out: Path, model_source: str, source: DataSource, finetune: FinetuneSettings, heal: HealSettings, corpus: str,
-    *, progress: bool = False,
+    out: Path, model_source: str, source: DataSource, request: TrimRequest, finetune: FinetuneSettings,
+    heal: HealSettings, corpus: str, *, progress: bool = False,
 ) -> dict[str, Any]:
-    """The chosen spec applied to the untrimmed model as ``finetune --spec`` applies it, healed from the
-    untrimmed model on ``corpus`` into ``out/finetune/healed``; returns what the heal cost."""
+    """The chosen spec (``request``) applied to the untrimmed model as ``finetune --spec`` applies it,
+    healed from the untrimmed model on ``corpus`` into ``out/finetune/healed``; returns what the heal cost."""
     from trimbert.pipeline import apply_trim
     from trimbert.train.finetune import prepare
     from trimbert.train.heal import heal as run_heal
 
     _, tokenizer, model, encoded = prepare(model_source, source, finetune)
-    request = TrimRequest.from_spec_file(out / BEST_FILE)
     trimmed, _ = apply_trim(
         model, request, dataset=encoded["train"], tokenizer=tokenizer, has_head=False, seed=finetune.seed,
         max_length=finetune.max_length, batch_size=finetune.eval_batch_size,

@@ -152,9 +152,11 @@ class TrimRequest:
         return cls(**data)
 
     @classmethod
-    def from_spec(cls, spec: TrimSpec) -> TrimRequest:
-        """The request that adds everything ``spec`` removed (to apply a resolved spec to a model)."""
+    def from_spec(cls, spec: TrimSpec, importance: str | None = None) -> TrimRequest:
+        """The request that adds everything ``spec`` removed (to apply a resolved spec to a model);
+        ``importance``: the rule that chooses its narrowed FFNs' neurons (kept only when it narrows some)."""
         return cls(
+            importance=importance if spec.ffn_widths else None,
             drop_ffn=list(spec.drop_ffn) or None,
             attention=None if spec.attention == SOFTMAX else spec.attention,
             layernorm=",".join(spec.layernorm) or None,
@@ -176,9 +178,7 @@ class TrimRequest:
             raise TrimbertError(f"--spec: cannot read {path}: {str(error).splitlines()[0]}") from None
         if not isinstance(data, dict) or not isinstance(data.get("trim_spec"), dict):
             raise TrimbertError(f"--spec: {path} has no trim_spec object (write one with trimbert search)")
-        request = cls.from_spec(TrimSpec.from_dict(data["trim_spec"]))
-        importance = data.get("importance")
-        return cls(**{**request.to_dict(), "importance": importance}) if importance else request
+        return cls.from_spec(TrimSpec.from_dict(data["trim_spec"]), data.get("importance"))
 
     def merged_with_file(self, path: str | Path | None) -> TrimRequest:
         """This request, or the one of spec file ``path`` when given (then no other trim option may be)."""
