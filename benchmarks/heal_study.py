@@ -1,6 +1,6 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|attention|mid|long|longer ...]
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|attention|mid|long|longer|lr|alt-long ...]
        [--seed N ...] [--skip NAME-PART ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
@@ -15,8 +15,11 @@ already there (a killed study resumes):
 - mrpc: all 3,668 MRPC training rows, 3 epochs, lr 1e-4, max length 128: the untrimmed baseline and the
   full trim healed progressively (the sweep's 600-step heal, the best SST-2 schedule) + distilled from
   the baseline; seeds 42-44; and the same with the long heal's checkpoint (group long).
-- attention, mid, long, longer: the sweep's progressive heal with one lever changed (the attention loss
-  α 1.0; 1,200, 2,400 or 4,800 steps instead of 600), each fine-tuned + KD like the sweep's, seeds 42-44.
+- attention, mid, long, longer, lr: the sweep's progressive heal with one lever changed (the attention loss
+  α 1.0; 1,200, 2,400 or 4,800 steps instead of 600; heal lr 5e-4 instead of 1e-4), each fine-tuned + KD
+  like the sweep's, seeds 42-44.
+- alt-long: ``--drop-ffn alternate`` healed 2,400 steps instead of the sweep's 600, fine-tuned + KD like
+  the sweep's ffn-alternate-healed-kd, seeds 42-44.
 
 Then it prints the tables (mean ± sample std over the seeds, Δ against the baseline of the same
 seed, heal tokens and wall time from heal.json). Every number is read from the runs' own files.
@@ -40,16 +43,27 @@ FULL = ["--drop-ffn", "alternate", "--attention", "relu", "--layernorm", "half"]
 SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr", "1e-4", "--max-length", "64"]
 MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"]
 KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
-HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--lr", "1e-4", "--max-length", "64"]
-GROUPS = ("budget", "mrpc", "attention", "mid", "long", "longer")
+HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--max-length", "64"]  # + --lr (1e-4 unless a lever sets it)
+GROUPS = ("budget", "mrpc", "attention", "mid", "long", "longer", "lr", "alt-long")
+ALT = ["--drop-ffn", "alternate"]
 # the attention lever: the sweep's progressive 600-step heal plus the attention-distribution loss
 ATTENTION = ["--schedule", "progressive", "--steps", "600", "--alpha-attention", "1.0"]
 # the budget lever: a progressive heal 4 times as long (each stage on texts of its own: 76,800 texts)
 LONG = ["--schedule", "progressive", "--steps", "2400"]
 MID = ["--schedule", "progressive", "--steps", "1200"]  # the progressive budget curve: 600, 1,200, 2,400
 LONGER = ["--schedule", "progressive", "--steps", "4800"]  # 153,600 texts: the stages wrap around the corpus
-LEVERS = (("attention", "prog-att", ATTENTION), ("mid", "prog-1200", MID), ("long", "prog-2400", LONG),
-          ("longer", "prog-4800", LONGER))
+# the learning-rate lever: the sweep's progressive 600-step heal at 5 times the heal learning rate
+LR = ["--schedule", "progressive", "--steps", "600", "--lr", "5e-4"]
+# --drop-ffn alternate healed 4 times as long as the sweep's 600 steps (one stage: the FFNs)
+ALT_LONG = ["--steps", "2400"]
+# (group, name, heal arguments, trim): trim "full" heals trim-full, "alt" heals trim-alt
+LEVERS = (("attention", "prog-att", ATTENTION, "full"), ("mid", "prog-1200", MID, "full"), ("long", "prog-2400", LONG, "full"),
+          ("longer", "prog-4800", LONGER, "full"), ("lr", "prog-lr5e-4", LR, "full"), ("alt-long", "2400", ALT_LONG, "alt"))
+
+
+def heal_args(extra: list[str]) -> list[str]:
+    """The study's heal arguments with ``extra``'s; the heal learning rate is 1e-4 unless ``extra`` sets it."""
+    return [*HEAL, *([] if "--lr" in extra else ["--lr", "1e-4"]), *extra]
 
 
 def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, list[tuple[Path, list[str]]]]:
@@ -57,12 +71,15 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
     trimmed = out / "trim-full"
     groups: dict[str, list[tuple[Path, list[str]]]] = {name: [] for name in GROUPS}
     for group in GROUPS:
-        groups[group].append((trimmed, ["trim", "minilm", "--out", str(trimmed), *FULL]))
+        if group == "alt-long":
+            groups[group].append((out / "trim-alt", ["trim", "minilm", "--out", str(out / "trim-alt"), *ALT]))
+        else:
+            groups[group].append((trimmed, ["trim", "minilm", "--out", str(trimmed), *FULL]))
     for n in BUDGETS:
         if n == 600:
             continue  # the sweep's heal
         heal = out / f"heal-full-{n}"
-        groups["budget"].append((heal, ["heal", str(trimmed), *HEAL, "--steps", str(n), "--out", str(heal)]))
+        groups["budget"].append((heal, ["heal", str(trimmed), *heal_args(["--steps", str(n)]), "--out", str(heal)]))
     progressive = _sweep_heal_dir(sweep, "full-trim-progressive-healed-kd")
     _levers(groups, out, sweep, trimmed, seeds)
     for n in BUDGETS:
@@ -88,11 +105,12 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
 
 def _levers(groups: dict, out: Path, sweep: Path, trimmed: Path, seeds: tuple[int, ...]) -> None:
     """Heals with one more lever than the sweep's progressive heal, each fine-tuned + KD like it."""
-    for group, name, extra in LEVERS:
-        heal = out / f"heal-full-{name}"
-        groups[group].append((heal, ["heal", str(trimmed), *HEAL, *extra, "--out", str(heal)]))
+    for group, name, extra, trim in LEVERS:
+        heal = out / f"heal-{trim}-{name}"
+        source = trimmed if trim == "full" else out / "trim-alt"
+        groups[group].append((heal, ["heal", str(source), *heal_args(extra), "--out", str(heal)]))
         for seed in seeds:
-            folder = out / "sst2" / f"full-{name}-kd-s{seed}"
+            folder = out / "sst2" / f"{trim}-{name}-kd-s{seed}"
             teacher = ["--teacher", str(sweep / "runs" / f"baseline-seed{seed}"), *KD]
             groups[group].append((folder, ["finetune", str(heal), "--out", str(folder), *SST2, "--seed", str(seed), *teacher]))
 
@@ -167,10 +185,13 @@ def levers_table(out: Path, sweep: Path) -> None:
     print(f"\nSST-2 accuracy, full trim, progressive heal + task KD, one lever changed; baseline {_stat(base)}\n")
     print("| heal | tokens | heal wall time | held-out heal loss | accuracy | Δ pts vs baseline |")
     print("|---|---:|---:|---:|---:|---:|")
-    rows = [("progressive, 600 steps (the sweep's)", Path(_sweep_heal_dir(sweep, "full-trim-progressive-healed-kd") or out / "missing"),
-             _runs(sweep, "full-trim-progressive-healed-kd"))]
-    for _, name, extra in LEVERS:
-        rows.append((" ".join(extra), out / f"heal-full-{name}", [_metric(out / "sst2" / f"full-{name}-kd-s{s}", "accuracy") for s in SEEDS]))
+    rows = [("full trim: progressive, 600 steps (the sweep's)", Path(_sweep_heal_dir(sweep, "full-trim-progressive-healed-kd") or out / "missing"),
+             _runs(sweep, "full-trim-progressive-healed-kd")),
+            ("--drop-ffn alternate: 600 steps (the sweep's)", Path(_sweep_heal_dir(sweep, "ffn-alternate-healed-kd") or out / "missing"),
+             _runs(sweep, "ffn-alternate-healed-kd"))]
+    for _, name, extra, trim in LEVERS:
+        label = f"{'full trim' if trim == 'full' else '--drop-ffn alternate'}: {' '.join(extra)}"
+        rows.append((label, out / f"heal-{trim}-{name}", [_metric(out / "sst2" / f"{trim}-{name}-kd-s{s}", "accuracy") for s in SEEDS]))
     for label, folder, accuracy in rows:
         heal = _heal(folder)
         cost = f"{heal['tokens']:,} | {heal['heal_time_s']:.0f} s | {heal['loss_after']:.3f}" if heal else "– | – | –"
