@@ -1,6 +1,6 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|attention|mid|long|longer|lr|alt-long ...]
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|attention|mid|long|longer|lr|long-lr|alt-long|kd ...]
        [--seed N ...] [--skip NAME-PART ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
@@ -18,6 +18,9 @@ already there (a killed study resumes):
 - attention, mid, long, longer, lr: the sweep's progressive heal with one lever changed (the attention loss
   α 1.0; 1,200, 2,400 or 4,800 steps instead of 600; heal lr 5e-4 instead of 1e-4), each fine-tuned + KD
   like the sweep's, seeds 42-44.
+- kd: the long heal's checkpoint fine-tuned with other task-distillation weights (no hidden-state
+  term; no task loss), seeds 42-44.
+- long-lr: the lr lever's 5e-4 with the long heal's 2,400 steps.
 - alt-long: ``--drop-ffn alternate`` healed 2,400 steps instead of the sweep's 600, fine-tuned + KD like
   the sweep's ffn-alternate-healed-kd, seeds 42-44.
 
@@ -44,7 +47,7 @@ SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr"
 MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"]
 KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
 HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--max-length", "64"]  # + --lr (1e-4 unless a lever sets it)
-GROUPS = ("budget", "mrpc", "attention", "mid", "long", "longer", "lr", "alt-long")
+GROUPS = ("budget", "mrpc", "attention", "mid", "long", "longer", "lr", "long-lr", "alt-long", "kd")
 ALT = ["--drop-ffn", "alternate"]
 # the attention lever: the sweep's progressive 600-step heal plus the attention-distribution loss
 ATTENTION = ["--schedule", "progressive", "--steps", "600", "--alpha-attention", "1.0"]
@@ -54,11 +57,18 @@ MID = ["--schedule", "progressive", "--steps", "1200"]  # the progressive budget
 LONGER = ["--schedule", "progressive", "--steps", "4800"]  # 153,600 texts: the stages wrap around the corpus
 # the learning-rate lever: the sweep's progressive 600-step heal at 5 times the heal learning rate
 LR = ["--schedule", "progressive", "--steps", "600", "--lr", "5e-4"]
+LONG_LR = ["--schedule", "progressive", "--steps", "2400", "--lr", "5e-4"]  # both
 # --drop-ffn alternate healed 4 times as long as the sweep's 600 steps (one stage: the FFNs)
 ALT_LONG = ["--steps", "2400"]
 # (group, name, heal arguments, trim): trim "full" heals trim-full, "alt" heals trim-alt
 LEVERS = (("attention", "prog-att", ATTENTION, "full"), ("mid", "prog-1200", MID, "full"), ("long", "prog-2400", LONG, "full"),
-          ("longer", "prog-4800", LONGER, "full"), ("lr", "prog-lr5e-4", LR, "full"), ("alt-long", "2400", ALT_LONG, "alt"))
+          ("longer", "prog-4800", LONGER, "full"), ("lr", "prog-lr5e-4", LR, "full"),
+          ("long-lr", "prog-2400-lr5e-4", LONG_LR, "full"), ("alt-long", "2400", ALT_LONG, "alt"))
+
+
+# the task-distillation lever, on the long heal's checkpoint: (name, the fine-tune's distillation arguments)
+KD_LEVERS = (("soft", ["--distill-alpha-hidden", "0"]),  # soft labels + task loss only
+             ("noce", ["--distill-alpha-ce", "0", "--distill-alpha-kd", "1.0", "--distill-alpha-hidden", "1.0"]))
 
 
 def heal_args(extra: list[str]) -> list[str]:
@@ -82,6 +92,12 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
         groups["budget"].append((heal, ["heal", str(trimmed), *heal_args(["--steps", str(n)]), "--out", str(heal)]))
     progressive = _sweep_heal_dir(sweep, "full-trim-progressive-healed-kd")
     _levers(groups, out, sweep, trimmed, seeds)
+    for name, kd in KD_LEVERS:
+        for seed in seeds:
+            folder = out / "sst2" / f"full-prog-2400-kd{name}-s{seed}"
+            teacher = ["--teacher", str(sweep / "runs" / f"baseline-seed{seed}"), *kd]
+            argv = ["finetune", str(out / "heal-full-prog-2400"), "--out", str(folder), *SST2, "--seed", str(seed), *teacher]
+            groups["kd"].append((folder, argv))
     for n in BUDGETS:
         if n == 600:
             continue  # the sweep's full-trim-healed-kd
@@ -192,6 +208,9 @@ def levers_table(out: Path, sweep: Path) -> None:
     for _, name, extra, trim in LEVERS:
         label = f"{'full trim' if trim == 'full' else '--drop-ffn alternate'}: {' '.join(extra)}"
         rows.append((label, out / f"heal-{trim}-{name}", [_metric(out / "sst2" / f"{trim}-{name}-kd-s{s}", "accuracy") for s in SEEDS]))
+    for name, kd in KD_LEVERS:
+        rows.append((f"full trim: --schedule progressive --steps 2400, fine-tune {' '.join(kd)}", out / "heal-full-prog-2400",
+                     [_metric(out / "sst2" / f"full-prog-2400-kd{name}-s{s}", "accuracy") for s in SEEDS]))
     for label, folder, accuracy in rows:
         heal = _heal(folder)
         cost = f"{heal['tokens']:,} | {heal['heal_time_s']:.0f} s | {heal['loss_after']:.3f}" if heal else "– | – | –"
