@@ -1,6 +1,7 @@
 """``trimbert search`` from the command line: outputs, the spec file round trip, one-line errors."""
 
 import json
+import statistics
 
 import tomllib
 from conftest import write_sst2
@@ -110,7 +111,7 @@ def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fre
     out = tmp_path / "search"
     code, stdout, err = run_cli(
         "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST, "--verify", "2",
-        "--cache-dir", tmp_path / "cache", "--out", out, "--json", "--finetune", "--bench-seconds", "1",
+        "--verify-seeds", "2", "--cache-dir", tmp_path / "cache", "--out", out, "--json", "--finetune", "--bench-seconds", "1",
     )
     assert code == 0, err
     result = json.loads(stdout)
@@ -129,12 +130,14 @@ def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fre
     best = max(verified, key=lambda item: (item["verified"], -item["predicted_ms"]))
     assert result["best"] == best and "verify_s" in result["phases_s"]
     for index, item in enumerate(verified):
-        run = out / "verify" / f"finalist-{index}"
-        record = json.loads((run / "metrics.json").read_text())
-        assert record["trim_summary"] == item["summary"]
-        model = trimbert.load(run)
-        assert model.config.spec == TrimSpec.from_dict(item["spec"])
-        assert model_metric(model, get_task("sst2"), fresh) == item["verified"]  # judged on the fresh rows, not dev
+        scores = []
+        for seed, run in ((42, out / "verify" / f"finalist-{index}"), (43, out / "verify" / f"finalist-{index}-seed43")):
+            record = json.loads((run / "metrics.json").read_text())
+            assert record["trim_summary"] == item["summary"] and record["seed"] == seed
+            model = trimbert.load(run)
+            assert model.config.spec == TrimSpec.from_dict(item["spec"])
+            scores.append(model_metric(model, get_task("sst2"), fresh))  # judged on the fresh rows, not dev
+        assert item["verified_by_seed"] == scores and item["verified"] == statistics.fmean(scores)
     chosen = json.loads((out / "best.json").read_text())
     assert chosen["verified"] == best["verified"]
     winner = f"verify/finalist-{verified.index(best)}"
@@ -155,6 +158,7 @@ def test_search_refuses_bad_input_in_one_line(run_cli, tiny_checkpoint, tmp_path
         (("--speedup", "0.5"), "error: --speedup: must be at least 1.0, got 0.5"),
         (("--speedup", "1.5", "--widths", "0.5,abc"), "error: --widths: 'abc' is not a number"),
         (("--speedup", "1.5", "--max-drop-layers", "2"), "error: --max-drop-layers: 2 is not between 0 and 1"),
+        (("--speedup", "1.5", "--verify", "0", "--verify-seeds", "2"), "error: --verify-seeds: nothing is verified with --verify 0"),
         (("--speedup", "1000", "--undershoot", "0", *FAST), "error: no trim in the search space is predicted to reach 1000.00x"),
         (("--speedup", "1000", *FAST), "error: no trim in the search space is predicted to reach 950.00x"),
         (("--speedup", "1.05", "--overshoot", "0", "--undershoot", "0", "--json", *FAST),

@@ -39,7 +39,8 @@ class Candidate:
     origin: str  # "pattern: <name>", "random" or "evolved"
     generation: int
     final_estimate: float | None = None  # the fresh re-score, for finalists
-    verified: float | None = None  # a real fine-tune's metric on the fresh rows (search --verify)
+    verified: float | None = None  # a real fine-tune's metric on the fresh rows (search --verify), mean over seeds
+    verified_by_seed: list[float] | None = None  # each seed's, with --verify-seeds
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class Candidate:
             "estimate": self.estimate,
             "final_estimate": self.final_estimate,
             "verified": self.verified,
+            "verified_by_seed": self.verified_by_seed,
             "origin": self.origin,
             "generation": self.generation,
         }

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -193,7 +194,7 @@ def search(
         if settings.verify and finalists:
             start = time.perf_counter()
             verify_finalists(result, to_verify(finalists, settings.verify), estimator, model_source, source, finetune,
-                             settings.importance, staging / "verify", progress=progress)
+                             settings.importance, staging / "verify", seeds=settings.verify_seeds, progress=progress)
             phases["verify_s"] = time.perf_counter() - start
         info["finalists"] = [candidate.to_dict() for candidate in finalists]  # with their verified metrics
         write_outputs(staging, report, settings, finetune, model_source, source, space)
@@ -211,19 +212,26 @@ def to_verify(finalists: list[Candidate], count: int) -> list[Candidate]:
 
 def verify_finalists(
     result: SearchResult, finalists: list[Candidate], estimator: Any, model_source: str, source: DataSource,
-    finetune: FinetuneSettings, importance: str, folder: Path, *, progress: bool = False,
+    finetune: FinetuneSettings, importance: str, folder: Path, *, seeds: int = 1, progress: bool = False,
 ) -> None:
-    """Fine-tune each finalist with the search's fine-tune settings into ``folder/finalist-<i>``, set its
-    ``verified`` metric on the estimator's fresh rows (never the dev set), and make the most accurate
-    (ties to the faster) ``result.best``."""
+    """Fine-tune each finalist with the search's fine-tune settings into ``folder/finalist-<i>`` (and, with
+    ``seeds`` > 1, again with seeds ``finetune.seed + 1``, ... into ``finalist-<i>-seed<S>``), set its
+    ``verified`` metric (the mean over the seeds) on the estimator's fresh rows (never the dev set), and
+    make the most accurate (ties to the faster) ``result.best``."""
     from trimbert.search.estimator import model_metric
     from trimbert.train.finetune import finetune as run_finetune
 
     for index, candidate in enumerate(finalists):
         request = TrimRequest.from_spec(candidate.spec, importance)
-        run = folder / f"finalist-{index}"
-        run_finetune(model_source, source, run, settings=finetune, request=request, progress=progress, force=True)
-        candidate.verified = model_metric(checkpoint.load(run), estimator.task, estimator.final_batches)
+        scores = []
+        for offset in range(seeds):
+            seed = finetune.seed + offset
+            run = folder / (f"finalist-{index}" if offset == 0 else f"finalist-{index}-seed{seed}")
+            settings = finetune if offset == 0 else finetune.model_copy(update={"seed": seed})
+            run_finetune(model_source, source, run, settings=settings, request=request, progress=progress, force=True)
+            scores.append(model_metric(checkpoint.load(run), estimator.task, estimator.final_batches))
+        candidate.verified = statistics.fmean(scores)
+        candidate.verified_by_seed = scores if seeds > 1 else None
     result.best = min(finalists, key=lambda item: (-item.verified, item.predicted_ms))
     result.notes["verified_run"] = f"finalist-{finalists.index(result.best)}"
 

@@ -73,8 +73,14 @@ class SearchSettings(Settings):
         4,
         ge=0,
         description="Fine-tune this many of the best finalists (and the best hand-made pattern among them) for real "
-        "and choose the one most accurate on the fresh rows (one fine-tune each; 0: trust the estimate, which "
+        "and choose the one most accurate on the fresh rows (--verify-seeds fine-tunes each; 0: trust the estimate, which "
         "can miss by points, measured: docs/search.md).",
+    )
+    verify_seeds: int = Field(
+        1,
+        ge=1,
+        description="Fine-tunes per verified finalist, with seeds --seed, --seed + 1, ...; the winner is the best by "
+        "the mean on the fresh rows (one seed's pick is partly chance: docs/search.md).",
     )
     population: int = Field(16, ge=2, description="New candidates per generation.")
     parents: int = Field(6, ge=1, description="Best candidates bred from in each generation.")
@@ -91,6 +97,8 @@ class SearchSettings(Settings):
     def _one_target(self) -> SearchSettings:
         if (self.speedup is None) == (self.latency_ms is None):
             raise ValueError("give exactly one target: --speedup X or --latency-ms X")
+        if self.verify_seeds > 1 and self.verify == 0:
+            raise ValueError("--verify-seeds: nothing is verified with --verify 0")
         return self
 
     def width_list(self, intermediate_size: int) -> tuple[int, ...]:
