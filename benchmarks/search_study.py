@@ -31,7 +31,9 @@ OUT (a killed study resumes); run the timing phases (predictor, bench) on a quie
   and those winners side by side with the baseline, in one run of their own (OUT/bench-final.json);
   search-verify and bench-verify: the defaults (``--verify 4``; OUT/search-verify-*,
   OUT/bench-verify.json); search-under and bench-under: the defaults since, candidates predicted down to
-  5% under the target too (``--undershoot 0.05``; OUT/search-under-*, OUT/bench-under.json).
+  5% under the target too (``--undershoot 0.05``; OUT/search-under-*, OUT/bench-under.json);
+  search-seeds2 and bench-seeds2: as under, each verified finalist fine-tuned with two seeds and the winner
+  chosen by the mean (``--verify-seeds 2``), at 1.6x only (OUT/search-seeds2-1.6, OUT/bench-seeds2.json).
 - tables: print every table from the files above.
 """
 
@@ -57,7 +59,8 @@ TARGETS_UNDER = ("1.6", "1.3")  # 1.6 first: its goal is the open one
 # candidates within 10% of the target, 8 finalists and the patterns re-scored on 3,000 fresh rows, no
 # fine-tuned verification), search-verify-<target> (the defaults, --verify 4: the 4 best finalists, and
 # the best pattern among the finalists, fine-tuned and judged on the fresh rows), search-under-<target>
-# (the defaults since: as verify, with candidates predicted down to 5% under the target, --undershoot 0.05).
+# (the defaults since: as verify, with candidates predicted down to 5% under the target, --undershoot 0.05),
+# search-seeds2-<target> (as under, --verify-seeds 2).
 CONFIGS = {
     "head": ["--scorer", "head", "--layernorms", "--overshoot", "100", "--finalists", "0", "--verify", "0"],
     "probe": ["--scorer", "probe", "--layernorms", "--overshoot", "100", "--finalists", "0", "--verify", "0"],
@@ -65,8 +68,9 @@ CONFIGS = {
     "final": ["--undershoot", "0", "--verify", "0"],
     "verify": ["--undershoot", "0", "--verify", "4"],
     "under": ["--undershoot", "0.05", "--verify", "4"],
+    "seeds2": ["--undershoot", "0.05", "--verify", "4", "--verify-seeds", "2"],
 }
-LATER = ("final", "verify", "under")  # configurations benched in runs of their own (bench-<config>.json)
+LATER = ("final", "verify", "under", "seeds2")  # configurations benched in runs of their own (bench-<config>.json)
 
 
 def search_name(target: str, config: str) -> str:
@@ -75,7 +79,8 @@ TRIMBERT = str(Path(sys.executable).parent / "trimbert")  # the CLI of this inte
 PHASES = (
     "predictor", "predictor-onnx-int8", "search", "sweep", "importance", "search-probe", "search-keepln", "sweep", "bench",
     "seeds", "predictor-onnx-int8-keepln", "search-final", "sweep", "seeds", "bench-final", "search-verify", "sweep",
-    "seeds", "bench-verify", "search-under", "sweep", "seeds", "bench-under", "tables",
+    "seeds", "bench-verify", "search-under", "sweep", "seeds", "bench-under", "search-seeds2", "sweep", "seeds",
+    "bench-seeds2", "tables",
 )
 FIXED = {
     "alternate": {"drop_ffn": "alternate"},
@@ -231,7 +236,7 @@ def phase_seeds(out: Path) -> None:
         keys = FIXED.get(name, {})
         lines += ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], ""]
     for name, folder in searched_variants(out).items():
-        if name.startswith(("searched-keepln-", "searched-final-", "searched-verify-", "searched-under-")):
+        if name.startswith(("searched-keepln-", "searched-final-", "searched-verify-", "searched-under-", "searched-seeds2-")):
             lines += [(folder / "variant.toml").read_text().replace('name = "searched"', f'name = "{name}"')]
     (out / "seeds.toml").write_text("\n".join(lines))
     cli("sweep", str(out / "seeds.toml"), "--out", str(out / "seeds"))
@@ -262,6 +267,8 @@ def main() -> None:
                "bench-verify": lambda out: phase_bench(out, "verify"),
                "search-under": lambda out: phase_search(out, ("under",), TARGETS_UNDER),
                "bench-under": lambda out: phase_bench(out, "under"),
+               "search-seeds2": lambda out: phase_search(out, ("seeds2",), ("1.6",)),  # the open goal only
+               "bench-seeds2": lambda out: phase_bench(out, "seeds2"),
                "importance": phase_importance, "bench": phase_bench, "seeds": phase_seeds, "tables": tables}
     for phase in args.phase or PHASES:
         runners[phase](args.out)

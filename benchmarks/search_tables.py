@@ -131,7 +131,8 @@ def estimator_table(out: Path, records: dict[str, dict]) -> None:
 
 
 GROUPS = {None: "the searches before the window and finalists", "final": "window and finalists, --verify 0",
-          "verify": "window, finalists, --verify 4", "under": "the defaults (--undershoot 0.05, --verify 4)"}
+          "verify": "window, finalists, --verify 4", "under": "the defaults (--undershoot 0.05, --verify 4)",
+          "seeds2": "--verify-seeds 2 (--undershoot 0.05, --verify 4)"}
 
 
 def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict], group: str | None = None) -> None:
