@@ -129,6 +129,7 @@ def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fre
         assert len(verified) == 2
     best = max(verified, key=lambda item: (item["verified"], -item["predicted_ms"]))
     assert result["best"] == best and "verify_s" in result["phases_s"]
+    front = (out / "front.md").read_text()
     for index, item in enumerate(verified):
         scores = []
         for seed, run in ((42, out / "verify" / f"finalist-{index}"), (43, out / "verify" / f"finalist-{index}-seed43")):
@@ -138,6 +139,7 @@ def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fre
             assert model.config.spec == TrimSpec.from_dict(item["spec"])
             scores.append(model_metric(model, get_task("sst2"), fresh))  # judged on the fresh rows, not dev
         assert item["verified_by_seed"] == scores and item["verified"] == statistics.fmean(scores)
+        assert f"| {item['verified']:.4f} ({scores[0]:.4f}, {scores[1]:.4f}) | {item['origin']} |" in front
     chosen = json.loads((out / "best.json").read_text())
     assert chosen["verified"] == best["verified"]
     winner = f"verify/finalist-{verified.index(best)}"

@@ -58,7 +58,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search trims of MODEL for the most accurate one predicted to meet --speedup or --latency-ms."""
-    from trimbert.search.run import SEARCH_FILE
+    from trimbert.search.run import SEARCH_FILE, verified_text
     from trimbert.search.run import search as run_search
     from trimbert.search.winner import check_heal_request
     from trimbert.search.winner import finetune_best as run_finetune_best
@@ -119,7 +119,7 @@ def search(
         for column in columns:
             finals.add_column(column, justify="left" if column in ("trim", "origin") else "right")
         for item in info["finalists"]:
-            verified = "" if item.get("verified") is None else f"{item['verified']:.4f}"
+            verified = verified_text(item)
             finals.add_row(item["summary"], f"{item['predicted_speedup']:.2f}x", f"{item['estimate']:.4f}",
                            f"{item['final_estimate']:.4f}", verified, item["origin"])
         console.print(finals)
