@@ -34,6 +34,8 @@ OUT (a killed study resumes); run the timing phases (predictor, bench) on a quie
   5% under the target too (``--undershoot 0.05``; OUT/search-under-*, OUT/bench-under.json);
   search-seeds2 and bench-seeds2: as under, each verified finalist fine-tuned with two seeds and the winner
   chosen by the mean (``--verify-seeds 2``), at 1.6x only (OUT/search-seeds2-1.6, OUT/bench-seeds2.json).
+- seeds-more: the baseline, ``last:4`` and the 1.6x winners of under and seeds2 at seeds 45 and 46
+  (OUT/seeds-more.toml into OUT/seeds-more): five seeds for the 1.6x comparison.
 - tables: print every table from the files above.
 """
 
@@ -80,7 +82,7 @@ PHASES = (
     "predictor", "predictor-onnx-int8", "search", "sweep", "importance", "search-probe", "search-keepln", "sweep", "bench",
     "seeds", "predictor-onnx-int8-keepln", "search-final", "sweep", "seeds", "bench-final", "search-verify", "sweep",
     "seeds", "bench-verify", "search-under", "sweep", "seeds", "bench-under", "search-seeds2", "sweep", "seeds",
-    "bench-seeds2", "tables",
+    "bench-seeds2", "seeds-more", "tables",
 )
 FIXED = {
     "alternate": {"drop_ffn": "alternate"},
@@ -242,6 +244,26 @@ def phase_seeds(out: Path) -> None:
     cli("sweep", str(out / "seeds.toml"), "--out", str(out / "seeds"))
 
 
+MORE_SEEDS = (45, 46)
+SEEDED_MORE = ("baseline", "last4")  # with the 1.6x winners of the under and seeds2 searches
+
+
+def phase_seeds_more(out: Path) -> None:
+    """The 1.6x winners and the best fixed pattern faster than them (last:4), with the baseline, at two more
+    seeds (OUT/seeds-more.toml into OUT/seeds-more): five seeds for the open 1.6x comparison."""
+    recipe = (out / "recipe.toml").read_text()
+    head, _, _ = recipe.partition("[[variants]]")
+    lines = [f"seeds = {list(MORE_SEEDS)}", head.replace("seed = 42\n", "")]
+    for name in SEEDED_MORE:
+        keys = FIXED.get(name, {})
+        lines += ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], ""]
+    for name, folder in searched_variants(out).items():
+        if name in ("searched-under-1.6", "searched-seeds2-1.6"):
+            lines += [(folder / "variant.toml").read_text().replace('name = "searched"', f'name = "{name}"')]
+    (out / "seeds-more.toml").write_text("\n".join(lines))
+    cli("sweep", str(out / "seeds-more.toml"), "--out", str(out / "seeds-more"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -269,6 +291,7 @@ def main() -> None:
                "bench-under": lambda out: phase_bench(out, "under"),
                "search-seeds2": lambda out: phase_search(out, ("seeds2",), ("1.6",)),  # the open goal only
                "bench-seeds2": lambda out: phase_bench(out, "seeds2"),
+               "seeds-more": phase_seeds_more,
                "importance": phase_importance, "bench": phase_bench, "seeds": phase_seeds, "tables": tables}
     for phase in args.phase or PHASES:
         runners[phase](args.out)

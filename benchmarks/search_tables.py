@@ -13,6 +13,7 @@ from pathlib import Path
 from search_study import FIXED, LATER, PATTERN_OF, bench_group, searched_variants
 
 from trimbert.search.estimator import spearman
+from trimbert.search.run import verified_text
 
 
 def _records(out: Path) -> dict[str, dict]:
@@ -176,19 +177,20 @@ def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict], 
 
 
 def seeds_table(out: Path, records: dict[str, dict]) -> None:
-    """Accuracy over seeds 42 (the sweep), 43 and 44 (the seeds phase), Δ paired by seed with the baseline."""
-    results = out / "seeds" / "results.jsonl"
-    if not results.exists():
-        return
+    """Accuracy over seeds 42 (the sweep), 43 and 44 (the seeds phase) and 45, 46 (seeds-more, where run),
+    Δ paired by seed with the baseline; and each 1.6x winner against last:4, paired by seed."""
     by_seed: dict[str, dict[int, float]] = {}
     for name, row in records.items():
         by_seed.setdefault(name, {})[row["seed"]] = row["metrics"]["accuracy"]
-    for line in results.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("status") == "ok":
-            by_seed.setdefault(row["variant"], {})[row["seed"]] = row["metrics"]["accuracy"]
+    for results in (out / "seeds" / "results.jsonl", out / "seeds-more" / "results.jsonl"):
+        for line in results.read_text().splitlines() if results.exists() else []:
+            row = json.loads(line)
+            if row.get("status") == "ok":
+                by_seed.setdefault(row["variant"], {})[row["seed"]] = row["metrics"]["accuracy"]
     base = by_seed.get("baseline", {})
-    print("## Three seeds (42, 43, 44): accuracy mean ± std, Δ paired by seed\n")
+    if len(base) < 2:
+        return
+    print(f"## Seeds ({', '.join(map(str, sorted(base)))}): accuracy mean ± std, Δ paired by seed\n")
     print("| variant | seeds | accuracy | Δ vs baseline (points) |")
     print("|---|---:|---:|---:|")
     for name, seeds in by_seed.items():
@@ -198,6 +200,14 @@ def seeds_table(out: Path, records: dict[str, dict]) -> None:
         deltas = [100 * (value - base[seed]) for seed, value in seeds.items()]
         print(f"| {name} | {len(seeds)} | {statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} "
               f"| {statistics.mean(deltas):+.2f} ± {statistics.stdev(deltas):.2f} |")
+    print()
+    fixed = by_seed.get("last4", {})
+    for name in ("searched-under-1.6", "searched-seeds2-1.6"):
+        shared = sorted(set(by_seed.get(name, {})) & set(fixed))
+        if len(shared) >= 2:
+            deltas = [100 * (by_seed[name][seed] - fixed[seed]) for seed in shared]
+            print(f"- {name} vs last4 over seeds {', '.join(map(str, shared))}: Δ {statistics.mean(deltas):+.2f} ± "
+                  f"{statistics.stdev(deltas):.2f} points (per seed {', '.join(f'{d:+.2f}' for d in deltas)})")
     print()
 
 
@@ -229,7 +239,7 @@ def finalists_table(out: Path) -> None:
         print("| trim | predicted speed-up | search estimate | fresh estimate | fine-tuned, fresh rows | origin |")
         print("|---|---:|---:|---:|---:|---|")
         for item in info["finalists"]:
-            verified = "" if item.get("verified") is None else f"{item['verified']:.4f}"
+            verified = verified_text(item)
             print(f"| {item['summary']} | {item['predicted_speedup']:.3f}x | {item['estimate']:.4f} | {item['final_estimate']:.4f} "
                   f"| {verified} | {item['origin']} |")
         phases = ", ".join(f"{key.removesuffix('_s').replace('_', ' ')} {value:.0f} s" for key, value in data["phases_s"].items())
