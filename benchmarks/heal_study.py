@@ -19,7 +19,7 @@ already there (a killed study resumes):
   α 1.0; 1,200, 2,400 or 4,800 steps instead of 600; heal lr 5e-4 instead of 1e-4), each fine-tuned + KD
   like the sweep's, seeds 42-44.
 - kd: the long heal's checkpoint fine-tuned with other task-distillation weights (no hidden-state
-  term; no task loss), seeds 42-44.
+  term; no task loss; the hidden-state term × 3), seeds 42-44.
 - long-lr: the lr lever's 5e-4 with the long heal's 2,400 steps.
 - alt-long: ``--drop-ffn alternate`` healed 2,400 steps instead of the sweep's 600, fine-tuned + KD like
   the sweep's ffn-alternate-healed-kd, seeds 42-44.
@@ -68,7 +68,8 @@ LEVERS = (("attention", "prog-att", ATTENTION, "full"), ("mid", "prog-1200", MID
 
 # the task-distillation lever, on the long heal's checkpoint: (name, the fine-tune's distillation arguments)
 KD_LEVERS = (("soft", ["--distill-alpha-hidden", "0"]),  # soft labels + task loss only
-             ("noce", ["--distill-alpha-ce", "0", "--distill-alpha-kd", "1.0", "--distill-alpha-hidden", "1.0"]))
+             ("noce", ["--distill-alpha-ce", "0", "--distill-alpha-kd", "1.0", "--distill-alpha-hidden", "1.0"]),
+             ("hidden3", ["--distill-alpha-hidden", "3.0"]))  # the hidden-state term 3 times as heavy
 
 
 def heal_args(extra: list[str]) -> list[str]:
