@@ -1,6 +1,6 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|attention|mid|long|longer|lr|long-lr|alt-long|kd ...]
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|kd ...]
        [--seed N ...] [--skip NAME-PART ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
@@ -20,7 +20,7 @@ already there (a killed study resumes):
   like the sweep's, seeds 42-44.
 - kd: the long heal's checkpoint fine-tuned with other task-distillation weights (no hidden-state
   term; no task loss; the hidden-state term × 3), seeds 42-44.
-- long-lr: the lr lever's 5e-4 with the long heal's 2,400 steps.
+- long-lr, longer-lr: the lr lever's 5e-4 with 2,400 or 4,800 steps.
 - alt-long: ``--drop-ffn alternate`` healed 2,400 steps instead of the sweep's 600, fine-tuned + KD like
   the sweep's ffn-alternate-healed-kd, seeds 42-44.
 
@@ -47,7 +47,7 @@ SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr"
 MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"]
 KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
 HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--max-length", "64"]  # + --lr (1e-4 unless a lever sets it)
-GROUPS = ("budget", "mrpc", "attention", "mid", "long", "longer", "lr", "long-lr", "alt-long", "kd")
+GROUPS = ("budget", "mrpc", "attention", "mid", "long", "longer", "lr", "long-lr", "longer-lr", "alt-long", "kd")
 ALT = ["--drop-ffn", "alternate"]
 # the attention lever: the sweep's progressive 600-step heal plus the attention-distribution loss
 ATTENTION = ["--schedule", "progressive", "--steps", "600", "--alpha-attention", "1.0"]
@@ -58,12 +58,14 @@ LONGER = ["--schedule", "progressive", "--steps", "4800"]  # 153,600 texts: the 
 # the learning-rate lever: the sweep's progressive 600-step heal at 5 times the heal learning rate
 LR = ["--schedule", "progressive", "--steps", "600", "--lr", "5e-4"]
 LONG_LR = ["--schedule", "progressive", "--steps", "2400", "--lr", "5e-4"]  # both
+LONGER_LR = ["--schedule", "progressive", "--steps", "4800", "--lr", "5e-4"]  # and twice the budget
 # --drop-ffn alternate healed 4 times as long as the sweep's 600 steps (one stage: the FFNs)
 ALT_LONG = ["--steps", "2400"]
 # (group, name, heal arguments, trim): trim "full" heals trim-full, "alt" heals trim-alt
 LEVERS = (("attention", "prog-att", ATTENTION, "full"), ("mid", "prog-1200", MID, "full"), ("long", "prog-2400", LONG, "full"),
           ("longer", "prog-4800", LONGER, "full"), ("lr", "prog-lr5e-4", LR, "full"),
-          ("long-lr", "prog-2400-lr5e-4", LONG_LR, "full"), ("alt-long", "2400", ALT_LONG, "alt"))
+          ("long-lr", "prog-2400-lr5e-4", LONG_LR, "full"),
+          ("longer-lr", "prog-4800-lr5e-4", LONGER_LR, "full"), ("alt-long", "2400", ALT_LONG, "alt"))
 
 
 # the task-distillation lever, on the long heal's checkpoint: (name, the fine-tune's distillation arguments)
