@@ -76,7 +76,8 @@ class HealSettings(Settings):
     lr: float = Field(
         5e-4,
         gt=0,
-        description="Peak learning rate (5e-4 healed the full trim further than 1e-4 at 600 and 2,400 steps: docs/heal.md).",
+        description="Peak learning rate (5e-4 healed MiniLM's full trim further than 1e-4 at 600 and 2,400 steps, "
+        "docs/heal.md; not measured on larger models: watch the held-out loss).",
     )
     batch_size: int = Field(32, ge=1, description="Texts per step.")
     max_length: int = Field(64, ge=2, description="Truncate texts to this many tokens.")
