@@ -44,7 +44,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/lint-imports
 
 # Issue-2 benchmark: trim a BERT-base-shaped checkpoint (random weights) with --drop-ffn 0-7.
-# The search issue's measurements (about 4.5 h on 2 CPU cores; resumable): predictor error, Taylor importance,
+# The search issue's measurements (about 5 h on 2 CPU cores; resumable): predictor error, Taylor importance,
 # the estimator's rank correlation, searched vs fixed trims at 1.3x and 1.6x (docs/search.md).
 bench-search: $(INSTALLED)
 	$(PY) benchmarks/search_study.py $(RUNS)/search-study
