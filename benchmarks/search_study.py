@@ -245,7 +245,8 @@ def phase_seeds(out: Path) -> None:
 
 
 MORE_SEEDS = (45, 46)
-SEEDED_MORE = ("baseline", "last4")  # with the 1.6x winners of the under and seeds2 searches
+SEEDED_MORE = ("baseline", "last4")  # with the 1.6x winners of the under and seeds2 searches:
+WINNERS_MORE = ("searched-under-1.6", "searched-seeds2-1.6")  # compared with last4 seed by seed
 
 
 def phase_seeds_more(out: Path) -> None:
@@ -258,7 +259,7 @@ def phase_seeds_more(out: Path) -> None:
         keys = FIXED.get(name, {})
         lines += ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], ""]
     for name, folder in searched_variants(out).items():
-        if name in ("searched-under-1.6", "searched-seeds2-1.6"):
+        if name in WINNERS_MORE:
             lines += [(folder / "variant.toml").read_text().replace('name = "searched"', f'name = "{name}"')]
     (out / "seeds-more.toml").write_text("\n".join(lines))
     cli("sweep", str(out / "seeds-more.toml"), "--out", str(out / "seeds-more"))

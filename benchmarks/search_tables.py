@@ -10,7 +10,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from search_study import FIXED, LATER, PATTERN_OF, bench_group, searched_variants
+from search_study import FIXED, LATER, PATTERN_OF, WINNERS_MORE, bench_group, searched_variants
 
 from trimbert.search.estimator import spearman
 from trimbert.search.run import verified_text
@@ -202,7 +202,7 @@ def seeds_table(out: Path, records: dict[str, dict]) -> None:
               f"| {statistics.mean(deltas):+.2f} ± {statistics.stdev(deltas):.2f} |")
     print()
     fixed = by_seed.get("last4", {})
-    for name in ("searched-under-1.6", "searched-seeds2-1.6"):
+    for name in WINNERS_MORE:
         shared = sorted(set(by_seed.get(name, {})) & set(fixed))
         if len(shared) >= 2:
             deltas = [100 * (by_seed[name][seed] - fixed[seed]) for seed in shared]

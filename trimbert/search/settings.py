@@ -94,7 +94,7 @@ class SearchSettings(Settings):
     search_seed: int = Field(0, description="Seed of the probes, the sub-trims and the evolution.")
 
     @model_validator(mode="after")
-    def _one_target(self) -> SearchSettings:
+    def _one_target_and_verification(self) -> SearchSettings:
         if (self.speedup is None) == (self.latency_ms is None):
             raise ValueError("give exactly one target: --speedup X or --latency-ms X")
         if self.verify_seeds > 1 and self.verify == 0:
