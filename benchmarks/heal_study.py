@@ -1,6 +1,6 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|kd ...]
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|mrpc-lr|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|high-lr|kd ...]
        [--seed N ...] [--skip NAME-PART ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
@@ -21,8 +21,10 @@ already there (a killed study resumes):
 - kd: the long heal's checkpoint fine-tuned with other task-distillation weights (no hidden-state
   term; no task loss; the hidden-state term × 3), seeds 42-44.
 - long-lr, longer-lr: the lr lever's 5e-4 with 2,400 or 4,800 steps.
-- alt-long: ``--drop-ffn alternate`` healed 2,400 steps instead of the sweep's 600, fine-tuned + KD like
-  the sweep's ffn-alternate-healed-kd, seeds 42-44.
+- alt-long: ``--drop-ffn alternate`` healed 2,400 steps at lr 5e-4 instead of the sweep's 600 at 1e-4,
+  fine-tuned + KD like the sweep's ffn-alternate-healed-kd, seeds 42-44.
+- high-lr: the progressive 2,400-step heal at lr 1e-3 (twice the default).
+- mrpc-lr: MRPC (as group mrpc) with the 4,800-step lr-5e-4 heal's checkpoint (group longer-lr).
 
 Then it prints the tables (mean ± sample std over the seeds, Δ against the baseline of the same
 seed, heal tokens and wall time from heal.json). Every number is read from the runs' own files.
@@ -47,7 +49,7 @@ SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr"
 MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"]
 KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
 HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--max-length", "64"]  # + --lr (1e-4 unless a lever sets it)
-GROUPS = ("budget", "mrpc", "attention", "mid", "long", "longer", "lr", "long-lr", "longer-lr", "alt-long", "kd")
+GROUPS = ("budget", "mrpc", "mrpc-lr", "attention", "mid", "long", "longer", "lr", "long-lr", "longer-lr", "alt-long", "high-lr", "kd")
 ALT = ["--drop-ffn", "alternate"]
 # the attention lever: the sweep's progressive 600-step heal plus the attention-distribution loss
 ATTENTION = ["--schedule", "progressive", "--steps", "600", "--alpha-attention", "1.0"]
@@ -59,13 +61,16 @@ LONGER = ["--schedule", "progressive", "--steps", "4800"]  # 153,600 texts: the 
 LR = ["--schedule", "progressive", "--steps", "600", "--lr", "5e-4"]
 LONG_LR = ["--schedule", "progressive", "--steps", "2400", "--lr", "5e-4"]  # both
 LONGER_LR = ["--schedule", "progressive", "--steps", "4800", "--lr", "5e-4"]  # and twice the budget
-# --drop-ffn alternate healed 4 times as long as the sweep's 600 steps (one stage: the FFNs)
-ALT_LONG = ["--steps", "2400"]
+# --drop-ffn alternate healed 4 times as long as the sweep's 600 steps (one stage: the FFNs), at the lr-5e-4 default
+ALT_LONG = ["--steps", "2400", "--lr", "5e-4"]
+# the heal learning rate twice the default: is 5e-4 the top of the curve?
+HIGH_LR = ["--schedule", "progressive", "--steps", "2400", "--lr", "1e-3"]
 # (group, name, heal arguments, trim): trim "full" heals trim-full, "alt" heals trim-alt
 LEVERS = (("attention", "prog-att", ATTENTION, "full"), ("mid", "prog-1200", MID, "full"), ("long", "prog-2400", LONG, "full"),
           ("longer", "prog-4800", LONGER, "full"), ("lr", "prog-lr5e-4", LR, "full"),
           ("long-lr", "prog-2400-lr5e-4", LONG_LR, "full"),
-          ("longer-lr", "prog-4800-lr5e-4", LONGER_LR, "full"), ("alt-long", "2400", ALT_LONG, "alt"))
+          ("longer-lr", "prog-4800-lr5e-4", LONGER_LR, "full"), ("alt-long", "2400-lr5e-4", ALT_LONG, "alt"),
+          ("high-lr", "prog-2400-lr1e-3", HIGH_LR, "full"))
 
 
 # the task-distillation lever, on the long heal's checkpoint: (name, the fine-tune's distillation arguments)
@@ -112,13 +117,14 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
     for seed in seeds:
         base = out / "mrpc" / f"baseline-s{seed}"
         teacher = ["--teacher", str(base), *KD]
-        for name, model, extra in (
-            ("baseline", "minilm", []),
-            ("full-progressive-healed-kd", progressive, teacher),
-            ("full-prog2400-healed-kd", str(out / "heal-full-prog-2400"), teacher),  # the long heal's (group long)
+        for group, name, model, extra in (
+            ("mrpc", "baseline", "minilm", []),
+            ("mrpc", "full-progressive-healed-kd", progressive, teacher),
+            ("mrpc", "full-prog2400-healed-kd", str(out / "heal-full-prog-2400"), teacher),  # the long heal's (group long)
+            ("mrpc-lr", "full-prog4800-lr5e-4-healed-kd", str(out / "heal-full-prog-4800-lr5e-4"), teacher),  # group longer-lr's
         ):
             folder = out / "mrpc" / f"{name}-s{seed}"
-            groups["mrpc"].append((folder, ["finetune", str(model), "--out", str(folder), *MRPC, "--seed", str(seed), *extra]))
+            groups[group].append((folder, ["finetune", str(model), "--out", str(folder), *MRPC, "--seed", str(seed), *extra]))
     return groups
 
 
@@ -235,7 +241,7 @@ def mrpc_table(out: Path) -> None:
     print("| run | accuracy | F1 | Δ accuracy pts | Δ F1 pts |")
     print("|---|---:|---:|---:|---:|")
     base = {k: [_metric(out / "mrpc" / f"baseline-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
-    for name in ("baseline", "full-progressive-healed-kd", "full-prog2400-healed-kd"):
+    for name in ("baseline", "full-progressive-healed-kd", "full-prog2400-healed-kd", "full-prog4800-lr5e-4-healed-kd"):
         mine = {k: [_metric(out / "mrpc" / f"{name}-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
         print(
             f"| {name} | {_stat(mine['accuracy'])} | {_stat(mine['f1'])} | "
