@@ -1,6 +1,6 @@
 """The search issue's measurements: predictor error, importance, estimator rank correlation, searched vs fixed.
 
-Usage: python benchmarks/search_study.py OUT [--phase predictor|search|sweep|importance|search-probe|bench|tables ...]
+Usage: python benchmarks/search_study.py OUT [--phase predictor|search|sweep|importance|search-probe|bench|seeds-kd|tables ...]
 
 Bundled MiniLM-L6-H384, SST-2, 4,000 training rows, 2 epochs, lr 1e-4, max length 64, seed 42; latency
 at batch 1, sequence length 128, 2 threads, PyTorch on the CPU. Every phase skips what is already in
@@ -82,7 +82,7 @@ PHASES = (
     "predictor", "predictor-onnx-int8", "search", "sweep", "importance", "search-probe", "search-keepln", "sweep", "bench",
     "seeds", "predictor-onnx-int8-keepln", "search-final", "sweep", "seeds", "bench-final", "search-verify", "sweep",
     "seeds", "bench-verify", "search-under", "sweep", "seeds", "bench-under", "search-seeds2", "sweep", "seeds",
-    "bench-seeds2", "seeds-more", "tables",
+    "bench-seeds2", "seeds-more", "seeds-kd", "tables",
 )
 FIXED = {
     "alternate": {"drop_ffn": "alternate"},
@@ -265,6 +265,23 @@ def phase_seeds_more(out: Path) -> None:
     cli("sweep", str(out / "seeds-more.toml"), "--out", str(out / "seeds-more"))
 
 
+KD_SEEDS = (42, 43, 44, 45, 46)
+KD_WINNER = "searched-under-1.6"  # the 1.6x winner compared with last4, both distilled
+
+
+def phase_seeds_kd(out: Path) -> None:
+    """The 1.6x winner and last:4, each distilled from the baseline of its seed, five seeds (OUT/seeds-kd)."""
+    recipe = (out / "recipe.toml").read_text()
+    head, _, _ = recipe.partition("[[variants]]")
+    kd = ['teacher = "baseline"', "distill = { alpha_hidden = 1.0 }"]
+    lines = [f"seeds = {list(KD_SEEDS)}", head.replace("seed = 42\n", ""), "[[variants]]", 'name = "baseline"', "",
+             "[[variants]]", 'name = "last4-kd"', 'drop_ffn = "last:4"', *kd, ""]
+    variant = (searched_variants(out)[KD_WINNER] / "variant.toml").read_text()
+    lines += [variant.replace('name = "searched"', f'name = "{KD_WINNER}-kd"').rstrip("\n"), *kd, ""]
+    (out / "seeds-kd.toml").write_text("\n".join(lines))
+    cli("sweep", str(out / "seeds-kd.toml"), "--out", str(out / "seeds-kd"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -292,7 +309,7 @@ def main() -> None:
                "bench-under": lambda out: phase_bench(out, "under"),
                "search-seeds2": lambda out: phase_search(out, ("seeds2",), ("1.6",)),  # the open goal only
                "bench-seeds2": lambda out: phase_bench(out, "seeds2"),
-               "seeds-more": phase_seeds_more,
+               "seeds-more": phase_seeds_more, "seeds-kd": phase_seeds_kd,
                "importance": phase_importance, "bench": phase_bench, "seeds": phase_seeds, "tables": tables}
     for phase in args.phase or PHASES:
         runners[phase](args.out)

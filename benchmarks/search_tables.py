@@ -176,17 +176,54 @@ def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict], 
     print()
 
 
-def seeds_table(out: Path, records: dict[str, dict]) -> None:
-    """Accuracy over seeds 42 (the sweep), 43 and 44 (the seeds phase) and 45, 46 (seeds-more, where run),
-    Δ paired by seed with the baseline; and each 1.6x winner against last:4, paired by seed."""
+def _by_seed(records: dict[str, dict], *sweeps: Path) -> dict[str, dict[int, float]]:
+    """Variant -> seed -> dev accuracy: the main sweep's records, then each sweep folder's results.jsonl."""
     by_seed: dict[str, dict[int, float]] = {}
     for name, row in records.items():
         by_seed.setdefault(name, {})[row["seed"]] = row["metrics"]["accuracy"]
-    for results in (out / "seeds" / "results.jsonl", out / "seeds-more" / "results.jsonl"):
+    for results in (sweep / "results.jsonl" for sweep in sweeps):
         for line in results.read_text().splitlines() if results.exists() else []:
             row = json.loads(line)
             if row.get("status") == "ok":
                 by_seed.setdefault(row["variant"], {})[row["seed"]] = row["metrics"]["accuracy"]
+    return by_seed
+
+
+def _paired(mine: dict[int, float], other: dict[int, float]) -> str:
+    """Δ points of ``mine`` against ``other`` over the seeds both have: mean ± std (per seed)."""
+    shared = sorted(set(mine) & set(other))
+    if len(shared) < 2:
+        return "–"
+    deltas = [100 * (mine[seed] - other[seed]) for seed in shared]
+    return f"{statistics.mean(deltas):+.2f} ± {statistics.stdev(deltas):.2f} ({', '.join(f'{d:+.2f}' for d in deltas)})"
+
+
+def kd_table(out: Path, records: dict[str, dict]) -> None:
+    """The 1.6x comparison plain (seeds, seeds-more) and with task distillation on both sides (seeds-kd)."""
+    plain = _by_seed(records, out / "seeds", out / "seeds-more")
+    kd = _by_seed({}, out / "seeds-kd")
+    base = kd.get("baseline", {})
+    if len(base) < 2:
+        return
+    winner = next(name for name in WINNERS_MORE if name.startswith("searched-under-"))
+    print(f"## 1.6x, plain and task-distilled (seeds {', '.join(map(str, sorted(base)))}; Δ paired by seed)\n")
+    print("| variant | accuracy | Δ vs baseline (points) | Δ vs last4 of the same kind (points) |")
+    print("|---|---:|---:|---:|")
+    rows = [("baseline", kd["baseline"], None), ("last4", plain.get("last4", {}), None),
+            (winner, plain.get(winner, {}), plain.get("last4", {})), ("last4-kd", kd.get("last4-kd", {}), None),
+            (f"{winner}-kd", kd.get(f"{winner}-kd", {}), kd.get("last4-kd", {}))]
+    for name, seeds, fixed in rows:
+        values = [seeds[seed] for seed in sorted(set(seeds) & set(base))]
+        accuracy = f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else "–"
+        against = _paired(seeds, fixed) if fixed is not None else ""
+        print(f"| {name} | {accuracy} | {_paired(seeds, base) if name != 'baseline' else ''} | {against} |")
+    print()
+
+
+def seeds_table(out: Path, records: dict[str, dict]) -> None:
+    """Accuracy over seeds 42 (the sweep), 43 and 44 (the seeds phase) and 45, 46 (seeds-more, where run),
+    Δ paired by seed with the baseline; and each 1.6x winner against last:4, paired by seed."""
+    by_seed = _by_seed(records, out / "seeds", out / "seeds-more")
     base = by_seed.get("baseline", {})
     if len(base) < 2:
         return
@@ -226,6 +263,7 @@ def print_tables(out: Path) -> None:
         searched_table(out, records, _bench(out, f"bench-{group}.json"), group)
     finalists_table(out)
     seeds_table(out, records)
+    kd_table(out, records)
 
 
 def finalists_table(out: Path) -> None:
