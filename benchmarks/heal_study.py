@@ -24,7 +24,7 @@ already there (a killed study resumes):
 - alt-long: ``--drop-ffn alternate`` healed 2,400 steps at lr 5e-4 instead of the sweep's 600 at 1e-4,
   fine-tuned + KD like the sweep's ffn-alternate-healed-kd, seeds 42-44.
 - high-lr: the progressive 2,400-step heal at lr 1e-3 (twice the default).
-- mrpc-lr: MRPC (as group mrpc) with the 4,800-step lr-5e-4 heal's checkpoint (group longer-lr).
+- mrpc-lr: MRPC (as group mrpc) with the lr-5e-4 heals' checkpoints (2,400 and 4,800 steps: groups long-lr, longer-lr).
 
 Then it prints the tables (mean ± sample std over the seeds, Δ against the baseline of the same
 seed, heal tokens and wall time from heal.json). Every number is read from the runs' own files.
@@ -121,6 +121,7 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
             ("mrpc", "baseline", "minilm", []),
             ("mrpc", "full-progressive-healed-kd", progressive, teacher),
             ("mrpc", "full-prog2400-healed-kd", str(out / "heal-full-prog-2400"), teacher),  # the long heal's (group long)
+            ("mrpc-lr", "full-prog2400-lr5e-4-healed-kd", str(out / "heal-full-prog-2400-lr5e-4"), teacher),  # group long-lr's
             ("mrpc-lr", "full-prog4800-lr5e-4-healed-kd", str(out / "heal-full-prog-4800-lr5e-4"), teacher),  # group longer-lr's
         ):
             folder = out / "mrpc" / f"{name}-s{seed}"
@@ -241,7 +242,9 @@ def mrpc_table(out: Path) -> None:
     print("| run | accuracy | F1 | Δ accuracy pts | Δ F1 pts |")
     print("|---|---:|---:|---:|---:|")
     base = {k: [_metric(out / "mrpc" / f"baseline-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
-    for name in ("baseline", "full-progressive-healed-kd", "full-prog2400-healed-kd", "full-prog4800-lr5e-4-healed-kd"):
+    names = ("baseline", "full-progressive-healed-kd", "full-prog2400-healed-kd", "full-prog2400-lr5e-4-healed-kd",
+             "full-prog4800-lr5e-4-healed-kd")
+    for name in names:
         mine = {k: [_metric(out / "mrpc" / f"{name}-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
         print(
             f"| {name} | {_stat(mine['accuracy'])} | {_stat(mine['f1'])} | "
