@@ -179,7 +179,7 @@ def test_heal_with_the_attention_loss_saves_a_model_that_loads_with_its_own_atte
     trimbert.save(teacher, tmp_path / "teacher", tokenizer=tokenizer)
     trimbert.save(trimbert.trim(teacher, drop_ffn="1"), tmp_path / "trimmed", tokenizer=tokenizer)
     corpus = write_sst2(tmp_path / "SST-2", train_rows=40, dev_rows=8)
-    # 4 steps on a random tiny model: the lr this test was written with (the default 5e-4 overshoots here)
+    # 4 steps on a random tiny model: the lr this test was written with (5e-4 overshoots here)
     settings = HealSettings(steps=4, batch_size=4, lr=1e-4, held_out=4, max_length=16, alpha_attention=1.0)
     record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / "healed", settings=settings, progress=False)
     assert record.extra["loss_after"] < record.extra["loss_before"]
