@@ -62,7 +62,7 @@ LONGER = ["--schedule", "progressive", "--steps", "4800"]  # 153,600 texts: the 
 LR = ["--schedule", "progressive", "--steps", "600", "--lr", "5e-4"]
 LONG_LR = ["--schedule", "progressive", "--steps", "2400", "--lr", "5e-4"]  # both
 LONGER_LR = ["--schedule", "progressive", "--steps", "4800", "--lr", "5e-4"]  # and twice the budget
-# --drop-ffn alternate healed 4 times as long as the sweep's 600 steps (one stage: the FFNs), at the lr-5e-4 default
+# --drop-ffn alternate healed 4 times as long as the sweep's 600 steps (one stage: the FFNs), at lr 5e-4
 ALT_LONG = ["--steps", "2400", "--lr", "5e-4"]
 # between the two learning rates: does 2e-4 keep most of 5e-4's SST-2 gain without its MRPC loss?
 MID_LR = ["--schedule", "progressive", "--steps", "2400", "--lr", "2e-4"]

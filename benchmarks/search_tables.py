@@ -10,7 +10,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from search_study import FIXED, LATER, PATTERN_OF, WINNERS_MORE, bench_group, searched_variants
+from search_study import FIXED, KD_WINNER, LATER, PATTERN_OF, WINNERS_MORE, bench_group, searched_variants
 
 from trimbert.search.estimator import spearman
 from trimbert.search.run import verified_text
@@ -205,7 +205,7 @@ def kd_table(out: Path, records: dict[str, dict]) -> None:
     base = kd.get("baseline", {})
     if len(base) < 2:
         return
-    winner = next(name for name in WINNERS_MORE if name.startswith("searched-under-"))
+    winner = KD_WINNER
     print(f"## 1.6x, plain and task-distilled (seeds {', '.join(map(str, sorted(base)))}; Δ paired by seed)\n")
     print("| variant | accuracy | Δ vs baseline (points) | Δ vs last4 of the same kind (points) |")
     print("|---|---:|---:|---:|")
