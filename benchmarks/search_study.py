@@ -36,6 +36,9 @@ OUT (a killed study resumes); run the timing phases (predictor, bench) on a quie
   chosen by the mean (``--verify-seeds 2``), at 1.6x only (OUT/search-seeds2-1.6, OUT/bench-seeds2.json).
 - seeds-more: the baseline, ``last:4`` and the 1.6x winners of under and seeds2 at seeds 45 and 46
   (OUT/seeds-more.toml into OUT/seeds-more): five seeds for the 1.6x comparison.
+- seeds-kd: the same 1.6x comparison with task distillation on every side: the baseline, then ``last:4``,
+  ``--ffn-width 384`` (Taylor) and the under search's 1.6x winner, each distilled from the baseline of the
+  same seed (hidden-state term 1.0, as the recipes), seeds 42-46 (OUT/seeds-kd.toml into OUT/seeds-kd).
 - tables: print every table from the files above.
 """
 
@@ -266,16 +269,20 @@ def phase_seeds_more(out: Path) -> None:
 
 
 KD_SEEDS = (42, 43, 44, 45, 46)
-KD_WINNER = "searched-under-1.6"  # the 1.6x winner compared with last4, both distilled
+KD_WINNER = "searched-under-1.6"  # the 1.6x winner compared with the fixed patterns measured faster, all distilled
+KD_FIXED = ("last4", "width384-taylor")  # measured >= 1.524x in bench-under (first4, 6 points behind plain, left out)
 
 
 def phase_seeds_kd(out: Path) -> None:
-    """The 1.6x winner and last:4, each distilled from the baseline of its seed, five seeds (OUT/seeds-kd)."""
+    """The 1.6x winner, last:4 and --ffn-width 384, each distilled from the baseline of its seed, five seeds
+    (OUT/seeds-kd)."""
     recipe = (out / "recipe.toml").read_text()
     head, _, _ = recipe.partition("[[variants]]")
     kd = ['teacher = "baseline"', "distill = { alpha_hidden = 1.0 }"]
-    lines = [f"seeds = {list(KD_SEEDS)}", head.replace("seed = 42\n", ""), "[[variants]]", 'name = "baseline"', "",
-             "[[variants]]", 'name = "last4-kd"', 'drop_ffn = "last:4"', *kd, ""]
+    lines = [f"seeds = {list(KD_SEEDS)}", head.replace("seed = 42\n", ""), "[[variants]]", 'name = "baseline"', ""]
+    for name in KD_FIXED:
+        keys = FIXED[name]
+        lines += ["[[variants]]", f'name = "{name}-kd"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], *kd, ""]
     variant = (searched_variants(out)[KD_WINNER] / "variant.toml").read_text()
     lines += [variant.replace('name = "searched"', f'name = "{KD_WINNER}-kd"').rstrip("\n"), *kd, ""]
     (out / "seeds-kd.toml").write_text("\n".join(lines))

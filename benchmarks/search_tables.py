@@ -10,7 +10,16 @@ import statistics
 import sys
 from pathlib import Path
 
-from search_study import FIXED, KD_WINNER, LATER, PATTERN_OF, WINNERS_MORE, bench_group, searched_variants
+from search_study import (
+    FIXED,
+    KD_FIXED,
+    KD_WINNER,
+    LATER,
+    PATTERN_OF,
+    WINNERS_MORE,
+    bench_group,
+    searched_variants,
+)
 
 from trimbert.search.estimator import spearman
 from trimbert.search.run import verified_text
@@ -199,24 +208,26 @@ def _paired(mine: dict[int, float], other: dict[int, float]) -> str:
 
 
 def kd_table(out: Path, records: dict[str, dict]) -> None:
-    """The 1.6x comparison plain (seeds, seeds-more) and with task distillation on both sides (seeds-kd)."""
+    """The 1.6x comparison plain (seeds, seeds-more) and with task distillation on every side (seeds-kd):
+    each fixed pattern against the searched winner fine-tuned the same way, paired by seed."""
     plain = _by_seed(records, out / "seeds", out / "seeds-more")
     kd = _by_seed({}, out / "seeds-kd")
     base = kd.get("baseline", {})
     if len(base) < 2:
         return
-    winner = KD_WINNER
     print(f"## 1.6x, plain and task-distilled (seeds {', '.join(map(str, sorted(base)))}; Δ paired by seed)\n")
-    print("| variant | accuracy | Δ vs baseline (points) | Δ vs last4 of the same kind (points) |")
-    print("|---|---:|---:|---:|")
-    rows = [("baseline", kd["baseline"], None), ("last4", plain.get("last4", {}), None),
-            (winner, plain.get(winner, {}), plain.get("last4", {})), ("last4-kd", kd.get("last4-kd", {}), None),
-            (f"{winner}-kd", kd.get(f"{winner}-kd", {}), kd.get("last4-kd", {}))]
-    for name, seeds, fixed in rows:
+    print("| variant | seeds | accuracy | Δ vs baseline (points) | the searched winner (same fine-tune) minus this (points) |")
+    print("|---|---:|---:|---:|---:|")
+    rows = [("baseline", base, None)]
+    for suffix, found in (("", plain), ("-kd", kd)):
+        winner = found.get(f"{KD_WINNER}{suffix}", {})
+        rows += [(f"{name}{suffix}", found.get(f"{name}{suffix}", {}), winner) for name in KD_FIXED]
+        rows.append((f"{KD_WINNER}{suffix}", winner, None))
+    for name, seeds, winner in rows:
         values = [seeds[seed] for seed in sorted(set(seeds) & set(base))]
         accuracy = f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else "–"
-        against = _paired(seeds, fixed) if fixed is not None else ""
-        print(f"| {name} | {accuracy} | {_paired(seeds, base) if name != 'baseline' else ''} | {against} |")
+        against = _paired(winner, seeds) if winner is not None else ""
+        print(f"| {name} | {len(values)} | {accuracy} | {_paired(seeds, base) if name != 'baseline' else ''} | {against} |")
     print()
 
 
