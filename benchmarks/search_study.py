@@ -232,19 +232,31 @@ def phase_bench(out: Path, group: str | None = None) -> None:
 SEEDED = ("baseline", "last3", "last4", "width384-taylor")  # with the default searches' winners: seeds 43 and 44 too
 
 
+def _variant(name: str, keys: dict, extra: tuple[str, ...] = ()) -> list[str]:
+    """A recipe variant's lines: its name, its trim keys, ``extra`` lines (teacher, distill)."""
+    return ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], *extra, ""]
+
+
+def _searched_variant(folder: Path, name: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """A search's variant.toml renamed ``name``, with ``extra`` lines appended."""
+    text = (folder / "variant.toml").read_text().replace('name = "searched"', f'name = "{name}"')
+    return [text.rstrip("\n"), *extra, ""] if extra else [text]
+
+
+def _seed_sweep(out: Path, name: str, seeds: tuple[int, ...], variants: list[str]) -> None:
+    """The study recipe's settings with other seeds and these variants (OUT/<name>.toml), swept into OUT/<name>."""
+    head, _, _ = (out / "recipe.toml").read_text().partition("[[variants]]")
+    (out / f"{name}.toml").write_text("\n".join([f"seeds = {list(seeds)}", head.replace("seed = 42\n", ""), *variants]))
+    cli("sweep", str(out / f"{name}.toml"), "--out", str(out / name))
+
+
 def phase_seeds(out: Path) -> None:
     """The default searches' winners and the fixed patterns they are compared with, at seeds 43 and 44."""
-    recipe = (out / "recipe.toml").read_text()
-    head, _, _ = recipe.partition("[[variants]]")
-    lines = ["seeds = [43, 44]", head.replace("seed = 42\n", "")]
-    for name in SEEDED:
-        keys = FIXED.get(name, {})
-        lines += ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], ""]
+    variants = [line for name in SEEDED for line in _variant(name, FIXED.get(name, {}))]
     for name, folder in searched_variants(out).items():
         if name.startswith(("searched-keepln-", "searched-final-", "searched-verify-", "searched-under-", "searched-seeds2-")):
-            lines += [(folder / "variant.toml").read_text().replace('name = "searched"', f'name = "{name}"')]
-    (out / "seeds.toml").write_text("\n".join(lines))
-    cli("sweep", str(out / "seeds.toml"), "--out", str(out / "seeds"))
+            variants += _searched_variant(folder, name)
+    _seed_sweep(out, "seeds", (43, 44), variants)
 
 
 MORE_SEEDS = (45, 46)
@@ -255,17 +267,11 @@ WINNERS_MORE = ("searched-under-1.6", "searched-seeds2-1.6")  # compared with la
 def phase_seeds_more(out: Path) -> None:
     """The 1.6x winners and the best fixed pattern faster than them (last:4), with the baseline, at two more
     seeds (OUT/seeds-more.toml into OUT/seeds-more): five seeds for the open 1.6x comparison."""
-    recipe = (out / "recipe.toml").read_text()
-    head, _, _ = recipe.partition("[[variants]]")
-    lines = [f"seeds = {list(MORE_SEEDS)}", head.replace("seed = 42\n", "")]
-    for name in SEEDED_MORE:
-        keys = FIXED.get(name, {})
-        lines += ["[[variants]]", f'name = "{name}"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], ""]
+    variants = [line for name in SEEDED_MORE for line in _variant(name, FIXED.get(name, {}))]
     for name, folder in searched_variants(out).items():
         if name in WINNERS_MORE:
-            lines += [(folder / "variant.toml").read_text().replace('name = "searched"', f'name = "{name}"')]
-    (out / "seeds-more.toml").write_text("\n".join(lines))
-    cli("sweep", str(out / "seeds-more.toml"), "--out", str(out / "seeds-more"))
+            variants += _searched_variant(folder, name)
+    _seed_sweep(out, "seeds-more", MORE_SEEDS, variants)
 
 
 KD_SEEDS = (42, 43, 44, 45, 46)
@@ -276,17 +282,12 @@ KD_FIXED = ("last4", "width384-taylor")  # measured >= 1.524x in bench-under (fi
 def phase_seeds_kd(out: Path) -> None:
     """The 1.6x winner, last:4 and --ffn-width 384, each distilled from the baseline of its seed, five seeds
     (OUT/seeds-kd)."""
-    recipe = (out / "recipe.toml").read_text()
-    head, _, _ = recipe.partition("[[variants]]")
-    kd = ['teacher = "baseline"', "distill = { alpha_hidden = 1.0 }"]
-    lines = [f"seeds = {list(KD_SEEDS)}", head.replace("seed = 42\n", ""), "[[variants]]", 'name = "baseline"', ""]
+    kd = ('teacher = "baseline"', "distill = { alpha_hidden = 1.0 }")
+    variants = _variant("baseline", {})
     for name in KD_FIXED:
-        keys = FIXED[name]
-        lines += ["[[variants]]", f'name = "{name}-kd"', *[f"{key} = {_toml_value(value)}" for key, value in keys.items()], *kd, ""]
-    variant = (searched_variants(out)[KD_WINNER] / "variant.toml").read_text()
-    lines += [variant.replace('name = "searched"', f'name = "{KD_WINNER}-kd"').rstrip("\n"), *kd, ""]
-    (out / "seeds-kd.toml").write_text("\n".join(lines))
-    cli("sweep", str(out / "seeds-kd.toml"), "--out", str(out / "seeds-kd"))
+        variants += _variant(f"{name}-kd", FIXED[name], kd)
+    variants += _searched_variant(searched_variants(out)[KD_WINNER], f"{KD_WINNER}-kd", kd)
+    _seed_sweep(out, "seeds-kd", KD_SEEDS, variants)
 
 
 def main() -> None:

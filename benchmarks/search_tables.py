@@ -198,12 +198,17 @@ def _by_seed(records: dict[str, dict], *sweeps: Path) -> dict[str, dict[int, flo
     return by_seed
 
 
+def _deltas(mine: dict[int, float], other: dict[int, float]) -> tuple[list[int], list[float]]:
+    """The seeds both have, sorted, and the Δ points of ``mine`` against ``other`` on each."""
+    shared = sorted(set(mine) & set(other))
+    return shared, [100 * (mine[seed] - other[seed]) for seed in shared]
+
+
 def _paired(mine: dict[int, float], other: dict[int, float]) -> str:
     """Δ points of ``mine`` against ``other`` over the seeds both have: mean ± std (per seed)."""
-    shared = sorted(set(mine) & set(other))
-    if len(shared) < 2:
+    _, deltas = _deltas(mine, other)
+    if len(deltas) < 2:
         return "–"
-    deltas = [100 * (mine[seed] - other[seed]) for seed in shared]
     return f"{statistics.mean(deltas):+.2f} ± {statistics.stdev(deltas):.2f} ({', '.join(f'{d:+.2f}' for d in deltas)})"
 
 
@@ -251,9 +256,8 @@ def seeds_table(out: Path, records: dict[str, dict]) -> None:
     print()
     fixed = by_seed.get("last4", {})
     for name in WINNERS_MORE:
-        shared = sorted(set(by_seed.get(name, {})) & set(fixed))
+        shared, deltas = _deltas(by_seed.get(name, {}), fixed)
         if len(shared) >= 2:
-            deltas = [100 * (by_seed[name][seed] - fixed[seed]) for seed in shared]
             print(f"- {name} vs last4 over seeds {', '.join(map(str, shared))}: Δ {statistics.mean(deltas):+.2f} ± "
                   f"{statistics.stdev(deltas):.2f} points (per seed {', '.join(f'{d:+.2f}' for d in deltas)})")
     print()
