@@ -12,10 +12,12 @@ import trimbert.sweep.healing
 from trimbert.errors import TrimbertError
 from trimbert.report.aggregate import build_rows, collect_records
 from trimbert.report.columns import shown_columns
-from trimbert.sweep.healing import HEAL_DIR
+from trimbert.spec import TrimRequest
+from trimbert.sweep.healing import HEAL_DIR, heal_key, resolved
 from trimbert.sweep.recipe import load_recipe
 from trimbert.sweep.run import run_sweep
 from trimbert.train.heal import HEAL_FILE
+from trimbert.train.settings import HealSettings
 
 HEAL = {"steps": 2, "batch_size": 4, "held_out": 2, "max_length": 16}
 
@@ -55,8 +57,18 @@ def test_heal_tables_merge_over_the_defaults_and_enter_the_fingerprint(tmp_path,
     assert a.heal == {"corpus": str(corpus), **HEAL}
     assert b.heal == {"corpus": str(corpus), **HEAL, "steps": 3, "schedule": "progressive"}
     assert recipe.variant("baseline").heal is None
-    assert recipe.entry(a, 1)["heal"] == a.heal and "heal" not in recipe.entry(recipe.variant("baseline"), 1)
+    assert recipe.entry(a, 1)["heal"] == {"corpus": str(corpus), **HealSettings(**HEAL).to_dict()}
+    assert "heal" not in recipe.entry(recipe.variant("baseline"), 1)
     assert recipe.fingerprint(a, 1) != recipe.fingerprint(b, 1)
+
+
+def test_a_heal_is_keyed_by_every_setting_defaults_included():
+    request, table = TrimRequest(drop_ffn="1"), {"corpus": "/c.txt", "steps": 600}
+    key = heal_key("m", request, table)
+    assert key == heal_key("m", request, {**table, "lr": HealSettings().lr})  # the default spelled out: the same heal
+    assert key != heal_key("m", request, {**table, "lr": 5e-4})
+    assert key != heal_key("m", request, {**table, "freeze_embeddings": True})
+    assert resolved(table) == {"corpus": "/c.txt", **HealSettings(steps=600).to_dict()}
 
 
 @pytest.mark.parametrize(

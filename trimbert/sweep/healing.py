@@ -100,9 +100,16 @@ def check_healable(check: Any, request: TrimRequest, untrimmed: bool, where: str
         check.fail(where, "importance = taylor ranks on task data while fine-tuning; heal needs a fixed trim")
 
 
+def resolved(table: dict[str, Any]) -> dict[str, Any]:
+    """A checked ``heal`` table with every setting spelled out (the defaults filled in), for fingerprints:
+    a heal made under an older default is not reused when the default changes."""
+    settings = HealSettings.build({k: v for k, v in table.items() if k not in CORPUS_KEYS})
+    return {**{k: v for k, v in table.items() if k in CORPUS_KEYS}, **settings.to_dict()}
+
+
 def heal_key(model: str, request: TrimRequest, table: dict[str, Any]) -> str:
-    """What a healed checkpoint depends on, hashed: the model, the trim and the healing table."""
-    text = json.dumps({"model": model, "trim": request.to_dict(), "heal": table}, sort_keys=True, default=str)
+    """What a healed checkpoint depends on, hashed: the model, the trim and the healing (:func:`resolved`)."""
+    text = json.dumps({"model": model, "trim": request.to_dict(), "heal": resolved(table)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -94,7 +94,7 @@ from trimbert.measure.size import check_seq_len
 from trimbert.model.checkpoint import load_config, resolve_source
 from trimbert.settings import Settings
 from trimbert.spec import TrimRequest, TrimSpec, parse_auto, resolve_spec
-from trimbert.sweep.healing import check_defaults, check_heal, check_healable
+from trimbert.sweep.healing import check_defaults, check_heal, check_healable, resolved
 from trimbert.sweep.searching import check_search
 from trimbert.train.settings import DistillSettings, FinetuneSettings
 
@@ -230,7 +230,7 @@ class Recipe:
             "seed": seed,
         }
         if variant.heal is not None:
-            entry["heal"] = variant.heal
+            entry["heal"] = resolved(variant.heal)
         if bench:
             entry["bench"] = self.bench.to_dict()
             export = self.export_for(variant)
