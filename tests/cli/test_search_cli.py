@@ -71,7 +71,10 @@ def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_chec
     trained = again["finetune"]
     assert trained["metric"] == "accuracy" and trained["estimate"] == again["best"]["final_estimate"]
     assert trained["versus"] == "baseline" and trained["measured_speedup"] > 0
+    # distilled from the fine-tuned baseline by default, hidden states included
+    assert trained["distilled"] == {"temperature": 2.0, "alpha_ce": 0.5, "alpha_kd": 0.5, "alpha_hidden": 1.0}
     recorded = json.loads((tmp_path / "again" / "finetune" / "searched" / "metrics.json").read_text())
+    assert recorded["extra"]["distill"]["teacher"] == str(tmp_path / "again" / "finetune" / "baseline")
     assert recorded["metrics"]["accuracy"] == trained["searched"]
     assert recorded["trim_summary"] == TrimSpec.from_dict(again["best"]["spec"]).summary()
 
@@ -112,6 +115,7 @@ def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fre
     code, stdout, err = run_cli(
         "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST, "--verify", "2",
         "--verify-seeds", "2", "--cache-dir", tmp_path / "cache", "--out", out, "--json", "--finetune", "--bench-seconds", "1",
+        "--no-distill",
     )
     assert code == 0, err
     result = json.loads(stdout)
@@ -144,8 +148,9 @@ def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fre
     assert chosen["verified"] == best["verified"]
     winner = f"verify/finalist-{verified.index(best)}"
     assert chosen["verified_run"] == winner
-    # --finetune reuses the verified run of the winner instead of training it again
+    # --finetune --no-distill reuses the verified run of the winner (fine-tuned plain) instead of training it again
     trained = result["finetune"]
+    assert trained["distilled"] is None
     assert trained["searched_run"] == winner and not (out / "finetune" / "searched").exists()
     assert trained["searched"] == json.loads((out / winner / "metrics.json").read_text())["metrics"]["accuracy"]
     assert trained["trim"] == best["summary"] and trained["measured_speedup"] > 0
@@ -194,7 +199,7 @@ def test_finetune_heals_and_distils_the_winner_when_asked(run_cli, tiny_checkpoi
     code, stdout, err = run_cli(
         "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.1", "--overshoot", "100", *FAST,
         "--verify", "1", "--cache-dir", tmp_path / "cache", "--out", out, "--json", "--finetune", "--bench-seconds", "1",
-        "--distill", "--distill-alpha-hidden", "1.0", "--heal-corpus", corpus, "--heal-steps", "3",
+        "--distill-alpha-kd", "0.7", "--heal-corpus", corpus, "--heal-steps", "3",
         "--heal-lr", "2e-4", "--heal-corpus-texts", "200",
     )
     assert code == 0, err
@@ -212,7 +217,7 @@ def test_finetune_heals_and_distils_the_winner_when_asked(run_cli, tiny_checkpoi
     searched = json.loads((out / "finetune" / "searched" / "metrics.json").read_text())
     assert searched["model"] == str(out / "finetune" / "healed")
     # distilled from the baseline it was just compared with, with the weights given
-    assert trained["distilled"] == {"temperature": 2.0, "alpha_ce": 0.5, "alpha_kd": 0.5, "alpha_hidden": 1.0}
+    assert trained["distilled"] == {"temperature": 2.0, "alpha_ce": 0.5, "alpha_kd": 0.7, "alpha_hidden": 1.0}
     assert searched["extra"]["distill"]["teacher"] == str(out / "finetune" / "baseline")
     assert trained["searched"] == searched["metrics"]["accuracy"] and trained["trim"] == best["summary"]
 
@@ -224,7 +229,10 @@ def test_heal_and_distill_options_refuse_what_cannot_work_in_one_line(run_cli, t
     cases = [
         (("--distill",), "error: --distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
         (("--heal-corpus", data), "error: --distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
-        (("--finetune", "--distill-alpha-kd", "1"), "error: --distill-* settings need --distill"),
+        (("--no-distill",), "error: --distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
+        (("--distill-alpha-kd", "1"), "error: --distill-* settings say how --finetune distils the winner: add --finetune, drop --no-distill"),
+        (("--finetune", "--no-distill", "--distill-alpha-kd", "1"),
+         "error: --distill-* settings say how --finetune distils the winner: add --finetune, drop --no-distill"),
         (("--finetune", "--heal-steps", "9"), "error: --heal-* settings need --heal-corpus"),
         (("--finetune", "--heal-corpus", tmp_path / "none.txt"), f"error: --heal-corpus: {tmp_path / 'none.txt'} does not exist"),
         (("--finetune", "--heal-corpus", data, "--heal-schedule", "progressive"),
