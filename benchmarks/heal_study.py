@@ -1,6 +1,6 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|mrpc-lr|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|mid-lr|kd ...]
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|mrpc-lr|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|mid-lr|kd|alt-default|mrpc-emb|frozen ...]
        [--seed N ...] [--skip NAME-PART ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
@@ -25,6 +25,12 @@ already there (a killed study resumes):
   fine-tuned + KD like the sweep's ffn-alternate-healed-kd, seeds 42-44.
 - mid-lr: the progressive 2,400-step heal at lr 2e-4, fine-tuned on SST-2 (as the levers) and then on MRPC
   (as group mrpc).
+- alt-default: alt-long at the default heal lr 1e-4.
+- frozen: the 2,400-step lr-5e-4 progressive heal with ``--freeze-embeddings``, fine-tuned on SST-2 (as the
+  levers) and MRPC (as group mrpc).
+- mrpc-emb: MRPC (as group mrpc) from the 2,400-step lr-5e-4 heal with the teacher's embedding layer put back
+  (``python benchmarks/restore_embeddings.py OUT/heal-full-prog-2400-lr5e-4 OUT/heal-full-prog-2400-lr5e-4-teacher-emb``
+  first): is the heal's drift of the embeddings what costs MRPC?
 - mrpc-lr: MRPC (as group mrpc) with the lr-5e-4 heals' checkpoints (2,400 and 4,800 steps: groups long-lr, longer-lr).
 
 Then it prints the tables (mean ± sample std over the seeds, Δ against the baseline of the same
@@ -50,7 +56,8 @@ SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr"
 MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"]
 KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
 HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--max-length", "64"]  # + --lr (1e-4 unless a lever sets it)
-GROUPS = ("budget", "mrpc", "mrpc-lr", "attention", "mid", "long", "longer", "lr", "long-lr", "longer-lr", "alt-long", "mid-lr", "kd")
+GROUPS = ("budget", "mrpc", "mrpc-lr", "attention", "mid", "long", "longer", "lr", "long-lr", "longer-lr", "alt-long", "mid-lr", "kd",
+          "alt-default", "mrpc-emb", "frozen")
 ALT = ["--drop-ffn", "alternate"]
 # the attention lever: the sweep's progressive 600-step heal plus the attention-distribution loss
 ATTENTION = ["--schedule", "progressive", "--steps", "600", "--alpha-attention", "1.0"]
@@ -66,12 +73,16 @@ LONGER_LR = ["--schedule", "progressive", "--steps", "4800", "--lr", "5e-4"]  # 
 ALT_LONG = ["--steps", "2400", "--lr", "5e-4"]
 # between the two learning rates: does 2e-4 keep most of 5e-4's SST-2 gain without its MRPC loss?
 MID_LR = ["--schedule", "progressive", "--steps", "2400", "--lr", "2e-4"]
+# the lr-5e-4 heal with the embedding layer kept as the teacher's (the heal moved word embeddings 13%, MRPC lost)
+FROZEN = ["--schedule", "progressive", "--steps", "2400", "--lr", "5e-4", "--freeze-embeddings"]
+ALT_DEFAULT = ["--steps", "2400"]  # alt-long at the default heal lr 1e-4: is the 0.5-point goal met without --lr 5e-4?
 # (group, name, heal arguments, trim): trim "full" heals trim-full, "alt" heals trim-alt
 LEVERS = (("attention", "prog-att", ATTENTION, "full"), ("mid", "prog-1200", MID, "full"), ("long", "prog-2400", LONG, "full"),
           ("longer", "prog-4800", LONGER, "full"), ("lr", "prog-lr5e-4", LR, "full"),
           ("long-lr", "prog-2400-lr5e-4", LONG_LR, "full"),
           ("longer-lr", "prog-4800-lr5e-4", LONGER_LR, "full"), ("alt-long", "2400-lr5e-4", ALT_LONG, "alt"),
-          ("mid-lr", "prog-2400-lr2e-4", MID_LR, "full"))
+          ("mid-lr", "prog-2400-lr2e-4", MID_LR, "full"), ("alt-default", "2400", ALT_DEFAULT, "alt"),
+          ("frozen", "prog-2400-lr5e-4-frozen", FROZEN, "full"))
 
 
 # the task-distillation lever, on the long heal's checkpoint: (name, the fine-tune's distillation arguments)
@@ -90,7 +101,7 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
     trimmed = out / "trim-full"
     groups: dict[str, list[tuple[Path, list[str]]]] = {name: [] for name in GROUPS}
     for group in GROUPS:
-        if group == "alt-long":
+        if any(lever[0] == group and lever[3] == "alt" for lever in LEVERS):
             groups[group].append((out / "trim-alt", ["trim", "minilm", "--out", str(out / "trim-alt"), *ALT]))
         else:
             groups[group].append((trimmed, ["trim", "minilm", "--out", str(trimmed), *FULL]))
@@ -125,6 +136,9 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
             ("mrpc-lr", "full-prog2400-lr5e-4-healed-kd", str(out / "heal-full-prog-2400-lr5e-4"), teacher),  # group long-lr's
             ("mrpc-lr", "full-prog4800-lr5e-4-healed-kd", str(out / "heal-full-prog-4800-lr5e-4"), teacher),  # group longer-lr's
             ("mid-lr", "full-prog2400-lr2e-4-healed-kd", str(out / "heal-full-prog-2400-lr2e-4"), teacher),  # after its SST-2 runs
+            ("frozen", "full-prog2400-lr5e-4-frozen-healed-kd", str(out / "heal-full-prog-2400-lr5e-4-frozen"), teacher),
+            # the lr-5e-4 heal with the teacher's embeddings put back (benchmarks/restore_embeddings.py writes it)
+            ("mrpc-emb", "full-prog2400-lr5e-4-teacheremb-healed-kd", str(out / "heal-full-prog-2400-lr5e-4-teacher-emb"), teacher),
         ):
             folder = out / "mrpc" / f"{name}-s{seed}"
             groups[group].append((folder, ["finetune", str(model), "--out", str(folder), *MRPC, "--seed", str(seed), *extra]))
@@ -245,7 +259,8 @@ def mrpc_table(out: Path) -> None:
     print("|---|---:|---:|---:|---:|")
     base = {k: [_metric(out / "mrpc" / f"baseline-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
     names = ("baseline", "full-progressive-healed-kd", "full-prog2400-healed-kd", "full-prog2400-lr2e-4-healed-kd",
-             "full-prog2400-lr5e-4-healed-kd", "full-prog4800-lr5e-4-healed-kd")
+             "full-prog2400-lr5e-4-healed-kd", "full-prog4800-lr5e-4-healed-kd", "full-prog2400-lr5e-4-teacheremb-healed-kd",
+             "full-prog2400-lr5e-4-frozen-healed-kd")
     for name in names:
         mine = {k: [_metric(out / "mrpc" / f"{name}-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
         print(
