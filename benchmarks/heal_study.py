@@ -1,6 +1,6 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|mrpc-lr|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|mid-lr|kd|alt-default|mrpc-emb|frozen ...]
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|mrpc-lr|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|mid-lr|kd|alt-default|mrpc-emb|frozen|mrpc-alt ...]
        [--seed N ...] [--skip NAME-PART ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
@@ -26,6 +26,8 @@ already there (a killed study resumes):
 - mid-lr: the progressive 2,400-step heal at lr 2e-4, fine-tuned on SST-2 (as the levers) and then on MRPC
   (as group mrpc).
 - alt-default: alt-long at the default heal lr 1e-4.
+- mrpc-alt: MRPC (as group mrpc) for ``--drop-ffn alternate`` healed 2,400 steps at lr 1e-4 and 5e-4 (groups
+  alt-default, alt-long): within 1.5 points, and does the lr-5e-4 heal cost MRPC without relu and LayerNorm stages?
 - frozen: the 2,400-step lr-5e-4 progressive heal with ``--freeze-embeddings``, fine-tuned on SST-2 (as the
   levers) and MRPC (as group mrpc).
 - mrpc-emb: MRPC (as group mrpc) from the 2,400-step lr-5e-4 heal with the teacher's embedding layer put back
@@ -57,7 +59,7 @@ MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"
 KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
 HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--max-length", "64"]  # + --lr (1e-4 unless a lever sets it)
 GROUPS = ("budget", "mrpc", "mrpc-lr", "attention", "mid", "long", "longer", "lr", "long-lr", "longer-lr", "alt-long", "mid-lr", "kd",
-          "alt-default", "mrpc-emb", "frozen")
+          "alt-default", "mrpc-emb", "frozen", "mrpc-alt")
 ALT = ["--drop-ffn", "alternate"]
 # the attention lever: the sweep's progressive 600-step heal plus the attention-distribution loss
 ATTENTION = ["--schedule", "progressive", "--steps", "600", "--alpha-attention", "1.0"]
@@ -137,6 +139,8 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
             ("mrpc-lr", "full-prog4800-lr5e-4-healed-kd", str(out / "heal-full-prog-4800-lr5e-4"), teacher),  # group longer-lr's
             ("mid-lr", "full-prog2400-lr2e-4-healed-kd", str(out / "heal-full-prog-2400-lr2e-4"), teacher),  # after its SST-2 runs
             ("frozen", "full-prog2400-lr5e-4-frozen-healed-kd", str(out / "heal-full-prog-2400-lr5e-4-frozen"), teacher),
+            ("mrpc-alt", "alt-2400-healed-kd", str(out / "heal-alt-2400"), teacher),  # group alt-default's heal
+            ("mrpc-alt", "alt-2400-lr5e-4-healed-kd", str(out / "heal-alt-2400-lr5e-4"), teacher),  # group alt-long's
             # the lr-5e-4 heal with the teacher's embeddings put back (benchmarks/restore_embeddings.py writes it)
             ("mrpc-emb", "full-prog2400-lr5e-4-teacheremb-healed-kd", str(out / "heal-full-prog-2400-lr5e-4-teacher-emb"), teacher),
         ):
@@ -260,7 +264,7 @@ def mrpc_table(out: Path) -> None:
     base = {k: [_metric(out / "mrpc" / f"baseline-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
     names = ("baseline", "full-progressive-healed-kd", "full-prog2400-healed-kd", "full-prog2400-lr2e-4-healed-kd",
              "full-prog2400-lr5e-4-healed-kd", "full-prog4800-lr5e-4-healed-kd", "full-prog2400-lr5e-4-teacheremb-healed-kd",
-             "full-prog2400-lr5e-4-frozen-healed-kd")
+             "full-prog2400-lr5e-4-frozen-healed-kd", "alt-2400-healed-kd", "alt-2400-lr5e-4-healed-kd")
     for name in names:
         mine = {k: [_metric(out / "mrpc" / f"{name}-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
         print(
