@@ -67,7 +67,7 @@ def test_a_heal_is_keyed_by_every_setting_defaults_included():
     key = heal_key("m", request, table)
     assert key == heal_key("m", request, {**table, "lr": HealSettings().lr})  # the default spelled out: the same heal
     assert key != heal_key("m", request, {**table, "lr": 5e-4})
-    assert key != heal_key("m", request, {**table, "freeze_embeddings": True})
+    assert key != heal_key("m", request, {**table, "schedule": "progressive"})
     assert resolved(table) == {"corpus": "/c.txt", **HealSettings(steps=600).to_dict()}
 
 

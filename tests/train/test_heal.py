@@ -187,20 +187,3 @@ def test_heal_with_the_attention_loss_saves_a_model_that_loads_with_its_own_atte
     assert "eager" not in json.dumps(saved)  # the eager attention used for the loss is not saved
     assert trimbert.load(tmp_path / "healed").config._attn_implementation == "sdpa"
 
-
-def test_freezing_the_embeddings_heals_the_blocks_only(tmp_path, minilm_dir):
-    torch.manual_seed(0)
-    teacher = BertModel(tiny_config(vocab_size=30522, num_hidden_layers=2, max_position_embeddings=128))
-    tokenizer = trimbert.load_tokenizer(minilm_dir)
-    trimbert.save(teacher, tmp_path / "teacher", tokenizer=tokenizer)
-    trimbert.save(trimbert.trim(teacher, drop_ffn="1", attention="relu", layernorm="0.attn"), tmp_path / "trimmed", tokenizer=tokenizer)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(f"review number {i} says the film was {'good' if i % 2 else 'bad'}\n" for i in range(40)))
-    for schedule in ("oneshot", "progressive"):
-        settings = HealSettings(steps=6, batch_size=4, lr=1e-3, held_out=4, max_length=16, freeze_embeddings=True, schedule=schedule)
-        record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / schedule, settings=settings, progress=False)
-        assert record.extra["settings"]["freeze_embeddings"] is True
-        healed = trimbert.load(tmp_path / schedule)
-        for name, value in teacher.embeddings.state_dict().items():
-            assert torch.equal(healed.embeddings.state_dict()[name], value), name
-        assert not torch.equal(healed.encoder.layer[0].attention.self.query.weight, teacher.encoder.layer[0].attention.self.query.weight)

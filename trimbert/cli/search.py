@@ -22,8 +22,7 @@ TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "eval_batch_size", "max_length", 
 # search --finetune distils the winner by default, with the recipes' weights (hidden states included)
 SEARCH_DISTILL = DistillSettings(alpha_hidden=1.0)
 HEAL_OPTIONS = {"steps": "--heal-steps", "tokens": "--heal-tokens", "lr": "--heal-lr", "schedule": "--heal-schedule",
-                "alpha_attention": "--heal-alpha-attention", "corpus_texts": "--heal-corpus-texts",
-                "freeze_embeddings": "--heal-freeze-embeddings"}
+                "alpha_attention": "--heal-alpha-attention", "corpus_texts": "--heal-corpus-texts"}
 
 
 @app.command()

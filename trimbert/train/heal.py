@@ -286,11 +286,6 @@ def stage_rows(count: int, steps: list[int], batch_size: int) -> list[list[int] 
 
 
 def _trainer(student, master, settings, steps, data, tokenizer, work_dir, progress) -> HealTrainer:
-    if settings.freeze_embeddings:
-        embeddings = getattr(student, "embeddings", None)
-        if embeddings is None:
-            raise TrimbertError(f"--freeze-embeddings: {type(student).__name__} has no embeddings module to freeze")
-        embeddings.requires_grad_(False)
     trainer = HealTrainer(
         model=student,
         args=_arguments(settings.updated(steps=steps), work_dir, progress),

@@ -92,11 +92,6 @@ class HealSettings(Settings):
         description="Weight of the attention-distribution loss (per query row, the squared difference of the "
         "student's and the teacher's attention weights summed over keys; mean over real query tokens, heads, blocks).",
     )
-    freeze_embeddings: bool = Field(
-        False,
-        description="Keep the embedding layer (word, position, token type, its LayerNorm) as the teacher's: no trim "
-        "touches it, so the heal trains the blocks only.",
-    )
     corpus_texts: int | None = Field(
         None, ge=1, description="Use at most this many corpus texts (shuffled; default: all)."
     )
