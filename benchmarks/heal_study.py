@@ -1,6 +1,6 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|mrpc-lr|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|mid-lr|kd|alt-default|mrpc-emb|mrpc-alt ...]
+Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|mrpc-lr|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|mid-lr|kd|alt-default|mrpc-emb|mrpc-alt|low-lr ...]
        [--seed N ...] [--skip NAME-PART ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
@@ -28,6 +28,7 @@ already there (a killed study resumes):
 - alt-default: alt-long at the default heal lr 1e-4.
 - mrpc-alt: MRPC (as group mrpc) for ``--drop-ffn alternate`` healed 2,400 steps at lr 1e-4 and 5e-4 (groups
   alt-default, alt-long): within 1.5 points, and does the lr-5e-4 heal cost MRPC without relu and LayerNorm stages?
+- low-lr: the progressive 2,400-step heal at lr 5e-5, fine-tuned on MRPC (as group mrpc) and SST-2 (as the levers).
 - mrpc-emb: MRPC (as group mrpc) from the 2,400-step lr-5e-4 heal with the teacher's embedding layer put back
   (``python benchmarks/restore_embeddings.py OUT/heal-full-prog-2400-lr5e-4 OUT/heal-full-prog-2400-lr5e-4-teacher-emb``
   first): is the heal's drift of the embeddings what costs MRPC?
@@ -57,7 +58,7 @@ MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"
 KD = ["--distill-alpha-hidden", "1.0"]  # the recipes' task distillation (+ soft labels, α 0.5/0.5)
 HEAL = ["--corpus", GLUE, "--teacher", "minilm", "--seed", "42", "--max-length", "64"]  # + --lr (1e-4 unless a lever sets it)
 GROUPS = ("budget", "mrpc", "mrpc-lr", "attention", "mid", "long", "longer", "lr", "long-lr", "longer-lr", "alt-long", "mid-lr", "kd",
-          "alt-default", "mrpc-emb", "mrpc-alt")
+          "alt-default", "mrpc-emb", "mrpc-alt", "low-lr")
 ALT = ["--drop-ffn", "alternate"]
 # the attention lever: the sweep's progressive 600-step heal plus the attention-distribution loss
 ATTENTION = ["--schedule", "progressive", "--steps", "600", "--alpha-attention", "1.0"]
@@ -73,13 +74,16 @@ LONGER_LR = ["--schedule", "progressive", "--steps", "4800", "--lr", "5e-4"]  # 
 ALT_LONG = ["--steps", "2400", "--lr", "5e-4"]
 # between the two learning rates: does 2e-4 keep most of 5e-4's SST-2 gain without its MRPC loss?
 MID_LR = ["--schedule", "progressive", "--steps", "2400", "--lr", "2e-4"]
+# below the default: does MRPC keep improving as the heal lr falls (5e-4 = 2e-4 < 1e-4 on MRPC)?
+LOW_LR = ["--schedule", "progressive", "--steps", "2400", "--lr", "5e-5"]
 ALT_DEFAULT = ["--steps", "2400"]  # alt-long at the default heal lr 1e-4: is the 0.5-point goal met without --lr 5e-4?
 # (group, name, heal arguments, trim): trim "full" heals trim-full, "alt" heals trim-alt
 LEVERS = (("attention", "prog-att", ATTENTION, "full"), ("mid", "prog-1200", MID, "full"), ("long", "prog-2400", LONG, "full"),
           ("longer", "prog-4800", LONGER, "full"), ("lr", "prog-lr5e-4", LR, "full"),
           ("long-lr", "prog-2400-lr5e-4", LONG_LR, "full"),
           ("longer-lr", "prog-4800-lr5e-4", LONGER_LR, "full"), ("alt-long", "2400-lr5e-4", ALT_LONG, "alt"),
-          ("mid-lr", "prog-2400-lr2e-4", MID_LR, "full"), ("alt-default", "2400", ALT_DEFAULT, "alt"))
+          ("mid-lr", "prog-2400-lr2e-4", MID_LR, "full"), ("alt-default", "2400", ALT_DEFAULT, "alt"),
+          ("low-lr", "prog-2400-lr5e-5", LOW_LR, "full"))
 
 
 # the task-distillation lever, on the long heal's checkpoint: (name, the fine-tune's distillation arguments)
@@ -133,6 +137,7 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
             ("mrpc-lr", "full-prog2400-lr5e-4-healed-kd", str(out / "heal-full-prog-2400-lr5e-4"), teacher),  # group long-lr's
             ("mrpc-lr", "full-prog4800-lr5e-4-healed-kd", str(out / "heal-full-prog-4800-lr5e-4"), teacher),  # group longer-lr's
             ("mid-lr", "full-prog2400-lr2e-4-healed-kd", str(out / "heal-full-prog-2400-lr2e-4"), teacher),  # after its SST-2 runs
+            ("low-lr", "full-prog2400-lr5e-5-healed-kd", str(out / "heal-full-prog-2400-lr5e-5"), teacher),
             ("mrpc-alt", "alt-2400-healed-kd", str(out / "heal-alt-2400"), teacher),  # group alt-default's heal
             ("mrpc-alt", "alt-2400-lr5e-4-healed-kd", str(out / "heal-alt-2400-lr5e-4"), teacher),  # group alt-long's
             # the lr-5e-4 heal with the teacher's embeddings put back (benchmarks/restore_embeddings.py writes it)
@@ -258,7 +263,7 @@ def mrpc_table(out: Path) -> None:
     base = {k: [_metric(out / "mrpc" / f"baseline-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
     names = ("baseline", "full-progressive-healed-kd", "full-prog2400-healed-kd", "full-prog2400-lr2e-4-healed-kd",
              "full-prog2400-lr5e-4-healed-kd", "full-prog4800-lr5e-4-healed-kd", "full-prog2400-lr5e-4-teacheremb-healed-kd",
-             "alt-2400-healed-kd", "alt-2400-lr5e-4-healed-kd")
+             "full-prog2400-lr5e-5-healed-kd", "alt-2400-healed-kd", "alt-2400-lr5e-4-healed-kd")
     for name in names:
         mine = {k: [_metric(out / "mrpc" / f"{name}-s{s}", k) for s in SEEDS] for k in ("accuracy", "f1")}
         print(
