@@ -31,8 +31,8 @@ def test_the_loss_is_zero_when_the_student_is_the_teacher_and_positive_after_a_t
     pairs = block_pairs(trimmed, teacher)
     assert pairs == [(1, 1), (2, 2), (3, 4)]  # block 3 is the trimmed model's third block
     loss, parts = heal_loss(_outputs(trimmed, batch), _outputs(teacher, batch), batch["attention_mask"], pairs, HealSettings())
-    assert float(loss) > 0
-    assert float(loss) == pytest.approx(float(parts["hidden"] + parts["final"]))
+    assert float(loss.detach()) > 0
+    assert float(loss.detach()) == pytest.approx(float(parts["hidden"] + parts["final"]))
     only_final = HealSettings(alpha_hidden=0.0, alpha_final=2.0)
     loss, parts = heal_loss(_outputs(trimmed, batch), _outputs(teacher, batch), batch["attention_mask"], pairs, only_final)
     assert set(parts) == {"final"} and float(loss) == pytest.approx(2 * float(parts["final"]))
