@@ -35,7 +35,7 @@ def test_the_loss_is_zero_when_the_student_is_the_teacher_and_positive_after_a_t
     assert float(loss.detach()) == pytest.approx(float(parts["hidden"] + parts["final"]))
     only_final = HealSettings(alpha_hidden=0.0, alpha_final=2.0)
     loss, parts = heal_loss(_outputs(trimmed, batch), _outputs(teacher, batch), batch["attention_mask"], pairs, only_final)
-    assert set(parts) == {"final"} and float(loss) == pytest.approx(2 * float(parts["final"]))
+    assert set(parts) == {"final"} and float(loss.detach()) == pytest.approx(2 * float(parts["final"]))
 
 
 def test_padding_tokens_do_not_count():
@@ -167,7 +167,7 @@ def test_the_attention_loss_is_zero_for_the_teacher_and_counts_real_queries_only
     rows = [(s - t).square().sum(-1) for s, t in zip(student_out.attentions, out.attentions, strict=True)]
     keep = batch["attention_mask"].bool()
     expected = sum(float(r.permute(0, 2, 1)[keep].mean()) for r in rows) / len(rows)
-    assert float(loss) == pytest.approx(expected, rel=1e-5) and float(loss) > 0
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5) and float(loss.detach()) > 0
     with pytest.raises(TrimbertError, match="needs attention weights from both models"):
         attention_loss(None, out.attentions, batch["attention_mask"], pairs)
 
