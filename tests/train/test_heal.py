@@ -47,7 +47,7 @@ def test_padding_tokens_do_not_count():
     pairs = block_pairs(student, teacher)
     first = heal_loss(_outputs(student, batch), _outputs(teacher, batch), batch["attention_mask"], pairs, HealSettings())[0]
     second = heal_loss(_outputs(student, other), _outputs(teacher, other), other["attention_mask"], pairs, HealSettings())[0]
-    assert float(first) == pytest.approx(float(second), rel=1e-5)
+    assert float(first.detach()) == pytest.approx(float(second.detach()), rel=1e-5)
 
 
 def test_heal_lowers_the_held_out_loss_and_saves_a_checkpoint_that_reloads(tmp_path, minilm_dir):
@@ -166,7 +166,7 @@ def test_the_attention_loss_is_zero_for_the_teacher_and_counts_real_queries_only
     loss = attention_loss(student_out.attentions, out.attentions, batch["attention_mask"], pairs)
     rows = [(s - t).square().sum(-1) for s, t in zip(student_out.attentions, out.attentions, strict=True)]
     keep = batch["attention_mask"].bool()
-    expected = sum(float(r.permute(0, 2, 1)[keep].mean()) for r in rows) / len(rows)
+    expected = sum(float(r.detach().permute(0, 2, 1)[keep].mean()) for r in rows) / len(rows)
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5) and float(loss.detach()) > 0
     with pytest.raises(TrimbertError, match="needs attention weights from both models"):
         attention_loss(None, out.attentions, batch["attention_mask"], pairs)
