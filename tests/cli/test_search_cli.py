@@ -227,9 +227,9 @@ def test_heal_and_distill_options_refuse_what_cannot_work_in_one_line(run_cli, t
     base = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.2", "--out", tmp_path / "s",
             "--cache-dir", tmp_path / "c")
     cases = [
-        (("--distill",), "error: --distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
-        (("--heal-corpus", data), "error: --distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
-        (("--no-distill",), "error: --distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
+        (("--distill",), "error: --distill, --no-distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
+        (("--heal-corpus", data), "error: --distill, --no-distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
+        (("--no-distill",), "error: --distill, --no-distill and --heal-corpus say how --finetune trains the winner: add --finetune"),
         (("--distill-alpha-kd", "1"), "error: --distill-* settings say how --finetune distils the winner: add --finetune, drop --no-distill"),
         (("--finetune", "--no-distill", "--distill-alpha-kd", "1"),
          "error: --distill-* settings say how --finetune distils the winner: add --finetune, drop --no-distill"),

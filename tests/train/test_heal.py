@@ -186,4 +186,3 @@ def test_heal_with_the_attention_loss_saves_a_model_that_loads_with_its_own_atte
     saved = json.loads((tmp_path / "healed" / "config.json").read_text())
     assert "eager" not in json.dumps(saved)  # the eager attention used for the loss is not saved
     assert trimbert.load(tmp_path / "healed").config._attn_implementation == "sdpa"
-

@@ -71,7 +71,7 @@ def search(
     if source.task is None and source.train is None:
         raise TrimbertError("search needs data to estimate accuracy on: give --task (and --data-dir) or --train")
     if (distill_winner is not None or heal_corpus) and not finetune_best:
-        raise TrimbertError("--distill and --heal-corpus say how --finetune trains the winner: add --finetune")
+        raise TrimbertError("--distill, --no-distill and --heal-corpus say how --finetune trains the winner: add --finetune")
     distilled = finetune_best and distill_winner is not False
     if distill != SEARCH_DISTILL and not distilled:
         raise TrimbertError("--distill-* settings say how --finetune distils the winner: add --finetune, drop --no-distill")
