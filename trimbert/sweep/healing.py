@@ -73,8 +73,7 @@ def check_heal(check: Any, value: Any, defaults: dict[str, Any] | None, where: s
     for key in ("text_column", "corpus_config"):
         if merged.get(key) is not None:
             check.string(merged[key], f"{where}.{key}")
-    settings = {key: val for key, val in merged.items() if key not in CORPUS_KEYS}
-    check.settings(HealSettings, settings, where)
+    check.settings(HealSettings, _settings_part(merged), where)
     return merged
 
 
@@ -84,7 +83,7 @@ def check_defaults(check: Any, value: Any) -> dict[str, Any] | None:
         return None
     table = check.table(value, "heal")
     check.known(table, HEAL_KEYS, "heal")
-    check.settings(HealSettings, {k: v for k, v in table.items() if k not in CORPUS_KEYS}, "heal")
+    check.settings(HealSettings, _settings_part(table), "heal")
     return dict(table)
 
 
@@ -100,11 +99,20 @@ def check_healable(check: Any, request: TrimRequest, untrimmed: bool, where: str
         check.fail(where, "importance = taylor ranks on task data while fine-tuning; heal needs a fixed trim")
 
 
+def _settings_part(table: dict[str, Any]) -> dict[str, Any]:
+    """A ``heal`` table's HealSettings keys (all but the corpus keys)."""
+    return {key: value for key, value in table.items() if key not in CORPUS_KEYS}
+
+
+def _heal_settings(table: dict[str, Any]) -> HealSettings:
+    """The HealSettings of a checked ``heal`` table."""
+    return HealSettings.build(_settings_part(table))
+
+
 def resolved(table: dict[str, Any]) -> dict[str, Any]:
     """A checked ``heal`` table with every setting spelled out (the defaults filled in), for fingerprints:
     a heal made under an older default is not reused when the default changes."""
-    settings = HealSettings.build({k: v for k, v in table.items() if k not in CORPUS_KEYS})
-    return {**{k: v for k, v in table.items() if k in CORPUS_KEYS}, **settings.to_dict()}
+    return {**{k: v for k, v in table.items() if k in CORPUS_KEYS}, **_heal_settings(table).to_dict()}
 
 
 def heal_key(model: str, request: TrimRequest, table: dict[str, Any]) -> str:
@@ -132,13 +140,12 @@ def ensure_healed(out: Path, model: str, request: TrimRequest, table: dict[str, 
             source = checkpoint.load(model, head="base")
             trimmed = trim_model(source, request)
             checkpoint.save(trimmed, scratch / "trimmed", tokenizer=checkpoint.load_tokenizer(model), force=True)
-            settings = HealSettings.build({k: v for k, v in table.items() if k not in CORPUS_KEYS})
             heal(
                 str(scratch / "trimmed"),
                 model,
                 table["corpus"],
                 folder,
-                settings=settings,
+                settings=_heal_settings(table),
                 text_column=table.get("text_column"),
                 corpus_config=table.get("corpus_config"),
                 force=True,
