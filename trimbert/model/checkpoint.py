@@ -8,7 +8,10 @@ Loading is strict: weights load from safetensors only (pickle files are refused,
 :func:`check_weight_files`), and every weight of the encoder and embeddings must come from the
 checkpoint: a missing or unexpected one is an error naming the first keys, never a silently random
 tensor. The one expected exception is a task head (and the pooler) that a base checkpoint does not
-have: those are newly initialized, which is what fine-tuning starts from.
+have: those are newly initialized, which is what fine-tuning starts from. A fine-tuned checkpoint
+(config.json names a task head such as ``BertForSequenceClassification``) loaded as itself must bring
+that head: one whose head weights are missing is refused, never given a random head, unless the
+caller trains a new one (``new_head_ok``, fine-tuning only).
 
 Outputs are written to a temporary folder beside the destination and moved into place at the end,
 so an interrupted or failed run never leaves a half-written checkpoint that looks complete, and an
@@ -48,6 +51,10 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # Weights that may be missing from a checkpoint and are then newly initialized: task heads and the pooler.
 _NEW_HEAD_PARTS = ("classifier.", "qa_outputs.", "cls.", "pooler.")
+# Architectures whose head is trained on a task (a fine-tuned checkpoint): loaded as themselves, their head
+# weights (and the pooler a sequence classifier reads) must be in the checkpoint.
+_TASK_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
+_TASK_HEAD_PARTS = ("classifier.", "qa_outputs.", "pooler.")
 _SHOWN_KEYS = 3
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 # Task heads by short name (used by fine-tuning); None keeps the checkpoint's own architecture.
@@ -156,6 +163,20 @@ def check_loading_info(name: str | Path, info: dict[str, list]) -> list[str]:
     return sorted(key for key in info.get("missing_keys", []) if _is_new_head(key))
 
 
+def check_task_head(name: str | Path, config: PretrainedConfig, cls: type, new_keys: list[str]) -> None:
+    """Refuse a fine-tuned checkpoint loaded as itself (``cls`` is the class its config names) whose task
+    head weights are missing (``new_keys``, from :func:`check_loading_info`): they would be random."""
+    saved = (getattr(config, "architectures", None) or [""])[0]
+    if not saved.endswith(_TASK_HEADS) or cls is not model_class(config):
+        return
+    missing = [key for key in new_keys if any(part in key for part in _TASK_HEAD_PARTS)]
+    if missing:
+        raise TrimbertError(
+            f"{name}: the checkpoint lacks its task head ({_listed(missing)}) though config.json says {saved}; "
+            "refusing to use a random head"
+        )
+
+
 def model_class(config: PretrainedConfig, head: str | None = None) -> type:
     """The class to load ``config`` with: its own architecture, or the named ``head``."""
     if head is not None:
@@ -178,11 +199,14 @@ def load(
     head: str | None = None,
     config_overrides: dict[str, Any] | None = None,
     attn_implementation: str | None = None,
+    new_head_ok: bool = False,
 ) -> nn.Module:
     """Load a trimmed or untrimmed BERT checkpoint (hub id, folder or alias).
 
     ``head`` picks a task head (see :data:`HEADS`; default: the checkpoint's own architecture).
     ``config_overrides`` (e.g. ``num_labels``) are applied to the config before loading.
+    A fine-tuned checkpoint loaded as itself whose task head weights are missing is refused (see
+    :func:`check_task_head`); ``new_head_ok``: the caller trains the head, a new one is fine (fine-tuning).
     """
     source = resolve_source(name_or_path)
     config = load_config(source)
@@ -199,7 +223,9 @@ def load(
         raise
     except Exception as error:  # safetensors/shape errors all mean an unusable checkpoint
         raise TrimbertError(f"could not load the weights of {name_or_path}: {_first_line(error)}") from error
-    check_loading_info(name_or_path, info)
+    new_keys = check_loading_info(name_or_path, info)
+    if not new_head_ok:
+        check_task_head(name_or_path, config, cls, new_keys)
     model.eval()
     return model
 

@@ -71,7 +71,7 @@ def prepare(model_source: str, source: DataSource, settings: FinetuneSettings):
         overrides["id2label"] = dict(enumerate(task.label_names))
         overrides["label2id"] = {name: index for index, name in enumerate(task.label_names)}
     set_seed(settings.seed)  # the new classification head is initialized from the seeded RNG
-    model = checkpoint.load(model_source, head="sequence-classification", config_overrides=overrides)
+    model = checkpoint.load(model_source, head="sequence-classification", config_overrides=overrides, new_head_ok=True)
     train_set = subsample(dataset["train"], settings.max_train_samples, settings.seed)
     eval_sets = {
         split: subsample(dataset[split], settings.max_eval_samples, settings.seed)
