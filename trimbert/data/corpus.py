@@ -16,6 +16,7 @@ import json
 import random
 from pathlib import Path
 
+from trimbert.data.files import allow_long_fields, read_delimited
 from trimbert.data.tasks import GLUE_TASKS
 from trimbert.errors import TrimbertError
 
@@ -76,9 +77,8 @@ def _file_texts(path: Path, text_column: str | None) -> list[str]:
 
 
 def _table_rows(path: Path, delimiter: str) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        return list(csv.DictReader(handle, delimiter=delimiter, quoting=quoting))
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    return [row for _, row in read_delimited(path, delimiter, quoting=quoting)[0]]
 
 
 def _jsonl_rows(path: Path) -> list[dict]:
@@ -111,6 +111,7 @@ def _glue_texts(folder: Path) -> list[str]:
             if split != "train" or not (task_dir / name).is_file():
                 continue
             found = True
+            allow_long_fields()
             with open(task_dir / name, newline="", encoding="utf-8") as handle:
                 rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
             for row in rows[1:] if task.tsv.has_header else rows:

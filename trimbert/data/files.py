@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -187,7 +188,7 @@ def _read_user_file(path: Path, columns: list[str], label_column: str) -> list[t
         raise TrimbertError(f"data file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        records, found = _read_delimited(path, "," if suffix == ".csv" else "\t")
+        records, found = read_delimited(path, "," if suffix == ".csv" else "\t")
     elif suffix in (".jsonl", ".json"):
         records, found = _read_json_lines(path)
     else:
@@ -201,15 +202,42 @@ def _read_user_file(path: Path, columns: list[str], label_column: str) -> list[t
         for column in columns:
             if record.get(column) is None:
                 raise TrimbertError(f"{path} line {line}: no value in column {column!r}")
-        if str(record[label_column]).strip() == "":
+        label = record[label_column]
+        if str(label).strip() == "":
             raise TrimbertError(f"{path} line {line}: empty label in column {label_column!r}")
+        if _is_missing_number(label):
+            raise TrimbertError(
+                f"{path} line {line}: label {label!r} in column {label_column!r} is not a value (NaN or infinity)"
+            )
     return records
 
 
-def _read_delimited(path: Path, delimiter: str) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-    csv.field_size_limit(_FIELD_LIMIT)  # the csv module's default (131,072 characters) refuses long texts
+def _is_missing_number(value: Any) -> bool:
+    """NaN or infinity, as a JSON number or as text (``NaN``, ``inf``): what tools write for a missing value,
+    never a label (it would become a class "nan" or an infinite score)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def allow_long_fields() -> None:
+    """Lift the csv module's field limit (131,072 characters by default, which refuses long texts)."""
+    csv.field_size_limit(_FIELD_LIMIT)
+
+
+def read_delimited(
+    path: Path, delimiter: str, *, quoting: int = csv.QUOTE_MINIMAL
+) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """``(line number, row)`` pairs and the header of a CSV/TSV file with a header line: UTF-8 (a BOM
+    allowed), fields of any length (the csv module's default limit of 131,072 characters refuses long
+    texts), an unreadable file a one-line :class:`TrimbertError`. Shared by the fine-tune data and the
+    heal corpus readers."""
+    allow_long_fields()
     with open_text(path) as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
         records = [(reader.line_num, row) for row in reader]
         return records, list(reader.fieldnames or [])
 
