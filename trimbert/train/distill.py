@@ -207,6 +207,39 @@ class DistillationTrainer(Trainer):
         super().log(logs, start_time)
 
 
+def check_teacher_fits(
+    student: nn.Module,
+    teacher: nn.Module,
+    student_tokenizer: Any,
+    teacher_tokenizer: Any,
+    *,
+    where: str,
+    student_name: str = "student",
+    same_hidden: bool = True,
+    hidden_hint: str = "",
+) -> None:
+    """Refuse, before any training, a teacher that cannot read the student's inputs (another vocabulary
+    size or tokenizer: its embeddings would be indexed with the wrong ids) or, with ``same_hidden`` (hidden
+    states compared), has another hidden size: one line starting with ``where`` and naming the mismatch."""
+    student_vocab, teacher_vocab = student.config.vocab_size, teacher.config.vocab_size
+    if student_vocab != teacher_vocab:
+        raise TrimbertError(
+            f"{where}: vocabulary sizes differ ({student_name} {student_vocab}, teacher {teacher_vocab}); "
+            "the teacher must use the same tokenizer"
+        )
+    if (
+        student_tokenizer is not None
+        and teacher_tokenizer is not None
+        and student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab()
+    ):
+        raise TrimbertError(f"{where}: the teacher uses a different tokenizer (vocabulary) than the {student_name}")
+    student_hidden, teacher_hidden = student.config.hidden_size, teacher.config.hidden_size
+    if same_hidden and student_hidden != teacher_hidden:
+        raise TrimbertError(
+            f"{where}: hidden sizes differ ({student_name} {student_hidden}, teacher {teacher_hidden}){hidden_hint}"
+        )
+
+
 @dataclass
 class _Teacher:
     model: nn.Module
@@ -266,17 +299,13 @@ def load_teacher(
             f"model; task {task.name} is not"
         )
     check_seq_len(model.config, settings.max_length)
-    teacher_tokenizer = checkpoint.load_tokenizer(path)
-    if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
-        raise TrimbertError(f"--teacher: {teacher} uses a different tokenizer (vocabulary) than the student")
-    if model.config.vocab_size != student.config.vocab_size:
-        raise TrimbertError(
-            f"--teacher: vocabulary sizes differ (teacher {model.config.vocab_size}, "
-            f"student {student.config.vocab_size})"
-        )
-    if distill.alpha_hidden > 0 and model.config.hidden_size != student.config.hidden_size:
-        raise TrimbertError(
-            f"--teacher: hidden-state distillation needs equal hidden sizes (teacher {model.config.hidden_size}, "
-            f"student {student.config.hidden_size}); set alpha_hidden to 0"
-        )
+    check_teacher_fits(
+        student,
+        model,
+        tokenizer,
+        checkpoint.load_tokenizer(path),
+        where=f"--teacher {teacher}",
+        same_hidden=distill.alpha_hidden > 0,  # soft labels alone need no equal hidden sizes
+        hidden_hint="; hidden-state distillation needs them equal: set alpha_hidden to 0",
+    )
     return _Teacher(model=model.eval(), path=str(teacher), recorded=recorded)

@@ -36,7 +36,7 @@ from trimbert.model.structure import applied_spec
 from trimbert.model.trim import trim as trim_model
 from trimbert.report.records import Record, conditions, write_json_atomic
 from trimbert.spec.trimspec import AFFINE, TrimSpec
-from trimbert.train.distill import block_pairs, hidden_mse
+from trimbert.train.distill import block_pairs, check_teacher_fits, hidden_mse
 from trimbert.train.settings import HealSettings
 
 HEAL_FILE = "heal.json"
@@ -172,7 +172,7 @@ def heal(
         raise TrimbertError(f"corpus {corpus} has {len(texts)} texts: more than --held-out {settings.held_out} needed")
     held_out, train_texts = texts[: settings.held_out], texts[settings.held_out :]
     data = (_encode(train_texts, tokenizer, settings.max_length), _encode(held_out, tokenizer, settings.max_length))
-    settings = settings.updated(steps=steps_for(settings, data[0]))
+    settings = settings.model_copy(update={"steps": steps_for(settings, data[0])})  # resolved: tokens kept for the record
     wanted = applied_spec(student)
     stages = heal_stages(wanted, wanted.notes, settings)
     with tempfile.TemporaryDirectory(prefix="trimbert-heal-") as work_dir:
@@ -201,18 +201,26 @@ def heal(
 
 
 def _load_models(trimmed: str, teacher: str, settings: HealSettings) -> tuple[nn.Module, nn.Module, Any]:
+    """The student, the teacher and the tokenizer, checked before any work: the student is trimmed, the
+    teacher is not trimmed exactly like it (the same folder, or a copy: nothing to heal towards; a teacher
+    trimmed less, or otherwise, is allowed), and it reads the same tokens with the same hidden size."""
     student = checkpoint.load(trimmed, head="base")
-    if applied_spec(student).is_empty:
+    wanted = applied_spec(student)
+    if wanted.is_empty:
         raise TrimbertError(f"heal: {trimmed} is not trimmed: nothing to heal (trim it first: trimbert trim)")
     master = checkpoint.load(teacher, head="base")
-    if student.config.hidden_size != master.config.hidden_size:
-        raise TrimbertError(
-            f"heal: hidden sizes differ (trimmed {student.config.hidden_size}, teacher {master.config.hidden_size})"
-        )
     if settings.schedule == "progressive" and not applied_spec(master).is_empty:
         raise TrimbertError(f"--schedule progressive: the teacher {teacher} is trimmed; give the untrimmed model")
+    if applied_spec(master) == wanted:
+        raise TrimbertError(
+            f"heal: the teacher {teacher} is trimmed exactly like {trimmed} ({wanted.summary()}): nothing to heal "
+            "towards; give the untrimmed model it was trimmed from"
+        )
+    own, teachers = checkpoint.load_tokenizer(trimmed), checkpoint.load_tokenizer(teacher)
+    check_teacher_fits(student, master, own, teachers, where="heal", student_name="trimmed")
     check_seq_len(student, settings.max_length)
-    tokenizer = checkpoint.load_tokenizer(trimmed) or checkpoint.load_tokenizer(teacher)
+    check_seq_len(master, settings.max_length)
+    tokenizer = own or teachers
     if tokenizer is None:
         raise TrimbertError(f"heal: neither {trimmed} nor {teacher} has a tokenizer")
     return student, master, tokenizer
@@ -231,8 +239,8 @@ def _save(student: nn.Module, wanted: TrimSpec, record: Record, tokenizer: Any, 
 
 
 def steps_for(settings: HealSettings, dataset: Any) -> int:
-    """``settings.steps``, or with a ``tokens`` budget the steps that train on about that many tokens:
-    ceil(tokens / (batch size × mean tokens per text of the encoded corpus))."""
+    """``settings.steps``, or with a ``tokens`` budget (given instead of steps) the steps that train on
+    about that many tokens: ceil(tokens / (batch size × mean tokens per text of the encoded corpus))."""
     if settings.tokens is None:
         return settings.steps
     lengths = [len(ids) for ids in dataset["input_ids"]]
@@ -288,7 +296,7 @@ def stage_rows(count: int, steps: list[int], batch_size: int) -> list[list[int] 
 def _trainer(student, master, settings, steps, data, tokenizer, work_dir, progress) -> HealTrainer:
     trainer = HealTrainer(
         model=student,
-        args=_arguments(settings.updated(steps=steps), work_dir, progress),
+        args=_arguments(settings.model_copy(update={"steps": steps}), work_dir, progress),
         train_dataset=data[0],
         eval_dataset=data[1],
         data_collator=DataCollatorWithPadding(tokenizer),

@@ -6,11 +6,13 @@ Each field is a ``trimbert finetune`` option (``--epochs``, ``--distill-alpha-kd
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from trimbert.settings import Settings
+
+HEAL_STEPS = 300  # heal steps without --steps or --tokens
 
 
 class FinetuneSettings(Settings):
@@ -66,7 +68,9 @@ class HealSettings(Settings):
     against the untrimmed teacher on the same text.
     """
 
-    steps: int = Field(300, ge=1, description="Optimizer steps (each a batch of corpus texts).")
+    steps: int | None = Field(
+        None, ge=1, description=f"Optimizer steps (each a batch of corpus texts); {HEAL_STEPS} unless --tokens is given."
+    )
     tokens: int | None = Field(
         None,
         ge=1,
@@ -102,6 +106,22 @@ class HealSettings(Settings):
         "stages (FFNs and layers, then LayerNorms, then the attention normalizer), healing steps/stages after each, "
         "each stage on texts no earlier stage read.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_steps(cls, values: Any) -> Any:
+        """Without a token budget the steps default to HEAL_STEPS (with one, :func:`~trimbert.train.heal.heal`
+        derives them from the corpus)."""
+        if isinstance(values, dict) and values.get("steps") is None and values.get("tokens") is None:
+            return {**values, "steps": HEAL_STEPS}
+        return values
+
+    @field_validator("tokens")
+    @classmethod
+    def _not_with_steps(cls, tokens: int | None, info: ValidationInfo) -> int | None:
+        if tokens is not None and info.data.get("steps") is not None:
+            raise ValueError("a token budget sets the steps: give steps or tokens, not both")
+        return tokens
 
     @model_validator(mode="after")
     def _some_weight(self) -> HealSettings:
