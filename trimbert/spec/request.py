@@ -20,10 +20,20 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from trimbert.errors import TrimbertError
-from trimbert.spec.trimspec import AFFINE, SOFTMAX, TrimSpec
+from trimbert.spec.trimspec import AFFINE, SOFTMAX, SPEC_KEYS, TrimSpec, block_key, shown
 
 IMPORTANCE_RULES = ("magnitude", "taylor")
 _AUTO = re.compile(r"^auto(?::(.*))?$", re.IGNORECASE)
@@ -49,21 +59,47 @@ def parse_auto(drop_ffn: str | None) -> int | None:
     return int(text)
 
 
+# Besides a string in the CLI syntax, what a request value may be (ints are ints: not bools, 1.7 or "1").
+_BLOCKS = TypeAdapter(list[StrictInt])
+_WIDTHS = TypeAdapter(dict[Annotated[StrictInt, BeforeValidator(block_key)], StrictInt])
+_NAMES = TypeAdapter(list[StrictStr])
+
+
 def _as_text(name: str, value: Any) -> str | None:
     """A request value in the CLI syntax: block lists become ``"1,3,5"``, widths ``"768"`` or
-    ``"0:768,3:512"``; None stays None (leave as it is)."""
+    ``"0:768,3:512"``; None stays None (leave as it is). A list item, block or width that is not an
+    int (``1.7``, ``True``, ``"1"``) is refused rather than converted."""
+    flag = f"--{name.replace('_', '-')}"
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
         wanted = "a width or block:width pairs" if name == "ffn_width" else "a selection in the CLI syntax"
-        raise TrimbertError(f"--{name.replace('_', '-')}: expected {wanted}, not {value!r}")
-    if isinstance(value, int):
+        raise TrimbertError(f"{flag}: expected {wanted}, not {value!r}")
+    if isinstance(value, int) and name in ("drop_ffn", "drop_layers", "ffn_width"):
         return str(value)
-    if isinstance(value, Mapping):
-        return ",".join(f"{block}:{width}" for block, width in value.items())
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(item) for item in value)
-    raise TrimbertError(f"--{name.replace('_', '-')}: expected a string in the CLI syntax, not {value!r}")
+    try:
+        if isinstance(value, Mapping) and name == "ffn_width":
+            return ",".join(f"{block}:{width}" for block, width in _WIDTHS.validate_python(value).items())
+        if isinstance(value, (list, tuple)) and name in ("drop_ffn", "drop_layers"):
+            return ",".join(str(item) for item in _BLOCKS.validate_python(value))
+        if isinstance(value, (list, tuple)) and name == "layernorm":
+            return ",".join(_NAMES.validate_python(value))
+    except ValidationError:
+        wanted = {
+            "ffn_width": "block:width pairs of whole numbers",
+            "layernorm": "a list of LayerNorm names",
+        }.get(name, "a list of whole block indices")
+        raise TrimbertError(f"{flag}: expected {wanted}, not {value!r}") from None
+    raise TrimbertError(f"{flag}: expected a string in the CLI syntax, not {value!r}")
+
+
+class _SpecFile(BaseModel):
+    """The keys of a spec file besides ``trim_spec`` (checked by :meth:`TrimSpec.from_dict`) that a trim
+    reads; the others (``summary``, ``predicted_ms``, ... of ``best.json``) are provenance, not read."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    importance: Literal[IMPORTANCE_RULES] | None = None  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)
@@ -168,17 +204,40 @@ class TrimRequest:
     @classmethod
     def from_spec_file(cls, path: str | Path) -> TrimRequest:
         """The request of a spec file (``best.json`` of ``trimbert search``: a ``trim_spec`` object and the
-        ``importance`` rule its narrowed FFNs were scored with), applied to an untrimmed model."""
+        ``importance`` rule its narrowed FFNs were scored with), applied to an untrimmed model; the file
+        is checked by :meth:`from_spec_data`."""
         path = Path(path)
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise TrimbertError(f"--spec: {path} does not exist") from None
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise TrimbertError(f"--spec: cannot read {path}: {str(error).splitlines()[0]}") from None
+        return cls.from_spec_data(data, path)
+
+    @classmethod
+    def from_spec_data(cls, data: Any, path: str | Path) -> TrimRequest:
+        """The request of the parsed contents ``data`` of spec file ``path``, checked as the CLI options
+        are: ``trim_spec`` by :meth:`TrimSpec.from_dict` (known keys, ints that are ints, known names),
+        ``importance`` one of :data:`IMPORTANCE_RULES` or null; a trim key beside ``trim_spec`` (where it
+        would be ignored) is refused. A problem raises a one-line :class:`TrimbertError` naming the file
+        and the key. Other keys (``summary``, ``predicted_ms``, ...) are not read."""
         if not isinstance(data, dict) or not isinstance(data.get("trim_spec"), dict):
             raise TrimbertError(f"--spec: {path} has no trim_spec object (write one with trimbert search)")
-        return cls.from_spec(TrimSpec.from_dict(data["trim_spec"]), data.get("importance"))
+        misplaced = sorted(set(data) & set(SPEC_KEYS))
+        if misplaced:
+            raise TrimbertError(
+                f"--spec: {path}: {misplaced[0]} is a trim_spec key: put it inside the trim_spec object"
+            )
+        try:
+            importance = _SpecFile.model_validate(data).importance
+        except ValidationError:
+            raise TrimbertError(
+                f"--spec: {path}: importance: expected one of {', '.join(IMPORTANCE_RULES)} or null, "
+                f"got {shown(data.get('importance'))}"
+            ) from None
+        spec = TrimSpec.from_dict(data["trim_spec"], where=f"--spec: {path}: trim_spec")
+        return cls.from_spec(spec, importance)
 
     def merged_with_file(self, path: str | Path | None) -> TrimRequest:
         """This request, or the one of spec file ``path`` when given (then no other trim option may be)."""

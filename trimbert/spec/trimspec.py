@@ -64,10 +64,23 @@ model's attention untouched.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from trimbert.errors import TrimbertError
 
@@ -81,7 +94,85 @@ LN_REPLACEMENTS = (IDENTITY, AFFINE, DYT)
 # trimbert.model.attention, which registers exactly these names (a test checks that).
 NORMALIZER_NAMES = ("relu", "relu-len", "sigmoid", "softermax", "squared-relu")
 LN_NAME = re.compile(r"^(\d+)\.(attn|ffn)$")
-_KEYS = ("drop_ffn", "attention", "layernorm", "drop_layers", "ffn_width", "layernorm_replacement", "notes")
+SPEC_KEYS = ("drop_ffn", "attention", "layernorm", "drop_layers", "ffn_width", "layernorm_replacement", "notes")
+
+
+def block_key(value: Any) -> Any:
+    """A block index as a JSON object key: ``"3"`` -> 3 (other values, ``"03"`` or ``"3.0"`` too, are left
+    for the type check)."""
+    if isinstance(value, str) and re.fullmatch(r"0|[1-9][0-9]*", value):
+        return int(value)
+    return value
+
+
+def _each_once(items: list[Any]) -> list[Any]:
+    if len(set(items)) != len(items):
+        raise ValueError("an entry is repeated")
+    return items
+
+
+# The types of a spec's values, declared once: whole numbers are ints (a bool, 1.7 or "1" is not one).
+BlockIndex = Annotated[StrictInt, Field(ge=0)]
+BlockList = Annotated[list[BlockIndex], AfterValidator(_each_once)]
+LayerNormName = Annotated[StrictStr, Field(pattern=r"^[0-9]+\.(attn|ffn)$")]
+FfnWidths = dict[Annotated[BlockIndex, BeforeValidator(block_key)], Annotated[StrictInt, Field(ge=1)]]
+_EXPECTED = {
+    "drop_ffn": "a list of block indices (whole numbers from 0, each once, e.g. [1, 3])",
+    "drop_layers": "a list of block indices (whole numbers from 0, each once, e.g. [4, 5])",
+    "layernorm": 'a list of LayerNorm names (each once, e.g. ["0.attn", "3.ffn"])',
+    "ffn_width": 'an object of block -> width (whole numbers, width at least 1, e.g. {"0": 768})',
+    "notes": "an object",
+}
+
+
+class _SpecData(BaseModel):
+    """The types of a spec's dict form (:meth:`TrimSpec.from_dict`): a saved config's ``trim_spec``, a
+    spec file's. Names must be known; block indices and widths are ints; nothing is coerced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drop_ffn: BlockList = []
+    attention: Literal[(SOFTMAX, *NORMALIZER_NAMES)] = SOFTMAX  # type: ignore[valid-type]
+    layernorm: Annotated[list[LayerNormName], AfterValidator(_each_once)] = []
+    drop_layers: BlockList = []
+    ffn_width: FfnWidths = {}
+    layernorm_replacement: Literal[LN_REPLACEMENTS] = IDENTITY  # type: ignore[valid-type]
+    notes: dict[StrictStr, Any] = {}
+
+    @model_validator(mode="after")
+    def _replacement_needs_layernorms(self) -> _SpecData:
+        if self.layernorm_replacement != IDENTITY and not self.layernorm:
+            raise ValueError(
+                f"layernorm_replacement {self.layernorm_replacement!r} stands for stripped LayerNorms, "
+                "but layernorm names none"
+            )
+        return self
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value as JSON writes it (``true``, ``null``; what a spec file holds), shortened."""
+    try:
+        text = json.dumps(value, allow_nan=True, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _spec_problem(error: ValidationError, data: Mapping[str, Any], where: str | None) -> str:
+    """The first problem of a spec dict as one line: ``<where>.<key>: expected ..., got <its value>``
+    (``trim spec: <key>: ...`` without ``where``)."""
+    first = error.errors(include_url=False)[0]
+    location = first.get("loc", ())
+    if not location:  # a check of several keys together
+        return f"{where or 'trim spec'}: {str(first['msg']).removeprefix('Value error, ')}"
+    key = str(location[0])
+    if key in ("attention", "layernorm_replacement"):
+        choices = available_normalizers() if key == "attention" else LN_REPLACEMENTS
+        expected = f"one of {', '.join(choices)}"
+    else:
+        expected = _EXPECTED[key]
+    name = f"{where}.{key}" if where else f"trim spec: {key}"
+    return f"{name}: expected {expected}, got {shown(data.get(key))}"
 
 
 @dataclass(frozen=True)
@@ -113,11 +204,13 @@ class TrimSpec:
 
     def __post_init__(self) -> None:
         widths = self.ffn_width
-        pairs = widths.items() if isinstance(widths, Mapping) else widths
         try:
-            normalized = tuple(sorted((int(block), int(width)) for block, width in pairs))
+            pairs = list(widths.items() if isinstance(widths, Mapping) else widths)
+            normalized = tuple(sorted((_whole(block_key(block)), _whole(width)) for block, width in pairs))
         except (TypeError, ValueError) as error:
-            raise TrimbertError(f"trim spec: bad ffn_width {widths!r} (expected block -> width)") from error
+            raise TrimbertError(
+                f"trim spec: bad ffn_width {shown(widths)} (expected block -> width, whole numbers)"
+            ) from error
         object.__setattr__(self, "ffn_width", normalized)
 
     @property
@@ -161,22 +254,34 @@ class TrimSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> TrimSpec:
-        data = dict(data or {})
-        unknown = set(data) - set(_KEYS)
+    def from_dict(cls, data: Mapping[str, Any] | None, *, where: str | None = None) -> TrimSpec:
+        """The spec of its dict form (:meth:`to_dict`; None is the empty spec), validated: unknown keys,
+        values of the wrong type (``[1.7]``, ``[true]``, ``{"0": 5.5}``, ``null``) and unknown names raise
+        a one-line :class:`TrimbertError` naming the key (``<where>.<key>: expected ..., got ...``;
+        ``where`` names the object, e.g. a spec file's ``trim_spec``). Indices are checked against a
+        model's depth later (:func:`~trimbert.spec.resolve.validate_spec`, :func:`resolve_spec`)."""
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise TrimbertError(f"{where or 'trim spec'}: expected an object of trim keys, got {shown(data)}")
+        unknown = sorted(str(key) if str(key).isidentifier() else shown(key) for key in set(data) - set(SPEC_KEYS))
         if unknown:
-            raise TrimbertError(f"unknown trim spec key(s): {', '.join(sorted(unknown))}")
-        widths = data.get("ffn_width") or {}
-        if not isinstance(widths, Mapping):
-            raise TrimbertError(f"trim spec: ffn_width must map block -> width, not {widths!r}")
+            prefix = f"{where}: " if where else ""
+            raise TrimbertError(
+                f"{prefix}unknown trim spec key(s): {', '.join(unknown)} (known: {', '.join(SPEC_KEYS)})"
+            )
+        try:
+            valid = _SpecData(**{str(key): value for key, value in data.items()})
+        except ValidationError as error:
+            raise TrimbertError(_spec_problem(error, data, where)) from None
         return cls(
-            drop_ffn=tuple(sorted(int(i) for i in data.get("drop_ffn", ()))),
-            attention=str(data.get("attention", SOFTMAX)),
-            layernorm=tuple(sorted(data.get("layernorm", ()), key=ln_sort_key)),
-            drop_layers=tuple(sorted(int(i) for i in data.get("drop_layers", ()))),
-            ffn_width=widths,
-            layernorm_replacement=str(data.get("layernorm_replacement", IDENTITY)),
-            notes=dict(data.get("notes", {})),
+            drop_ffn=tuple(sorted(valid.drop_ffn)),
+            attention=valid.attention,
+            layernorm=tuple(sorted(valid.layernorm, key=ln_sort_key)),
+            drop_layers=tuple(sorted(valid.drop_layers)),
+            ffn_width=valid.ffn_width,
+            layernorm_replacement=valid.layernorm_replacement,
+            notes=dict(valid.notes),
         )
 
     def summary(self) -> str:
@@ -255,6 +360,13 @@ def compact_indices(indices: tuple[int, ...]) -> str:
     if start is not None:
         parts.append(f"{start}-{prev}" if prev > start else str(start))
     return ",".join(parts)
+
+
+def _whole(value: Any) -> int:
+    """An int that is not a bool (a width or block index); anything else raises TypeError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"not a whole number: {value!r}")
+    return value
 
 
 def check_replacement(name: str) -> str:
