@@ -93,9 +93,12 @@ def trim(
     from trimbert.model.checkpoint import check_output_dir, load, load_tokenizer, save
     from trimbert.model.heads import has_task_head
     from trimbert.model.portable import saved_format
+    from trimbert.model.structure import applied_spec
     from trimbert.pipeline import apply_trim
 
     request = request.merged_with_file(spec_file)
+    if not request.requested:
+        raise TrimbertError(_nothing(spec_file))
     check_output_dir(out, force, inputs=(model,))
     dataset, has_head = None, False
     if request.needs_data and source.task is not None:
@@ -105,12 +108,15 @@ def trim(
     loaded = load(model)
     tokenizer = load_tokenizer(model)
     before = loaded.config.num_hidden_layers
+    applied = applied_spec(loaded)
     trimmed, info = apply_trim(
         loaded, request, dataset=dataset, tokenizer=tokenizer, has_head=has_head, samples=samples, seed=seed,
         max_length=max_length,
     )
+    spec = applied_spec(trimmed)
+    if spec == applied:  # e.g. --attention softmax, --drop-ffn none: nothing to write
+        raise TrimbertError(_nothing(spec_file, request, model))
     save(trimmed, out, tokenizer=tokenizer, force=force, portable=portable)
-    spec = trimmed.config.spec
     console.print(f"trimmed {model} ({before} blocks) → {out}: {spec.summary()}")
     console.print(f"  saved as: {_SAVED_AS[saved_format(out)]}")
     if "auto_drop" in info:
@@ -118,6 +124,17 @@ def trim(
             f"  auto: dropped the FFNs of blocks {info['auto_drop']['chosen']} (least important on {samples} rows)"
         )
     console.print(f"  spec: {json.dumps(spec.to_dict(), default=str)}")
+
+
+def _nothing(spec_file: str | None, request: TrimRequest | None = None, model: str = "") -> str:
+    """The refusal of a trim that changes nothing (trim writes trimmed models, not copies)."""
+    if spec_file is not None:
+        why = f"{model} has that trim already" if request is not None else "its trim_spec is the untrimmed model"
+        return f"--spec: {spec_file}: the trim changes nothing ({why})"
+    if request is not None:
+        given = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in request.to_dict().items())
+        return f"the trim changes nothing: {given} leave{'s' if len(request.to_dict()) == 1 else ''} {model} as it is"
+    return "the trim changes nothing (give --drop-ffn, --attention, --layernorm, --drop-layers or --ffn-width)"
 
 
 @app.command()
