@@ -12,6 +12,7 @@ that names the setting the way the user wrote it (``--epochs`` on the command li
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -77,6 +78,21 @@ class Settings(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None) -> int | None:
+    """A thread count no larger than :func:`available_cpus` (a field validator's check)."""
+    if threads is not None and threads > (cpus := available_cpus()):
+        raise ValueError(f"this machine has {cpus} CPU{'s' if cpus != 1 else ''}")
+    return threads
 
 
 def describe_error(error: ValidationError, name_of: Callable[[str], str]) -> str:

@@ -39,7 +39,7 @@ from trimbert.measure.stats import PairedRatio, paired_ratio
 from trimbert.model import checkpoint
 from trimbert.model.structure import applied_spec
 from trimbert.report.records import Record, conditions
-from trimbert.settings import Settings
+from trimbert.settings import Settings, check_threads
 from trimbert.spec.trimspec import SOFTMAX
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
@@ -89,6 +89,19 @@ class BenchSettings(Settings):
         if not _DEVICE.match(device):
             raise ValueError("expected auto, cpu, cuda, cuda:N, xpu, xpu:N or mps")
         return device
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_here(cls, threads: int | None) -> int | None:
+        return check_threads(threads)
+
+    @field_validator("runtimes")
+    @classmethod
+    def _runtimes_once(cls, runtimes: list[str]) -> list[str]:
+        twice = [name for index, name in enumerate(runtimes) if name in runtimes[:index]]
+        if twice:
+            raise ValueError(f"{twice[0]} given more than once")
+        return runtimes
 
     def resolved(self) -> BenchSettings:
         """These settings with ``device="auto"`` made concrete (cuda if available, else cpu)."""

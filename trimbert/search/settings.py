@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from trimbert.errors import TrimbertError
-from trimbert.settings import Settings
+from trimbert.settings import Settings, check_threads
 
 
 class SearchSettings(Settings):
@@ -85,7 +85,13 @@ class SearchSettings(Settings):
     population: int = Field(16, ge=2, description="New candidates per generation.")
     parents: int = Field(6, ge=1, description="Best candidates bred from in each generation.")
     generations: int = Field(8, ge=1, description="Generations of the evolutionary search.")
-    budget_minutes: float | None = Field(None, gt=0, description="Stop scoring candidates after this many minutes.")
+    budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Bound the whole search (with --finetune, its fine-tunes too) to this many minutes: the work is "
+        "measured and planned up front, and what does not fit is cut down (fewer rows, --verify, --score-rows, "
+        "--final-rows; printed), or the search is refused with the estimate.",
+    )
     probes: int = Field(16, ge=4, description="Specs timed to fit the latency predictor.")
     repeats: int = Field(30, ge=3, description="Timed rounds per probe spec.")
     bench_seconds: float = Field(
@@ -93,10 +99,29 @@ class SearchSettings(Settings):
     )
     search_seed: int = Field(0, description="Seed of the probes, the sub-trims and the evolution.")
 
+    @field_validator("threads")
+    @classmethod
+    def _threads_here(cls, threads: int | None) -> int | None:
+        return check_threads(threads)
+
+    @field_validator("widths")
+    @classmethod
+    def _widths_syntax(cls, widths: str) -> str:
+        """Each width a fraction strictly between 0 and 1 (``0.5``) or a whole number of neurons (``512``):
+        ``2.0`` is neither (a share above the whole FFN, or a neuron count written as a fraction)."""
+        items = [part.strip() for part in widths.split(",") if part.strip()]
+        if not items:
+            raise ValueError("give at least one width (a fraction such as 0.5 or a neuron count such as 512)")
+        for item in items:
+            _width_value(item)
+        return widths
+
     @model_validator(mode="after")
     def _one_target_and_verification(self) -> SearchSettings:
         if (self.speedup is None) == (self.latency_ms is None):
             raise ValueError("give exactly one target: --speedup X or --latency-ms X")
+        if self.speedup == 1.0:
+            raise ValueError("a speed-up of 1.0 is met by the untrimmed model: nothing to trim (aim above 1.0)")
         if self.verify_seeds > 1 and self.verify == 0:
             raise ValueError("--verify-seeds: nothing is verified with --verify 0")
         return self
@@ -106,13 +131,10 @@ class SearchSettings(Settings):
         widths = []
         for item in filter(None, (part.strip() for part in self.widths.split(","))):
             try:
-                value = float(item)
-            except ValueError:
-                raise TrimbertError(f"--widths: {item!r} is not a number") from None
-            width = round(value * intermediate_size) if 0 < value < 1 else int(value)
-            if value != int(value) and not 0 < value < 1:
-                raise TrimbertError(f"--widths: {item!r} is neither a fraction (0-1) nor a neuron count")
-            widths.append(width)
+                value = _width_value(item)
+            except ValueError as error:
+                raise TrimbertError(f"--widths: {error}") from None
+            widths.append(round(value * intermediate_size) if isinstance(value, float) else value)
         return tuple(widths)
 
     def normalizer_list(self) -> tuple[str, ...]:
@@ -120,3 +142,18 @@ class SearchSettings(Settings):
         if "softmax" not in names:
             names = ("softmax", *names)
         return names
+
+
+def _width_value(item: str) -> float | int:
+    """A ``--widths`` item: a fraction in (0, 1) as a float, or a neuron count (a whole number >= 1) as an int."""
+    if item.isdigit():
+        if int(item) < 1:
+            raise ValueError(f"{item!r}: a narrowed FFN keeps at least 1 neuron")
+        return int(item)
+    try:
+        value = float(item)
+    except ValueError:
+        raise ValueError(f"{item!r} is not a number") from None
+    if not 0 < value < 1:
+        raise ValueError(f"{item!r} is neither a fraction between 0 and 1 (0.5) nor a whole number of neurons (512)")
+    return value

@@ -12,13 +12,15 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from trimbert.settings import Settings
 
+MAX_EPOCHS = 1000  # more is a typo (1e308 epochs overflowed the Trainer's step count after minutes of loading)
+
 HEAL_STEPS = 300  # heal steps without --steps or --tokens
 
 
 class FinetuneSettings(Settings):
     """Training hyper-parameters (the CLI's common options of ``finetune``)."""
 
-    epochs: float = Field(3.0, gt=0, description="Training epochs (fractions allowed).")
+    epochs: float = Field(3.0, gt=0, le=MAX_EPOCHS, description="Training epochs (fractions allowed).")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate.")
     batch_size: int = Field(32, ge=1, description="Training batch size (per device).")
     eval_batch_size: int = Field(128, ge=1, description="Evaluation batch size.")
