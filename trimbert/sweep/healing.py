@@ -27,6 +27,7 @@ fine-tune the healed checkpoint. Their records carry the heal's cost (``extra["h
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import json
@@ -68,6 +69,8 @@ def check_heal(check: Any, value: Any, defaults: dict[str, Any] | None, where: s
     local = Path(corpus).expanduser()
     if local.exists():
         merged["corpus"] = str(local.absolute())
+        if local.is_file() and (problem := _not_text(local)):
+            check.fail(f"{where}.corpus", f"{corpus} {problem}")
     elif corpus.startswith((".", "/", "~")) or local.suffix in (".txt", ".csv", ".tsv", ".jsonl"):
         check.fail(f"{where}.corpus", f"{corpus} does not exist (relative to {Path.cwd()})")
     for key in ("text_column", "corpus_config"):
@@ -75,6 +78,26 @@ def check_heal(check: Any, value: Any, defaults: dict[str, Any] | None, where: s
             check.string(merged[key], f"{where}.{key}")
     check.settings(HealSettings, _settings_part(merged), where)
     return merged
+
+
+TEXT_PEEK = 1 << 20  # bytes of a corpus file read to check it is text (the heal reads all of it)
+
+
+def _not_text(path: Path) -> str | None:
+    """Why the corpus file ``path`` cannot be healed on, from its first :data:`TEXT_PEEK` bytes, or None:
+    unreadable, binary (a NUL byte) or not UTF-8 (what the heal's reader decodes)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(TEXT_PEEK)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if b"\0" in head:
+        return "is binary, not text (a NUL byte in its first MB)"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < TEXT_PEEK)
+    except UnicodeDecodeError as error:
+        return f"is not UTF-8 text (byte {error.start} of the file: {error.reason})"
+    return None
 
 
 def check_defaults(check: Any, value: Any) -> dict[str, Any] | None:
