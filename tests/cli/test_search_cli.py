@@ -25,18 +25,18 @@ FAST = (
 def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_checkpoint, tmp_path):
     data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
     out = tmp_path / "search"
-    args = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST, "--verify", "0")
+    args = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.01", *FAST, "--verify", "0")
     code, stdout, err = run_cli(*args, "--cache-dir", tmp_path / "cache", "--out", out)
     assert code == 0, err
     assert "measured 7 probe trims" in stdout  # --probes 6, but every corner of the space is a probe and "Pareto front" in stdout and "chosen: " in stdout
     result = json.loads((out / "search.json").read_text())
-    assert result["target_speedup"] < 1.0  # 1000 ms is slower than the untrimmed model
+    assert result["target_speedup"] == 1.01  # a target the untrimmed model misses (one it meets is refused)
     assert len(result["predictor"]["probes"]) == 7 and result["predictor"]["cached"] is False
     assert result["estimator"]["kind"] == "one-shot" and result["estimator"]["score_rows"] == 16
     assert result["estimator"]["score_split"] == "train (rows not trained on)"
-    # drawn from 5% under the target (--undershoot 0.05) to 10% over 1.0 (--overshoot 0.1; a target the untrimmed model meets)
-    assert result["speedup_window"] == [result["target_speedup"] * 0.95, 1.1]
-    assert all(0.95 * result["target_speedup"] <= item["predicted_speedup"] <= 1.1 for item in result["candidates"])
+    # drawn from 5% under the target (--undershoot 0.05) to 10% over it (--overshoot 0.1)
+    assert result["speedup_window"] == [1.01 * 0.95, 1.01 * 1.1]
+    assert all(1.01 * 0.95 <= item["predicted_speedup"] <= 1.01 * 1.1 for item in result["candidates"])
     # the finalists: the 8 best estimates and every pattern, re-scored on the 24 rows left; the best fresh score wins
     assert result["estimator"]["final_rows"] == 24
     finalists = result["estimator"]["finalists"]
@@ -82,7 +82,7 @@ def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_chec
 def test_the_analyze_estimator_fine_tunes_once_without_sub_trims(run_cli, tiny_checkpoint, tmp_path):
     data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
     code, stdout, err = run_cli(
-        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST,
+        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.01", *FAST,
         "--estimator", "analyze", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "search", "--json",
     )
     assert code == 0, err
@@ -98,7 +98,7 @@ def test_the_analyze_estimator_fine_tunes_once_without_sub_trims(run_cli, tiny_c
 def test_without_spare_rows_for_finalists_the_search_says_so(run_cli, tiny_checkpoint, tmp_path):
     data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
     code, stdout, err = run_cli(
-        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST, "--final-rows", "3000",
+        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.01", *FAST, "--final-rows", "3000",
         "--cache-dir", tmp_path / "cache", "--out", tmp_path / "search",
     )
     assert code == 0, err
@@ -113,7 +113,7 @@ def test_verify_fine_tunes_the_best_finalists_and_keeps_the_most_accurate_on_fre
     data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
     out = tmp_path / "search"
     code, stdout, err = run_cli(
-        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "1000", *FAST, "--verify", "2",
+        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.01", *FAST, "--verify", "2",
         "--verify-seeds", "2", "--cache-dir", tmp_path / "cache", "--out", out, "--json", "--finetune", "--bench-seconds", "1",
         "--no-distill",
     )

@@ -15,7 +15,7 @@ from trimbert.sweep.run import run_sweep
 from trimbert.sweep.searching import SEARCH_DIR
 
 SEARCH = {
-    "latency_ms": 1000.0, "score_rows": 10, "population": 2, "generations": 1, "probes": 5, "repeats": 3,
+    "speedup": 1.01, "score_rows": 10, "population": 2, "generations": 1, "probes": 5, "repeats": 3,
     "max_drop_layers": 1, "seq_len": 16, "threads": 1,
 }
 

@@ -63,6 +63,8 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search trims of MODEL for the most accurate one predicted to meet --speedup or --latency-ms."""
+    from trimbert.search.budget import Then
+    from trimbert.search.latency import check_cache_dir
     from trimbert.search.run import SEARCH_FILE, verified_text
     from trimbert.search.run import search as run_search
     from trimbert.search.winner import check_heal_request
@@ -78,14 +80,16 @@ def search(
     if heal != HealSettings() and heal_corpus is None:
         raise TrimbertError("--heal-* settings need --heal-corpus")
     check_heal_request(settings, heal, heal_corpus)
+    check_cache_dir(cache_dir)
+    then = Then(distill=distilled, heal=heal if heal_corpus else None, bench_s=settings.bench_seconds) if finetune_best else None
     report = run_search(
         model, source, out, settings=settings, finetune=finetune, cache_dir=cache_dir / "latency",
-        force=force, progress=not as_json,
+        force=force, progress=not as_json, then=then, on_plan=lambda plan: _print_plan(plan, as_json),
     )
     trained = None
-    if finetune_best:
+    if finetune_best:  # with the settings the search ran with (a budget's changes made)
         trained = run_finetune_best(
-            Path(out), model, source, settings, finetune, distill=distill if distilled else None,
+            Path(out), model, source, report.plan.settings, report.plan.finetune, distill=distill if distilled else None,
             heal=heal if heal_corpus else None, heal_corpus=heal_corpus, progress=not as_json,
         )
     if as_json:
@@ -129,6 +133,12 @@ def search(
             finals.add_row(item["summary"], f"{item['predicted_speedup']:.2f}x", f"{item['estimate']:.4f}",
                            f"{item['final_estimate']:.4f}", verified, item["origin"])
         console.print(finals)
+    stopped = info.get("stopped_early")
+    if stopped:
+        console.print(f"the super-model's fine-tune stopped at step {stopped['step']:,} of {stopped['of']:,} to keep to the budget")
+    for note in ("finalists_stopped", "verify_stopped"):
+        if note in result.notes:
+            console.print(f"{result.notes[note]}")
     phases = ", ".join(f"{name.removesuffix('_s').replace('_', ' ')} {seconds:.0f} s" for name, seconds in report.phases_s.items())
     console.print(f"chosen: {result.best.spec.summary()}  ({phases})")
     console.print(f"saved to {out} (best.json: trimbert finetune MODEL --spec {Path(out) / 'best.json'} ...)")
@@ -147,3 +157,10 @@ def search(
             f"{trained['baseline']:.4f}; speed-up measured {trained['measured_speedup']:.2f}x "
             f"({interval[0]:.2f}-{interval[1]:.2f}) vs predicted {trained['predicted_speedup']:.2f}x (finetune.json)"
         )
+
+
+def _print_plan(plan, as_json: bool) -> None:
+    """What the search will do and about how long (with --json: in the JSON, under "plan")."""
+    if not as_json:
+        for line in plan.describe():
+            console.print(line, highlight=False)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,20 @@ class SubTrimSampler(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.gates is not None:
             self.gates.remove()
+
+
+class StopAt(TrainerCallback):
+    """Stop training once ``clock()`` reaches ``deadline`` (a budget's bound on the super-model's fine-tune)."""
+
+    def __init__(self, deadline: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.deadline = deadline
+        self.clock = clock
+        self.stopped: tuple[int, int] | None = None  # (steps done, steps planned) when it stopped training
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.clock() >= self.deadline and state.global_step < state.max_steps:
+            control.should_training_stop = True
+            self.stopped = (state.global_step, state.max_steps)
 
 
 @dataclass
@@ -131,6 +145,10 @@ class Estimator:
         self.cache[(spec, scorer, rows)] = value
         self.score_time_s += time.perf_counter() - start
         return value
+
+    def known(self, spec: TrimSpec) -> dict[str, float]:
+        """The scores of ``spec`` on the search rows computed so far, by scorer (nothing is computed)."""
+        return {scorer: self.cache[(spec, scorer, "search")] for scorer in SCORERS if (spec, scorer, "search") in self.cache}
 
     def _outputs(self, batches: list[dict[str, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return model_outputs(self.model, batches)
@@ -246,14 +264,19 @@ def build_estimator(
     final_rows: int = 0,
     importance_samples: int = 256,
     progress: bool = False,
+    stop_at: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Estimator:
-    """Fine-tune ``model_source`` on the task (as a super-model for ``one-shot``) and return the estimator."""
+    """Fine-tune ``model_source`` on the task (as a super-model for ``one-shot``) and return the estimator.
+    ``stop_at``: a ``clock()`` time at which the fine-tune stops, done or not (``info["stopped_early"]`` says where)."""
     if kind not in ESTIMATORS:
         raise TrimbertError(f"--estimator: unknown estimator {kind!r} (choose from {', '.join(ESTIMATORS)})")
     task, tokenizer, model, encoded = prepare(model_source, source, settings)
     order = neuron_order(model, encoded["train"], tokenizer, settings, importance, importance_samples)
     held, final, split = score_rows(source, tokenizer, settings, rows, final_rows)
     sampler = SubTrimSampler(space, order, settings.seed) if kind == "one-shot" else None
+    stopper = StopAt(stop_at, clock) if stop_at is not None else None
+    callbacks = [callback for callback in (sampler, stopper) if callback is not None]
     with tempfile.TemporaryDirectory(prefix="trimbert-search-") as work_dir:
         trainer = make_trainer(
             model,
@@ -263,7 +286,7 @@ def build_estimator(
             Evaluator(task, {}),
             progress=progress,
             train_dataset=encoded["train"],
-            callbacks=[sampler] if sampler else None,
+            callbacks=callbacks or None,
         )
         start = time.perf_counter()
         trainer.train()
@@ -278,7 +301,9 @@ def build_estimator(
         score_split=split,
         score_rows=len(held),
         train_time_s=train_time,
-        info={"train_rows": len(encoded["train"]), "sub_trims_drawn": sampler.drawn if sampler else 0, "importance": importance},
+        info={"train_rows": len(encoded["train"]), "sub_trims_drawn": sampler.drawn if sampler else 0, "importance": importance,
+              "stopped_early": None if stopper is None or stopper.stopped is None
+              else {"step": stopper.stopped[0], "of": stopper.stopped[1]}},
         scorer=scorer,
         final_batches=None if final is None else make_batches(final, tokenizer, batch_size=settings.eval_batch_size),
         final_rows=0 if final is None else len(final),

@@ -98,10 +98,12 @@ def evolve(
     mutation: float = 0.25,
     seed: int = 0,
     deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    least: int = 0,
 ) -> SearchResult:
     """Search ``space`` for the spec with the best ``estimate`` among those ``predictor`` says are at
     least ``min_speedup`` (and at most ``max_speedup``) times faster than the untrimmed model (see the
-    module docstring)."""
+    module docstring). ``deadline`` is a ``clock()`` time; ``least`` candidates are scored even past it."""
     if population < 2 or parents < 1 or generations < 1:
         raise TrimbertError("search: population >= 2, parents >= 1 and generations >= 1 are needed")
     start = time.perf_counter()
@@ -119,7 +121,7 @@ def evolve(
         seen[spec] = candidate
 
     def out_of_time() -> bool:
-        return deadline is not None and time.monotonic() >= deadline
+        return deadline is not None and len(seen) >= least and clock() >= deadline
 
     for name, spec in (patterns or {}).items():
         if space.contains(spec) and feasible(spec) and spec not in seen and not out_of_time():
@@ -127,12 +129,13 @@ def evolve(
     fresh = _draw(lambda: space.random_spec(rng), feasible, seen, population)
     for spec in fresh:
         if out_of_time():
+            stopped = "deadline"
             break
         score(spec, "random", 0)
     generation = 0
     for generation in range(1, generations + 1):
-        if out_of_time():
-            stopped = "deadline"
+        if stopped == "deadline" or out_of_time():
+            stopped, generation = "deadline", generation - 1
             break
         ranked = sorted(seen.values(), key=_rank)[:parents]
         if not ranked:
@@ -156,16 +159,22 @@ def evolve(
 
 
 def choose_finalist(
-    result: SearchResult, rescore: Callable[[TrimSpec], float], finalists: int
+    result: SearchResult, rescore: Callable[[TrimSpec], float], finalists: int, *,
+    deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
 ) -> list[Candidate]:
     """Re-score the ``finalists`` best candidates and every hand-made pattern among the candidates with
     ``rescore`` (setting their ``final_estimate``), make the best by that score ``result.best`` (ties to
-    the faster), and return the finalists, best first. With ``finalists`` 0, nothing changes."""
+    the faster), and return the finalists, best first. With ``finalists`` 0, nothing changes. Past
+    ``deadline`` (a ``clock()`` time) no more are re-scored (the best estimate always is)."""
     if finalists <= 0 or not result.candidates:
         return []
     ranked = sorted(result.candidates, key=_rank)
     chosen = ranked[:finalists] + [c for c in ranked[finalists:] if c.origin.startswith("pattern:")]
-    for candidate in chosen:
+    for index, candidate in enumerate(chosen):
+        if index and deadline is not None and clock() >= deadline:
+            result.notes["finalists_stopped"] = f"re-scored {index} of {len(chosen)} before the budget's deadline"
+            chosen = chosen[:index]
+            break
         candidate.final_estimate = rescore(candidate.spec)
     chosen.sort(key=lambda item: (-item.final_estimate, item.predicted_ms))
     result.best = chosen[0]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import platform
 import random
@@ -314,20 +315,64 @@ def build_predictor(
     return predictor
 
 
+def check_cache_dir(folder: Path, name: str = "--cache-dir") -> None:
+    """Fail in one line when ``folder`` cannot be a folder: it, or the nearest existing folder above it, is a file."""
+    folder = Path(folder).expanduser()
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if existing == folder and not existing.is_dir():
+                raise TrimbertError(f"{name}: {folder} is a file, not a folder")
+            if not existing.is_dir():
+                raise TrimbertError(f"{name}: {folder} cannot be a folder: {existing} is a file")
+            return
+
+
+def untrusted(predictor: Predictor) -> str | None:
+    """Why a (cached) predictor cannot be used, or None: a time that is not a positive finite number among
+    its measurements, costs or predictions (an edited or damaged cache once predicted a trim at -23,375 ms)."""
+    numbers = {"baseline_ms": predictor.baseline_ms}
+    for index, probe in enumerate(predictor.probes):
+        for key in ("measured_ms", "p10_ms", "p90_ms"):
+            if key in probe:
+                numbers[f"probes[{index}].{key}"] = probe[key]
+    for name, value in numbers.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+            return f"{name} is {value!r}"
+    for name, value in predictor.coefficients.items():
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"the cost {name} is {value!r}"
+    for spec in [TrimSpec(), *(TrimSpec.from_dict(probe["spec"]) for probe in predictor.probes if "spec" in probe)]:
+        predicted = predictor.predict(spec)
+        if not math.isfinite(predicted) or predicted <= 0:
+            return f"it predicts {predicted:.2f} ms for {spec.summary()}"
+    return None
+
+
 def cached_predictor(cache_dir: Path, conditions: Conditions, space: SearchSpace, build: Callable[[], Predictor]) -> tuple[Predictor, bool]:
     """The predictor for these conditions and space from ``cache_dir``, else ``build()`` it and store
-    it there (file-locked: parallel searches measure once). Returns it and whether it came from the cache."""
+    it there (file-locked: parallel searches measure once). Returns it and whether it came from the cache.
+    A cache entry that cannot be read, or holds a time that is not positive (:func:`untrusted`), is measured again."""
     identity = json.dumps({"conditions": conditions.key(), "space": asdict(space)}, sort_keys=True)
     path = Path(cache_dir) / f"latency-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    check_cache_dir(path.parent, "latency cache")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path) + ".lock")
+        lock.acquire()
+    except OSError as error:
+        raise TrimbertError(f"latency cache: cannot write in {path.parent} ({error.strerror or error})") from None
+    try:
         if path.is_file():
             try:
-                return Predictor.from_dict(json.loads(path.read_text())), True
-            except (ValueError, TypeError, KeyError):
+                predictor = Predictor.from_dict(json.loads(path.read_text()))
+                if untrusted(predictor) is None:
+                    return predictor, True
+            except (ValueError, TypeError, KeyError, AttributeError, TrimbertError):
                 pass  # a corrupt or outdated cache entry: measure again
         predictor = build()
         write_json_atomic(path, predictor.to_dict())
+    finally:
+        lock.release()
     return predictor, False
 
 

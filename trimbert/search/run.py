@@ -27,11 +27,13 @@ The output folder is written atomically (nothing is left half-written).
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
 from trimbert.model.structure import config_spec
 from trimbert.report.records import conditions as run_conditions
+from trimbert.search.budget import MARGIN, Costs, Plan, Then, count_rows, measure_costs, plan_search
 from trimbert.search.estimator import SCORERS, build_estimator
 from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve
 from trimbert.search.latency import Conditions, Predictor, build_predictor, cached_predictor, model_shape
@@ -62,6 +65,7 @@ class SearchReport:
     phases_s: dict[str, float]
     out: Path
     window: tuple[float, float] = (0.0, float("inf"))  # the predicted speed-ups candidates were drawn from
+    plan: Plan | None = None  # what the search planned (its settings: what it ran with, a budget's changes made)
 
 
 def search_space(settings: SearchSettings, config: Any) -> SearchSpace:
@@ -129,8 +133,18 @@ def search(
     cache_dir: str | Path,
     force: bool = False,
     progress: bool = False,
+    then: Then | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
+    costs: Costs | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SearchReport:
-    """Search trims of ``model_source`` for the task of ``source`` (see the module docstring)."""
+    """Search trims of ``model_source`` for the task of ``source`` (see the module docstring).
+
+    Before the estimator trains, the work is measured and planned (:mod:`trimbert.search.budget`):
+    ``on_plan`` gets the :class:`~trimbert.search.budget.Plan`, and with ``settings.budget_minutes`` the
+    plan (and each stage at run time) fits the budget, ``then`` (what ``search --finetune`` does after)
+    included. ``costs`` replaces measuring them; ``clock`` (seconds) is what the budget is held to."""
+    started = clock()
     out = checkpoint.check_output_dir(out, force, inputs=(model_source,))
     config = checkpoint.load_config(checkpoint.resolve_source(model_source))
     if not config_spec(config).is_empty:
@@ -141,24 +155,47 @@ def search(
     predictor, cached = _predictor(model_source, config, space, settings, Path(cache_dir))
     phases["latency_predictor_s"] = time.perf_counter() - start
     untrimmed_ms = predictor.predict(TrimSpec())
+    if not (math.isfinite(untrimmed_ms) and untrimmed_ms > 0):
+        raise TrimbertError(f"the latency predictor predicts {untrimmed_ms:.2f} ms for the untrimmed model: delete it from "
+                            f"{cache_dir} to measure it again")
+    if settings.latency_ms is not None and untrimmed_ms <= settings.latency_ms:
+        raise TrimbertError(
+            f"--latency-ms {settings.latency_ms:g}: the untrimmed model already meets it (predicted {untrimmed_ms:.2f} ms "
+            f"for a batch of {settings.batch_size} × {settings.seq_len} tokens): nothing to trim; aim below {untrimmed_ms:.2f} ms"
+        )
     min_speedup = settings.speedup if settings.speedup is not None else untrimmed_ms / settings.latency_ms
     floor = min_speedup * (1 - settings.undershoot)  # within the predictor's error of the target
-    max_speedup = max(min_speedup, 1.0) * (1 + settings.overshoot)  # a target the untrimmed model meets: mild trims
+    max_speedup = max(min_speedup, 1.0) * (1 + settings.overshoot)
     _check_reachable(space, predictor, floor, settings.search_seed)
+    start = time.perf_counter()
+    plan = _plan(model_source, source, space, predictor, settings, finetune, (floor, max_speedup), costs=costs,
+                 then=then, spent_s=clock() - started)
+    phases["measure_s"] = time.perf_counter() - start
+    plan.spent_s = clock() - started  # the predictor and the measuring, all of it
+    if on_plan is not None:
+        on_plan(plan)
+    settings, finetune = plan.settings, plan.finetune
+    end = None if plan.budget_s is None else started + plan.budget_s * (1 - MARGIN)  # the margin: saving, writing
+
+    def deadline(stage: str, reserve: float = 0.0) -> float | None:
+        """The latest ``clock()`` at which ``stage`` may still run, leaving the later stages their time."""
+        return None if end is None else end - plan.after(stage) - reserve
+
     start = time.perf_counter()
     estimator = build_estimator(
         model_source, source, space, kind=settings.estimator, scorer=settings.scorer, settings=finetune,
         importance=settings.importance, rows=settings.score_rows, progress=progress,
         final_rows=settings.final_rows if settings.finalists else 0,
+        stop_at=deadline("scoring", plan.least_candidates * plan.candidate_s), clock=clock,
     )
     phases["estimator_train_s"] = time.perf_counter() - start
-    deadline = None if settings.budget_minutes is None else time.monotonic() + 60 * settings.budget_minutes
     start = time.perf_counter()
     try:
         result = evolve(
             space, estimator.score, predictor, min_speedup=floor, max_speedup=max_speedup,
             patterns=fixed_patterns(space), population=settings.population, parents=settings.parents,
-            generations=settings.generations, seed=settings.search_seed, deadline=deadline,
+            generations=settings.generations, seed=settings.search_seed, deadline=deadline("scoring"), clock=clock,
+            least=0 if end is None else 1,
         )
         phases["search_s"] = time.perf_counter() - start
         if result.best is None:
@@ -169,17 +206,26 @@ def search(
         start = time.perf_counter()
         finalists = []
         if estimator.final_batches is not None:
-            finalists = choose_finalist(result, lambda spec: estimator.score(spec, rows="final"), settings.finalists)
+            finalists = choose_finalist(result, lambda spec: estimator.score(spec, rows="final"), settings.finalists,
+                                        deadline=deadline("finalists"), clock=clock)
         phases["finalists_s"] = time.perf_counter() - start
     finally:
         estimator.close()
     untrimmed = estimator.score(TrimSpec())
-    best_by_scorer = {scorer: estimator.score(result.best.spec, scorer) for scorer in SCORERS}
-    patterns = [
-        {"name": name, "summary": spec.summary(), "spec": spec.to_dict(), "estimate": estimator.score(spec),
-         "by_scorer": {scorer: estimator.score(spec, scorer) for scorer in SCORERS}, "predicted_speedup": predictor.speedup(spec)}
-        for name, spec in fixed_patterns(space).items()
-    ]
+    if plan.thorough:  # every hand-made pattern and the best, by each scorer (a budget keeps to what was scored)
+        best_by_scorer = {scorer: estimator.score(result.best.spec, scorer) for scorer in SCORERS}
+        patterns = [
+            {"name": name, "summary": spec.summary(), "spec": spec.to_dict(), "estimate": estimator.score(spec),
+             "by_scorer": {scorer: estimator.score(spec, scorer) for scorer in SCORERS}, "predicted_speedup": predictor.speedup(spec)}
+            for name, spec in fixed_patterns(space).items()
+        ]
+    else:
+        best_by_scorer = estimator.known(result.best.spec)
+        patterns = [
+            {"name": name, "summary": spec.summary(), "spec": spec.to_dict(), "estimate": estimator.known(spec).get(estimator.scorer),
+             "by_scorer": estimator.known(spec), "predicted_speedup": predictor.speedup(spec)}
+            for name, spec in fixed_patterns(space).items()
+        ]
     estimator.close()
     info = {
         "kind": estimator.kind, "score_rows": estimator.score_rows, "score_split": estimator.score_split,
@@ -189,16 +235,34 @@ def search(
         "final_rows": estimator.final_rows,
         **estimator.info,
     }
-    report = SearchReport(result, predictor, cached, min_speedup, info, phases, Path(out), (floor, max_speedup))
+    report = SearchReport(result, predictor, cached, min_speedup, info, phases, Path(out), (floor, max_speedup), plan)
     with checkpoint.atomic_output_dir(out, force) as staging:
         if settings.verify and finalists:
             start = time.perf_counter()
             verify_finalists(result, to_verify(finalists, settings.verify), estimator, model_source, source, finetune,
-                             settings.importance, staging / "verify", seeds=settings.verify_seeds, progress=progress)
+                             settings.importance, staging / "verify", seeds=settings.verify_seeds, progress=progress,
+                             deadline=deadline("verify"), run_s=plan.verify_run_s, clock=clock)
             phases["verify_s"] = time.perf_counter() - start
         info["finalists"] = [candidate.to_dict() for candidate in finalists]  # with their verified metrics
         write_outputs(staging, report, settings, finetune, model_source, source, space)
     return report
+
+
+def _plan(model_source: str, source: DataSource, space: SearchSpace, predictor: Predictor, settings: SearchSettings,
+          finetune: FinetuneSettings, window: tuple[float, float], *, costs: Costs | None, then: Then | None,
+          spent_s: float) -> Plan:
+    """Measure the work (unless ``costs`` are given) and plan the search to fit its budget, if any."""
+    if costs is None:
+        costs, work = measure_costs(model_source, source, finetune, score_rows=settings.score_rows)
+        spent_s += costs.measure_s
+    else:
+        work = count_rows(source, finetune)
+    low, high = window
+    patterns = fixed_patterns(space)
+    feasible = sum(1 for spec in patterns.values() if predictor.predict(spec) > 0 and low <= predictor.speedup(spec) <= high)
+    work = replace(work, patterns=feasible, all_patterns=len(patterns))
+    budget_s = None if settings.budget_minutes is None else 60 * settings.budget_minutes
+    return plan_search(settings, finetune, work, costs, budget_s=budget_s, spent_s=spent_s, then=then)
 
 
 def to_verify(finalists: list[Candidate], count: int) -> list[Candidate]:
@@ -213,15 +277,21 @@ def to_verify(finalists: list[Candidate], count: int) -> list[Candidate]:
 def verify_finalists(
     result: SearchResult, finalists: list[Candidate], estimator: Any, model_source: str, source: DataSource,
     finetune: FinetuneSettings, importance: str, folder: Path, *, seeds: int = 1, progress: bool = False,
+    deadline: float | None = None, run_s: float = 0.0, clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Fine-tune each finalist with the search's fine-tune settings into ``folder/finalist-<i>`` (and, with
     ``seeds`` > 1, again with seeds ``finetune.seed + 1``, ... into ``finalist-<i>-seed<S>``), set its
     ``verified`` metric (the mean over the seeds) on the estimator's fresh rows (never the dev set), and
-    make the most accurate (ties to the faster) ``result.best``."""
+    make the most accurate (ties to the faster) ``result.best``. With a ``deadline`` (a ``clock()`` time), a
+    finalist whose ``seeds`` fine-tunes of ``run_s`` seconds each would end past it is not verified, nor any after it."""
     from trimbert.search.estimator import model_metric
     from trimbert.train.finetune import finetune as run_finetune
 
+    verified = []
     for index, candidate in enumerate(finalists):
+        if deadline is not None and clock() + seeds * run_s > deadline:
+            result.notes["verify_stopped"] = f"verified {index} of {len(finalists)} before the budget's deadline"
+            break
         request = TrimRequest.from_spec(candidate.spec, importance)
         scores = []
         for offset in range(seeds):
@@ -232,8 +302,10 @@ def verify_finalists(
             scores.append(model_metric(checkpoint.load(run), estimator.task, estimator.final_batches))
         candidate.verified = statistics.fmean(scores)
         candidate.verified_by_seed = scores if seeds > 1 else None
-    result.best = min(finalists, key=lambda item: (-item.verified, item.predicted_ms))
-    result.notes["verified_run"] = f"finalist-{finalists.index(result.best)}"
+        verified.append(candidate)
+    if verified:
+        result.best = min(verified, key=lambda item: (-item.verified, item.predicted_ms))
+        result.notes["verified_run"] = f"finalist-{finalists.index(result.best)}"
 
 
 def write_outputs(folder: Path, report: SearchReport, settings: SearchSettings, finetune: FinetuneSettings,
@@ -252,6 +324,8 @@ def write_outputs(folder: Path, report: SearchReport, settings: SearchSettings, 
         "predictor": {**report.predictor.to_dict(), "cached": report.predictor_cached},
         "estimator": report.estimator,
         "phases_s": report.phases_s,
+        "plan": None if report.plan is None else report.plan.to_dict(),
+        "notes": result.notes,
         "stopped": result.stopped,
         "generations": result.generations,
         "candidates": [candidate.to_dict() for candidate in result.candidates],
