@@ -40,7 +40,7 @@ def test_export_then_evaluate_fp32_and_int8(run_cli, tmp_path, minilm_dir):
     assert code == 0, err
     assert json.loads(stdout)["runtime"] == "onnxruntime-int8"
     code, _, err = run_cli("evaluate", run, "--int8", "--task", "sst2", "--data-dir", data)
-    _one_line_error(code, err, f"--int8 is for ONNX export folders (trimbert export); {run} is not one")
+    _one_line_error(code, err, f"--int8 is for export folders (trimbert export); {run} is not one")
     code, _, err = run_cli("export", run, "--out", out)
     assert code == 2 and "exists" in err and "--force" in err
 
@@ -77,7 +77,12 @@ def test_bench_runtimes(run_cli, tiny_checkpoint):
     assert code == 0, err
     report = json.loads(stdout)
     assert [record["variant"] for record in report["records"]] == ["same", "same@ort-int8", "baseline", "baseline@ort-int8"]
+    # every unit against U* (the baseline's faster runtime in this run); int8 also against the baseline's int8
+    star = report["u_star"]
+    assert star in ("baseline", "baseline@ort-int8")
     pairs = {(c["variant"], c["versus"]) for c in report["comparisons"] if c["quantity"] == "latency"}
-    assert pairs == {("same", "baseline"), ("same@ort-int8", "baseline"), ("baseline@ort-int8", "baseline"), ("same@ort-int8", "baseline@ort-int8")}
+    units = ["same", "same@ort-int8", "baseline", "baseline@ort-int8"]
+    same_int8 = {("same@ort-int8", "baseline@ort-int8")} if star == "baseline" else set()
+    assert pairs == {(name, star) for name in units if name != star} | same_int8
     code, _, err = run_cli("bench", tiny_checkpoint, "--runtime", "tensorrt")
     assert code == 2 and "--runtime" in err and "tensorrt" in err

@@ -81,6 +81,7 @@ def test_evaluate_takes_a_subset_with_its_own_flag_for_the_eval_batch_size():
         "--data-dir",
         "--validation",
         "--int8",
+        "--openvino",
         "--json",
     }
 

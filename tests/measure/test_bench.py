@@ -112,7 +112,7 @@ def test_a_busy_machine_flags_even_a_narrow_interval(tiny_model, monkeypatch):
     assert report.records[0].extra["other_cpu"] == 0.5
 
 
-def test_runtimes_are_timed_side_by_side_against_the_fastest_fp32_baseline(tiny_model):
+def test_runtimes_are_timed_side_by_side_against_u_star(tiny_model):
     trimmed = trimbert.trim(_copy(tiny_model), drop_ffn="0,1")
     settings = FAST.updated(runtimes=["pytorch", "onnxruntime", "onnxruntime-int8"], device="cpu")
     report = bench_models({"trimmed": (trimmed, "t"), "baseline": (tiny_model, "b")}, settings, baseline="baseline")
@@ -129,17 +129,19 @@ def test_runtimes_are_timed_side_by_side_against_the_fastest_fp32_baseline(tiny_
     }
     rounds = len(records["baseline"].extra["times_ms"])
     assert all(len(record.extra["times_ms"]) == rounds for record in report.records)  # one alternating run
-    fp32 = ("baseline", "baseline@ort")
-    reference = min(fp32, key=lambda name: statistics.median(records[name].extra["times_ms"]))
+    # U*: the baseline in whichever runtime measured fastest, int8 included
+    untrimmed = ("baseline", "baseline@ort", "baseline@ort-int8")
+    reference = min(untrimmed, key=lambda name: statistics.median(records[name].extra["times_ms"]))
+    assert report.u_star == reference
     latency = [c for c in report.comparisons if c.quantity == "latency"]
-    expected_pairs = {(name, reference) for name in names if name != reference} | {
-        ("trimmed@ort-int8", "baseline@ort-int8")
-    }
+    same_int8 = {("trimmed@ort-int8", "baseline@ort-int8")} if reference != "baseline@ort-int8" else set()
+    expected_pairs = {(name, reference) for name in names if name != reference} | same_int8
     assert {(c.variant, c.versus) for c in latency} == expected_pairs
     for comparison in latency:
         ratio = paired_ratio(records[comparison.versus].extra["times_ms"], records[comparison.variant].extra["times_ms"])
         assert comparison.ratio == ratio.ratio
-    assert records["trimmed@ort-int8"].extra["paired_int8"]["baseline"] == "baseline@ort-int8"
+    if same_int8:
+        assert records["trimmed@ort-int8"].extra["paired_int8"]["baseline"] == "baseline@ort-int8"
     assert records["trimmed@ort-int8"].extra["paired"]["baseline"] == reference
     assert records["trimmed@ort-int8"].disk_bytes < records["trimmed@ort"].disk_bytes
     assert report.attention_choice.keys() == {"trimmed", "baseline"}  # PyTorch models only
@@ -154,3 +156,29 @@ def test_onnxruntime_is_for_cpu_inference(tiny_model):
     report = bench_models(models, FAST.updated(runtimes=["onnxruntime"], also_train=True, device="cpu"))
     assert [record.variant for record in report.records] == ["m@ort"]
     assert report.records[0].train_step_ms is None  # also_train times the PyTorch models only
+
+
+def test_u_star_is_the_baseline_in_its_fastest_runtime_of_any_precision():
+    from types import SimpleNamespace
+
+    from trimbert.measure.bench import _references, u_star
+
+    units = {
+        name: SimpleNamespace(variant=name.split("@")[0], runtime=runtime)
+        for name, runtime in (
+            ("trim", "pytorch"), ("trim@ov-int8", "openvino-int8"), ("trim@ort-int8", "onnxruntime-int8"),
+            ("base", "pytorch"), ("base@ort", "onnxruntime"), ("base@ort-int8", "onnxruntime-int8"),
+            ("base@ov-int8", "openvino-int8"),
+        )
+    }
+    times = {"trim": [5.0], "trim@ov-int8": [1.0], "trim@ort-int8": [2.0], "base": [9.0, 8.0, 10.0],
+             "base@ort": [7.0], "base@ort-int8": [4.0], "base@ov-int8": [3.0, 2.0, 30.0]}  # medians: 9, 7, 4, 3
+    assert u_star(units, times, "base") == "base@ov-int8"
+    assert set(_references(units, times, "base")) == {
+        ("trim", "base@ov-int8"), ("trim@ov-int8", "base@ov-int8"), ("trim@ort-int8", "base@ov-int8"),
+        ("base", "base@ov-int8"), ("base@ort", "base@ov-int8"), ("base@ort-int8", "base@ov-int8"),
+        ("trim@ort-int8", "base@ort-int8"),  # int8 models also against the baseline in their own int8 runtime
+    }
+    times["base@ort"] = [0.5]
+    assert u_star(units, times, "base") == "base@ort"
+    assert u_star(units, times, "missing") is None and _references(units, times, None) == []

@@ -1,4 +1,4 @@
-"""``trimbert export``: a model (any trim, fine-tuned or not) as ONNX, fp32 and int8, checked against PyTorch."""
+"""``trimbert export``: a model (any trim, fine-tuned or not) as ONNX and OpenVINO, fp32 and int8, checked against PyTorch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from trimbert.cli.app import ForceOpt, JsonOpt, app, console, megabytes, print_json, say
+from trimbert.cli.app import ForceOpt, JsonOpt, app, console, data_inputs, megabytes, print_json, say
 from trimbert.cli.options import Group, with_options
 from trimbert.data.source import DataSource
 from trimbert.deploy.export import ExportSettings
@@ -35,7 +35,8 @@ def export(
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export MODEL to ONNX (fp32, and int8 with --int8) and check ONNX Runtime against PyTorch."""
+    """Export MODEL to ONNX (fp32, and int8 with --int8), with --openvino also to OpenVINO IR, and check
+    each runtime against PyTorch."""
     from trimbert.data.batches import sample_batches
     from trimbert.deploy.export import FP32_TOLERANCE, INT8_AGREEMENT, export_onnx
     from trimbert.deploy.runtime import require_onnxruntime
@@ -43,17 +44,26 @@ def export(
     from trimbert.model import checkpoint
 
     require_onnxruntime()
-    checkpoint.check_output_dir(out, force, inputs=(model,))
+    if settings.openvino:
+        from trimbert.deploy.openvino import require_openvino
+
+        require_openvino()
     source = _check_source(model, task, data_dir)
+    inputs = (model, data_dir, *(data_inputs(source) if source is not None else ()))
+    out = checkpoint.check_output_dir(out, force, inputs=inputs)  # ~ expanded: use it from here on
     loaded = checkpoint.load(model)
     tokenizer = checkpoint.load_tokenizer(model)
-    sample = None
+    sample = calibration = None
     if source is not None:
         if tokenizer is None:
             raise TrimbertError(f"{model} has no tokenizer to encode the check texts")
         check_seq_len(loaded, max_length)
         dataset, info = source.load()
         sample = sample_batches(dataset[info.eval_splits[0]], tokenizer, samples=samples, max_length=max_length)
+        if settings.openvino and settings.int8:
+            calibration = sample_batches(
+                dataset["train"], tokenizer, samples=settings.calibration_rows, max_length=max_length
+            )
     result = export_onnx(
         loaded,
         out,
@@ -62,6 +72,9 @@ def export(
         int8=settings.int8,
         opset=settings.opset,
         force=force,
+        openvino=settings.openvino,
+        fuse=not settings.plain_graph,
+        calibration=calibration,
         info={"source": model, "data": source.to_dict() if source is not None else None},
     )
     if as_json:
@@ -74,17 +87,28 @@ def export(
     table.add_column("needed", justify="right")
     where = "dev texts" if source is not None else "random ids"
     table.add_row(f"rows ({where})", str(check.rows), "")
-    table.add_row("fp32 max |ORT − PyTorch|", f"{check.fp32_max_abs_diff:.2e}", f"≤ {FP32_TOLERANCE:g}")
-    if check.int8_measure is not None:
-        table.add_row(f"int8 {check.int8_measure}", f"{check.int8_value:.4f}", f"≥ {INT8_AGREEMENT:g}")
+    checks = [("ORT", check)] + ([("OpenVINO", result.openvino_check)] if result.openvino_check else [])
+    for runtime, measured in checks:
+        table.add_row(
+            f"{runtime} fp32 max |diff| / max |PyTorch|", f"{measured.fp32_max_rel_diff:.2e}", f"≤ {FP32_TOLERANCE:g}"
+        )
+        if measured.int8_measure is not None:
+            table.add_row(f"{runtime} int8 {measured.int8_measure}", f"{measured.int8_value:.4f}", f"≥ {INT8_AGREEMENT:g}")
     for name, size in result.files.items():
         table.add_row(name, megabytes(size), "")
     console.print(table)
-    if check.int8_ok is False:
-        say(
-            f"warning: int8 {check.int8_measure} {check.int8_value:.4f} is below {INT8_AGREEMENT:g}: "
-            f"measure its accuracy (trimbert evaluate {out} --int8) before deploying it"
-        )
+    if result.fused_ops:
+        fused = ", ".join(f"{count} {name}" for name, count in result.fused_ops.items())
+        console.print(f"ONNX Runtime graph fused: {fused}")
+    elif result.unfused_reason is not None:
+        say(f"note: the ONNX Runtime graph is not fused ({result.unfused_reason}): exported as plain ONNX ops")
+    for runtime, measured in checks:
+        if measured.int8_ok is False:
+            flag = " --openvino" if runtime == "OpenVINO" else ""
+            say(
+                f"warning: {runtime} int8 {measured.int8_measure} {measured.int8_value:.4f} is below {INT8_AGREEMENT:g}: "
+                f"measure its accuracy (trimbert evaluate {out} --int8{flag}) before deploying it"
+            )
     console.print(f"exported in {result.export_s:.1f} s to {out}")
 
 

@@ -1,7 +1,7 @@
-"""Evaluating an exported model (fp32 or int8) on a task's dev split(s) through ONNX Runtime.
+"""Evaluating an exported model (fp32 or int8) on a task's dev split(s) in ONNX Runtime or OpenVINO.
 
 The same data, tokenization and metrics as :func:`trimbert.train.finetune.evaluate` (the PyTorch
-path), so the accuracy of an ONNX model — above all what int8 quantization costs — is comparable
+path), so the accuracy of an exported model — above all what int8 quantization costs — is comparable
 with the fine-tuned model's own figure.
 """
 
@@ -17,7 +17,7 @@ from trimbert.data.batches import make_batches
 from trimbert.data.metrics import compute_metrics, main_metric_key, metric_key, predictions_from_logits
 from trimbert.data.sampling import subsample, tokenize
 from trimbert.data.source import DataSource
-from trimbert.deploy.runtime import load_onnx, runtime_conditions
+from trimbert.deploy.runners import load_exported, measured_on
 from trimbert.errors import TrimbertError
 
 
@@ -26,6 +26,7 @@ def evaluate_onnx(
     source: DataSource,
     *,
     int8: bool = False,
+    openvino: bool = False,
     max_length: int = 128,
     batch_size: int = 64,
     max_eval_samples: int | None = None,
@@ -33,8 +34,10 @@ def evaluate_onnx(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Metrics of the export in ``folder`` on ``source``'s eval split(s), with eval time and row counts
-    (the keys of :func:`trimbert.train.finetune.evaluate`'s result, plus ``runtime``)."""
-    model = load_onnx(folder, int8=int8, threads=threads)
+    (the keys of :func:`trimbert.train.finetune.evaluate`'s result, plus ``runtime``): ONNX Runtime's
+    model, or with ``openvino`` OpenVINO's; with ``int8`` the int8 one."""
+    runtime = ("openvino" if openvino else "onnxruntime") + ("-int8" if int8 else "")
+    model = load_exported(folder, runtime, threads=threads)
     if model.output_name != "logits":
         raise TrimbertError(f"{folder} holds an encoder without a task head: export a fine-tuned run")
     if model.tokenizer is None:
@@ -70,5 +73,5 @@ def evaluate_onnx(
         "eval_rows": {split: len(rows) for split, rows in eval_sets.items()},
         "trim": model.info.get("trim", {}),
         "trim_summary": model.info.get("trim_summary", "untrimmed"),
-        "conditions": runtime_conditions(model.runtime, threads),
+        "conditions": measured_on(model.runtime, threads),
     }

@@ -26,7 +26,15 @@ FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 EXPORT_FILE = "export.json"  # what was exported, from what, and how well ORT matched PyTorch
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8")
+RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
+INT8_RUNTIMES = ("onnxruntime-int8", "openvino-int8")
+RUNTIME_LABELS = {
+    "pytorch": "PyTorch",
+    "onnxruntime": "ONNX Runtime",
+    "onnxruntime-int8": "ONNX Runtime int8",
+    "openvino": "OpenVINO",
+    "openvino-int8": "OpenVINO int8",
+}
 
 
 def require_onnxruntime() -> Any:
@@ -70,24 +78,24 @@ def _first_line(error: BaseException) -> str:
 
 
 @dataclass
-class OnnxModel:
-    """An exported model in an ORT session: ``model(input_ids, attention_mask, token_type_ids)`` gives
-    the output (logits, or the last hidden state of a model without a head) as a numpy array."""
+class ExportedModel:
+    """An exported model in a runtime: ``model(input_ids, attention_mask, token_type_ids)`` gives the
+    output (logits, or the last hidden state of a model without a head) as a numpy array.
+    Subclasses run one runtime (:class:`OnnxModel`, ``trimbert.deploy.openvino.OpenVinoModel``)."""
 
-    session: Any
-    path: Path
+    path: Path  # the model file
     output_name: str  # "logits" or "last_hidden_state"
-    info: dict[str, Any]  # export.json of the folder ({} for a bare .onnx file)
+    info: dict[str, Any]  # export.json of the folder ({} for a bare model file)
     tokenizer: Any = None
     config: Any = None
 
     @property
-    def int8(self) -> bool:
-        return self.path.name == INT8_FILE
-
-    @property
     def runtime(self) -> str:
-        return "onnxruntime-int8" if self.int8 else "onnxruntime"
+        raise NotImplementedError
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """The output for one batch of int64 ``input_ids``, ``attention_mask``, ``token_type_ids``."""
+        raise NotImplementedError
 
     def __call__(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> np.ndarray:
         ids = np.asarray(input_ids, dtype=np.int64)
@@ -97,9 +105,11 @@ class OnnxModel:
             "token_type_ids": np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids, np.int64),
         }
         try:
-            return self.session.run([self.output_name], feed)[0]
-        except Exception as error:  # ORT's own exception types: bad token ids, shapes, ...
-            raise TrimbertError(f"ONNX Runtime failed on {self.path}: {_first_line(error)}") from error
+            return self.run(feed)
+        except TrimbertError:
+            raise
+        except Exception as error:  # the runtimes' own exception types: bad token ids, shapes, ...
+            raise TrimbertError(f"{RUNTIME_LABELS[self.runtime]} failed on {self.path}: {_first_line(error)}") from error
 
     def predict(self, texts: Sequence[str] | Sequence[tuple[str, str]], *, max_length: int = 128) -> np.ndarray:
         """Tokenize ``texts`` (strings, or (first, second) pairs) with the export's tokenizer and run them."""
@@ -109,6 +119,24 @@ class OnnxModel:
         columns = (list(zip(*texts, strict=True)) if pairs else [list(texts)]) if texts else [[]]
         encoded = self.tokenizer(*columns, padding=True, truncation=True, max_length=max_length, return_tensors="np")
         return self(encoded["input_ids"], encoded["attention_mask"], encoded.get("token_type_ids"))
+
+
+@dataclass
+class OnnxModel(ExportedModel):
+    """An exported model in an ONNX Runtime session (see :class:`ExportedModel`)."""
+
+    session: Any = None
+
+    @property
+    def int8(self) -> bool:
+        return self.path.name == INT8_FILE
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime-int8" if self.int8 else "onnxruntime"
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([self.output_name], feed)[0]
 
 
 def read_export_info(folder: str | Path) -> dict[str, Any]:
@@ -136,14 +164,24 @@ def load_onnx(folder: str | Path, *, int8: bool = False, threads: int | None = N
         hint = " (export with --int8)" if int8 else ""
         raise TrimbertError(f"{folder} has no {path.name}{hint}")
     session = open_session(path, threads)
+    tokenizer, config = folder_extras(folder)
+    return OnnxModel(path, info.get("output", "logits"), info, tokenizer, config, session=session)
+
+
+def folder_extras(folder: Path) -> tuple[Any, Any]:
+    """The (tokenizer, config) saved in an export folder, each None when absent; unreadable ones are
+    a TrimbertError."""
     tokenizer = config = None
     if (folder / "config.json").is_file():
         from transformers import AutoConfig, AutoTokenizer
 
-        config = AutoConfig.from_pretrained(folder)
-        if any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-    return OnnxModel(session, path, info.get("output", "logits"), info, tokenizer, config)
+        try:
+            config = AutoConfig.from_pretrained(folder)
+            if any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+                tokenizer = AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise TrimbertError(f"{folder}: unreadable config or tokenizer: {_first_line(error)}") from error
+    return tokenizer, config
 
 
 def runtime_conditions(runtime: str, threads: int | None) -> dict[str, Any]:

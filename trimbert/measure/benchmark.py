@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trimbert.deploy.runtime import OnnxModel
+from trimbert.deploy.runtime import ExportedModel
 from trimbert.errors import TrimbertError
 from trimbert.measure.size import check_seq_len, model_device, model_mode, try_set_attention
 
@@ -75,7 +75,7 @@ class BenchResult:
 
 
 def benchmark(
-    models: Mapping[str, nn.Module | OnnxModel],
+    models: Mapping[str, nn.Module | ExportedModel],
     *,
     batch_size: int = 8,
     seq_len: int = 128,
@@ -98,8 +98,8 @@ def benchmark(
     ``torch.optim.AdamW`` step (lr 1e-5, created outside the timed region) and ``zero_grad``.
     Train mode therefore **changes the weights**: pass copies to keep the originals.
 
-    An :class:`~trimbert.deploy.runtime.OnnxModel` (an ONNX Runtime session; infer mode and the CPU
-    only) is timed on the same batch, alternating with the others; its threads are its session's.
+    An :class:`~trimbert.deploy.runtime.ExportedModel` (an ONNX Runtime or OpenVINO model; infer mode
+    and the CPU only) is timed on the same batch, alternating with the others; its threads are its session's.
     The models are moved to ``device``; their training flags are restored afterwards. ``threads``
     sets ``torch.set_num_threads`` for the run and restores the previous value afterwards.
 
@@ -121,9 +121,9 @@ def benchmark(
     target = _resolve_device(device)
     train = mode == "train"
     for name, model in models.items():
-        if isinstance(model, OnnxModel) and (train or target.type != "cpu"):
-            raise TrimbertError(f"{name}: ONNX Runtime models are timed in infer mode on the CPU only")
-        check_seq_len(model.config if isinstance(model, OnnxModel) else model, seq_len)
+        if isinstance(model, ExportedModel) and (train or target.type != "cpu"):
+            raise TrimbertError(f"{name}: exported models ({model.runtime}) are timed in infer mode on the CPU only")
+        check_seq_len(model.config if isinstance(model, ExportedModel) else model, seq_len)
 
     with _num_threads(threads), contextlib.ExitStack() as restore:
         runners = _runners(models, restore, target, batch_size=batch_size, seq_len=seq_len, train=train)
@@ -210,20 +210,20 @@ def fastest_attention(
 
 
 def _runners(
-    models: Mapping[str, nn.Module | OnnxModel],
+    models: Mapping[str, nn.Module | ExportedModel],
     restore: contextlib.ExitStack,
     target: torch.device,
     *,
     batch_size: int,
     seq_len: int,
     train: bool,
-) -> dict[str, _StepRunner | _OnnxRunner]:
+) -> dict[str, _StepRunner | _ExportedRunner]:
     """A step runner per model; PyTorch models are moved to ``target`` in the right mode (``restore``
     puts their training flags back)."""
-    runners: dict[str, _StepRunner | _OnnxRunner] = {}
+    runners: dict[str, _StepRunner | _ExportedRunner] = {}
     for name, model in models.items():
-        if isinstance(model, OnnxModel):
-            runners[name] = _OnnxRunner(model, batch_size=batch_size, seq_len=seq_len)
+        if isinstance(model, ExportedModel):
+            runners[name] = _ExportedRunner(model, batch_size=batch_size, seq_len=seq_len)
             continue
         restore.enter_context(model_mode(model, train=train))
         model.to(target)
@@ -295,10 +295,10 @@ class _StepRunner:
         return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
 
-class _OnnxRunner:
-    """An ONNX Runtime model's benchmark step: one run on the batch :class:`_StepRunner` uses."""
+class _ExportedRunner:
+    """An exported model's benchmark step: one run on the batch :class:`_StepRunner` uses."""
 
-    def __init__(self, model: OnnxModel, *, batch_size: int, seq_len: int) -> None:
+    def __init__(self, model: ExportedModel, *, batch_size: int, seq_len: int) -> None:
         self.model = model
         generator = torch.Generator().manual_seed(_INPUT_SEED)
         ids = torch.randint(0, model.config.vocab_size, (batch_size, seq_len), generator=generator)

@@ -1,11 +1,12 @@
-"""The ONNX side of a sweep unit: export the fine-tuned model, evaluate the export, one record per runtime.
+"""The exported side of a sweep unit: export the fine-tuned model, evaluate the export, one record per runtime.
 
 A unit whose recipe asks for an export (see :meth:`trimbert.sweep.recipe.Recipe.export_for`) writes
-``<run folder>/onnx`` (fp32, and int8 when asked) and measures the accuracy of every exported model on
-the same eval data as the PyTorch model. After the side-by-side bench, :func:`runtime_records` turns
-the bench's ONNX Runtime records into sweep records ``NAME@ort`` / ``NAME@ort-int8`` that carry that
-accuracy and the paired ratios (against the untrimmed model's fastest fp32 runtime, and for int8 also
-against the untrimmed int8 model).
+``<run folder>/onnx`` (ONNX fp32, int8 when asked, OpenVINO IR when an OpenVINO runtime is timed) and
+measures the accuracy of every exported model on the same eval data as the PyTorch model. After the
+side-by-side bench, :func:`runtime_records` turns the bench's records of the exported runtimes into
+sweep records ``NAME@ort``, ``NAME@ort-int8``, ``NAME@ov``, ``NAME@ov-int8`` that carry that accuracy
+and the paired ratios (against U*, the untrimmed model in its fastest runtime of the bench, and for
+int8 also against the untrimmed model in the same int8 runtime).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 from trimbert.deploy.evaluate import evaluate_onnx
 from trimbert.deploy.export import ExportSettings, export_onnx
+from trimbert.deploy.runners import is_int8, is_openvino
 from trimbert.deploy.runtime import FP32_FILE, INT8_FILE, is_export_dir, read_export_info
-from trimbert.measure.bench import INT8, ORT, RUNTIME_SUFFIX
+from trimbert.measure.bench import INT8, OPENVINO, OPENVINO_INT8, ORT, RUNTIME_SUFFIX
 from trimbert.model import checkpoint
 from trimbert.report.records import Record
 from trimbert.sweep.recipe import Recipe, Variant
@@ -37,6 +39,8 @@ def export_and_evaluate(
         opset=settings.opset,
         force=True,
         info={"source": str(run_dir), "data": recipe.data.to_dict()},
+        openvino=settings.openvino,
+        fuse=not settings.plain_graph,
     )
     finetune = recipe.settings_for(variant, seed)
     options = dict(
@@ -45,10 +49,12 @@ def export_and_evaluate(
         max_eval_samples=finetune.max_eval_samples,
         seed=finetune.seed,
     )
-    results = {ORT: evaluate_onnx(folder, recipe.data, **options)}
-    if settings.int8:
-        results[INT8] = evaluate_onnx(folder, recipe.data, int8=True, **options)
-    return results
+    runtimes = [ORT] + ([INT8] if settings.int8 else [])
+    runtimes += ([OPENVINO] + ([OPENVINO_INT8] if settings.int8 else [])) if settings.openvino else []
+    return {
+        runtime: evaluate_onnx(folder, recipe.data, int8=is_int8(runtime), openvino=is_openvino(runtime), **options)
+        for runtime in runtimes
+    }
 
 
 def usable_export(run_dir: Path, int8: bool) -> Path | None:
@@ -73,7 +79,7 @@ def runtime_records(
     bench's names of the paired baseline (and its runtimes) to the names the report shows."""
     by_name = {record.variant: record for record in report.records}
     records = []
-    for runtime in (ORT, INT8):
+    for runtime in (ORT, INT8, OPENVINO, OPENVINO_INT8):
         measured = by_name.get(variant + RUNTIME_SUFFIX[runtime])
         if measured is None:
             continue
@@ -96,8 +102,9 @@ def runtime_records(
 
 
 def paired_fields(measured: Record, by_name: dict[str, Record], labels: dict[str, str]) -> dict[str, Any]:
-    """The sweep's flat paired keys of a bench record: the speed-up over its reference (the untrimmed
-    model's fastest fp32 runtime) and, for int8, ``paired_int8_speedup`` over the untrimmed int8 model."""
+    """The sweep's flat paired keys of a bench record: the speed-up over its reference (U*, the untrimmed
+    model in its fastest runtime) and, for int8, ``paired_int8_speedup`` over the untrimmed model in the
+    same int8 runtime."""
     fields: dict[str, Any] = {}
     for key, prefix in (("paired", "paired"), ("paired_int8", "paired_int8")):
         paired = measured.extra.get(key)
