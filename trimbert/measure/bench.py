@@ -23,7 +23,9 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from trimbert.deploy.export import export_onnx
-from trimbert.deploy.runtime import RUNTIMES, load_onnx, require_onnxruntime
+from trimbert.deploy.openvino import OV_FP32_FILE, OV_INT8_FILE
+from trimbert.deploy.runners import export_needs, load_exported, require_runtimes
+from trimbert.deploy.runtime import FP32_FILE, INT8_FILE, RUNTIMES
 from trimbert.errors import TrimbertError
 from trimbert.measure.benchmark import BenchResult, benchmark, fastest_attention, summarize
 from trimbert.measure.load import CpuWatch
@@ -44,8 +46,10 @@ from trimbert.spec.trimspec import SOFTMAX
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 ProgressCallback = Callable[[str, int, int], None]
-PYTORCH, ORT, INT8 = RUNTIMES
-RUNTIME_SUFFIX = {PYTORCH: "", ORT: "@ort", INT8: "@ort-int8"}  # variant name suffix of each runtime
+PYTORCH, ORT, INT8, OPENVINO, OPENVINO_INT8 = RUNTIMES
+# variant name suffix of each runtime
+RUNTIME_SUFFIX = {PYTORCH: "", ORT: "@ort", INT8: "@ort-int8", OPENVINO: "@ov", OPENVINO_INT8: "@ov-int8"}
+_RUNTIME_FILE = {ORT: FP32_FILE, INT8: INT8_FILE, OPENVINO: OV_FP32_FILE, OPENVINO_INT8: OV_INT8_FILE}
 
 
 class BenchSettings(Settings):
@@ -62,10 +66,11 @@ class BenchSettings(Settings):
     warmup: int = Field(3, ge=0, description="Untimed warm-up steps per model.")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, mps, ...")
     threads: int | None = Field(None, ge=1, description="torch threads for the run (default: torch's).")
-    runtimes: list[Literal["pytorch", "onnxruntime", "onnxruntime-int8"]] = Field(
+    runtimes: list[Literal["pytorch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8"]] = Field(
         ["pytorch"],
         min_length=1,
-        description="Runtimes to time every model in: pytorch, onnxruntime (fp32), onnxruntime-int8 (CPU).",
+        description="Runtimes to time every model in: pytorch, onnxruntime (fp32), onnxruntime-int8, "
+        "openvino (fp32), openvino-int8 (the exported ones on the CPU).",
     )
     also_train: bool = Field(
         False, description="In infer mode, also time training steps side by side (a second alternating run)."
@@ -136,12 +141,14 @@ class BenchReport:
         default_factory=dict
     )  # per variant: chosen impl + timings
     comparisons: list[Comparison] = field(default_factory=list)
+    u_star: str | None = None  # the reference of the speed-ups: the baseline in its fastest runtime (infer mode)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "records": [record.to_dict() for record in self.records],
             "attention_choice": self.attention_choice,
             "comparisons": [vars(comparison) for comparison in self.comparisons],
+            "u_star": self.u_star,
         }
 
 
@@ -189,6 +196,10 @@ def bench_models(
     interval. With ``also_train`` (infer mode) the PyTorch models' training steps are timed too, in
     a second alternating run, and compared the same way (a training step changes the weights: the
     models are not for saving afterwards).
+
+    The reference of every speed-up is U* (the untrimmed model at its fastest): the baseline in the runtime that measured fastest in
+    this run, int8 included (:func:`u_star`); int8 models are also compared with the baseline in their
+    own int8 runtime.
     """
     settings = settings.resolved()
     _check_runtimes(settings)
@@ -201,14 +212,19 @@ def bench_models(
         }
         modes = [settings.mode] + (["train"] if settings.also_train and settings.mode == "infer" else [])
         comparisons: list[Comparison] = []
+        stars: list[str | None] = []
         for mode in modes:
             timed = {name: unit for name, unit in units.items() if mode == "infer" or unit.runtime == PYTORCH}
             if timed:
-                comparisons += _run_mode(timed, settings, mode, baseline, on_step, attention_choice)
+                compared, star = _run_mode(timed, settings, mode, baseline, on_step, attention_choice)
+                comparisons += compared
+                stars.append(star)
     ordered = [unit.record for unit in units.values() if unit.variant != baseline] + [
         unit.record for unit in units.values() if unit.variant == baseline
     ]
-    return BenchReport(records=ordered, attention_choice=attention_choice, comparisons=comparisons)
+    return BenchReport(
+        records=ordered, attention_choice=attention_choice, comparisons=comparisons, u_star=(stars or [None])[0]
+    )
 
 
 @dataclass
@@ -222,14 +238,15 @@ class _Unit:
 
 
 def _check_runtimes(settings: BenchSettings) -> None:
-    if any(runtime != PYTORCH for runtime in settings.runtimes):
-        require_onnxruntime()
+    exported = [runtime for runtime in settings.runtimes if runtime != PYTORCH]
+    if exported:
+        require_runtimes(exported)
         if settings.device != "cpu":
             raise TrimbertError(
-                f"--runtime onnxruntime runs on the CPU here; use --device cpu (not {settings.device})"
+                f"--runtime {exported[0]} runs on the CPU here; use --device cpu (not {settings.device})"
             )
         if settings.mode == "train":
-            raise TrimbertError("--mode train times PyTorch only; ONNX Runtime models are for inference")
+            raise TrimbertError(f"--mode train times PyTorch only; {exported[0]} models are for inference")
 
 
 def _units(
@@ -243,9 +260,12 @@ def _units(
     for variant, (model, source) in models.items():
         runtimes = [runtime for runtime in settings.runtimes if runtime in runtimes_of.get(variant, RUNTIMES)]
         folder = exports.get(variant)
-        if folder is None and any(runtime != PYTORCH for runtime in runtimes):
+        exported = [runtime for runtime in runtimes if runtime != PYTORCH]
+        if folder is not None and not all((Path(folder) / _RUNTIME_FILE[runtime]).is_file() for runtime in exported):
+            folder = None  # an export made for other runtimes: export again
+        if folder is None and exported:
             folder = work_dir / f"export-{len(units)}"
-            export_onnx(model, folder, int8=INT8 in runtimes)
+            export_onnx(model, folder, **export_needs(exported))
         for runtime in runtimes:
             name = variant + RUNTIME_SUFFIX[runtime]
             record = _describe(model, source, name, settings)
@@ -253,10 +273,16 @@ def _units(
             if runtime == PYTORCH:
                 units[name] = _Unit(variant, runtime, model, record)
                 continue
-            timed = load_onnx(folder, int8=runtime == INT8, threads=settings.threads)
-            record.disk_bytes = timed.path.stat().st_size
+            timed = load_exported(folder, runtime, threads=settings.threads)
+            record.disk_bytes = _model_bytes(timed.path)
             units[name] = _Unit(variant, runtime, timed, record)
     return units
+
+
+def _model_bytes(path: Path) -> int:
+    """Bytes of an exported model on disk: the .onnx file, or OpenVINO's .xml and .bin."""
+    files = [path] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
+    return sum(file.stat().st_size for file in files if file.is_file())
 
 
 def _run_mode(
@@ -266,14 +292,14 @@ def _run_mode(
     baseline: str | None,
     on_step: ProgressCallback | None,
     attention_choice: dict[str, dict[str, Any]],
-) -> list[Comparison]:
-    """Time ``units`` alternately in ``mode``; fill in their records; return the comparisons."""
+) -> tuple[list[Comparison], str | None]:
+    """Time ``units`` alternately in ``mode``; fill in their records; return the comparisons and U*."""
     env = conditions(
         device=settings.device, threads=settings.threads, mode=settings.mode, repeats=settings.repeats, warmup=settings.warmup
     )
     suffix = "" if mode == settings.mode else "_train"
     watch = CpuWatch().start()
-    results, pairs = _measure(units, settings, mode, baseline, on_step)
+    results, pairs, star = _measure(units, settings, mode, baseline, on_step)
     busy = watch.stop()
     for name, unit in units.items():
         record = unit.record
@@ -283,7 +309,7 @@ def _run_mode(
                 setattr(record, key, value)
         else:
             record.train_step_ms = fields["train_step_ms"]
-        chosen = attention_choice[name]["chosen"] if name in attention_choice else "onnxruntime"
+        chosen = attention_choice[name]["chosen"] if name in attention_choice else unit.runtime
         record.conditions = {**env, "runtime": unit.runtime, "attention_implementation": chosen}
         record.extra.update(
             {
@@ -297,30 +323,32 @@ def _run_mode(
     comparisons = []
     for (name, reference), ratio in pairs.items():
         stable = ratio.stable(settings.tolerance) and busy <= settings.max_other_cpu
-        key = "paired_int8" if units[reference].runtime == INT8 and units[name].runtime == INT8 else "paired"
+        key = "paired" if reference == star else "paired_int8"  # U*, or the baseline in the same int8 runtime
         paired = units[name].record.extra.setdefault(key, {"baseline": reference})
         paired[quantity] = {**ratio.to_dict(settings.tolerance), "stable": stable, "other_cpu": busy}
         comparisons += _compare(units[reference].record, units[name].record, quantity, ratio, stable, busy)
-    return comparisons
+    return comparisons, star
+
+
+def u_star(units: dict[str, _Unit], times: dict[str, list[float]], baseline: str | None) -> str | None:
+    """U*: the baseline's unit (runtime) with the lowest median time in this run, any precision."""
+    candidates = [name for name, unit in units.items() if unit.variant == baseline]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda name: statistics.median(times[name]))
 
 
 def _references(units: dict[str, _Unit], times: dict[str, list[float]], baseline: str | None) -> list[tuple[str, str]]:
-    """(unit, the unit it is compared with): every unit with the baseline's fastest fp32 runtime of
-    this run, and int8 units also with the baseline's int8 model."""
-    if baseline is None:
+    """(unit, the unit it is compared with): every unit with U* (:func:`u_star`), and int8 units also
+    with the baseline in their own int8 runtime."""
+    reference = u_star(units, times, baseline)
+    if reference is None:
         return []
-    fp32 = [name for name, unit in units.items() if unit.variant == baseline and unit.runtime != INT8]
-    if not fp32:
-        return []
-    reference = min(fp32, key=lambda name: statistics.median(times[name]))
     pairs = [(name, reference) for name in units if name != reference]
-    int8_reference = baseline + RUNTIME_SUFFIX[INT8]
-    if int8_reference in units:
-        pairs += [
-            (name, int8_reference)
-            for name, unit in units.items()
-            if unit.runtime == INT8 and name != int8_reference
-        ]
+    for runtime in (INT8, OPENVINO_INT8):
+        same = baseline + RUNTIME_SUFFIX[runtime]
+        if same in units and same != reference:
+            pairs += [(name, same) for name, unit in units.items() if unit.runtime == runtime and name != same]
     return pairs
 
 
@@ -344,7 +372,7 @@ def _measure(
     mode: str,
     baseline: str | None,
     on_step: ProgressCallback | None,
-) -> tuple[dict[str, BenchResult], dict[tuple[str, str], PairedRatio]]:
+) -> tuple[dict[str, BenchResult], dict[tuple[str, str], PairedRatio], str | None]:
     """Time ``units`` alternately in ``mode``; with a baseline, add rounds while a ratio is wide."""
     modules = {name: unit.timed for name, unit in units.items()}
     start = time.monotonic()
@@ -381,7 +409,7 @@ def _measure(
         )
         for name in modules
     }
-    return results, ratios
+    return results, ratios, u_star(units, times, baseline)
 
 
 def _compare(

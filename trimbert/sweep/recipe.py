@@ -188,14 +188,16 @@ class Recipe:
         """How ``variant`` is exported to ONNX, or None: [export] with the variant's own overrides.
         Without any export table, an ONNX Runtime in ``bench.runtimes`` exports every variant; where
         only some variants have an ``export`` table, only those are exported (and timed in ONNX
-        Runtime). int8 is exported whenever it is timed."""
-        timed_int8 = "onnxruntime-int8" in self.bench.runtimes
+        Runtime). int8 and OpenVINO IR are exported whenever they are timed."""
+        timed_int8 = any(runtime.endswith("-int8") for runtime in self.bench.runtimes)
+        timed_openvino = any(runtime.startswith("openvino") for runtime in self.bench.runtimes)
         if self.export is None and variant.export is None:
             chosen_elsewhere = any(other.export is not None for other in self.variants)
             if self.bench.runtimes == ["pytorch"] or chosen_elsewhere:
                 return None
         settings = (self.export or ExportSettings()).updated(**(variant.export or {}))
-        return settings.updated(int8=True) if timed_int8 else settings
+        settings = settings.updated(int8=True) if timed_int8 else settings
+        return settings.updated(openvino=True) if timed_openvino else settings
 
     def order(self) -> list[Variant]:
         """The variants in run order: teachers before their students, the baseline first, else as written."""
