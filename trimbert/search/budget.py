@@ -14,7 +14,8 @@ the whole search must fit in it, what was spent already (the latency predictor, 
 less a 10% margin for what is not estimated (saving, writing, a busy machine). When the settings do not
 fit, the plan shrinks them, in this order, and says so (:attr:`Plan.changes`):
 
-1. fewer finalists verified by a real fine-tune (``--verify``: each is as long as the super-model's
+1. scoring stops at its deadline (it keeps 30% of what is left, or all it asks for when less), then fewer
+   finalists are verified by a real fine-tune (``--verify``: each is as long as the super-model's
    fine-tune), down to none;
 2. then the shares: the fine-tunes (the super-model's, and with ``--finetune`` the baseline's and the
    winner's) get at most 40% of what is left, by training on fewer rows (``--max-train-samples``; the
