@@ -14,6 +14,8 @@ OpenVINO would otherwise pick bf16 on CPUs that have it, which is another precis
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -74,14 +76,16 @@ def quantize(model: Any, calibration: Sequence[dict[str, np.ndarray]]) -> Any:
     _, nncf = require_openvino()
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
-    nncf_logger.setLevel(logging.ERROR)  # NNCF prints progress bars and statistics
+    nncf_logger.setLevel(logging.ERROR)  # NNCF logs statistics, and draws progress bars on stdout:
+    quiet = io.StringIO()  # stdout is the user's (trimbert search --json prints JSON there)
     try:
-        return nncf.quantize(
-            model,
-            nncf.Dataset(list(calibration)),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(calibration),
-        )
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            return nncf.quantize(
+                model,
+                nncf.Dataset(list(calibration)),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(calibration),
+            )
     finally:
         nncf_logger.setLevel(level)
 

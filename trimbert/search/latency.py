@@ -47,7 +47,9 @@ from trimbert.report.records import write_json_atomic
 from trimbert.search.space import SearchSpace
 from trimbert.spec import NORMALIZER_NAMES, TrimSpec, encoder_layernorms
 
-RUNTIMES = ("pytorch", "onnx", "onnx-int8")
+RUNTIMES = ("pytorch", "onnx", "onnx-int8", "openvino", "openvino-int8")
+# search's runtime names -> the deploy runtimes they measure
+DEPLOY_RUNTIME = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime-int8", "openvino": "openvino", "openvino-int8": "openvino-int8"}
 ATTENTION_FEATURES = tuple(f"attn:{name}" for name in NORMALIZER_NAMES)
 FEATURES = ("const", "blocks", "ffns", "ffn_neurons", "layernorms", *ATTENTION_FEATURES)
 FORMS = ("linear", "per-width")  # FFN cost linear in its width, or one cost per width (fitted: ffn@<width>)
@@ -229,11 +231,12 @@ def _timed_model(model: nn.Module, spec: TrimSpec, runtime: str, work: Path, nam
     if runtime == "pytorch":
         return trimmed.eval()
     from trimbert.deploy.export import export_onnx
-    from trimbert.deploy.runtime import load_onnx
+    from trimbert.deploy.runners import export_needs, load_exported
 
     folder = work / name
-    export_onnx(trimmed, folder, int8=runtime == "onnx-int8", force=True)
-    return load_onnx(folder, int8=runtime == "onnx-int8", threads=threads)
+    deployed = DEPLOY_RUNTIME[runtime]
+    export_onnx(trimmed, folder, force=True, **export_needs([deployed]))
+    return load_exported(folder, deployed, threads=threads)
 
 
 def measure_specs(

@@ -19,8 +19,10 @@ class SearchSettings(Settings):
 
     speedup: float | None = Field(None, ge=1.0, description="Target: at least this speed-up over the untrimmed model.")
     latency_ms: float | None = Field(None, gt=0, description="Target: at most this many ms per batch (instead of --speedup).")
-    runtime: Literal["pytorch", "onnx", "onnx-int8"] = Field(
-        "pytorch", description="Where latency is measured and predicted: pytorch | onnx | onnx-int8 (ONNX Runtime)."
+    runtime: Literal["pytorch", "onnx", "onnx-int8", "openvino", "openvino-int8"] = Field(
+        "pytorch",
+        description="Where latency is measured and predicted: pytorch | onnx | onnx-int8 (ONNX Runtime) | "
+        "openvino | openvino-int8 (NNCF static int8, calibrated on random ids).",
     )
     device: str = Field("cpu", description="Device latency is measured on (cpu, cuda).")
     batch_size: int = Field(1, ge=1, description="Batch size of the latency target.")

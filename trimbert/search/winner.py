@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trimbert.data.source import DataSource
+from trimbert.deploy.openvino import require_openvino
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
 from trimbert.report.records import Record, write_json_atomic
@@ -29,8 +30,20 @@ from trimbert.search.settings import SearchSettings
 from trimbert.spec import TrimRequest
 from trimbert.train.settings import DistillSettings, FinetuneSettings, HealSettings
 
-RUNTIMES_TO_BENCH = {"pytorch": ["pytorch"], "onnx": ["pytorch", "onnxruntime"], "onnx-int8": ["pytorch", "onnxruntime-int8"]}
-RUNTIME_VARIANT = {"pytorch": "", "onnx": "@ort", "onnx-int8": "@ort-int8"}  # the bench's name suffixes
+RUNTIME_VARIANT = {"pytorch": "", "onnx": "@ort", "onnx-int8": "@ort-int8", "openvino": "@ov", "openvino-int8": "@ov-int8"}
+
+
+def runtimes_to_bench(searched: str) -> list[str]:
+    """The winner and the untrimmed model are timed in every runtime installed, so that the speed-up
+    is against U* (the untrimmed model at its fastest) and the winner's own runtime is among them."""
+    runtimes = ["pytorch", "onnxruntime", "onnxruntime-int8"]
+    try:
+        require_openvino()
+    except TrimbertError:
+        if searched.startswith("openvino"):
+            raise
+        return runtimes
+    return [*runtimes, "openvino", "openvino-int8"]
 
 
 def check_heal_request(settings: SearchSettings, heal: HealSettings | None, corpus: str | None) -> None:
@@ -85,7 +98,7 @@ def finetune_best(
         )
     bench_settings = BenchSettings(
         batch_size=settings.batch_size, seq_len=settings.seq_len, device=settings.device, threads=settings.threads,
-        runtimes=RUNTIMES_TO_BENCH[settings.runtime], repeats=30, max_seconds=settings.bench_seconds,
+        runtimes=runtimes_to_bench(settings.runtime), repeats=30, max_seconds=settings.bench_seconds,
     ).resolved()
     report = bench([str(searched_run)], bench_settings, vs=str(runs / "baseline"), names=["searched"])
     measured = next(r for r in report.records if r.variant == "searched" + RUNTIME_VARIANT[settings.runtime])
@@ -101,7 +114,7 @@ def finetune_best(
         "measured_speedup": paired.get("ratio"),
         "measured_interval": [paired.get("low"), paired.get("high")],
         "measured_stable": paired.get("stable"),
-        "versus": pairing.get("baseline"),  # the untrimmed model in its fastest fp32 runtime
+        "versus": pairing.get("baseline"),  # U*: the untrimmed model in its fastest runtime
         "trim": searched.trim_summary,
         "searched_run": str(searched_run.relative_to(out)),
         "distilled": distill.to_dict() if distill is not None else None,
