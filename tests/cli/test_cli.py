@@ -149,6 +149,10 @@ def test_existing_output_needs_force(run_cli, tmp_path):
     _assert_one_line_error(code, err, "already exists", "--force")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     code, _, err = run_cli("trim", "minilm", "--out", out, "--drop-ffn", "0", "--force")
+    _assert_one_line_error(code, err, "refusing to replace a folder trimbert did not write (no .trimbert.json)")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / ".trimbert.json").write_text('{"written_by": "trimbert"}')  # a folder trimbert wrote: --force replaces it
+    code, _, err = run_cli("trim", "minilm", "--out", out, "--drop-ffn", "0", "--force")
     assert code == 0, err
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folders left behind
@@ -158,6 +162,7 @@ def test_failed_force_keeps_the_old_output(run_cli, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
+    (out / ".trimbert.json").write_text('{"written_by": "trimbert"}')  # --force may replace it, but the trim fails
     code, _, err = run_cli("trim", "minilm", "--out", out, "--drop-ffn", "99", "--force")
     _assert_one_line_error(code, err, "out of range")
     assert (out / "keep.txt").read_text() == "precious"

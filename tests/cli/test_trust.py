@@ -63,6 +63,13 @@ def test_bench_out_is_checked_before_benchmarking(run_cli, tiny_checkpoint, tmp_
     assert existing.read_text() == "keep"
     code, _, err = run_cli("bench", tiny_checkpoint, "--repeats", "1", "--warmup", "0", "--out", tmp_path)
     assert code == 2 and "already exists" in _one_line(err)
+    code, _, err = run_cli("bench", tiny_checkpoint, "--out", existing, "--force")  # --force: only trimbert's records
+    assert code == 2 and _one_line(err) == (
+        f"error: --out {existing}: refusing to replace a file trimbert did not write (not a trimbert records file); "
+        "remove it yourself or choose another --out"
+    )
+    assert existing.read_text() == "keep"
+    existing.write_text(json.dumps([{"kind": "bench", "variant": "old", "schema_version": 1}]))
     code, _, err = run_cli(
         "bench", tiny_checkpoint, "--repeats", "1", "--warmup", "0", "--seq-len", "8", "--out", existing, "--force"
     )

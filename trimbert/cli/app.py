@@ -7,6 +7,7 @@ themselves on :data:`app`; :func:`trimbert.cli.main` runs it. The CLI is the onl
 from __future__ import annotations
 
 import json
+import os
 import sys
 from importlib.metadata import version
 from typing import Annotated
@@ -86,6 +87,13 @@ def print_metrics(title: str, metrics: dict[str, float], extra: list[tuple[str, 
     for name, value in extra:
         table.add_row(name, value)
     console.print(table)
+
+
+def data_inputs(source) -> tuple[str | None, ...]:
+    """What a :class:`~trimbert.data.source.DataSource` reads (its folder or files; for a GLUE task
+    without --data-dir, $TRIMBERT_GLUE_DIR): inputs that no --out may replace."""
+    glue = os.environ.get("TRIMBERT_GLUE_DIR") if source.task is not None and source.data_dir is None else None
+    return (source.data_dir, source.train, source.validation, glue)
 
 
 def say(message: str) -> None:

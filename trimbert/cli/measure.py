@@ -36,11 +36,11 @@ def bench(
 ) -> None:
     """Latency, throughput, train-step time, size and FLOPs of MODELS, side by side with --vs."""
     from trimbert.measure.bench import bench as run_bench
-    from trimbert.model.checkpoint import check_output_path
+    from trimbert.model.checkpoint import check_output_path, output_error
     from trimbert.report.records import write_json_atomic
 
     if out is not None:  # before the benchmark, not after it
-        check_output_path(out, force, kind="file", inputs=(*models, *([vs] if vs else [])))
+        out = check_output_path(out, force, kind="file", inputs=(*models, *([vs] if vs else [])))  # ~ expanded
         if out.is_dir():
             raise TrimbertError(f"--out {out} is a folder; give a file name for the records (e.g. bench.json)")
     settings = settings.resolved()
@@ -60,7 +60,10 @@ def bench(
 
         report = run_bench(models, settings, vs=vs, names=names, vs_name=vs_name, on_step=on_step)
     if out is not None:
-        write_json_atomic(out, [record.to_dict() for record in report.records])
+        try:
+            write_json_atomic(out, [record.to_dict() for record in report.records])
+        except OSError as error:
+            raise output_error(out, error) from error
     if as_json:
         print_json(report.to_dict())
         return
@@ -133,14 +136,44 @@ def report(
     ] = None,
 ) -> None:
     """Accuracy vs size, FLOPs, latency and fine-tune time for every record found under PATHs."""
+    from trimbert.model.checkpoint import output_error, write_marker
     from trimbert.report.aggregate import build_rows, collect_records
     from trimbert.report.render import render_table, write_report
 
-    destination = out if out is not None else (paths[0] if paths[0].is_dir() else paths[0].parent)
-    if destination.exists() and not destination.is_dir():
-        raise TrimbertError(f"--out {destination} is a file; the report needs a folder")
+    destination, new = _report_folder(paths, out)
     table = build_rows(collect_records(paths), baseline=baseline, task=task)
     console.print(render_table(table))
-    written = write_report(table, destination)
+    try:
+        written = write_report(table, destination)
+        if new:  # a folder the report made is trimbert's
+            write_marker(destination, kind="report")
+    except OSError as error:
+        raise output_error(destination, error) from error
     for kind, path in written.items():
         console.print(f"{kind}: {path}")
+
+
+def _report_folder(paths: list[Path], out: Path | None) -> tuple[Path, bool]:
+    """Where ``report`` writes (``--out``, else the first PATH if a folder, else its folder) and whether
+    it is new, checked before any work: ``--out`` may not be empty, ``.``, ``..``, the current folder or
+    an ancestor; report files already there are replaced only in a folder trimbert wrote (its marker, or
+    an earlier trimbert output such as a sweep folder or an earlier report); the place must be writable."""
+    from trimbert.model import checkpoint
+    from trimbert.report.render import REPORT_FILES
+
+    if out is not None:
+        where = f"--out {out}"
+        destination = checkpoint.output_target(str(out))  # ~ expanded once: used from here on
+    else:
+        destination = paths[0] if paths[0].is_dir() else paths[0].parent
+        where = f"report {destination}"
+    if destination.exists() and not destination.is_dir():
+        raise TrimbertError(f"--out {destination} is a file; the report needs a folder")
+    present = [name for name in REPORT_FILES if (destination / name).exists() or (destination / name).is_symlink()]
+    if present and not checkpoint.written_by_trimbert(destination.resolve()):
+        raise TrimbertError(
+            f"{where}: refusing to replace {', '.join(present)} in a folder trimbert did not write "
+            f"(no {checkpoint.MARKER_FILE}); remove {'them' if len(present) > 1 else 'it'} yourself or choose another --out"
+        )
+    checkpoint.check_writable_parent(str(destination), destination.resolve() / "report.md")
+    return destination, not destination.exists()

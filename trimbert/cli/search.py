@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, app, console, print_json
+from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, app, console, data_inputs, print_json
 from trimbert.cli.options import Group, with_options
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
@@ -63,6 +63,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search trims of MODEL for the most accurate one predicted to meet --speedup or --latency-ms."""
+    from trimbert.model.checkpoint import check_output_dir
     from trimbert.search.budget import Then
     from trimbert.search.latency import check_cache_dir
     from trimbert.search.run import SEARCH_FILE, verified_text
@@ -80,6 +81,8 @@ def search(
     if heal != HealSettings() and heal_corpus is None:
         raise TrimbertError("--heal-* settings need --heal-corpus")
     check_heal_request(settings, heal, heal_corpus)
+    # every input counts (data, latency cache, heal corpus); ~ expanded once: use it from here on
+    out = check_output_dir(out, force, inputs=(model, *data_inputs(source), cache_dir, heal_corpus))
     check_cache_dir(cache_dir)
     then = Then(distill=distilled, heal=heal if heal_corpus else None, bench_s=settings.bench_seconds) if finetune_best else None
     report = run_search(

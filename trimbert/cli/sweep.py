@@ -34,11 +34,12 @@ def sweep(
 ) -> None:
     """Trim, fine-tune, evaluate and bench every variant of a RECIPE; rerun to resume. Exit 1 if any failed."""
     from trimbert.report.render import render_table
-    from trimbert.sweep.plan import plan_sweep
+    from trimbert.sweep.plan import check_sweep_out, plan_sweep
     from trimbert.sweep.recipe import load_recipe
     from trimbert.sweep.run import run_sweep
 
     loaded = load_recipe(recipe)
+    out = check_sweep_out(loaded, out)  # before the dry run too; ~ expanded once: used from here on
     if dry_run:
         _print_plan(recipe, loaded, plan_sweep(loaded, out, only=only, shard=shard, force=force))
         return

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, SpecOpt, app, console, print_json, print_metrics
+from trimbert.cli.app import (
+    ForceOpt,
+    JsonOpt,
+    ModelArg,
+    SpecOpt,
+    app,
+    console,
+    data_inputs,
+    print_json,
+    print_metrics,
+)
 from trimbert.cli.options import Group, trim_request, with_options
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
@@ -41,11 +51,14 @@ def finetune(
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune MODEL on a GLUE task or your own data (trimming it first if trim options are given)."""
+    from trimbert.model.checkpoint import check_output_dir
     from trimbert.train.finetune import finetune as run_finetune
 
     request = request.merged_with_file(spec_file)
     if teacher is None and distill != DistillSettings():
         raise TrimbertError("distillation settings need a teacher (--teacher RUN_DIR)")
+    # every input counts, --spec too (the library checks its own); ~ expanded once: use it from here on
+    out = check_output_dir(out, force, inputs=(model, teacher, *data_inputs(source), spec_file))
     record = run_finetune(
         model,
         source,
@@ -202,4 +215,4 @@ def heal(
             ],
         ],
     )
-    console.print(f"saved to {out} (model, tokenizer, heal.json); fine-tune it like any trimmed model")
+    console.print(f"saved to {record.path} (model, tokenizer, heal.json); fine-tune it like any trimmed model")

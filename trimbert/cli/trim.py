@@ -17,6 +17,7 @@ from trimbert.cli.app import (
     SpecOpt,
     app,
     console,
+    data_inputs,
     megabytes,
     print_json,
 )
@@ -99,7 +100,7 @@ def trim(
     request = request.merged_with_file(spec_file)
     if not request.requested:
         raise TrimbertError(_nothing(spec_file))
-    check_output_dir(out, force, inputs=(model,))
+    out = check_output_dir(out, force, inputs=(model, *data_inputs(source), spec_file))  # ~ expanded: use it
     dataset, has_head = None, False
     if request.needs_data and source.task is not None:
         loaded_data, task = source.load()

@@ -17,6 +17,8 @@ from trimbert.report.records import write_bytes_atomic, write_json_atomic
 from trimbert.report.tables import csv_text
 
 PLOT_FILES = {"metric_vs_latency": "metric_vs_latency.png", "metric_vs_params": "metric_vs_params.png"}
+# Every file write_report may write (and so replace) in its folder.
+REPORT_FILES = ("report.md", "results.csv", "results.json", *PLOT_FILES.values())
 
 
 # --------------------------------------------------------------------------------------------------

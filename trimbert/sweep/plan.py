@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,11 +11,113 @@ from pathlib import Path
 from typing import Any
 
 from trimbert.errors import TrimbertError
+from trimbert.model import checkpoint
 from trimbert.report.records import Record, read_jsonl
 from trimbert.sweep.recipe import Recipe, Unit
 
 RESULTS_FILE = "results.jsonl"
 RUNS_DIR = "runs"
+RECIPE_COPY = "recipe.toml"  # the recipe, kept beside its results
+LOCK_FILE = ".sweep.lock"
+
+
+# --------------------------------------------------------------------------------------------------
+# The sweep folder
+
+
+def sweep_inputs(recipe: Recipe) -> tuple[str | Path | None, ...]:
+    """What a sweep reads: the recipe, a local model, the data (files, folder or $TRIMBERT_GLUE_DIR)
+    and the heal corpora. The sweep folder may hold none of them."""
+    data = recipe.data
+    glue = os.environ.get("TRIMBERT_GLUE_DIR") if data.task is not None and data.data_dir is None else None
+    corpora = [variant.heal.get("corpus") for variant in recipe.variants if variant.heal]
+    return (recipe.path, recipe.model, data.data_dir, data.train, data.validation, glue, *corpora)
+
+
+def sweep_subject(recipe: Recipe) -> dict[str, Any]:
+    """What a sweep's records are about: the model (a local one by its absolute path) and the data."""
+    local = Path(recipe.model).expanduser()
+    model = str(local.resolve()) if local.exists() else recipe.model
+    return {"model": model, "task": recipe.task_name, "data": recipe.data.describe()}
+
+
+def sweep_owner(folder: Path) -> tuple[str | None, dict[str, Any]]:
+    """``(what, subject)``: ``("sweep", subject)`` for a sweep folder (the :func:`sweep_subject` and the
+    recipe its marker records; for an earlier trimbert's folder, the model and task of its records, if
+    any), ``("other", {})`` for another trimbert output, ``(None, {})`` for a folder trimbert did not write."""
+    marker = checkpoint.read_marker(folder)
+    if marker is not None:
+        return ("sweep", marker) if marker.get("kind") == "sweep" else ("other", {})
+    if not (folder / RESULTS_FILE).is_file():
+        return ("other", {}) if checkpoint.written_by_trimbert(folder) and any(folder.iterdir()) else (None, {})
+    try:
+        rows = read_jsonl(folder / RESULTS_FILE)
+    except (OSError, ValueError):
+        return None, {}
+    sweeps = [row for row in rows if isinstance(row, dict) and row.get("kind") == "sweep"]
+    if rows and not sweeps:
+        return None, {}
+    if not sweeps:
+        return "sweep", {}
+    last = sweeps[-1]
+    return "sweep", {"recipe": (last.get("extra") or {}).get("recipe"), "model": last.get("model"), "task": last.get("task")}
+
+
+def _fresh(folder: Path) -> bool:
+    """Empty, or holding only what a starting sweep writes first (another process of a torchrun job)."""
+    return all(entry.name in (LOCK_FILE, checkpoint.MARKER_FILE) for entry in folder.iterdir())
+
+
+def _same_subject(owner: dict[str, Any], recipe: Recipe, *, legacy: bool) -> bool:
+    """Whether ``recipe`` is about what the sweep folder's records are about (the same model and data:
+    an edited recipe resumes, changed units rerun); an earlier trimbert recorded the model as written
+    and the task only."""
+    if legacy:
+        return owner.get("model") in (None, recipe.model) and owner.get("task") in (None, recipe.task_name)
+    subject = sweep_subject(recipe)
+    return all(owner.get(key) == value for key, value in subject.items())
+
+
+def check_sweep_out(recipe: Recipe, out: str | Path) -> Path:
+    """Check a sweep's ``--out`` before anything is written; returns it (``~`` expanded once).
+
+    Refused: an empty name, ``.``, ``..``, the current folder or an ancestor, a folder holding an input
+    (:func:`sweep_inputs`; its own ``recipe.toml`` copy excepted), a file, a folder trimbert did not
+    write (a sweep never writes its report, results and recipe copy over a user's own files), another
+    trimbert output, and the sweep folder of a recipe for another model or other data (its records
+    would then describe models of two recipes). The same recipe, edited or not, resumes."""
+    text = str(out)
+    path = checkpoint.output_target(text)
+    resolved = path.resolve()
+    copy = resolved / RECIPE_COPY
+    inputs = tuple(item for item in sweep_inputs(recipe) if item is None or Path(str(item)).expanduser().resolve() != copy)
+    checkpoint.check_not_an_input(text, resolved, inputs)
+    if path.exists() or path.is_symlink():
+        if not resolved.is_dir():
+            raise TrimbertError(f"--out {text} exists and is not a folder")
+        what, owner = sweep_owner(resolved)
+        if what is None and not _fresh(resolved):
+            raise TrimbertError(
+                f"--out {text}: refusing to write a sweep into a folder trimbert did not write "
+                f"(no {checkpoint.MARKER_FILE}); choose another --out"
+            )
+        if what == "other":
+            raise TrimbertError(f"--out {text}: it holds another trimbert output, not a sweep; choose another --out")
+        legacy = checkpoint.read_marker(resolved) is None
+        if what == "sweep" and owner and not _same_subject(owner, recipe, legacy=legacy):
+            raise TrimbertError(
+                f"--out {text}: it holds the sweep of another recipe ({owner.get('recipe')}: {owner.get('model')} "
+                f"on {owner.get('task')}); give each recipe its own --out"
+            )
+    checkpoint.check_writable_parent(text, resolved / RESULTS_FILE)
+    return path
+
+
+def mark_sweep_folder(recipe: Recipe, out: Path) -> None:
+    """Record in ``out`` that it is a sweep folder and what its records are about (once: a resume
+    keeps the first mark)."""
+    if checkpoint.read_marker(out) is None:
+        checkpoint.write_marker(out, kind="sweep", recipe=str(recipe.path.resolve()), **sweep_subject(recipe))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -51,7 +51,17 @@ from trimbert.report.records import (
 from trimbert.report.render import write_report
 from trimbert.spec import TrimRequest
 from trimbert.sweep.healing import ensure_healed, heal_fields, healed_dir
-from trimbert.sweep.plan import RESULTS_FILE, RUNS_DIR, PlannedUnit, plan_sweep, selected_units
+from trimbert.sweep.plan import (
+    LOCK_FILE,
+    RECIPE_COPY,
+    RESULTS_FILE,
+    RUNS_DIR,
+    PlannedUnit,
+    check_sweep_out,
+    mark_sweep_folder,
+    plan_sweep,
+    selected_units,
+)
 from trimbert.sweep.recipe import Recipe, Unit, Variant, load_recipe
 from trimbert.sweep.runtimes import (
     EXPORT_DIR,
@@ -65,10 +75,9 @@ from trimbert.train.finetune import finetune
 from trimbert.train.settings import DistillSettings
 from trimbert.train.trainer import METRICS_FILE, is_main_process
 
-RECIPE_COPY = "recipe.toml"
 STATES = ("pending", "running", "done", "skipped", "failed")
 _ENTRY_MARKER = ".sweep-entry.json"  # in a run folder: the fingerprint it was fine-tuned for
-_LOCK_FILE = ".sweep.lock"
+_LOCK_FILE = LOCK_FILE
 _BASELINE_KEY = "__paired_baseline__"
 
 EventCallback = Callable[[str, str, str], None]  # (unit name, state, detail)
@@ -117,12 +126,12 @@ def run_sweep(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     selected_units(recipe, only, shard)  # a bad --only or --shard fails before anything is written
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise TrimbertError(f"--out {out} exists and is not a folder")
+    out = check_sweep_out(recipe, out)  # refuses another recipe's or a user's folder; ~ expanded once
     emit = on_event or (lambda unit, state, detail="": None)
     main = is_main_process()
     out.mkdir(parents=True, exist_ok=True)
+    if main:
+        mark_sweep_folder(recipe, out)
     with _lock(out) if main else contextlib.nullcontext():
         if main:
             _cut_torn_tail(out / RESULTS_FILE)

@@ -159,7 +159,7 @@ def heal(
     With ``settings.schedule == "progressive"`` ``trimmed`` gives the trim (see :func:`heal_stages`)
     and the held-out loss before is still that of ``trimmed``."""
     settings = settings or HealSettings()
-    checkpoint.check_output_dir(out, force, inputs=(trimmed, teacher))
+    out = checkpoint.check_output_dir(out, force, inputs=(trimmed, teacher, corpus))  # the corpus too; ~ expanded
     student, master, tokenizer = _load_models(trimmed, teacher, settings)
     texts = read_corpus(
         corpus,
