@@ -67,3 +67,22 @@ def test_two_process_sweep_writes_one_record_per_unit(tiny_checkpoint, tmp_path)
     assert sorted((r["variant"], r["status"]) for r in records) == [("baseline", "ok"), ("ffn", "ok")]
     assert all(r["conditions"].get("world_size") is None for r in records)  # bench conditions: rank 0 only
     assert all(r["extra"]["finetune_conditions"]["world_size"] == 2 for r in records)
+
+
+def test_two_process_finetune_into_an_existing_folder_is_refused_by_each_process(tiny_checkpoint, tmp_path):
+    data = write_sst2(tmp_path / "SST-2")
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    done = _torchrun(
+        "finetune", str(tiny_checkpoint), "--task", "sst2", "--data-dir", str(data), "--out", str(out), "--epochs", "1",
+        cwd=tmp_path,
+    )
+    lines = done.stderr.splitlines()
+    # Each process says why before any exits (the launcher stops the others when one exits); the
+    # ChildFailedError that torchrun itself then raises is the launcher's, with no trimbert frame in it.
+    assert lines.count(f"error: output folder {out} already exists (use --force to replace it)") == 2, done.stderr[-3000:]
+    assert done.returncode != 0
+    assert not [line for line in lines if line.lstrip().startswith('File "') and "/trimbert/" in line], done.stderr
+    assert [path.name for path in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["SST-2", "existing"]
