@@ -337,3 +337,20 @@ def test_sigterm_removes_the_temporary_training_folder(tmp_path, tiny_checkpoint
     assert done.returncode == 143 and done.stderr.strip().splitlines()[-1] == "terminated", done.stderr
     assert not any(p.name.startswith("trimbert-") for p in (tmp_path / "tmp").iterdir())
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_whose_report_cannot_be_written_keeps_its_records(run_cli, tiny_checkpoint, tmp_path, monkeypatch):
+    import trimbert.sweep.run
+
+    data = write_sst2(tmp_path / "SST-2", train_rows=8, dev_rows=4)
+    recipe = tmp_path / "a.toml"
+    recipe.write_text(_recipe_text(tiny_checkpoint, data))
+
+    def full(table, folder):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trimbert.sweep.run, "write_report", full)
+    code, _, err = run_cli("sweep", recipe, "--out", tmp_path / "S")
+    assert code == 0, err
+    assert err.strip().splitlines()[-1] == "warning: no report: [Errno 28] No space left on device"
+    assert [json.loads(line)["status"] for line in (tmp_path / "S" / "results.jsonl").read_text().splitlines()] == ["ok"]

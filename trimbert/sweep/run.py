@@ -487,5 +487,5 @@ def _write_sweep_report(recipe: Recipe, out: Path, result: SweepResult) -> None:
     try:
         result.table = build_rows(collect_records([out]), task=recipe.task_name)
         result.report = write_report(result.table, out)
-    except TrimbertError as error:
+    except (TrimbertError, OSError) as error:  # e.g. a full disk: the records are kept, the report is not written
         result.report_error = str(error)
