@@ -112,22 +112,26 @@ def evaluate(
         typer.Option("--validation", help="Evaluate on this file of your own data (same columns as in training)."),
     ] = None,
     int8: Annotated[
-        bool, typer.Option("--int8", help="For an ONNX export folder: evaluate model.int8.onnx instead of model.onnx.")
+        bool, typer.Option("--int8", help="For an export folder: evaluate the int8 model (model.int8.onnx, or model.int8.xml with --openvino).")
+    ] = False,
+    openvino: Annotated[
+        bool, typer.Option("--openvino", help="For an export folder: evaluate the OpenVINO model (model.xml) instead of ONNX Runtime's.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a fine-tuned model, or its ONNX export (ONNX Runtime), on a task's dev split(s);
+    """Evaluate a fine-tuned model, or its export (ONNX Runtime or OpenVINO), on a task's dev split(s);
     without --task, on the data it was trained for."""
     from trimbert.deploy.runtime import is_export_dir
 
     if is_export_dir(model):
-        result = _evaluate_export(model, settings, task, data_dir, validation, int8)
+        result = _evaluate_export(model, settings, task, data_dir, validation, int8, openvino)
     else:
         from trimbert.train.finetune import evaluate as run_evaluate
         from trimbert.train.finetune import source_for_run
 
-        if int8:
-            raise TrimbertError(f"--int8 is for ONNX export folders (trimbert export); {model} is not one")
+        if int8 or openvino:
+            flag = "--int8" if int8 else "--openvino"
+            raise TrimbertError(f"{flag} is for export folders (trimbert export); {model} is not one")
         source = source_for_run(model, task=task, data_dir=data_dir, validation=validation)
         result = run_evaluate(model, source, settings=settings, progress=not as_json)
     if as_json:
@@ -141,8 +145,8 @@ def evaluate(
     )
 
 
-def _evaluate_export(model, settings, task, data_dir, validation, int8) -> dict:
-    """Evaluate an ONNX export folder through ONNX Runtime, on --task or the data its run recorded."""
+def _evaluate_export(model, settings, task, data_dir, validation, int8, openvino) -> dict:
+    """Evaluate an export folder in ONNX Runtime or OpenVINO, on --task or the data its run recorded."""
     from trimbert.data.source import evaluation_source
     from trimbert.deploy.evaluate import evaluate_onnx
     from trimbert.deploy.runtime import read_export_info
@@ -153,6 +157,7 @@ def _evaluate_export(model, settings, task, data_dir, validation, int8) -> dict:
         model,
         source,
         int8=int8,
+        openvino=openvino,
         max_length=settings.max_length,
         batch_size=settings.eval_batch_size,
         max_eval_samples=settings.max_eval_samples,

@@ -12,11 +12,16 @@ from rich.text import Text
 
 from trimbert.report.aggregate import ReportTable
 from trimbert.report.columns import legend, shown_columns
+from trimbert.report.deploy import deploy_markdown, deploy_plot
 from trimbert.report.plots import latency_label, plot
 from trimbert.report.records import write_bytes_atomic, write_json_atomic
 from trimbert.report.tables import csv_text
 
-PLOT_FILES = {"metric_vs_latency": "metric_vs_latency.png", "metric_vs_params": "metric_vs_params.png"}
+PLOT_FILES = {
+    "metric_vs_latency": "metric_vs_latency.png",
+    "metric_vs_params": "metric_vs_params.png",
+    "deploy": "deploy_metric_vs_latency.png",
+}
 # Every file write_report may write (and so replace) in its folder.
 REPORT_FILES = ("report.md", "results.csv", "results.json", *PLOT_FILES.values())
 
@@ -51,7 +56,11 @@ def render_markdown(table: ReportTable, plots: Iterable[str] = ()) -> str:
     lines.append("|" + "|".join(":---" if c.justify == "left" else "---:" for c in shown) + "|")
     lines += [line(column.cell(row) for column in shown) for row in table.rows]
     lines += ["", *(f"{text}  " for text in legend(table))]
-    lines += [f"\n![{Path(name).stem.replace('_', ' ')}]({name})" for name in plots]
+    lines += [f"\n![{Path(name).stem.replace('_', ' ')}]({name})" for name in plots if name != PLOT_FILES["deploy"]]
+    section = deploy_markdown(table)
+    if section:
+        lines += ["", *section]
+        lines += [f"\n![what to deploy]({name})" for name in plots if name == PLOT_FILES["deploy"]]
     return "\n".join(lines) + "\n"
 
 
@@ -60,8 +69,9 @@ def write_report(table: ReportTable, out_dir: str | Path) -> dict[str, Path]:
 
     The plots are ``metric_vs_latency.png`` (skipped when no row has a latency and a metric) and
     ``metric_vs_params.png`` (skipped when no row has parameters and a metric). Every file is
-    written atomically. Returns the written files by kind: "markdown", "csv", "json",
-    "metric_vs_latency", "metric_vs_params".
+    written atomically. With exported runtimes among the rows, the Markdown ends in the "what to deploy"
+    section (:mod:`trimbert.report.deploy`) and ``deploy_metric_vs_latency.png`` is written. Returns the
+    written files by kind: "markdown", "csv", "json", "metric_vs_latency", "metric_vs_params", "deploy".
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +90,10 @@ def write_report(table: ReportTable, out_dir: str | Path) -> dict[str, Path]:
         if png is not None:
             written[kind] = out_dir / PLOT_FILES[kind]
             write_bytes_atomic(written[kind], png)
+    png = deploy_plot(table)
+    if png is not None:
+        written["deploy"] = out_dir / PLOT_FILES["deploy"]
+        write_bytes_atomic(written["deploy"], png)
 
     written["csv"] = out_dir / "results.csv"
     write_bytes_atomic(written["csv"], csv_text(table).encode())

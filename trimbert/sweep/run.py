@@ -376,8 +376,8 @@ def _bench_unit(
     settings = recipe.bench.resolved()
     model = checkpoint.load(run_dir)
     export = recipe.export_for(variant)
-    # A variant that is not exported runs in PyTorch only, still against the baseline's fastest fp32 runtime.
-    runtimes_of = {} if export is not None else {variant.name: ["pytorch"], _BASELINE_KEY: ["pytorch", "onnxruntime"]}
+    # A variant that is not exported runs in PyTorch only, still against U* (the baseline in its fastest runtime).
+    runtimes_of = {} if export is not None else {variant.name: ["pytorch"]}
     evaluations: dict[str, dict[str, Any]] = {}
     exports: dict[str, Path] = {}
     if export is not None:
@@ -389,14 +389,14 @@ def _bench_unit(
     paired = _paired_baseline(recipe, variant, unit, out, model.config.num_labels)
     if paired is not None:
         models[_BASELINE_KEY] = (paired[0], paired[1])
-        baseline_export = usable_export(Path(paired[1]), "onnxruntime-int8" in settings.runtimes)
+        baseline_export = usable_export(Path(paired[1]), any(r.endswith("-int8") for r in settings.runtimes))
         if baseline_export is not None:
             exports[_BASELINE_KEY] = baseline_export
 
     def on_step(name: str, step: int, total: int) -> None:
         emit(unit.name, "running", f"benchmarking {step}/{total}")
 
-    # The baseline itself is compared with its own other runtimes (its fastest fp32 one is the reference).
+    # The baseline itself is compared with its own other runtimes (U*, its fastest one, is the reference).
     reference = _BASELINE_KEY if paired is not None else (variant.name if len(settings.runtimes) > 1 else None)
     report = bench_models(
         models, settings, baseline=reference, on_step=on_step, exports=exports, runtimes_of=runtimes_of

@@ -12,9 +12,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from trimbert.settings import Settings
 
-MAX_EPOCHS = 1000  # more is a typo (1e308 epochs overflowed the Trainer's step count after minutes of loading)
-
 HEAL_STEPS = 300  # heal steps without --steps or --tokens
+MAX_EPOCHS = 1000  # more is a typo (1e308 epochs overflowed the Trainer's step count after minutes of loading)
 
 
 class FinetuneSettings(Settings):
