@@ -40,7 +40,7 @@ test: $(INSTALLED)
 	$(PY) -m pytest -q
 
 lint: $(INSTALLED)
-	$(PY) -m ruff check trimbert tests benchmarks
+	$(PY) -m ruff check trimbert tests benchmarks studies
 	$(VENV)/bin/lint-imports
 
 # Issue-2 benchmark: trim a BERT-base-shaped checkpoint (random weights) with --drop-ffn 0-7.
