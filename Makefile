@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 RUNS ?= runs
 
-.PHONY: install test lint bench-trim bench-speed bench-load bench-deploy bench-search
+.PHONY: install test lint bench-trim bench-speed bench-load bench-deploy bench-search study-search study-heal
 
 INSTALLED := $(VENV)/.trimbert-installed
 
@@ -43,12 +43,17 @@ lint: $(INSTALLED)
 	$(PY) -m ruff check trimbert tests benchmarks studies
 	$(VENV)/bin/lint-imports
 
-# Issue-2 benchmark: trim a BERT-base-shaped checkpoint (random weights) with --drop-ffn 0-7.
-# The search issue's measurements (about 5 h on 2 CPU cores; resumable): predictor error, Taylor importance,
-# the estimator's rank correlation, searched vs fixed trims at 1.3x and 1.6x (docs/search.md).
-bench-search: $(INSTALLED)
-	$(PY) benchmarks/search_study.py $(RUNS)/search-study
+# Studies (studies/<name>/: the script, and README.md, its log and tables). Long, resumable, run by hand.
+# The search issue's measurements (about 5 h on 2 CPU cores): predictor error, Taylor importance,
+# the estimator's rank correlation, searched vs fixed trims at 1.3x and 1.6x (studies/search/README.md).
+bench-search study-search: $(INSTALLED)
+	$(PY) studies/search/search_study.py $(RUNS)/search-study
+# The heal issue's measurements beyond the recipes/heal-sst2.toml sweep (run that first, into runs/heal-sst2):
+# the heal-budget curve, the heal levers, MRPC (studies/heal/README.md). GROUP=budget picks one group.
+study-heal: $(INSTALLED)
+	$(PY) studies/heal/heal_study.py $(RUNS)/heal-study --sweep $(RUNS)/heal-sst2 $(if $(GROUP),--group $(GROUP))
 
+# Issue-2 benchmark: trim a BERT-base-shaped checkpoint (random weights) with --drop-ffn 0-7.
 bench-trim: $(INSTALLED)
 	$(PY) benchmarks/make_random_bert.py $(RUNS)/bert-base-random
 	$(PY) benchmarks/trim_bench.py $(RUNS)/bert-base-random --drop-ffn 0-7

@@ -1,6 +1,6 @@
 """Does a heal on single sentences carry over to sentence pairs? The heal loss of healed checkpoints on MRPC.
 
-Usage: python benchmarks/heal_pair_loss.py CHECKPOINT [CHECKPOINT ...] [--teacher minilm] [--rows 256]
+Usage: python studies/heal/heal_pair_loss.py CHECKPOINT [CHECKPOINT ...] [--teacher minilm] [--rows 256]
 
 The heal corpus (``--corpus ../shared/glue``) is single sentences at max length 64; pair tasks (MRPC, RTE,
 STS-B) feed two segments, longer (MRPC dev pairs average 53 tokens, a fifth over 64). For each checkpoint
@@ -23,7 +23,7 @@ from trimbert.train.distill import block_pairs
 from trimbert.train.heal import heal_loss
 from trimbert.train.settings import HealSettings
 
-GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "glue")
+GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[3] / "shared" / "glue")
 
 
 def mean_loss(model: torch.nn.Module, teacher: torch.nn.Module, encoded: dict, batch_size: int = 32) -> float:

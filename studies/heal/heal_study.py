@@ -1,6 +1,6 @@
 """The heal issue's measurements that a single sweep does not make: the heal-budget curve and MRPC.
 
-Usage: python benchmarks/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|mrpc-lr|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|mid-lr|kd|alt-default|mrpc-emb|mrpc-alt|low-lr ...]
+Usage: python studies/heal/heal_study.py OUT [--sweep runs/heal-sst2] [--group budget|mrpc|mrpc-lr|attention|mid|long|longer|lr|long-lr|longer-lr|alt-long|mid-lr|kd|alt-default|mrpc-emb|mrpc-alt|low-lr ...]
        [--seed N ...] [--skip NAME-PART ...] [--table]
 
 The SST-2 grid itself is ``trimbert sweep recipes/heal-sst2.toml --out runs/heal-sst2`` (its report has
@@ -30,7 +30,7 @@ already there (a killed study resumes):
   alt-default, alt-long): within 1.5 points, and does the lr-5e-4 heal cost MRPC without relu and LayerNorm stages?
 - low-lr: the progressive 2,400-step heal at lr 5e-5, fine-tuned on MRPC (as group mrpc) and SST-2 (as the levers).
 - mrpc-emb: MRPC (as group mrpc) from the 2,400-step lr-5e-4 heal with the teacher's embedding layer put back
-  (``python benchmarks/restore_embeddings.py OUT/heal-full-prog-2400-lr5e-4 OUT/heal-full-prog-2400-lr5e-4-teacher-emb``
+  (``python studies/heal/restore_embeddings.py OUT/heal-full-prog-2400-lr5e-4 OUT/heal-full-prog-2400-lr5e-4-teacher-emb``
   first): is the heal's drift of the embeddings what costs MRPC?
 - mrpc-lr: MRPC (as group mrpc) with the lr-5e-4 heals' checkpoints (2,400 and 4,800 steps: groups long-lr, longer-lr).
 
@@ -51,7 +51,7 @@ from pathlib import Path
 
 SEEDS = (42, 43, 44)
 BUDGETS = (150, 300, 600)
-GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "glue")
+GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[3] / "shared" / "glue")
 FULL = ["--drop-ffn", "alternate", "--attention", "relu", "--layernorm", "half"]
 SST2 = ["--task", "sst2", "--max-train-samples", "4000", "--epochs", "2", "--lr", "1e-4", "--max-length", "64"]
 MRPC = ["--task", "mrpc", "--epochs", "3", "--lr", "1e-4", "--max-length", "128"]
@@ -140,7 +140,7 @@ def steps(out: Path, sweep: Path, seeds: tuple[int, ...] = SEEDS) -> dict[str, l
             ("low-lr", "full-prog2400-lr5e-5-healed-kd", str(out / "heal-full-prog-2400-lr5e-5"), teacher),
             ("mrpc-alt", "alt-2400-healed-kd", str(out / "heal-alt-2400"), teacher),  # group alt-default's heal
             ("mrpc-alt", "alt-2400-lr5e-4-healed-kd", str(out / "heal-alt-2400-lr5e-4"), teacher),  # group alt-long's
-            # the lr-5e-4 heal with the teacher's embeddings put back (benchmarks/restore_embeddings.py writes it)
+            # the lr-5e-4 heal with the teacher's embeddings put back (studies/heal/restore_embeddings.py writes it)
             ("mrpc-emb", "full-prog2400-lr5e-4-teacheremb-healed-kd", str(out / "heal-full-prog-2400-lr5e-4-teacher-emb"), teacher),
         ):
             folder = out / "mrpc" / f"{name}-s{seed}"

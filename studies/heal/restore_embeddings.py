@@ -1,11 +1,11 @@
 """Diagnostic for the heal issue: a healed checkpoint with the teacher's embedding layer put back.
 
-Usage: python benchmarks/restore_embeddings.py HEALED OUT [--teacher minilm] [--force]
+Usage: python studies/heal/restore_embeddings.py HEALED OUT [--teacher minilm] [--force]
 
 A heal trains every weight of the student, the embedding layer included, although no trim touches it
 (the student's embeddings start equal to the teacher's). This writes HEALED with the teacher's
 embeddings (word, position, token type, their LayerNorm) copied back, so that
-``benchmarks/heal_pair_loss.py`` and a fine-tune (``heal_study.py --group mrpc-emb``) can tell how much
+``studies/heal/heal_pair_loss.py`` and a fine-tune (``heal_study.py --group mrpc-emb``) can tell how much
 of what a heal changed in the embeddings the student needed. It first prints how far the heal moved
 them: the relative change ‖healed − teacher‖ / ‖teacher‖ of each embedding tensor, and the median
 relative change of a word's embedding row.

@@ -1,6 +1,6 @@
 """The search issue's measurements: predictor error, importance, estimator rank correlation, searched vs fixed.
 
-Usage: python benchmarks/search_study.py OUT [--phase predictor|search|sweep|importance|search-probe|bench|seeds-kd|tables ...]
+Usage: python studies/search/search_study.py OUT [--phase predictor|search|sweep|importance|search-probe|bench|seeds-kd|tables ...]
 
 Bundled MiniLM-L6-H384, SST-2, 4,000 training rows, 2 epochs, lr 1e-4, max length 64, seed 42; latency
 at batch 1, sequence length 128, 2 threads, PyTorch on the CPU. Every phase skips what is already in
@@ -53,7 +53,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "glue")
+GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[3] / "shared" / "glue")
 TRAIN = ["--epochs", "2", "--lr", "1e-4", "--max-length", "64", "--max-train-samples", "4000", "--seed", "42"]
 TARGET = ["--batch-size", "1", "--seq-len", "128", "--threads", "2"]
 TARGETS = ("1.3", "1.6")

@@ -1,6 +1,6 @@
-"""The tables of benchmarks/search_study.py, printed from the files its phases wrote (nothing re-measured).
+"""The tables of studies/search/search_study.py, printed from the files its phases wrote (nothing re-measured).
 
-Usage: python benchmarks/search_tables.py OUT
+Usage: python studies/search/search_tables.py OUT
 """
 
 from __future__ import annotations
