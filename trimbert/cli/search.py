@@ -51,8 +51,8 @@ def search(
     distill_winner: Annotated[
         bool | None,
         typer.Option("--distill/--no-distill", help="With --finetune: distil the winner from the fine-tuned baseline "
-                     "(--distill-*; soft labels, task loss and hidden states; on unless --no-distill: it gained 1.1-1.3 "
-                     "points for every 1.6x trim of MiniLM on SST-2, docs/search.md)."),
+                     "(soft labels, task loss and hidden states, weighted by --distill-*). On by default; "
+                     "--no-distill fine-tunes the winner on the task loss alone."),
     ] = None,
     heal_corpus: Annotated[
         str | None,

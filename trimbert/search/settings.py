@@ -36,16 +36,16 @@ class SearchSettings(Settings):
     max_drop_layers: int = Field(2, ge=0, description="At most this many whole blocks dropped.")
     layernorms: bool = Field(
         False,
-        description="Also search stripped LayerNorms (identity). Off by default: each saves ~0.5% of the time, and "
-        "the one-shot estimate overrates them (measured: docs/search.md).",
+        description="Also search stripped LayerNorms (identity). Off by default: a stripped LayerNorm saves little "
+        "time, and the one-shot estimate overrates it.",
     )
     estimator: Literal["one-shot", "analyze"] = Field(
         "one-shot", description="one-shot: a super-model trained with random sub-trims; analyze: cuts of a plain fine-tune."
     )
     scorer: Literal["head", "probe"] = Field(
         "probe",
-        description="probe: refit a linear head on each candidate's features (ranks far better, measured); "
-        "head: the super-model's own classifier (faster).",
+        description="probe: refit a linear head on each candidate's features; "
+        "head: the super-model's own classifier (faster, ranks candidates less well).",
     )
     importance: Literal["taylor", "magnitude"] = Field(
         "taylor", description="How narrowed FFNs choose their neurons (as --importance for trim/finetune)."
@@ -53,15 +53,15 @@ class SearchSettings(Settings):
     overshoot: float = Field(
         0.10,
         ge=0,
-        description="Candidates are predicted at most this fraction faster than the target (AutoTinyBERT: within "
-        "1.1x of its latency): a faster trim gives up accuracy, and only the estimate's noise prefers it.",
+        description="Candidates are predicted at most this fraction faster than the target: a trim faster than "
+        "asked gives up accuracy it need not.",
     )
     undershoot: float = Field(
         0.05,
         ge=0,
         lt=1,
         description="Candidates may be predicted up to this fraction under the target speed-up (the predictor "
-        "errs by a few percent either way; AutoTinyBERT accepts 0.85-1.1x its latency target). 0: the target is a strict floor.",
+        "errs either way). 0: the target is a strict floor.",
     )
     score_rows: int = Field(1000, ge=10, description="Rows each candidate is scored on (training rows not trained on).")
     finalists: int = Field(
@@ -75,14 +75,14 @@ class SearchSettings(Settings):
         4,
         ge=0,
         description="Fine-tune this many of the best finalists (and the best hand-made pattern among them) for real "
-        "and choose the one most accurate on the fresh rows (--verify-seeds fine-tunes each; 0: trust the estimate, which "
-        "can miss by points, measured: docs/search.md).",
+        "and choose the one most accurate on the fresh rows (--verify-seeds fine-tunes each). 0: trust the search's "
+        "estimate.",
     )
     verify_seeds: int = Field(
         1,
         ge=1,
         description="Fine-tunes per verified finalist, with seeds --seed, --seed + 1, ...; the winner is the best by "
-        "the mean on the fresh rows (one seed's pick is partly chance: docs/search.md).",
+        "the mean on the fresh rows.",
     )
     population: int = Field(16, ge=2, description="New candidates per generation.")
     parents: int = Field(6, ge=1, description="Best candidates bred from in each generation.")

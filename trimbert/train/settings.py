@@ -81,8 +81,7 @@ class HealSettings(Settings):
     lr: float = Field(
         1e-4,
         gt=0,
-        description="Peak learning rate (on MiniLM's full trim 5e-4 gained 0.5 points on SST-2 but lost 1.5 on MRPC "
-        "against 1e-4: docs/heal.md; a heal serves every task, so the default is the safer 1e-4).",
+        description="Peak learning rate.",
     )
     batch_size: int = Field(32, ge=1, description="Texts per step.")
     max_length: int = Field(64, ge=2, description="Truncate texts to this many tokens.")
