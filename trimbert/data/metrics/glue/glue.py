@@ -1,6 +1,6 @@
 """GLUE metrics as a local ``evaluate`` module, so that no Hub access is needed.
 
-Load it by path: ``evaluate.load("<...>/trimbert/metrics/glue", config_name)``. The folder name equals
+Load it by path: ``evaluate.load("<...>/trimbert/data/metrics/glue", config_name)``. The folder name equals
 the script name, as ``evaluate.load`` requires for a folder path. This script must stay
 self-contained: ``evaluate`` copies it alone into its module cache before importing it.
 
