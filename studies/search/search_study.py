@@ -120,14 +120,14 @@ def phase_predictor(out: Path, runtime: str = "pytorch", name: str | None = None
         return
     from trimbert.model import checkpoint
     from trimbert.search.latency import measure_specs, prediction_errors
-    from trimbert.search.run import _predictor, search_space
+    from trimbert.search.run import latency_predictor, search_space
     from trimbert.search.settings import SearchSettings
     from trimbert.spec import TrimSpec
 
     settings = SearchSettings(speedup=1.3, batch_size=1, seq_len=128, threads=2, runtime=runtime)
     config = checkpoint.load_config(checkpoint.resolve_source("minilm"))
     space = search_space(settings, config)
-    predictor, cached = _predictor("minilm", config, space, settings, out / "cache" / "latency")
+    predictor, cached = latency_predictor("minilm", config, space, settings, out / "cache" / "latency")
     rng = random.Random(1234)
     held: list[TrimSpec] = []
     probes = {json.dumps(row["spec"], sort_keys=True) for row in predictor.probes}

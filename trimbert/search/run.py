@@ -79,7 +79,7 @@ def search_space(settings: SearchSettings, config: Any) -> SearchSpace:
     )
 
 
-def _predictor(
+def latency_predictor(
     model_source: str, config: Any, space: SearchSpace, settings: SearchSettings, cache_dir: Path
 ) -> tuple[Predictor, bool]:
     """The cached predictor for these conditions, or one fitted now (the model is loaded only then)."""
@@ -152,7 +152,7 @@ def search(
     space = search_space(settings, config)
     phases: dict[str, float] = {}
     start = time.perf_counter()
-    predictor, cached = _predictor(model_source, config, space, settings, Path(cache_dir))
+    predictor, cached = latency_predictor(model_source, config, space, settings, Path(cache_dir))
     phases["latency_predictor_s"] = time.perf_counter() - start
     untrimmed_ms = predictor.predict(TrimSpec())
     if not (math.isfinite(untrimmed_ms) and untrimmed_ms > 0):
