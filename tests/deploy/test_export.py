@@ -164,5 +164,5 @@ def test_missing_extra_is_named(monkeypatch):
 
 def test_a_failing_run_is_one_error(tiny_model, tmp_path):
     export_onnx(tiny_model, tmp_path / "out")
-    with pytest.raises(TrimbertError, match=r"ONNX Runtime failed on .*model\.onnx: .*EmbedLayerNormalization.*input index out of range"):
+    with pytest.raises(TrimbertError, match=r"ONNX Runtime failed on .*model\.onnx: .*indices element out of data bounds"):
         load_onnx(tmp_path / "out")(np.array([[1, 2, 500]]))  # a token id beyond the vocabulary of 100

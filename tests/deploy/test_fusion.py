@@ -30,7 +30,7 @@ CASES = [
 @pytest.mark.parametrize(("trim", "expected"), CASES, ids=["untrimmed", "drop-ffn", "ffn-width", "drop-layers"])
 def test_fusions_fire_for_each_softmax_structural_trim(tiny_model, tmp_path, trim, expected):
     model = trimbert.trim(_copy(tiny_model), **trim) if trim else tiny_model
-    result = export_onnx(model, tmp_path / "out")
+    result = export_onnx(model, tmp_path / "out", fuse=True)
     assert result.fused_ops == expected
     assert result.unfused_reason is None
     info = json.loads((tmp_path / "out" / "export.json").read_text())
@@ -53,14 +53,15 @@ def test_fusions_fire_for_each_softmax_structural_trim(tiny_model, tmp_path, tri
 def test_other_normalizers_and_stripped_layernorms_export_unfused(tiny_model, tmp_path, trim, reason):
     model = trimbert.trim(_copy(tiny_model), **trim)
     assert can_fuse(model) == reason
-    result = export_onnx(model, tmp_path / "out")
+    result = export_onnx(model, tmp_path / "out", fuse=True)
     assert (result.fused_ops, result.unfused_reason) == ({}, reason)
     assert json.loads((tmp_path / "out" / "export.json").read_text())["graph"] == "plain"
 
 
-def test_plain_graph_on_request(tiny_model, tmp_path):
-    result = export_onnx(tiny_model, tmp_path / "out", fuse=False)
-    assert (result.fused_ops, result.unfused_reason) == ({}, "a plain graph was asked for")
+def test_the_plain_graph_is_the_default(tiny_model, tmp_path):
+    result = export_onnx(tiny_model, tmp_path / "out")
+    assert (result.fused_ops, result.unfused_reason) == ({}, None)
+    assert json.loads((tmp_path / "out" / "export.json").read_text())["graph"] == "plain"
 
 
 def test_fusable_attention_is_the_same_math_and_is_undone(tiny_model):

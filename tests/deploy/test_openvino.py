@@ -64,7 +64,7 @@ def test_export_and_evaluate_openvino_from_the_command_line(run_cli, tmp_path, m
     out = tmp_path / "export"
     code, stdout, err = run_cli(
         "export", run, "--out", out, "--openvino", "--int8", "--task", "sst2", "--data-dir", data,
-        "--samples", "20", "--calibration-rows", "16",
+        "--samples", "20", "--calibration-rows", "16", "--fuse",
     )
     assert code == 0, err
     assert "OpenVINO fp32 max |diff| / max |PyTorch|" in stdout and "OpenVINO int8 prediction agreement" in stdout

@@ -73,7 +73,7 @@ def export(
         opset=settings.opset,
         force=force,
         openvino=settings.openvino,
-        fuse=not settings.plain_graph,
+        fuse=settings.fuse,
         calibration=calibration,
         info={"source": model, "data": source.to_dict() if source is not None else None},
     )

@@ -40,7 +40,7 @@ def export_and_evaluate(
         force=True,
         info={"source": str(run_dir), "data": recipe.data.to_dict()},
         openvino=settings.openvino,
-        fuse=not settings.plain_graph,
+        fuse=settings.fuse,
     )
     finetune = recipe.settings_for(variant, seed)
     options = dict(
