@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from trimbert.core.outputs import atomic_output_dir
 from trimbert.model import checkpoint
 from trimbert.train.heal import HEAL_FILE
 
@@ -42,7 +43,7 @@ def main() -> None:
     teacher = checkpoint.load(args.teacher, head="base")
     print(drift(student.embeddings.state_dict(), teacher.embeddings.state_dict()))
     student.embeddings.load_state_dict(teacher.embeddings.state_dict())
-    with checkpoint.atomic_output_dir(args.out, args.force) as staging:
+    with atomic_output_dir(args.out, args.force) as staging:
         checkpoint.write_checkpoint(student, staging, tokenizer=checkpoint.load_tokenizer(str(args.healed)))
         shutil.copy(args.healed / HEAL_FILE, staging / HEAL_FILE)
     print(f"wrote {args.out}: {args.healed} with the embeddings of {args.teacher}")

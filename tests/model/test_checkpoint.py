@@ -11,8 +11,9 @@ from safetensors.torch import load_file, save_file
 from transformers import BertForSequenceClassification
 
 import trimbert
+from trimbert.core.outputs import check_output_dir, check_output_path
 from trimbert.errors import TrimbertError
-from trimbert.model.checkpoint import check_output_dir, check_output_path, load, load_tokenizer, save
+from trimbert.model.checkpoint import load, load_tokenizer, save
 from trimbert.model.heads import has_task_head, weight_names
 
 

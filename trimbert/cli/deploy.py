@@ -37,6 +37,7 @@ def export(
 ) -> None:
     """Export MODEL to ONNX (fp32, and int8 with --int8), with --openvino also to OpenVINO IR, and check
     each runtime against PyTorch."""
+    from trimbert.core.outputs import check_output_dir
     from trimbert.data.batches import sample_batches
     from trimbert.deploy.export import FP32_TOLERANCE, INT8_AGREEMENT, export_onnx
     from trimbert.deploy.runtime import require_onnxruntime
@@ -50,7 +51,7 @@ def export(
         require_openvino()
     source = _check_source(model, task, data_dir)
     inputs = (model, data_dir, *(data_inputs(source) if source is not None else ()))
-    out = checkpoint.check_output_dir(out, force, inputs=inputs)  # ~ expanded: use it from here on
+    out = check_output_dir(out, force, inputs=inputs)  # ~ expanded: use it from here on
     loaded = checkpoint.load(model)
     tokenizer = checkpoint.load_tokenizer(model)
     sample = calibration = None

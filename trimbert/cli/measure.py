@@ -35,8 +35,8 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Latency, throughput, train-step time, size and FLOPs of MODELS, side by side with --vs."""
+    from trimbert.core.outputs import check_output_path, output_error
     from trimbert.measure.bench import bench as run_bench
-    from trimbert.model.checkpoint import check_output_path, output_error
     from trimbert.report.records import write_json_atomic
 
     if out is not None:  # before the benchmark, not after it
@@ -136,7 +136,7 @@ def report(
     ] = None,
 ) -> None:
     """Accuracy vs size, FLOPs, latency and fine-tune time for every record found under PATHs."""
-    from trimbert.model.checkpoint import output_error, write_marker
+    from trimbert.core.outputs import output_error, write_marker
     from trimbert.report.aggregate import build_rows, collect_records
     from trimbert.report.render import render_table, write_report
 
@@ -158,22 +158,22 @@ def _report_folder(paths: list[Path], out: Path | None) -> tuple[Path, bool]:
     it is new, checked before any work: ``--out`` may not be empty, ``.``, ``..``, the current folder or
     an ancestor; report files already there are replaced only in a folder trimbert wrote (its marker, or
     an earlier trimbert output such as a sweep folder or an earlier report); the place must be writable."""
-    from trimbert.model import checkpoint
+    from trimbert.core import outputs
     from trimbert.report.render import REPORT_FILES
 
     if out is not None:
         where = f"--out {out}"
-        destination = checkpoint.output_target(str(out))  # ~ expanded once: used from here on
+        destination = outputs.output_target(str(out))  # ~ expanded once: used from here on
     else:
         destination = paths[0] if paths[0].is_dir() else paths[0].parent
         where = f"report {destination}"
     if destination.exists() and not destination.is_dir():
         raise TrimbertError(f"--out {destination} is a file; the report needs a folder")
     present = [name for name in REPORT_FILES if (destination / name).exists() or (destination / name).is_symlink()]
-    if present and not checkpoint.written_by_trimbert(destination.resolve()):
+    if present and not outputs.written_by_trimbert(destination.resolve()):
         raise TrimbertError(
             f"{where}: refusing to replace {', '.join(present)} in a folder trimbert did not write "
-            f"(no {checkpoint.MARKER_FILE}); remove {'them' if len(present) > 1 else 'it'} yourself or choose another --out"
+            f"(no {outputs.MARKER_FILE}); remove {'them' if len(present) > 1 else 'it'} yourself or choose another --out"
         )
-    checkpoint.check_writable_parent(str(destination), destination.resolve() / "report.md")
+    outputs.check_writable_parent(str(destination), destination.resolve() / "report.md")
     return destination, not destination.exists()

@@ -63,7 +63,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search trims of MODEL for the most accurate one predicted to meet --speedup or --latency-ms."""
-    from trimbert.model.checkpoint import check_output_dir
+    from trimbert.core.outputs import check_output_dir
     from trimbert.search.budget import Then
     from trimbert.search.latency import check_cache_dir
     from trimbert.search.run import SEARCH_FILE, verified_text

@@ -51,7 +51,7 @@ def finetune(
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune MODEL on a GLUE task or your own data (trimming it first if trim options are given)."""
-    from trimbert.model.checkpoint import check_output_dir
+    from trimbert.core.outputs import check_output_dir
     from trimbert.train.finetune import finetune as run_finetune
 
     request = request.merged_with_file(spec_file)

@@ -91,7 +91,8 @@ def trim(
     spec_file: SpecOpt = None,
 ) -> None:
     """Trim MODEL and save it (safetensors, trim spec in config.json, tokenizer copied)."""
-    from trimbert.model.checkpoint import check_output_dir, load, load_tokenizer, save
+    from trimbert.core.outputs import check_output_dir
+    from trimbert.model.checkpoint import load, load_tokenizer, save
     from trimbert.model.heads import has_task_head
     from trimbert.model.portable import saved_format
     from trimbert.model.structure import applied_spec

@@ -43,6 +43,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from trimbert.core.outputs import atomic_output_dir
 from trimbert.deploy.fusion import can_fuse, fusable_attention, optimize_graph
 from trimbert.deploy.openvino import OV_FP32_FILE, OV_INT8_FILE, load_openvino, require_openvino, write_ir
 from trimbert.deploy.runtime import (
@@ -54,7 +55,6 @@ from trimbert.deploy.runtime import (
     require_onnxruntime,
 )
 from trimbert.errors import TrimbertError
-from trimbert.model.checkpoint import atomic_output_dir
 from trimbert.model.structure import applied_spec
 from trimbert.settings import Settings
 

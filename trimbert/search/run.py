@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from trimbert.core.outputs import atomic_output_dir, check_output_dir
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
@@ -145,7 +146,7 @@ def search(
     plan (and each stage at run time) fits the budget, ``then`` (what ``search --finetune`` does after)
     included. ``costs`` replaces measuring them; ``clock`` (seconds) is what the budget is held to."""
     started = clock()
-    out = checkpoint.check_output_dir(out, force, inputs=(model_source,))
+    out = check_output_dir(out, force, inputs=(model_source,))
     config = checkpoint.load_config(checkpoint.resolve_source(model_source))
     if not config_spec(config).is_empty:
         raise TrimbertError(f"{model_source} is already trimmed: search starts from an untrimmed checkpoint")
@@ -236,7 +237,7 @@ def search(
         **estimator.info,
     }
     report = SearchReport(result, predictor, cached, min_speedup, info, phases, Path(out), (floor, max_speedup), plan)
-    with checkpoint.atomic_output_dir(out, force) as staging:
+    with atomic_output_dir(out, force) as staging:
         if settings.verify and finalists:
             start = time.perf_counter()
             verify_finalists(result, to_verify(finalists, settings.verify), estimator, model_source, source, finetune,

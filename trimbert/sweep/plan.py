@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trimbert.core import outputs
 from trimbert.errors import TrimbertError
-from trimbert.model import checkpoint
 from trimbert.report.records import Record, read_jsonl
 from trimbert.sweep.recipe import Recipe, Unit
 
@@ -45,11 +45,11 @@ def sweep_owner(folder: Path) -> tuple[str | None, dict[str, Any]]:
     """``(what, subject)``: ``("sweep", subject)`` for a sweep folder (the :func:`sweep_subject` and the
     recipe its marker records; for an earlier trimbert's folder, the model and task of its records, if
     any), ``("other", {})`` for another trimbert output, ``(None, {})`` for a folder trimbert did not write."""
-    marker = checkpoint.read_marker(folder)
+    marker = outputs.read_marker(folder)
     if marker is not None:
         return ("sweep", marker) if marker.get("kind") == "sweep" else ("other", {})
     if not (folder / RESULTS_FILE).is_file():
-        return ("other", {}) if checkpoint.written_by_trimbert(folder) and any(folder.iterdir()) else (None, {})
+        return ("other", {}) if outputs.written_by_trimbert(folder) and any(folder.iterdir()) else (None, {})
     try:
         rows = read_jsonl(folder / RESULTS_FILE)
     except (OSError, ValueError):
@@ -65,7 +65,7 @@ def sweep_owner(folder: Path) -> tuple[str | None, dict[str, Any]]:
 
 def _fresh(folder: Path) -> bool:
     """Empty, or holding only what a starting sweep writes first (another process of a torchrun job)."""
-    return all(entry.name in (LOCK_FILE, checkpoint.MARKER_FILE) for entry in folder.iterdir())
+    return all(entry.name in (LOCK_FILE, outputs.MARKER_FILE) for entry in folder.iterdir())
 
 
 def _same_subject(owner: dict[str, Any], recipe: Recipe, *, legacy: bool) -> bool:
@@ -87,11 +87,11 @@ def check_sweep_out(recipe: Recipe, out: str | Path) -> Path:
     trimbert output, and the sweep folder of a recipe for another model or other data (its records
     would then describe models of two recipes). The same recipe, edited or not, resumes."""
     text = str(out)
-    path = checkpoint.output_target(text)
+    path = outputs.output_target(text)
     resolved = path.resolve()
     copy = resolved / RECIPE_COPY
     inputs = tuple(item for item in sweep_inputs(recipe) if item is None or Path(str(item)).expanduser().resolve() != copy)
-    checkpoint.check_not_an_input(text, resolved, inputs)
+    outputs.check_not_an_input(text, resolved, inputs)
     if path.exists() or path.is_symlink():
         if not resolved.is_dir():
             raise TrimbertError(f"--out {text} exists and is not a folder")
@@ -99,25 +99,25 @@ def check_sweep_out(recipe: Recipe, out: str | Path) -> Path:
         if what is None and not _fresh(resolved):
             raise TrimbertError(
                 f"--out {text}: refusing to write a sweep into a folder trimbert did not write "
-                f"(no {checkpoint.MARKER_FILE}); choose another --out"
+                f"(no {outputs.MARKER_FILE}); choose another --out"
             )
         if what == "other":
             raise TrimbertError(f"--out {text}: it holds another trimbert output, not a sweep; choose another --out")
-        legacy = checkpoint.read_marker(resolved) is None
+        legacy = outputs.read_marker(resolved) is None
         if what == "sweep" and owner and not _same_subject(owner, recipe, legacy=legacy):
             raise TrimbertError(
                 f"--out {text}: it holds the sweep of another recipe ({owner.get('recipe')}: {owner.get('model')} "
                 f"on {owner.get('task')}); give each recipe its own --out"
             )
-    checkpoint.check_writable_parent(text, resolved / RESULTS_FILE)
+    outputs.check_writable_parent(text, resolved / RESULTS_FILE)
     return path
 
 
 def mark_sweep_folder(recipe: Recipe, out: Path) -> None:
     """Record in ``out`` that it is a sweep folder and what its records are about (once: a resume
     keeps the first mark)."""
-    if checkpoint.read_marker(out) is None:
-        checkpoint.write_marker(out, kind="sweep", recipe=str(recipe.path.resolve()), **sweep_subject(recipe))
+    if outputs.read_marker(out) is None:
+        outputs.write_marker(out, kind="sweep", recipe=str(recipe.path.resolve()), **sweep_subject(recipe))
 
 
 # --------------------------------------------------------------------------------------------------

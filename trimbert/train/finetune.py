@@ -32,6 +32,7 @@ from transformers import (
     set_seed,
 )
 
+from trimbert.core.outputs import atomic_output_dir, check_output_dir
 from trimbert.data.metrics import main_metric_key
 from trimbert.data.sampling import subsample, tokenize
 from trimbert.data.source import DataSource, evaluation_source
@@ -119,7 +120,7 @@ def finetune(
     if request.auto_count is not None and auto_samples < 1:
         raise TrimbertError(f"auto:N analysis needs at least 1 sample, got {auto_samples}")
     inputs = tuple(item for item in (model_source, teacher, source.train, source.validation, source.data_dir) if item)
-    out = checkpoint.check_output_dir(out, force, inputs=inputs)
+    out = check_output_dir(out, force, inputs=inputs)
     task, tokenizer, model, encoded = prepare(model_source, source, settings)
     loaded_teacher = None
     if teacher is not None:
@@ -150,7 +151,7 @@ def finetune(
             "settings": distill.to_dict(),
             "teacher_record": loaded_teacher.recorded,
         }
-    with checkpoint.atomic_output_dir(out, force) as staging:
+    with atomic_output_dir(out, force) as staging:
         checkpoint.write_checkpoint(trained.model, staging, tokenizer=tokenizer, portable=portable)
         record.disk_bytes = disk_bytes(staging)
         write_json_atomic(staging / METRICS_FILE, record.to_dict())

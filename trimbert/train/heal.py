@@ -28,6 +28,7 @@ from accelerate import PartialState
 from torch import nn
 from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
 
+from trimbert.core.outputs import atomic_output_dir, check_output_dir
 from trimbert.data.corpus import corpus_fingerprint, read_corpus
 from trimbert.errors import TrimbertError
 from trimbert.measure.size import check_seq_len, count_parameters
@@ -159,7 +160,7 @@ def heal(
     With ``settings.schedule == "progressive"`` ``trimmed`` gives the trim (see :func:`heal_stages`)
     and the held-out loss before is still that of ``trimmed``."""
     settings = settings or HealSettings()
-    out = checkpoint.check_output_dir(out, force, inputs=(trimmed, teacher, corpus))  # the corpus too; ~ expanded
+    out = check_output_dir(out, force, inputs=(trimmed, teacher, corpus))  # the corpus too; ~ expanded
     student, master, tokenizer = _load_models(trimmed, teacher, settings)
     texts = read_corpus(
         corpus,
@@ -233,7 +234,7 @@ def _save(student: nn.Module, wanted: TrimSpec, record: Record, tokenizer: Any, 
     notes["heal"] = {key: record.extra[key] for key in ("teacher", "corpus", "corpus_fingerprint", "settings", "loss_before", "loss_after")}
     student.config.trim_spec["notes"] = notes
     if PartialState(cpu=not torch.cuda.is_available()).is_main_process:
-        with checkpoint.atomic_output_dir(out, force) as staging:
+        with atomic_output_dir(out, force) as staging:
             checkpoint.write_checkpoint(student.cpu(), staging, tokenizer=tokenizer)
             write_json_atomic(staging / HEAL_FILE, record.to_dict())
 

@@ -11,17 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from trimbert.errors import TrimbertError
-from trimbert.model import checkpoint
-from trimbert.model.checkpoint import (
+from trimbert.core import outputs
+from trimbert.core.outputs import (
     MARKER_FILE,
     atomic_output_dir,
     check_output_dir,
     check_output_path,
     read_marker,
     remove_stale_staging,
-    save,
 )
+from trimbert.errors import TrimbertError
+from trimbert.model.checkpoint import save
+from trimbert.model.structure import STOCK_SPEC_KEY
 
 REFUSED_FOLDER = "refusing to replace a folder trimbert did not write (no .trimbert.json); remove it yourself or choose another --out"
 REFUSED_FILE = (
@@ -179,7 +180,7 @@ def _dead_pid() -> int:
 
 
 def test_a_rerun_removes_the_staging_folders_of_dead_runs_only(tmp_path):
-    host = checkpoint._host()
+    host = outputs._host()
     dead = _dead_pid()
     names = {
         "dead tmp": f".out.tmp-{host}-{dead}-abc12345",
@@ -199,3 +200,9 @@ def test_a_rerun_removes_the_staging_folders_of_dead_runs_only(tmp_path):
     with atomic_output_dir(tmp_path / "out2") as staging:  # a rerun of another output cleans its own
         assert staging.name.startswith(f".out2.tmp-{host}-{os.getpid()}-")
     assert names["another output's"] not in {path.name for path in tmp_path.iterdir()}
+
+
+def test_the_marker_recognizes_a_trim_saved_as_plain_bert_by_the_models_key(tmp_path):
+    assert outputs._STOCK_SPEC_KEY == STOCK_SPEC_KEY  # outputs cannot import the model layer; the key is copied
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", STOCK_SPEC_KEY: {"layers": 2}}))
+    assert outputs.written_by_trimbert(tmp_path)
