@@ -325,7 +325,8 @@ def test_bench_model_that_fails_to_load(run_cli, tmp_path):
 
 
 def test_report_bad_inputs(run_cli, tmp_path):
-    from trimbert.report.records import Record, write_json_atomic
+    from trimbert.core.io import write_json_atomic
+    from trimbert.report.records import Record
 
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli("report", tmp_path / "empty")

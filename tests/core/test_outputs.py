@@ -202,6 +202,34 @@ def test_a_rerun_removes_the_staging_folders_of_dead_runs_only(tmp_path):
     assert names["another output's"] not in {path.name for path in tmp_path.iterdir()}
 
 
+@pytest.mark.parametrize("out", ["", " ", ".", "..", "./"])
+def test_an_output_that_names_no_folder_is_refused(out):
+    with pytest.raises(TrimbertError, match=r"give a name for the output folder, not the current folder"):
+        check_output_dir(out, force=True)
+
+
+def test_the_current_folder_an_ancestor_or_a_holder_of_the_input_is_refused(tmp_path, monkeypatch):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    for out in (str(work), str(tmp_path / "a")):
+        with pytest.raises(TrimbertError, match=r"the current folder or one of its ancestors cannot be the output"):
+            check_output_dir(out, force=True)
+    model = tmp_path / "models" / "m"
+    model.mkdir(parents=True)
+    with pytest.raises(TrimbertError, match=r"it holds the input"):
+        check_output_dir(tmp_path / "models", force=True, inputs=(str(model),))
+
+
+def test_an_output_under_a_file_or_without_permission_is_refused_before_work(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TrimbertError, match=r"is a file, not a folder"):
+        check_output_dir(tmp_path / "file" / "run", force=False)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(TrimbertError, match=r"cannot write in .* \(permission denied\)"):
+        check_output_path(tmp_path / "new" / "out.json", force=False)
+
+
 def test_the_marker_recognizes_a_trim_saved_as_plain_bert_by_the_models_key(tmp_path):
     assert outputs._STOCK_SPEC_KEY == STOCK_SPEC_KEY  # outputs cannot import the model layer; the key is copied
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", STOCK_SPEC_KEY: {"layers": 2}}))

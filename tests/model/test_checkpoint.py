@@ -1,4 +1,5 @@
-"""Loading is strict and outputs are safe: no silently random weights, no pickle, no lost folders."""
+"""Loading is strict and saving is safe: no silently random weights, no pickle, saved files get the umask's
+permissions (the output-path checks are tested in tests/core/test_outputs.py)."""
 
 import json
 import os
@@ -11,7 +12,6 @@ from safetensors.torch import load_file, save_file
 from transformers import BertForSequenceClassification
 
 import trimbert
-from trimbert.core.outputs import check_output_dir, check_output_path
 from trimbert.errors import TrimbertError
 from trimbert.model.checkpoint import load, load_tokenizer, save
 from trimbert.model.heads import has_task_head, weight_names
@@ -84,34 +84,6 @@ def test_an_unreadable_tokenizer_is_an_error_and_a_missing_one_is_none(saved, tm
     bare = tmp_path / "bare"
     save(BertForSequenceClassification(tiny_config()), bare)
     assert load_tokenizer(bare) is None
-
-
-@pytest.mark.parametrize("out", ["", " ", ".", "..", "./"])
-def test_an_output_that_names_no_folder_is_refused(out):
-    with pytest.raises(TrimbertError, match=r"give a name for the output folder, not the current folder"):
-        check_output_dir(out, force=True)
-
-
-def test_the_current_folder_an_ancestor_or_a_holder_of_the_input_is_refused(tmp_path, monkeypatch):
-    work = tmp_path / "a" / "b"
-    work.mkdir(parents=True)
-    monkeypatch.chdir(work)
-    for out in (str(work), str(tmp_path / "a")):
-        with pytest.raises(TrimbertError, match=r"the current folder or one of its ancestors cannot be the output"):
-            check_output_dir(out, force=True)
-    model = tmp_path / "models" / "m"
-    model.mkdir(parents=True)
-    with pytest.raises(TrimbertError, match=r"it holds the input"):
-        check_output_dir(tmp_path / "models", force=True, inputs=(str(model),))
-
-
-def test_an_output_under_a_file_or_without_permission_is_refused_before_work(tmp_path, monkeypatch):
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(TrimbertError, match=r"is a file, not a folder"):
-        check_output_dir(tmp_path / "file" / "run", force=False)
-    monkeypatch.setattr(os, "access", lambda path, mode: False)
-    with pytest.raises(TrimbertError, match=r"cannot write in .* \(permission denied\)"):
-        check_output_path(tmp_path / "new" / "out.json", force=False)
 
 
 def test_outputs_get_the_permissions_the_umask_gives(tmp_path, tiny_model):

@@ -17,9 +17,9 @@ from conftest import GLUE_DIR, write_sst2
 from transformers import BertConfig
 
 import trimbert.sweep.run
+from trimbert.core.io import read_jsonl
 from trimbert.errors import TrimbertError
 from trimbert.measure.stats import paired_ratio
-from trimbert.report.records import read_jsonl
 from trimbert.spec import TrimRequest
 from trimbert.sweep.plan import RESULTS_FILE, parse_shard, partition, plan_sweep
 from trimbert.sweep.recipe import Unit, load_recipe

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from test_sweep import BENCH, make_recipe, sst2  # noqa: F401  (fixtures)
 
+from trimbert.core.io import read_jsonl
 from trimbert.data.source import DataSource
 from trimbert.deploy.evaluate import evaluate_onnx
 from trimbert.errors import TrimbertError
-from trimbert.report.records import read_jsonl
 from trimbert.sweep.plan import RESULTS_FILE, plan_sweep
 from trimbert.sweep.recipe import load_recipe
 from trimbert.sweep.run import run_sweep

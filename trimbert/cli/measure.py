@@ -35,9 +35,9 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Latency, throughput, train-step time, size and FLOPs of MODELS, side by side with --vs."""
+    from trimbert.core.io import write_json_atomic
     from trimbert.core.outputs import check_output_path, output_error
     from trimbert.measure.bench import bench as run_bench
-    from trimbert.report.records import write_json_atomic
 
     if out is not None:  # before the benchmark, not after it
         out = check_output_path(out, force, kind="file", inputs=(*models, *([vs] if vs else [])))  # ~ expanded

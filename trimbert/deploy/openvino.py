@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from trimbert.core.io import conditions
 from trimbert.deploy.runtime import ExportedModel, _first_line, folder_extras, read_export_info
 from trimbert.errors import TrimbertError
-from trimbert.report.records import conditions
 
 EXTRA_HINT = "pip install 'trimbert[openvino]'"
 OV_FP32_FILE = "model.xml"  # with model.bin beside it
@@ -136,7 +136,7 @@ def load_openvino(folder: str | Path, *, int8: bool = False, threads: int | None
 
 
 def openvino_conditions(runtime: str, threads: int | None) -> dict[str, Any]:
-    """What an OpenVINO measurement ran on: :func:`trimbert.report.records.conditions` plus the runtime."""
+    """What an OpenVINO measurement ran on: :func:`trimbert.core.io.conditions` plus the runtime."""
     ov, nncf = require_openvino()
     extra = {"threads": threads} if threads is not None else {}
     return conditions(device="cpu", runtime=runtime, openvino=ov.__version__, nncf=nncf.__version__, **extra)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from trimbert.core.io import conditions
 from trimbert.errors import TrimbertError
-from trimbert.report.records import conditions
 
 EXTRA_HINT = "pip install 'trimbert[onnx]'"
 FP32_FILE = "model.onnx"
@@ -185,7 +185,7 @@ def folder_extras(folder: Path) -> tuple[Any, Any]:
 
 
 def runtime_conditions(runtime: str, threads: int | None) -> dict[str, Any]:
-    """What an ORT measurement ran on: :func:`trimbert.report.records.conditions` plus the runtime."""
+    """What an ORT measurement ran on: :func:`trimbert.core.io.conditions` plus the runtime."""
     ort = require_onnxruntime()
     extra = {"threads": threads} if threads is not None else {}
     return conditions(device="cpu", runtime=runtime, onnxruntime=ort.__version__, **extra)

@@ -22,6 +22,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from trimbert.core.io import conditions
 from trimbert.deploy.export import export_onnx
 from trimbert.deploy.openvino import OV_FP32_FILE, OV_INT8_FILE
 from trimbert.deploy.runners import export_needs, load_exported, require_runtimes
@@ -40,7 +41,7 @@ from trimbert.measure.size import (
 from trimbert.measure.stats import PairedRatio, paired_ratio
 from trimbert.model import checkpoint
 from trimbert.model.structure import applied_spec
-from trimbert.report.records import Record, conditions
+from trimbert.report.records import Record
 from trimbert.settings import Settings, check_threads
 from trimbert.spec.trimspec import SOFTMAX
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trimbert.core.io import read_jsonl
 from trimbert.errors import TrimbertError
-from trimbert.report.records import Record, read_jsonl
+from trimbert.report.records import Record
 
 # Files that are never records: Hugging Face model/tokenizer/trainer files, and the report's own output.
 _NOT_RECORD_FILES = frozenset(

@@ -10,11 +10,11 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
+from trimbert.core.io import write_bytes_atomic, write_json_atomic
 from trimbert.report.aggregate import ReportTable
 from trimbert.report.columns import legend, shown_columns
 from trimbert.report.deploy import deploy_markdown, deploy_plot
 from trimbert.report.plots import latency_label, plot
-from trimbert.report.records import write_bytes_atomic, write_json_atomic
 from trimbert.report.tables import csv_text
 
 PLOT_FILES = {

@@ -40,10 +40,10 @@ import torch
 from filelock import FileLock
 from torch import nn
 
+from trimbert.core.io import write_json_atomic
 from trimbert.errors import TrimbertError
 from trimbert.measure.benchmark import benchmark, fastest_attention
 from trimbert.model.trim import trim
-from trimbert.report.records import write_json_atomic
 from trimbert.search.space import SearchSpace
 from trimbert.spec import NORMALIZER_NAMES, TrimSpec, encoder_layernorms
 

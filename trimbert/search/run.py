@@ -37,12 +37,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from trimbert.core.io import conditions as run_conditions
 from trimbert.core.outputs import atomic_output_dir, check_output_dir
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
 from trimbert.model.structure import config_spec
-from trimbert.report.records import conditions as run_conditions
 from trimbert.search.budget import MARGIN, Costs, Plan, Then, count_rows, measure_costs, plan_search
 from trimbert.search.estimator import SCORERS, build_estimator
 from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve

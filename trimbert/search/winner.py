@@ -20,11 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from trimbert.core.io import write_json_atomic
 from trimbert.data.source import DataSource
 from trimbert.deploy.openvino import require_openvino
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
-from trimbert.report.records import Record, write_json_atomic
+from trimbert.report.records import Record
 from trimbert.search.run import BEST_FILE
 from trimbert.search.settings import SearchSettings
 from trimbert.spec import TrimRequest

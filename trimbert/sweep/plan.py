@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from trimbert.core import outputs
+from trimbert.core.io import read_jsonl
 from trimbert.errors import TrimbertError
-from trimbert.report.records import Record, read_jsonl
+from trimbert.report.records import Record
 from trimbert.sweep.recipe import Recipe, Unit
 
 RESULTS_FILE = "results.jsonl"

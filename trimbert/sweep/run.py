@@ -37,17 +37,12 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from trimbert.core.io import append_jsonl_atomic, conditions, write_bytes_atomic, write_json_atomic
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import RUNTIME_SUFFIX, bench_models
 from trimbert.model import checkpoint
 from trimbert.report.aggregate import build_rows, collect_records
-from trimbert.report.records import (
-    Record,
-    append_jsonl_atomic,
-    conditions,
-    write_bytes_atomic,
-    write_json_atomic,
-)
+from trimbert.report.records import Record
 from trimbert.report.render import write_report
 from trimbert.spec import TrimRequest
 from trimbert.sweep.healing import ensure_healed, heal_fields, healed_dir

@@ -32,6 +32,7 @@ from transformers import (
     set_seed,
 )
 
+from trimbert.core.io import conditions, write_json_atomic
 from trimbert.core.outputs import atomic_output_dir, check_output_dir
 from trimbert.data.metrics import main_metric_key
 from trimbert.data.sampling import subsample, tokenize
@@ -48,7 +49,7 @@ from trimbert.model import checkpoint
 from trimbert.model.heads import has_task_head
 from trimbert.model.structure import applied_spec
 from trimbert.pipeline import apply_trim
-from trimbert.report.records import Record, conditions, write_json_atomic
+from trimbert.report.records import Record
 from trimbert.spec import TrimRequest
 from trimbert.train.distill import DistillationTrainer, load_teacher
 from trimbert.train.settings import DistillSettings, FinetuneSettings

@@ -28,6 +28,7 @@ from accelerate import PartialState
 from torch import nn
 from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
 
+from trimbert.core.io import conditions, write_json_atomic
 from trimbert.core.outputs import atomic_output_dir, check_output_dir
 from trimbert.data.corpus import corpus_fingerprint, read_corpus
 from trimbert.errors import TrimbertError
@@ -35,7 +36,7 @@ from trimbert.measure.size import check_seq_len, count_parameters
 from trimbert.model import checkpoint
 from trimbert.model.structure import applied_spec
 from trimbert.model.trim import trim as trim_model
-from trimbert.report.records import Record, conditions, write_json_atomic
+from trimbert.report.records import Record
 from trimbert.spec.trimspec import AFFINE, TrimSpec
 from trimbert.train.distill import block_pairs, check_teacher_fits, hidden_mse
 from trimbert.train.settings import HealSettings
