@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from trimbert.train.trainer import is_main_process
+from trimbert.core.rank import is_main_process
 
 # --------------------------------------------------------------------------------------------------
 # The progress display

@@ -1,5 +1,6 @@
-"""The bottom layer: infrastructure every other layer shares, with no torch at import time.
+"""The bottom layer: infrastructure every other layer shares.
 
-``outputs`` (output-path checks, the ``.trimbert.json`` marker, atomic output folders), ``io``
-(atomic file writes, JSON lines, the conditions a measurement ran on) and ``rank`` (which process of
-a distributed job writes). It imports only :mod:`trimbert.errors`."""
+``outputs`` (output-path checks, the ``.trimbert.json`` marker, atomic output folders; no torch),
+``io`` (atomic file writes, JSON lines, the conditions a measurement ran on; torch only when
+``conditions`` is called) and ``rank`` (which process of a distributed job writes). It imports only
+:mod:`trimbert.errors`."""

@@ -38,6 +38,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from trimbert.core.io import append_jsonl_atomic, conditions, write_bytes_atomic, write_json_atomic
+from trimbert.core.rank import is_main_process
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import RUNTIME_SUFFIX, bench_models
 from trimbert.model import checkpoint
@@ -68,7 +69,7 @@ from trimbert.sweep.runtimes import (
 from trimbert.sweep.searching import SEARCH_DIR, ensure_searched, search_fields, search_key
 from trimbert.train.finetune import finetune
 from trimbert.train.settings import DistillSettings
-from trimbert.train.trainer import METRICS_FILE, is_main_process
+from trimbert.train.trainer import METRICS_FILE
 
 STATES = ("pending", "running", "done", "skipped", "failed")
 _ENTRY_MARKER = ".sweep-entry.json"  # in a run folder: the fingerprint it was fine-tuned for

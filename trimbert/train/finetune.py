@@ -34,6 +34,7 @@ from transformers import (
 
 from trimbert.core.io import conditions, write_json_atomic
 from trimbert.core.outputs import atomic_output_dir, check_output_dir
+from trimbert.core.rank import is_main_process
 from trimbert.data.metrics import main_metric_key
 from trimbert.data.sampling import subsample, tokenize
 from trimbert.data.source import DataSource, evaluation_source
@@ -53,7 +54,7 @@ from trimbert.report.records import Record
 from trimbert.spec import TrimRequest
 from trimbert.train.distill import DistillationTrainer, load_teacher
 from trimbert.train.settings import DistillSettings, FinetuneSettings
-from trimbert.train.trainer import METRICS_FILE, Evaluator, is_main_process, make_trainer
+from trimbert.train.trainer import METRICS_FILE, Evaluator, make_trainer
 
 
 def prepare(model_source: str, source: DataSource, settings: FinetuneSettings):

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import PartialState
 from torch import nn
 from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
 
 from trimbert.core.io import conditions, write_json_atomic
 from trimbert.core.outputs import atomic_output_dir, check_output_dir
+from trimbert.core.rank import is_main_process, no_gpu
 from trimbert.data.corpus import corpus_fingerprint, read_corpus
 from trimbert.errors import TrimbertError
 from trimbert.measure.size import check_seq_len, count_parameters
@@ -234,7 +234,7 @@ def _save(student: nn.Module, wanted: TrimSpec, record: Record, tokenizer: Any, 
     notes = {**wanted.notes, **student.config.trim_spec.get("notes", {})}
     notes["heal"] = {key: record.extra[key] for key in ("teacher", "corpus", "corpus_fingerprint", "settings", "loss_before", "loss_after")}
     student.config.trim_spec["notes"] = notes
-    if PartialState(cpu=not torch.cuda.is_available()).is_main_process:
+    if is_main_process():
         with atomic_output_dir(out, force) as staging:
             checkpoint.write_checkpoint(student.cpu(), staging, tokenizer=tokenizer)
             write_json_atomic(staging / HEAL_FILE, record.to_dict())
@@ -314,7 +314,7 @@ def _arguments(settings: HealSettings, work_dir: str, progress: bool) -> Trainin
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return TrainingArguments(
         output_dir=work_dir,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=no_gpu(),
         max_steps=settings.steps,
         learning_rate=settings.lr,
         per_device_train_batch_size=settings.batch_size,

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import torch
-from accelerate import PartialState
 from torch import nn
 from transformers import (
     DataCollatorWithPadding,
@@ -17,6 +16,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from trimbert.core.rank import no_gpu
 from trimbert.data.metrics import compute_metrics, metric_key, predictions_from_logits
 from trimbert.data.tasks import TaskInfo
 from trimbert.train.settings import FinetuneSettings
@@ -30,7 +30,7 @@ def _training_arguments(
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return TrainingArguments(
         output_dir=work_dir,
-        use_cpu=_no_gpu(),  # several CPU processes (torchrun) then train together over gloo
+        use_cpu=no_gpu(),  # several CPU processes (torchrun) then train together over gloo
         num_train_epochs=settings.epochs,
         learning_rate=settings.lr,
         per_device_train_batch_size=settings.batch_size,
@@ -102,13 +102,3 @@ def make_trainer(
         trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
     return trainer
 
-
-def _no_gpu() -> bool:
-    return not torch.cuda.is_available()
-
-
-def is_main_process() -> bool:
-    """Whether this process writes outputs: the main process of a ``torchrun`` / ``accelerate launch``
-    job, or the only one. The one rule fine-tunes and sweeps share (``accelerate.PartialState``; on a
-    machine without a GPU it is the CPU state, so that CPU processes form one gloo group)."""
-    return PartialState(cpu=_no_gpu()).is_main_process
