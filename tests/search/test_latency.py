@@ -113,3 +113,17 @@ def test_cache_builds_once_per_conditions_and_space(tmp_path):
         path.write_text("{not json")
     _, cached = cached_predictor(tmp_path, CONDITIONS, space, build)
     assert not cached and len(built) == 4
+
+
+@pytest.mark.parametrize("runtime", ["onnx-int8", "openvino", "openvino-int8"])
+def test_specs_are_timed_in_the_exported_runtime_asked_for(tiny_model, tmp_path, runtime):
+    from trimbert.search.latency import measure_specs
+
+    conditions = Conditions(runtime=runtime, device="cpu", batch_size=2, seq_len=8, threads=1, model_shape={"layers": 4})
+    specs = [TrimSpec(), TrimSpec(drop_ffn=(1, 3))]
+    measured = measure_specs(tiny_model, specs, conditions, repeats=3, warmup=1, work_dir=tmp_path)
+    assert [item["summary"] for item in measured] == ["untrimmed", "ffn-[1,3]"]
+    assert all(item["measured_ms"] > 0 for item in measured)
+    # each spec was exported with the runtime's model file: ONNX Runtime int8, OpenVINO fp32 or int8
+    expected = {"onnx-int8": "model.int8.onnx", "openvino": "model.xml", "openvino-int8": "model.int8.xml"}[runtime]
+    assert sorted(path.parent.name for path in tmp_path.glob(f"*/{expected}")) == ["probe-0", "probe-1"]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from trimbert.core.io import conditions
-from trimbert.deploy.runtime import ExportedModel, _first_line, folder_extras, read_export_info
+from trimbert.deploy.runtime import ExportedModel, _first_line, exported_file, folder_extras
 from trimbert.errors import TrimbertError
 
 EXTRA_HINT = "pip install 'trimbert[openvino]'"
@@ -122,11 +122,8 @@ def load_openvino(folder: str | Path, *, int8: bool = False, threads: int | None
     with the folder's tokenizer and config when present."""
     ov, _ = require_openvino()
     folder = Path(folder)
-    info = read_export_info(folder)
-    path = folder / (OV_INT8_FILE if int8 else OV_FP32_FILE)
-    if not path.is_file():
-        hint = " --int8" if int8 else ""
-        raise TrimbertError(f"{folder} has no {path.name} (export with --openvino{hint})")
+    hint = f" (export with --openvino{' --int8' if int8 else ''})"
+    info, path = exported_file(folder, OV_INT8_FILE if int8 else OV_FP32_FILE, hint)
     try:
         compiled = ov.Core().compile_model(str(path), "CPU", compile_config(threads))
     except Exception as error:  # OpenVINO raises RuntimeError for unreadable or truncated files

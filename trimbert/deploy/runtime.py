@@ -158,14 +158,20 @@ def load_onnx(folder: str | Path, *, int8: bool = False, threads: int | None = N
     """Open the fp32 (or, with ``int8``, the int8) model of an export folder in ONNX Runtime, with the
     folder's tokenizer and config when present."""
     folder = Path(folder)
-    info = read_export_info(folder)
-    path = folder / (INT8_FILE if int8 else FP32_FILE)
-    if not path.is_file():
-        hint = " (export with --int8)" if int8 else ""
-        raise TrimbertError(f"{folder} has no {path.name}{hint}")
+    info, path = exported_file(folder, INT8_FILE if int8 else FP32_FILE, " (export with --int8)" if int8 else "")
     session = open_session(path, threads)
     tokenizer, config = folder_extras(folder)
     return OnnxModel(path, info.get("output", "logits"), info, tokenizer, config, session=session)
+
+
+def exported_file(folder: Path, name: str, hint: str) -> tuple[dict[str, Any], Path]:
+    """``export.json`` of the export folder ``folder`` and the path of its model file ``name``; a missing
+    file is a TrimbertError ending in ``hint`` (how to export it)."""
+    info = read_export_info(folder)
+    path = folder / name
+    if not path.is_file():
+        raise TrimbertError(f"{folder} has no {name}{hint}")
+    return info, path
 
 
 def folder_extras(folder: Path) -> tuple[Any, Any]:
