@@ -143,6 +143,11 @@ def test_runtimes_are_timed_side_by_side_against_u_star(tiny_model):
     if same_int8:
         assert records["trimmed@ort-int8"].extra["paired_int8"]["baseline"] == "baseline@ort-int8"
     assert records["trimmed@ort-int8"].extra["paired"]["baseline"] == reference
+    # every unit is also paired with every runtime of the baseline (for a report that re-bases U*)
+    for name, record in records.items():
+        assert set(record.extra["paired_vs"]) == set(untrimmed) - {name}
+        for versus, figures in record.extra["paired_vs"].items():
+            assert figures["latency"]["ratio"] == paired_ratio(records[versus].extra["times_ms"], record.extra["times_ms"]).ratio
     assert records["trimmed@ort-int8"].disk_bytes < records["trimmed@ort"].disk_bytes
     assert report.attention_choice.keys() == {"trimmed", "baseline"}  # PyTorch models only
 

@@ -200,7 +200,9 @@ def bench_models(
 
     The reference of every speed-up is U* (the untrimmed model at its fastest): the baseline in the runtime that measured fastest in
     this run, int8 included (:func:`u_star`); int8 models are also compared with the baseline in their
-    own int8 runtime.
+    own int8 runtime. Every unit's ratio against every runtime of the baseline is recorded too
+    (``extra["paired_vs"]``: baseline unit -> quantity -> ratio), so that a report knowing accuracies
+    can re-base on the fastest deployment that is accurate enough.
     """
     settings = settings.resolved()
     _check_runtimes(settings)
@@ -300,7 +302,7 @@ def _run_mode(
     )
     suffix = "" if mode == settings.mode else "_train"
     watch = CpuWatch().start()
-    results, pairs, star = _measure(units, settings, mode, baseline, on_step)
+    results, pairs, star, principal = _measure(units, settings, mode, baseline, on_step)
     busy = watch.stop()
     for name, unit in units.items():
         record = unit.record
@@ -324,10 +326,12 @@ def _run_mode(
     comparisons = []
     for (name, reference), ratio in pairs.items():
         stable = ratio.stable(settings.tolerance) and busy <= settings.max_other_cpu
-        key = "paired" if reference == star else "paired_int8"  # U*, or the baseline in the same int8 runtime
-        paired = units[name].record.extra.setdefault(key, {"baseline": reference})
-        paired[quantity] = {**ratio.to_dict(settings.tolerance), "stable": stable, "other_cpu": busy}
-        comparisons += _compare(units[reference].record, units[name].record, quantity, ratio, stable, busy)
+        figures = {**ratio.to_dict(settings.tolerance), "stable": stable, "other_cpu": busy}
+        units[name].record.extra.setdefault("paired_vs", {}).setdefault(reference, {})[quantity] = figures
+        if (name, reference) in principal:
+            key = "paired" if reference == star else "paired_int8"  # U*, or the baseline in the same int8 runtime
+            units[name].record.extra.setdefault(key, {"baseline": reference})[quantity] = figures
+            comparisons += _compare(units[reference].record, units[name].record, quantity, ratio, stable, busy)
     return comparisons, star
 
 
@@ -341,7 +345,8 @@ def u_star(units: dict[str, _Unit], times: dict[str, list[float]], baseline: str
 
 def _references(units: dict[str, _Unit], times: dict[str, list[float]], baseline: str | None) -> list[tuple[str, str]]:
     """(unit, the unit it is compared with): every unit with U* (:func:`u_star`), and int8 units also
-    with the baseline in their own int8 runtime."""
+    with the baseline in their own int8 runtime. These are the ratios the bench re-measures until
+    they are narrow."""
     reference = u_star(units, times, baseline)
     if reference is None:
         return []
@@ -351,6 +356,15 @@ def _references(units: dict[str, _Unit], times: dict[str, list[float]], baseline
         if same in units and same != reference:
             pairs += [(name, same) for name, unit in units.items() if unit.runtime == runtime and name != same]
     return pairs
+
+
+def _every_baseline_unit(units: dict[str, _Unit], baseline: str | None) -> list[tuple[str, str]]:
+    """(unit, baseline unit) for every unit and every runtime of the baseline: recorded too, so that a
+    report that knows accuracies can take as U* the fastest deployment accurate enough
+    (:mod:`trimbert.report.aggregate`), not only the fastest one."""
+    references = [name for name, unit in units.items() if unit.variant == baseline]
+    return [(name, reference) for reference in references for name in units if name != reference]
+
 
 
 def _choose_attention(model: nn.Module, settings: BenchSettings) -> dict[str, Any]:
@@ -373,8 +387,10 @@ def _measure(
     mode: str,
     baseline: str | None,
     on_step: ProgressCallback | None,
-) -> tuple[dict[str, BenchResult], dict[tuple[str, str], PairedRatio], str | None]:
-    """Time ``units`` alternately in ``mode``; with a baseline, add rounds while a ratio is wide."""
+) -> tuple[dict[str, BenchResult], dict[tuple[str, str], PairedRatio], str | None, set[tuple[str, str]]]:
+    """Time ``units`` alternately in ``mode``; with a baseline, add rounds while a ratio is wide.
+    Returns the results, the paired ratios (every unit vs every baseline unit), U* and the principal
+    pairs (:func:`_references`, the ones re-measured until narrow)."""
     modules = {name: unit.timed for name, unit in units.items()}
     start = time.monotonic()
     times: dict[str, list[float]] = {name: [] for name in modules}
@@ -404,13 +420,17 @@ def _measure(
         if not wide or time.monotonic() - start >= settings.max_seconds:
             break
         warmup = 1  # the models are warm: one untimed round to settle after the pause
+    principal = set(ratios)
+    for pair in _every_baseline_unit(units, baseline):
+        if pair not in ratios:
+            ratios[pair] = paired_ratio(times[pair[1]], times[pair[0]])
     results = {
         name: summarize(
             times[name], mode=mode, batch_size=settings.batch_size, seq_len=settings.seq_len, peak_memory_bytes=peaks[name]
         )
         for name in modules
     }
-    return results, ratios, u_star(units, times, baseline)
+    return results, ratios, u_star(units, times, baseline), principal
 
 
 def _compare(

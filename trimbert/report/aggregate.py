@@ -22,6 +22,7 @@ from typing import Any
 from trimbert.core.io import read_jsonl
 from trimbert.errors import TrimbertError
 from trimbert.report.records import Record
+from trimbert.report.ustar import Ratio, merge_ratios, rebase, record_ratios
 
 # Files that are never records: Hugging Face model/tokenizer/trainer files, and the report's own output.
 _NOT_RECORD_FILES = frozenset(
@@ -194,6 +195,7 @@ class ReportRow:
     status: str = "ok"
     failed: int = 0
     error: str | None = None
+    paired_vs: dict[str, Ratio] = field(default_factory=dict)  # latency ratios vs each untrimmed runtime
     is_baseline: bool = False
     pareto: bool = False
 
@@ -315,6 +317,7 @@ def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
         paired_baseline=next((name for r in timed if (name := _paired_baseline(r))), None),
         int8_speedup=_mean_std([pair[0] for r in timed if (pair := _paired_int8(r))])[0],
         int8_baseline=next((pair[1] for r in timed if (pair := _paired_int8(r))), None),
+        paired_vs=merge_ratios([record_ratios(r.extra) for r in timed]),
         **{key.replace("speedup", "train_speedup", 1): value for key, value in train_pairs.items()},
         device=_device(timed[0]) if timed else None,
         batch_size=timed[0].batch_size if timed else None,
@@ -420,6 +423,8 @@ def build_rows(
         metric_names.insert(0, main_metric)
     for row in rows:
         row.main_metric = main_metric
+    u_star_note = rebase(rows, base)
+    for row in rows:
         if base is not None:
             _compare(row, base)
     if base is not None and not any(row.paired_train_speedup for row in rows):
@@ -432,7 +437,7 @@ def build_rows(
         main_metric=main_metric,
         metric_names=metric_names,
         pareto_cost=pareto_cost,
-        notes=_notes(rows, base),
+        notes=_notes(rows, base) + ([u_star_note] if u_star_note else []),
     )
 
 
@@ -559,7 +564,8 @@ def _notes(rows: list[ReportRow], base: ReportRow | None) -> list[str]:
             value = star.main_value if star is not None else None
             described.append(reference + (f", {star.main_metric} {value:.4f}" if value is not None else ""))
         notes.append(
-            f"speed-ups are against U*, the untrimmed model at its fastest deployment measured ({'; '.join(described)}); "
+            f"speed-ups are against U*, the untrimmed model at its fastest deployment measured (within 0.5 points of "
+            f"its fp32 metric where the runtimes' accuracies are known: {'; '.join(described)}); "
             "NAME@ort rows ran in ONNX Runtime fp32, NAME@ort-int8 in ONNX Runtime int8, NAME@ov in OpenVINO fp32, "
             "NAME@ov-int8 in OpenVINO int8 (NNCF), with the accuracy of the exported model"
         )

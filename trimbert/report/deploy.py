@@ -3,7 +3,8 @@
 A report whose rows include exported runtimes (``NAME@ort``, ``NAME@ort-int8``, ``NAME@ov``,
 ``NAME@ov-int8``) answers the user's question "what should I deploy?": one row per variant and runtime
 with its accuracy (of that runtime's model), latency, and paired speed-up over U* (the untrimmed model
-at its fastest deployment measured; the reference the bench chose), fastest first; the rows within
+at its fastest deployment measured, within 0.5 points of its fp32 metric where the runtimes'
+accuracies are known: :mod:`trimbert.report.ustar`), fastest first; the rows within
 one point of the untrimmed fp32 model's metric are marked; and a plot of metric vs latency with one
 marker and colour per runtime.
 """

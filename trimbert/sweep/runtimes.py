@@ -103,8 +103,9 @@ def runtime_records(
 
 def paired_fields(measured: Record, by_name: dict[str, Record], labels: dict[str, str]) -> dict[str, Any]:
     """The sweep's flat paired keys of a bench record: the speed-up over its reference (U*, the untrimmed
-    model in its fastest runtime) and, for int8, ``paired_int8_speedup`` over the untrimmed model in the
-    same int8 runtime."""
+    model in its fastest runtime), for int8 ``paired_int8_speedup`` over the untrimmed model in the
+    same int8 runtime, and ``paired_vs``: the latency ratio over every runtime of the untrimmed model
+    (by the names the report shows)."""
     fields: dict[str, Any] = {}
     for key, prefix in (("paired", "paired"), ("paired_int8", "paired_int8")):
         paired = measured.extra.get(key)
@@ -126,4 +127,11 @@ def paired_fields(measured: Record, by_name: dict[str, Record], labels: dict[str
             fields[f"{prefix}_baseline_{base_field}"] = getattr(reference, base_field)
         if prefix == "paired":
             fields["paired_flop_ideal"] = reference.flops_per_seq / measured.flops_per_seq
+    every = {
+        labels.get(reference, reference): ratios["latency"]
+        for reference, ratios in (measured.extra.get("paired_vs") or {}).items()
+        if "latency" in ratios
+    }
+    if every:
+        fields["paired_vs"] = {label: {key: ratio[key] for key in ("ratio", "low", "high", "stable")} for label, ratio in every.items()}
     return fields
