@@ -15,6 +15,7 @@ def test_the_options_in_declaration_order_with_flags_and_help():
         "layernorm",
         "drop_layers",
         "ffn_width",
+        "heads",
         "layernorm_replacement",
         "importance",
     )
@@ -25,6 +26,7 @@ def test_the_options_in_declaration_order_with_flags_and_help():
         "--layernorm",
         "--drop-layers",
         "--ffn-width",
+        "--heads",
         "--layernorm-replacement",
         "--importance",
     ]

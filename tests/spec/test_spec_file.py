@@ -73,7 +73,7 @@ def test_a_spec_file_value_of_the_wrong_type_is_refused_naming_the_key(trim_spec
         ({"trim_spec": {}, "ffn_width": 767.5}, "ffn_width is a trim_spec key: put it inside the trim_spec object"),
         ({"trim_spec": {"drop_ffn": [1], "importance": "taylor"}},
          "trim_spec: unknown trim spec key(s): importance (known: drop_ffn, attention, layernorm, drop_layers, "
-         "ffn_width, layernorm_replacement, notes)"),
+         "ffn_width, heads, layernorm_replacement, notes)"),
         ({"trim_spec": {"layernorm_replacement": "affine"}},
          "trim_spec: layernorm_replacement 'affine' stands for stripped LayerNorms, but layernorm names none"),
     ],

@@ -8,7 +8,10 @@ with what the trimmed model computes in its place, weighted by a gate ``g`` (1 =
   sub-layer's output (what :class:`~trimbert.model.structure.DroppedFFN` returns);
 - LayerNorm ``"b.attn"`` / ``"b.ffn"`` (``layernorm``, identity replacement): ``g · LN(z) + (1 − g) · z``;
 - FFN neuron ``j`` of block ``b`` (``ffn_width``): its activation times ``mask[j]`` (a removed neuron
-  writes nothing; the output bias stays, as in a narrowed FFN).
+  writes nothing; the output bias stays, as in a narrowed FFN);
+- attention head ``h`` of block ``b`` (``heads``): its slice of the self-attention's context output
+  times ``mask[h]`` (a removed head writes nothing into ``attention.output.dense``, whose bias stays,
+  as in a pruned attention).
 
 At gate values 0/1 the gated model computes what :func:`trimbert.model.trim.trim` would build (the
 tests compare the two); :meth:`Gates.apply` sets them from a :class:`~trimbert.spec.TrimSpec`, the
@@ -39,7 +42,8 @@ class Gates:
     """The gate tensors of a model (in the model's dtype, on its device) and the hooks that read them.
 
     ``blocks``/``ffn``: block -> 0-d tensor; ``layernorm``: name -> 0-d tensor; ``neurons``: block ->
-    1-d tensor (one per current FFN neuron). The hooks read these tensors at every forward pass, so
+    1-d tensor (one per current FFN neuron); ``heads``: block -> 1-d tensor (one per current attention
+    head). The hooks read these tensors at every forward pass, so
     assigning values (``gates.ffn[3].fill_(0)``) or :meth:`apply` changes the next pass.
     """
 
@@ -48,12 +52,13 @@ class Gates:
     layernorm: dict[str, torch.Tensor]
     neurons: dict[int, torch.Tensor]
     model: nn.Module
+    heads: dict[int, torch.Tensor] = field(default_factory=dict)
     base_attention: str = SOFTMAX
     base_implementation: str | None = None
     handles: list[Any] = field(default_factory=list)
 
     def tensors(self) -> Iterator[torch.Tensor]:
-        for group in (self.blocks, self.ffn, self.layernorm, self.neurons):
+        for group in (self.blocks, self.ffn, self.layernorm, self.neurons, self.heads):
             yield from group.values()
 
     def require_grad(self, flag: bool = True) -> None:
@@ -68,11 +73,19 @@ class Gates:
                 tensor.fill_(1.0)
         self._set_attention(self.base_attention)
 
-    def apply(self, spec: TrimSpec, order: dict[int, torch.Tensor] | None = None) -> None:
+    def apply(
+        self,
+        spec: TrimSpec,
+        order: dict[int, torch.Tensor] | None = None,
+        *,
+        head_order: dict[int, torch.Tensor] | None = None,
+    ) -> None:
         """Set the gates to simulate ``spec`` (a trim of the model as loaded, original numbering).
 
         ``order``: for each narrowed block, its neurons from most to least important (a narrowed FFN
-        keeps a prefix of that order); needed when ``spec.ffn_width`` is not empty. Affine and DyT
+        keeps a prefix of that order); needed when ``spec.ffn_width`` is not empty. ``head_order``: the
+        same for the heads of each pruned block (a pruned attention keeps a prefix of its current
+        heads in that order); needed when ``spec.heads`` is not empty. Affine and DyT
         LayerNorm replacements cannot be simulated (they have weights of their own).
         """
         self.reset()
@@ -91,6 +104,14 @@ class Gates:
                     raise TrimbertError(f"gates: no neuron order for block {block} (narrowed to {width})")
                 mask.zero_()
                 mask[order[block][:width].to(mask.device)] = 1.0
+            for block, count in spec.heads:
+                mask = self._gate(self.heads, block, "attention")
+                if head_order is None or block not in head_order:
+                    raise TrimbertError(f"gates: no head order for block {block} (pruned to {count} heads)")
+                if not 1 <= count <= mask.numel():
+                    raise TrimbertError(f"gates: block {block} has {mask.numel()} heads, cannot keep {count}")
+                mask.zero_()
+                mask[head_order[block][:count].to(mask.device)] = 1.0
         self._set_attention(spec.attention)
 
     def remove(self) -> None:
@@ -131,8 +152,19 @@ def _mask_hook(mask: torch.Tensor):
     return hook
 
 
+def _head_hook(mask: torch.Tensor, size: int):
+    """A forward hook on ``attention.self``: each head's slice of the context (``output[0]``) times its gate."""
+
+    def hook(module, args, output):
+        context = output[0] if isinstance(output, tuple) else output
+        gated = (context.unflatten(-1, (-1, size)) * mask[:, None]).flatten(-2)
+        return (gated, *output[1:]) if isinstance(output, tuple) else gated
+
+    return hook
+
+
 def install_gates(model: nn.Module) -> Gates:
-    """Hook gates onto every block, FFN, FFN neuron and LayerNorm ``model`` still has (all at 1)."""
+    """Hook gates onto every block, attention head, FFN, FFN neuron and LayerNorm ``model`` still has (all at 1)."""
     spec = applied_spec(model)
     if spec.layernorm and spec.layernorm_replacement != "identity":
         raise TrimbertError("gates: a model with affine or DyT LayerNorm replacements cannot be gated")
@@ -156,6 +188,11 @@ def install_gates(model: nn.Module) -> Gates:
         layer = layers[position]
         gates.blocks[block] = one()
         gates.handles.append(layer.register_forward_hook(_mix_hook(gates.blocks[block], 0, "hidden_states"), with_kwargs=True))
+        attention = layer.attention.self
+        gates.heads[block] = one((int(attention.num_attention_heads),))
+        gates.handles.append(
+            attention.register_forward_hook(_head_hook(gates.heads[block], int(attention.attention_head_size)))
+        )
         attn_norm = layer.attention.output.LayerNorm
         if isinstance(attn_norm, nn.LayerNorm):
             gates.layernorm[f"{block}.attn"] = gate = one()

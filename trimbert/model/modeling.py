@@ -62,7 +62,8 @@ class _TrimBertMixin:
 
     The config's ``num_hidden_layers`` is the number of blocks present (blocks dropped with
     ``drop_layers`` are never built); :func:`~trimbert.model.structure.apply_structure` then removes FFNs,
-    rebuilds narrowed FFN layers (``ffn_width``) and replaces stripped LayerNorms.
+    rebuilds narrowed FFN layers (``ffn_width``) and pruned attentions (``heads``) and replaces stripped
+    LayerNorms. The config keeps the original ``intermediate_size`` and ``num_attention_heads``.
     """
 
     config_class = TrimBertConfig

@@ -1,13 +1,16 @@
-"""The trimmed structure of a BERT model: dropped FFNs, narrowed FFNs, stripped LayerNorms.
+"""The trimmed structure of a BERT model: dropped FFNs, narrowed FFNs, pruned attention heads, stripped LayerNorms.
 
 :func:`apply_structure` edits the modules of a freshly built model in place so that they match a
 resolved :class:`~trimbert.spec.TrimSpec` (the TrimBert model classes call it when constructed, so
 ``from_pretrained`` finds exactly the saved weights). The helpers map original block indices to
 positions in ``encoder.layer`` (whole blocks may be dropped) and LayerNorm names to modules, and
-rank FFN neurons by weight magnitude. :func:`applied_spec` reads the spec a model carries.
+rank FFN neurons and attention heads by weight magnitude. :func:`applied_spec` reads the spec a model carries.
 
 A dropped FFN becomes :class:`DroppedFFN` (the block returns its attention sub-layer's output); a
-narrowed FFN gets smaller ``Linear`` layers; a stripped LayerNorm becomes ``nn.Identity``, an
+narrowed FFN gets smaller ``Linear`` layers; a self-attention pruned to ``n`` heads of size ``d`` gets
+``query``/``key``/``value`` ``Linear(H, n·d)`` and ``attention.output.dense`` ``Linear(n·d, H)``, and its
+``num_attention_heads``/``all_head_size`` attributes say ``n``/``n·d`` (BERT's attention reshapes with
+``-1`` heads, so the forward pass needs nothing else); a stripped LayerNorm becomes ``nn.Identity``, an
 :class:`AffineNorm` or a :class:`DynamicTanh` at the LayerNorm's own attribute, so state-dict keys stay
 the LayerNorm's.
 """
@@ -178,6 +181,73 @@ def select_neurons(importance: torch.Tensor, width: int) -> torch.Tensor:
     return order[:width].sort().values
 
 
+def head_size(layer: nn.Module) -> int:
+    """The size of one attention head of a BERT block (``attention.self.attention_head_size``)."""
+    return int(layer.attention.self.attention_head_size)
+
+
+def block_heads(layer: nn.Module) -> int:
+    """The number of attention heads a BERT block has now (pruned or not)."""
+    return int(layer.attention.self.num_attention_heads)
+
+
+def head_counts(model: nn.Module) -> dict[int, int]:
+    """Original block index -> its current number of attention heads, for every block present."""
+    layers = encoder_layers(model)
+    return {block: block_heads(layers[position]) for block, position in block_positions(model).items()}
+
+
+def head_magnitude_importance(layer: nn.Module) -> torch.Tensor:
+    """Weight-magnitude importance of each current attention head ``h`` of a BERT block.
+
+    ``||W_V[h]||_F * ||W_O[:, h]||_F`` with ``W_V[h]`` the rows of ``attention.self.value.weight``
+    (``[n·d, H]``) that compute head ``h``'s values and ``W_O[:, h]`` the columns of
+    ``attention.output.dense.weight`` (``[H, n·d]``) that read head ``h``'s context (``d`` the head
+    size). Biases are not counted. Returns a float tensor of shape ``[n]``.
+    """
+    size, count = head_size(layer), block_heads(layer)
+    with torch.no_grad():
+        w_v = layer.attention.self.value.weight.detach().float().reshape(count, size, -1)
+        w_o = layer.attention.output.dense.weight.detach().float().reshape(-1, count, size)
+        return w_v.flatten(1).norm(dim=1) * w_o.transpose(0, 1).flatten(1).norm(dim=1)
+
+
+def select_heads(importance: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the ``count`` most important heads, in ascending (original) order.
+
+    Ties are broken towards the lower index. ``1 <= count <= len(importance)``.
+    """
+    importance = torch.as_tensor(importance).detach().flatten()
+    if not 1 <= count <= importance.numel():
+        raise TrimbertError(f"--heads: cannot keep {count} of {importance.numel()} heads")
+    order = torch.argsort(importance.double().cpu(), descending=True, stable=True)
+    return order[:count].sort().values
+
+
+def head_rows(heads: torch.Tensor, size: int) -> torch.Tensor:
+    """The rows of ``query``/``key``/``value`` (and columns of ``attention.output.dense``) of ``heads``."""
+    heads = torch.as_tensor(heads, dtype=torch.long).flatten()
+    return (heads[:, None] * size + torch.arange(size)).flatten()
+
+
+def _prune_heads(model: nn.Module, layer: nn.Module, count: int) -> None:
+    """Rebuild ``layer``'s attention projections for ``count`` heads (new, uninitialized-for-loading)."""
+    attention, output = layer.attention.self, layer.attention.output
+    size = head_size(layer)
+    width = count * size
+    for name in ("query", "key", "value"):
+        old = getattr(attention, name)
+        factory = {"device": old.weight.device, "dtype": old.weight.dtype}
+        setattr(attention, name, nn.Linear(old.in_features, width, bias=old.bias is not None, **factory))
+        _init_new(model, getattr(attention, name))
+    old = output.dense
+    factory = {"device": old.weight.device, "dtype": old.weight.dtype}
+    output.dense = nn.Linear(width, old.out_features, bias=old.bias is not None, **factory)
+    _init_new(model, output.dense)
+    attention.num_attention_heads = count
+    attention.all_head_size = width
+
+
 def _init_new(model: nn.Module, module: nn.Module) -> None:
     init = getattr(model, "_init_weights", None)
     if callable(init) and not any(parameter.is_meta for parameter in module.parameters()):
@@ -189,12 +259,18 @@ def apply_structure(model: nn.Module, spec: TrimSpec) -> None:
 
     ``model`` is freshly built with ``num_hidden_layers`` = the number of blocks present (the
     original depth minus ``spec.drop_layers``). Removes the FFNs and strips the LayerNorms the spec
-    names and narrows the FFNs of ``spec.ffn_width`` (new, uninitialized-for-loading Linear layers).
+    names, narrows the FFNs of ``spec.ffn_width`` and prunes the attention heads of ``spec.heads``
+    (new, uninitialized-for-loading Linear layers).
     """
     layers = encoder_layers(model)
     num_layers = spec.original_num_layers(len(layers))
     config = getattr(model, "config", None)
-    validate_spec(spec, num_layers, intermediate_size=getattr(config, "intermediate_size", None))
+    validate_spec(
+        spec,
+        num_layers,
+        intermediate_size=getattr(config, "intermediate_size", None),
+        num_attention_heads=getattr(config, "num_attention_heads", None),
+    )
     position = {original: index for index, original in enumerate(spec.kept_layers(num_layers))}
     for index in spec.drop_ffn:
         layer = layers[position[index]]
@@ -210,6 +286,8 @@ def apply_structure(model: nn.Module, spec: TrimSpec) -> None:
         layer.output.dense = nn.Linear(width, old_out.out_features, bias=old_out.bias is not None, **factory)
         _init_new(model, layer.intermediate.dense)
         _init_new(model, layer.output.dense)
+    for index, count in spec.heads:
+        _prune_heads(model, layers[position[index]], count)
     for name in spec.layernorm:
         block, path = layernorm_module_path(name)
         layer = layers[position[block]]

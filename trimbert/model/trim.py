@@ -3,7 +3,7 @@
 :func:`trim` composes the request with what was already applied (:func:`trimbert.spec.resolve_spec`),
 builds the TrimBert counterpart on the meta device (its constructor gives it the trimmed structure,
 :func:`trimbert.model.structure.apply_structure`) and moves the surviving weights over without copying
-them (narrowed FFN weights are the only copies: a selection of rows and columns; fitted affine
+them (narrowed FFN and pruned attention weights are the only copies: a selection of rows and columns; fitted affine
 LayerNorm replacements are written by :mod:`trimbert.model.calibrate`).
 
 Dropped blocks (``drop_layers``). A trimmed model is *built* with ``num_hidden_layers`` = the number
@@ -17,6 +17,14 @@ FFN width (``ffn_width``). A narrowed block's ``intermediate.dense`` is ``Linear
 order. By default a neuron's importance is its weight magnitude (``||W_in[j, :]||_2 * ||W_out[:, j]||_2``);
 ``trim(ffn_importance=...)`` takes externally computed scores instead. Each narrowed block loses
 ``(I - N) * (2H + 1)`` parameters.
+
+Attention heads (``heads``). A block pruned to ``n`` heads of size ``d`` has ``query``/``key``/``value``
+``Linear(H, n·d)`` and ``attention.output.dense`` ``Linear(n·d, H)``: the rows (and biases) of the kept
+heads of Q, K and V move, and the columns of the kept heads of the output projection (its bias
+stays). The kept heads keep their original order. They are the heads the request names
+(``"3=0+2+5"``), else the most important ones by weight magnitude (``||W_V[h]||_F * ||W_O[:, h]||_F``,
+:func:`~trimbert.model.structure.head_magnitude_importance`), or by ``trim(head_importance=...)``.
+Each head removed takes ``4·H·d + 3·d`` parameters with it.
 """
 
 from __future__ import annotations
@@ -37,13 +45,18 @@ from trimbert.model.modeling import TrimBertConfig, trimbert_class_for
 from trimbert.model.structure import (
     DYT_ALPHA_INIT,
     applied_spec,
+    block_heads,
     encoder_layers,
+    head_magnitude_importance,
+    head_rows,
+    head_size,
     layernorm_module_path,
     magnitude_importance,
+    select_heads,
     select_neurons,
 )
 from trimbert.spec.request import TrimRequest
-from trimbert.spec.resolve import resolve_spec
+from trimbert.spec.resolve import resolve_heads, resolve_spec
 from trimbert.spec.trimspec import AFFINE, TrimSpec
 
 logger = logging.getLogger(__name__)
@@ -54,35 +67,36 @@ _LAYER_KEY = re.compile(r"^((?:.*\.)?encoder\.layer\.)(\d+)(\..+)$")
 _DYT_ALPHA = ".LayerNorm.alpha"
 _FFN_IN_KEYS = (".intermediate.dense.weight", ".intermediate.dense.bias")
 _FFN_OUT_WEIGHT = ".output.dense.weight"
+_QKV_KEYS = tuple(f".attention.self.{name}.{kind}" for name in ("query", "key", "value") for kind in ("weight", "bias"))
+_ATTENTION_OUT_WEIGHT = ".attention.output.dense.weight"
 
 
-def _check_importance(
-    scores: Mapping[int, Any], narrowed: dict[int, int], current: dict[int, int], num_layers: int
+def _check_scores(
+    scores: Any, option: str, unit: str, needed: dict[int, int], num_layers: int, why: str
 ) -> dict[int, torch.Tensor]:
+    """``scores`` (block -> 1-d tensor) checked: a block of ``needed`` needs ``needed[block]`` finite scores."""
     if not isinstance(scores, Mapping):
-        raise TrimbertError("ffn_importance: expected a dict block -> 1-D tensor of neuron scores")
+        raise TrimbertError(f"{option}: expected a dict block -> 1-D tensor of {unit} scores")
     checked: dict[int, torch.Tensor] = {}
     for key, value in scores.items():
         try:
             block = int(key)
         except (TypeError, ValueError) as error:
-            raise TrimbertError(f"ffn_importance: bad block index {key!r}") from error
+            raise TrimbertError(f"{option}: bad block index {key!r}") from error
         if not 0 <= block < num_layers:
-            raise TrimbertError(
-                f"ffn_importance: block index {block} out of range for a {num_layers}-block model"
-            )
+            raise TrimbertError(f"{option}: block index {block} out of range for a {num_layers}-block model")
         checked[block] = torch.as_tensor(value).detach()
-    for block in sorted(narrowed):
+    for block in sorted(needed):
         if block not in checked:
-            raise TrimbertError(f"ffn_importance: no scores for block {block} (narrowed by --ffn-width)")
+            raise TrimbertError(f"{option}: no scores for block {block} ({why})")
         values = checked[block]
-        if values.ndim != 1 or values.numel() != current[block]:
+        if values.ndim != 1 or values.numel() != needed[block]:
             raise TrimbertError(
-                f"ffn_importance: block {block} needs {current[block]} scores (one per neuron), "
+                f"{option}: block {block} needs {needed[block]} scores (one per {unit}), "
                 f"got shape {tuple(values.shape)}"
             )
         if not torch.isfinite(values.double()).all():
-            raise TrimbertError(f"ffn_importance: block {block} has non-finite scores")
+            raise TrimbertError(f"{option}: block {block} has non-finite scores")
     return checked
 
 
@@ -106,6 +120,7 @@ def trim(
     request: TrimRequest | TrimSpec | None = None,
     *,
     ffn_importance: Mapping[int, torch.Tensor] | None = None,
+    head_importance: Mapping[int, torch.Tensor] | None = None,
     calibration_batches: Sequence[Mapping[str, torch.Tensor]] | None = None,
     calibration: str = "sequential",
     **options: Any,
@@ -123,6 +138,13 @@ def trim(
     (:func:`~trimbert.model.structure.magnitude_importance`), or by ``ffn_importance`` when given:
     ``{block: scores}``, one score per current neuron of every block narrowed now, higher = more
     important. ``spec.notes["ffn_width_rule"]`` records ``"magnitude"`` or ``"scores"``.
+
+    ``heads``: prune every present block's attention (an int) or some (``"0:4,3:8"``, ``{block: count}``)
+    to that many heads, or keep the named heads (``"3=0+2+5"``, ``{3: [0, 2, 5]}``: indices among the
+    block's current heads); counted heads are the most important ones by weight magnitude
+    (:func:`~trimbert.model.structure.head_magnitude_importance`), or by ``head_importance`` when given:
+    ``{block: scores}``, one score per current head of every block pruned now by count, higher = more
+    important. ``spec.notes["heads_rule"]`` records ``"magnitude"``, ``"scores"`` or ``"explicit"``.
 
     ``layernorm_replacement="affine"`` needs ``calibration_batches`` (a list of dicts of
     ``input_ids``, ``attention_mask``, ...): ``model`` is run on them and each newly stripped
@@ -150,9 +172,15 @@ def trim(
         raise TrimbertError("pass either a TrimRequest or trim options to trim(), not both")
     if ffn_importance is not None and request.ffn_width is None:
         raise TrimbertError("ffn_importance: only used with --ffn-width (no width given)")
+    if head_importance is not None and request.heads is None:
+        raise TrimbertError("head_importance: only used with --heads (no heads given)")
     layers = encoder_layers(model)
     num_layers = before.original_num_layers(len(layers))
-    composed = resolve_spec(num_layers, before, request, intermediate_size=model.config.intermediate_size)
+    heads = model.config.num_attention_heads
+    composed = resolve_spec(
+        num_layers, before, request, intermediate_size=model.config.intermediate_size, num_attention_heads=heads
+    )
+    named = resolve_heads(num_layers, before, request, num_attention_heads=heads).explicit
     kept = composed.kept_layers(num_layers)
     if len(composed.drop_ffn) == len(kept) and kept:
         warnings.warn(
@@ -161,6 +189,7 @@ def trim(
             stacklevel=2,
         )
     selections = _neuron_selections(model, before, composed, ffn_importance, notes)
+    head_selections = _head_selections(model, before, composed, named, head_importance, notes)
     new_affine = _affine_plan(before, composed, calibration_batches)
     if calibration_batches is not None:
         calibration_batches = _check_batches(calibration_batches)
@@ -172,7 +201,9 @@ def trim(
             "tokens": tokens,
             "mode": calibration,
         }
-    trimmed = _build_trimmed(model, before, replace(composed, notes=notes), selections, new_affine)
+    trimmed = _build_trimmed(
+        model, before, replace(composed, notes=notes), selections, new_affine, head_selections
+    )
     if new_affine:
         calibrate_affine(
             model, trimmed, calibration_batches, names=new_affine, sequential=calibration == "sequential"
@@ -200,7 +231,16 @@ def _neuron_selections(
         return {}
     source_position = {original: index for index, original in enumerate(before.kept_layers(num_layers))}
     scores = (
-        _check_importance(ffn_importance, narrowed, current, num_layers) if ffn_importance is not None else {}
+        _check_scores(
+            ffn_importance,
+            "ffn_importance",
+            "neuron",
+            {block: current[block] for block in narrowed},
+            num_layers,
+            "narrowed by --ffn-width",
+        )
+        if ffn_importance is not None
+        else {}
     )
     selections: dict[int, torch.Tensor] = {}
     for block, width in narrowed.items():
@@ -211,6 +251,51 @@ def _neuron_selections(
     rule = "scores" if ffn_importance is not None else "magnitude"
     previous = notes.get("ffn_width_rule") if before.ffn_width else None
     notes["ffn_width_rule"] = rule if previous in (None, rule) else f"{previous}, then {rule}"
+    return selections
+
+
+def _head_selections(
+    model: nn.Module,
+    before: TrimSpec,
+    composed: TrimSpec,
+    named: dict[int, tuple[int, ...]],
+    head_importance: Mapping[int, Any] | None,
+    notes: dict[str, Any],
+) -> dict[int, torch.Tensor]:
+    """The heads each block pruned now keeps (block -> sorted indices among its current heads); records
+    the rule in ``notes["heads_rule"]``."""
+    layers = encoder_layers(model)
+    num_layers = before.original_num_layers(len(layers))
+    before_counts = before.head_counts
+    pruned = {block: count for block, count in composed.heads if before_counts.get(block) != count}
+    if not pruned:
+        if not composed.heads:
+            notes.pop("heads_rule", None)
+        return {}
+    source_position = {original: index for index, original in enumerate(before.kept_layers(num_layers))}
+    counted = {block: block_heads(layers[source_position[block]]) for block in pruned if block not in named}
+    scores = (
+        _check_scores(head_importance, "head_importance", "head", counted, num_layers, "pruned by --heads")
+        if head_importance is not None
+        else {}
+    )
+    selections: dict[int, torch.Tensor] = {}
+    for block, count in pruned.items():
+        if block in named:
+            selections[block] = torch.tensor(named[block], dtype=torch.long)
+            continue
+        importance = scores.get(block)
+        if importance is None:
+            importance = head_magnitude_importance(layers[source_position[block]])
+        selections[block] = select_heads(importance, count)
+    rules = []
+    if named:
+        rules.append("explicit")
+    if counted:
+        rules.append("scores" if head_importance is not None else "magnitude")
+    rule = " and ".join(rules)
+    previous = notes.get("heads_rule") if before.heads else None
+    notes["heads_rule"] = rule if previous in (None, rule) else f"{previous}, then {rule}"
     return selections
 
 
@@ -238,6 +323,7 @@ def _build_trimmed(
     composed: TrimSpec,
     selections: dict[int, torch.Tensor],
     new_affine: tuple[str, ...],
+    head_selections: dict[int, torch.Tensor] | None = None,
 ) -> nn.Module:
     """Build the TrimBert counterpart of ``model`` on the meta device and move the surviving weights in."""
     num_layers = before.original_num_layers(len(encoder_layers(model)))
@@ -251,6 +337,11 @@ def _build_trimmed(
     with torch.device("meta"):
         trimmed = trimbert_class_for(type(model))(config)
     source_position = {original: index for index, original in enumerate(before.kept_layers(num_layers))}
+    source_layers = encoder_layers(model)
+    rows = {
+        block: head_rows(heads, head_size(source_layers[source_position[block]]))
+        for block, heads in (head_selections or {}).items()
+    }
     affine_keys = {
         (block, f".{path}.{kind}")
         for block, path in map(layernorm_module_path, new_affine)
@@ -277,6 +368,11 @@ def _build_trimmed(
                 value = value.index_select(0, selections[block].to(value.device))
             elif rest == _FFN_OUT_WEIGHT:
                 value = value.index_select(1, selections[block].to(value.device))
+        if block in rows:
+            if rest in _QKV_KEYS:
+                value = value.index_select(0, rows[block].to(value.device))
+            elif rest == _ATTENTION_OUT_WEIGHT:
+                value = value.index_select(1, rows[block].to(value.device))
         if (block, rest) in affine_keys:
             value = value.clone()  # overwritten by the calibration: never write into the source's tensor
         if tuple(value.shape) != tuple(target.shape):

@@ -7,9 +7,9 @@ parsers of :mod:`trimbert.spec.parse` do the syntax. This layer sits just above
 :mod:`trimbert.errors`: every other layer may use it, it uses nothing of theirs.
 """
 
-from trimbert.spec.parse import parse_blocks, parse_ffn_width, parse_layernorm
+from trimbert.spec.parse import HeadSelection, parse_blocks, parse_ffn_width, parse_heads, parse_layernorm
 from trimbert.spec.request import IMPORTANCE_RULES, TrimRequest, parse_auto
-from trimbert.spec.resolve import resolve_spec, validate_spec
+from trimbert.spec.resolve import resolve_heads, resolve_spec, validate_spec
 from trimbert.spec.trimspec import (
     AFFINE,
     DYT,
@@ -30,6 +30,7 @@ from trimbert.spec.trimspec import (
 __all__ = [
     "AFFINE",
     "DYT",
+    "HeadSelection",
     "IDENTITY",
     "IMPORTANCE_RULES",
     "LN_KINDS",
@@ -47,7 +48,9 @@ __all__ = [
     "parse_auto",
     "parse_blocks",
     "parse_ffn_width",
+    "parse_heads",
     "parse_layernorm",
+    "resolve_heads",
     "resolve_spec",
     "validate_spec",
 ]

@@ -1,6 +1,6 @@
-"""Parsers of the trim vocabulary: block selections, LayerNorm selections, FFN widths.
+"""Parsers of the trim vocabulary: block selections, LayerNorm selections, FFN widths, attention heads.
 
-Each turns what a user wrote (``"alternate"``, ``"half"``, ``"0:768,3:512"``) into explicit, sorted
+Each turns what a user wrote (``"alternate"``, ``"half"``, ``"0:768,3:512"``, ``"0:4,3=0+2+5"``) into explicit, sorted
 indices or names checked against a model's depth; the syntax is described in
 :mod:`trimbert.spec.trimspec`. Errors are one-line :class:`~trimbert.errors.TrimbertError` messages
 that name the option.
@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from trimbert.errors import TrimbertError
-from trimbert.spec.trimspec import LN_KINDS, LN_NAME, compact_indices, encoder_layernorms, ln_sort_key
+from trimbert.spec.trimspec import (
+    LN_KINDS,
+    LN_NAME,
+    block_key,
+    compact_indices,
+    encoder_layernorms,
+    ln_sort_key,
+)
 
 
 def parse_blocks(
@@ -222,3 +231,112 @@ def parse_ffn_width(
             )
         resolved[block] = width
     return resolved
+
+
+_HEADS_HELP = "use a number like 8, block:count pairs like 0:4,3:8, or block=heads like 3=0+2+5"
+
+
+@dataclass(frozen=True)
+class HeadSelection:
+    """What a heads request prunes now. ``counts``: block -> number of heads kept, for every block the
+    request prunes; ``explicit``: block -> the kept heads' indices among the block's current heads
+    (sorted), for the blocks whose heads were named (the others are chosen by importance)."""
+
+    counts: dict[int, int]
+    explicit: dict[int, tuple[int, ...]]
+
+
+def _head_items(request: Any, option: str) -> tuple[list[tuple[Any, Any]], Any]:
+    """``(pairs, uniform)``: block -> count or list of head indices; or one count for every block."""
+    if isinstance(request, bool):
+        raise TrimbertError(f"{option}: expected a head count or per-block heads, not {request!r}")
+    if isinstance(request, Mapping):
+        return [(block_key(block), value) for block, value in request.items()], None
+    if isinstance(request, int):
+        return [], request
+    text = str(request).strip()
+    if re.fullmatch(r"-?\d+", text):
+        return [], int(text)
+    pairs: list[tuple[Any, Any]] = []
+    for item in (part.strip() for part in text.split(",")):
+        count = re.fullmatch(r"(-?\d+)\s*:\s*(-?\d+)", item)
+        named = re.fullmatch(r"(-?\d+)\s*=\s*(-?\d+(?:\s*\+\s*-?\d+)*)", item)
+        if count:
+            pairs.append((int(count.group(1)), int(count.group(2))))
+        elif named:
+            pairs.append((int(named.group(1)), [int(head) for head in named.group(2).split("+")]))
+        elif re.fullmatch(r"-?\d+", item):
+            raise TrimbertError(
+                f"{option}: {item!r} among per-block heads: a bare count is for every block and stands alone "
+                "(write block:count, e.g. 0:4)"
+            )
+        else:
+            raise TrimbertError(f"{option}: unknown head selection {item!r} ({_HEADS_HELP})")
+    return pairs, None
+
+
+def parse_heads(
+    request: int | str | Mapping[int, Any],
+    num_layers: int,
+    current: Mapping[int, int],
+    *,
+    drop_layers: Collection[int] = (),
+    num_attention_heads: int | None = None,
+) -> HeadSelection:
+    """Resolve a heads request (see :mod:`trimbert.spec.trimspec`) to what it prunes.
+
+    ``current``: the present head count of every block present (original numbering); an int request
+    applies to all of them. A mapping's values are counts or lists of head indices. ``drop_layers``:
+    the removed blocks, for the error messages. Each block must keep at least one head and fewer than
+    it has; named heads must exist and be distinct.
+    """
+    option = "--heads"
+    pairs, uniform = _head_items(request, option)
+    if uniform is not None:
+        pairs = [(block, uniform) for block in sorted(current)]
+    if not pairs:
+        raise TrimbertError(f"{option}: empty head selection")
+    counts: dict[int, int] = {}
+    explicit: dict[int, tuple[int, ...]] = {}
+    for block, value in pairs:
+        if isinstance(block, bool) or not isinstance(block, int):
+            raise TrimbertError(f"{option}: bad block index {block!r}")
+        if block < 0:
+            raise TrimbertError(f"{option}: negative block index {block}")
+        if block >= num_layers:
+            raise TrimbertError(f"{option}: block index {block} out of range for a {num_layers}-block model")
+        if block in drop_layers or block not in current:
+            raise TrimbertError(f"{option}: block {block} was removed with --drop-layers and cannot be named")
+        if block in counts:
+            raise TrimbertError(f"{option}: block {block} given more than once")
+        have = current[block]
+        if isinstance(value, (list, tuple)):
+            heads = list(value)
+            if not heads or not all(isinstance(head, int) and not isinstance(head, bool) for head in heads):
+                raise TrimbertError(f"{option}: block {block}: expected head indices (whole numbers), got {value!r}")
+            for head in heads:
+                if not 0 <= head < have:
+                    raise TrimbertError(
+                        f"{option}: block {block} has no head {head} (its {have} heads are 0-{have - 1})"
+                    )
+                if heads.count(head) > 1:
+                    raise TrimbertError(f"{option}: head {head} of block {block} given more than once")
+            explicit[block] = tuple(sorted(heads))
+            count = len(heads)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            count = value
+        else:
+            raise TrimbertError(f"{option}: block {block}: expected a head count or head indices, got {value!r}")
+        if count < 1:
+            raise TrimbertError(f"{option}: block {block} must keep at least one head (got {count})")
+        if count >= have:
+            if num_attention_heads is not None and have == num_attention_heads:
+                raise TrimbertError(
+                    f"{option}: block {block} keeps {count} heads: must be fewer than the number of "
+                    f"attention heads ({num_attention_heads})"
+                )
+            raise TrimbertError(
+                f"{option}: block {block} keeps {count} heads: must be fewer than its current {have}"
+            )
+        counts[block] = count
+    return HeadSelection(counts=counts, explicit=explicit)

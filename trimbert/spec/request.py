@@ -62,24 +62,34 @@ def parse_auto(drop_ffn: str | None) -> int | None:
 # Besides a string in the CLI syntax, what a request value may be (ints are ints: not bools, 1.7 or "1").
 _BLOCKS = TypeAdapter(list[StrictInt])
 _WIDTHS = TypeAdapter(dict[Annotated[StrictInt, BeforeValidator(block_key)], StrictInt])
+_HEADS = TypeAdapter(dict[Annotated[StrictInt, BeforeValidator(block_key)], StrictInt | list[StrictInt]])
 _NAMES = TypeAdapter(list[StrictStr])
 
 
 def _as_text(name: str, value: Any) -> str | None:
     """A request value in the CLI syntax: block lists become ``"1,3,5"``, widths ``"768"`` or
-    ``"0:768,3:512"``; None stays None (leave as it is). A list item, block or width that is not an
-    int (``1.7``, ``True``, ``"1"``) is refused rather than converted."""
+    ``"0:768,3:512"``, heads ``"8"`` or ``"0:4,3=0+2+5"`` (``{0: 4, 3: [0, 2, 5]}``); None stays None
+    (leave as it is). A list item, block, width or head that is not an int (``1.7``, ``True``, ``"1"``)
+    is refused rather than converted."""
     flag = f"--{name.replace('_', '-')}"
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
-        wanted = "a width or block:width pairs" if name == "ffn_width" else "a selection in the CLI syntax"
+        wanted = {
+            "ffn_width": "a width or block:width pairs",
+            "heads": "a head count or per-block heads",
+        }.get(name, "a selection in the CLI syntax")
         raise TrimbertError(f"{flag}: expected {wanted}, not {value!r}")
-    if isinstance(value, int) and name in ("drop_ffn", "drop_layers", "ffn_width"):
+    if isinstance(value, int) and name in ("drop_ffn", "drop_layers", "ffn_width", "heads"):
         return str(value)
     try:
         if isinstance(value, Mapping) and name == "ffn_width":
             return ",".join(f"{block}:{width}" for block, width in _WIDTHS.validate_python(value).items())
+        if isinstance(value, Mapping) and name == "heads":
+            return ",".join(
+                f"{block}={'+'.join(map(str, kept))}" if isinstance(kept, list) else f"{block}:{kept}"
+                for block, kept in _HEADS.validate_python(value).items()
+            )
         if isinstance(value, (list, tuple)) and name in ("drop_ffn", "drop_layers"):
             return ",".join(str(item) for item in _BLOCKS.validate_python(value))
         if isinstance(value, (list, tuple)) and name == "layernorm":
@@ -87,6 +97,7 @@ def _as_text(name: str, value: Any) -> str | None:
     except ValidationError:
         wanted = {
             "ffn_width": "block:width pairs of whole numbers",
+            "heads": "block -> head count or list of head indices, whole numbers",
             "layernorm": "a list of LayerNorm names",
         }.get(name, "a list of whole block indices")
         raise TrimbertError(f"{flag}: expected {wanted}, not {value!r}") from None
@@ -144,6 +155,14 @@ class TrimRequest:
             "Keep the N most important intermediate neurons of each remaining FFN: 768 | 0:768,3:512.",
         ),
     )
+    heads: str | None = field(
+        default=None,
+        metadata=_option(
+            "--heads",
+            "Attention heads each block keeps (the rest are removed; most important by weight magnitude): "
+            "8 (every block) | 0:4,3:8 (per block) | 3=0+2+5 (block 3 keeps its heads 0, 2, 5); combinable: 0:4,3=0+2+5.",
+        ),
+    )
     layernorm_replacement: str | None = field(
         default=None,
         metadata=_option(
@@ -198,6 +217,7 @@ class TrimRequest:
             layernorm=",".join(spec.layernorm) or None,
             drop_layers=list(spec.drop_layers) or None,
             ffn_width=spec.ffn_widths or None,
+            heads=spec.head_counts or None,
             layernorm_replacement=spec.layernorm_replacement if spec.layernorm else None,
         )
 

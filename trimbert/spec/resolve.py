@@ -2,7 +2,8 @@
 
 :func:`resolve_spec` is the one place where a :class:`~trimbert.spec.request.TrimRequest` (or the same
 options as keywords) becomes a resolved :class:`~trimbert.spec.trimspec.TrimSpec`; :func:`validate_spec`
-checks a resolved spec read back from a saved config.
+checks a resolved spec read back from a saved config. :func:`resolve_heads` says which heads a request
+names explicitly (the spec records only counts; the surgery needs the indices).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from trimbert.errors import TrimbertError
-from trimbert.spec.parse import parse_blocks, parse_ffn_width, parse_layernorm
+from trimbert.spec.parse import HeadSelection, parse_blocks, parse_ffn_width, parse_heads, parse_layernorm
 from trimbert.spec.request import TrimRequest
 from trimbert.spec.trimspec import (
     IDENTITY,
@@ -30,6 +31,7 @@ def resolve_spec(
     request: TrimRequest | None = None,
     *,
     intermediate_size: int | None = None,
+    num_attention_heads: int | None = None,
     **options: Any,
 ) -> TrimSpec:
     """Resolve a request against a model of ``num_layers`` ORIGINAL blocks and compose it with ``applied``.
@@ -37,9 +39,10 @@ def resolve_spec(
     The request is a :class:`TrimRequest` or its options as keywords (``drop_ffn="alternate"``, ...).
     ``None`` for an option means "leave as it is". Re-dropping an FFN or a block that ``applied``
     already dropped is an error; so is stripping a LayerNorm that is already gone, or dropping every
-    block. The request is resolved in this order: ``drop_layers``, ``drop_ffn``, ``ffn_width``,
+    block. The request is resolved in this order: ``drop_layers``, ``drop_ffn``, ``ffn_width``, ``heads``,
     ``layernorm`` (so ``half`` counts the LayerNorms left by the drops), ``layernorm_replacement``,
-    ``attention``. ``ffn_width`` needs ``intermediate_size`` (the width of a block not narrowed before).
+    ``attention``. ``ffn_width`` needs ``intermediate_size`` (the width of a block not narrowed before),
+    ``heads`` needs ``num_attention_heads`` (the head count of a block not pruned before).
     ``drop_ffn="auto:N"`` cannot be resolved here (it needs data: :mod:`trimbert.pipeline`).
     """
     if request is not None and options:
@@ -54,6 +57,8 @@ def resolve_spec(
     gone = set(drop_layers)
     drop_ffn = _resolve_drop_ffn(num_layers, applied, request.drop_ffn, gone)
     widths = _resolve_widths(num_layers, applied, request.ffn_width, gone, drop_ffn, intermediate_size)
+    heads = _kept_heads(applied, gone)
+    heads.update(_resolve_heads(num_layers, applied, request.heads, gone, num_attention_heads).counts)
     layernorm, replacement = _resolve_layernorm(
         num_layers, applied, request.layernorm, request.layernorm_replacement, gone, drop_ffn
     )
@@ -65,6 +70,7 @@ def resolve_spec(
         layernorm=layernorm,
         drop_layers=drop_layers,
         ffn_width=tuple(sorted(widths.items())),
+        heads=tuple(sorted(heads.items())),
         layernorm_replacement=replacement,
         notes=dict(applied.notes),
     )
@@ -138,6 +144,45 @@ def _resolve_widths(
     return widths
 
 
+def resolve_heads(
+    num_layers: int,
+    applied: TrimSpec | None,
+    request: TrimRequest,
+    *,
+    num_attention_heads: int | None = None,
+) -> HeadSelection:
+    """What ``request.heads`` prunes now on a model of ``num_layers`` ORIGINAL blocks with ``applied``
+    applied (after the request's own ``drop_layers``): the new head count of each block it prunes and,
+    for the blocks whose heads it names (``"3=0+2+5"``), the kept heads' indices among the block's
+    current heads. Empty when the request has no ``heads``. Raises what :func:`resolve_spec` raises."""
+    applied = applied or TrimSpec()
+    gone = set(_resolve_drop_layers(num_layers, applied, request.drop_layers))
+    return _resolve_heads(num_layers, applied, request.heads, gone, num_attention_heads)
+
+
+def _kept_heads(applied: TrimSpec, gone: set[int]) -> dict[int, int]:
+    # A dropped block's head count goes with it.
+    return {block: count for block, count in applied.heads if block not in gone}
+
+
+def _resolve_heads(
+    num_layers: int,
+    applied: TrimSpec,
+    text: str | None,
+    gone: set[int],
+    num_attention_heads: int | None,
+) -> HeadSelection:
+    if text is None:
+        return HeadSelection(counts={}, explicit={})
+    if num_attention_heads is None:
+        raise TrimbertError("--heads: the model's number of attention heads is needed to resolve a head count")
+    kept = _kept_heads(applied, gone)
+    current = {
+        block: kept.get(block, num_attention_heads) for block in range(num_layers) if block not in gone
+    }
+    return parse_heads(text, num_layers, current, drop_layers=gone, num_attention_heads=num_attention_heads)
+
+
 def _resolve_layernorm(
     num_layers: int,
     applied: TrimSpec,
@@ -165,8 +210,15 @@ def _resolve_layernorm(
     return all_ln, (replacement if all_ln else IDENTITY)
 
 
-def validate_spec(spec: TrimSpec, num_layers: int, *, intermediate_size: int | None = None) -> TrimSpec:
-    """Check a resolved spec (e.g. read from a saved config) against a model's ORIGINAL depth."""
+def validate_spec(
+    spec: TrimSpec,
+    num_layers: int,
+    *,
+    intermediate_size: int | None = None,
+    num_attention_heads: int | None = None,
+) -> TrimSpec:
+    """Check a resolved spec (e.g. read from a saved config) against a model's ORIGINAL depth (and,
+    when given, its intermediate size and head count)."""
     if len(set(spec.drop_layers)) != len(spec.drop_layers):
         raise TrimbertError("trim spec: a block is listed more than once in drop_layers")
     for index in (*spec.drop_layers, *spec.drop_ffn):
@@ -183,6 +235,11 @@ def validate_spec(spec: TrimSpec, num_layers: int, *, intermediate_size: int | N
             raise TrimbertError(f"trim spec: ffn_width names block {block}, which has no FFN in this model")
         if width < 1 or (intermediate_size is not None and width >= intermediate_size):
             raise TrimbertError(f"trim spec: bad FFN width {width} for block {block}")
+    for block, count in spec.heads:
+        if not 0 <= block < num_layers or block in gone:
+            raise TrimbertError(f"trim spec: heads names block {block}, which is not in this model")
+        if count < 1 or (num_attention_heads is not None and count >= num_attention_heads):
+            raise TrimbertError(f"trim spec: bad head count {count} for block {block}")
     existing = encoder_layernorms(num_layers, spec.drop_ffn, gone)
     for name in spec.layernorm:
         if name not in existing:

@@ -5,8 +5,8 @@ against a model's depth. Users write *requests* (strings such as ``"alternate"``
 :func:`resolve_spec` turns a request into a resolved spec, composed with the spec already applied
 to the model (trimming a trimmed model adds to what was done before).
 
-Block numbering. Every block index in a spec (``drop_layers``, ``drop_ffn``, ``ffn_width``, the
-LayerNorm names) is in the ORIGINAL model's numbering, whatever was dropped since: block 4 of a
+Block numbering. Every block index in a spec (``drop_layers``, ``drop_ffn``, ``ffn_width``, ``heads``,
+the LayerNorm names) is in the ORIGINAL model's numbering, whatever was dropped since: block 4 of a
 6-block model stays "block 4" after blocks 1 and 2 are dropped, although it is then the second block
 of the encoder (``encoder.layer.1``; the saved ``num_hidden_layers`` is the number of blocks actually
 present, so masks and caches work unchanged). The original depth is ``num_hidden_layers +
@@ -35,6 +35,16 @@ The resolved spec stores the width of every narrowed block; how neurons were cho
 goes to ``notes["ffn_width_rule"]`` (see :mod:`trimbert.model.trim`). Narrowing a narrowed block again
 is allowed when the new width is smaller (neurons are chosen among the ones left); dropping the FFN
 of a narrowed block forgets its width.
+
+Attention heads (``heads``, structured head pruning): a block's self-attention keeps only ``N`` of its
+heads (``1 <= N <`` its current head count; a block keeps at least one head). A request is an int (or
+``"8"``) for every present block, per block counts (``{0: 4, 3: 8}`` or ``"0:4,3:8"``), or the heads
+a block keeps, by index among its CURRENT heads (``"3=0+2+5"``: block 3 keeps its heads 0, 2 and 5;
+``{3: [0, 2, 5]}``); per-block forms combine with commas (``"0:4,3=0+2+5"``). The resolved spec stores
+the head count of every pruned block; which heads were kept is provenance: ``notes["heads_rule"]``
+(``"magnitude"``, ``"scores"`` or ``"explicit"``; see :mod:`trimbert.model.trim`). Pruning a pruned
+block again is allowed to fewer heads (chosen among the ones left); dropping the block forgets its
+entry. The FFN of the block is unaffected.
 
 LayerNorm syntax (``layernorm``). Each block has two LayerNorms: ``<i>.attn`` after the attention
 sub-layer and ``<i>.ffn`` after the FFN sub-layer (gone when that FFN is dropped). The embedding
@@ -94,7 +104,9 @@ LN_REPLACEMENTS = (IDENTITY, AFFINE, DYT)
 # trimbert.model.attention, which registers exactly these names (a test checks that).
 NORMALIZER_NAMES = ("relu", "relu-len", "sigmoid", "softermax", "squared-relu")
 LN_NAME = re.compile(r"^(\d+)\.(attn|ffn)$")
-SPEC_KEYS = ("drop_ffn", "attention", "layernorm", "drop_layers", "ffn_width", "layernorm_replacement", "notes")
+SPEC_KEYS = (
+    "drop_ffn", "attention", "layernorm", "drop_layers", "ffn_width", "heads", "layernorm_replacement", "notes"
+)
 
 
 def block_key(value: Any) -> Any:
@@ -116,11 +128,13 @@ BlockIndex = Annotated[StrictInt, Field(ge=0)]
 BlockList = Annotated[list[BlockIndex], AfterValidator(_each_once)]
 LayerNormName = Annotated[StrictStr, Field(pattern=r"^[0-9]+\.(attn|ffn)$")]
 FfnWidths = dict[Annotated[BlockIndex, BeforeValidator(block_key)], Annotated[StrictInt, Field(ge=1)]]
+HeadCounts = FfnWidths  # block -> heads kept, at least 1
 _EXPECTED = {
     "drop_ffn": "a list of block indices (whole numbers from 0, each once, e.g. [1, 3])",
     "drop_layers": "a list of block indices (whole numbers from 0, each once, e.g. [4, 5])",
     "layernorm": 'a list of LayerNorm names (each once, e.g. ["0.attn", "3.ffn"])',
     "ffn_width": 'an object of block -> width (whole numbers, width at least 1, e.g. {"0": 768})',
+    "heads": 'an object of block -> heads kept (whole numbers, at least 1, e.g. {"0": 8})',
     "notes": "an object",
 }
 
@@ -136,6 +150,7 @@ class _SpecData(BaseModel):
     layernorm: Annotated[list[LayerNormName], AfterValidator(_each_once)] = []
     drop_layers: BlockList = []
     ffn_width: FfnWidths = {}
+    heads: HeadCounts = {}
     layernorm_replacement: Literal[LN_REPLACEMENTS] = IDENTITY  # type: ignore[valid-type]
     notes: dict[StrictStr, Any] = {}
 
@@ -185,12 +200,15 @@ class TrimSpec:
     by ``layernorm_replacement`` (``"identity"``, ``"affine"`` or ``"dyt"``). ``drop_layers``: sorted indices of
     whole blocks removed. ``ffn_width``: ``(block, width)`` pairs, sorted, of the FFNs narrowed to
     ``width`` intermediate neurons (a mapping is accepted and converted; :attr:`ffn_widths` gives it
-    back as a dict). Every index is in the original model's numbering (see the module docstring).
+    back as a dict). ``heads``: ``(block, count)`` pairs, sorted, of the self-attentions pruned to
+    ``count`` heads (a mapping is accepted; :attr:`head_counts` gives the dict). Every index is in the
+    original model's numbering (see the module docstring).
     ``notes``: provenance that is not structure (for example which rule chose the indices).
 
     Dict keys (``to_dict``/``from_dict``, the ``trim_spec`` of a saved config): ``drop_ffn``,
     ``attention``, ``layernorm`` always; ``drop_layers`` (list), ``ffn_width`` (object block -> width,
-    keys as strings) and ``layernorm_replacement`` only when not the default, so the saved spec of a
+    keys as strings), ``heads`` (object block -> heads kept, keys as strings) and
+    ``layernorm_replacement`` only when not the default, so the saved spec of a
     trim that uses none of them is unchanged; ``notes`` when not empty.
     """
 
@@ -199,19 +217,21 @@ class TrimSpec:
     layernorm: tuple[str, ...] = ()
     drop_layers: tuple[int, ...] = ()
     ffn_width: tuple[tuple[int, int], ...] = ()
+    heads: tuple[tuple[int, int], ...] = ()
     layernorm_replacement: str = IDENTITY
     notes: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        widths = self.ffn_width
-        try:
-            pairs = list(widths.items() if isinstance(widths, Mapping) else widths)
-            normalized = tuple(sorted((_whole(block_key(block)), _whole(width)) for block, width in pairs))
-        except (TypeError, ValueError) as error:
-            raise TrimbertError(
-                f"trim spec: bad ffn_width {shown(widths)} (expected block -> width, whole numbers)"
-            ) from error
-        object.__setattr__(self, "ffn_width", normalized)
+        for name, what in (("ffn_width", "width"), ("heads", "heads kept")):
+            value = getattr(self, name)
+            try:
+                pairs = list(value.items() if isinstance(value, Mapping) else value)
+                normalized = tuple(sorted((_whole(block_key(block)), _whole(count)) for block, count in pairs))
+            except (TypeError, ValueError) as error:
+                raise TrimbertError(
+                    f"trim spec: bad {name} {shown(value)} (expected block -> {what}, whole numbers)"
+                ) from error
+            object.__setattr__(self, name, normalized)
 
     @property
     def is_empty(self) -> bool:
@@ -221,12 +241,18 @@ class TrimSpec:
             and not self.layernorm
             and not self.drop_layers
             and not self.ffn_width
+            and not self.heads
         )
 
     @property
     def ffn_widths(self) -> dict[int, int]:
         """``ffn_width`` as a dict: block (original numbering) -> number of intermediate neurons kept."""
         return dict(self.ffn_width)
+
+    @property
+    def head_counts(self) -> dict[int, int]:
+        """``heads`` as a dict: block (original numbering) -> number of attention heads kept."""
+        return dict(self.heads)
 
     def original_num_layers(self, present: int) -> int:
         """The original depth of a model that has ``present`` blocks with this spec applied."""
@@ -247,6 +273,8 @@ class TrimSpec:
             data["drop_layers"] = list(self.drop_layers)
         if self.ffn_width:
             data["ffn_width"] = {str(block): width for block, width in self.ffn_width}
+        if self.heads:
+            data["heads"] = {str(block): count for block, count in self.heads}
         if self.layernorm_replacement != IDENTITY:
             data["layernorm_replacement"] = self.layernorm_replacement
         if self.notes:
@@ -280,14 +308,16 @@ class TrimSpec:
             layernorm=tuple(sorted(valid.layernorm, key=ln_sort_key)),
             drop_layers=tuple(sorted(valid.drop_layers)),
             ffn_width=valid.ffn_width,
+            heads=valid.heads,
             layernorm_replacement=valid.layernorm_replacement,
             notes=dict(valid.notes),
         )
 
     def summary(self) -> str:
-        """A short human label, e.g. ``layers-[4-5] ffn-[1,3] ffn-width=768 attn=relu ln-4(affine)``.
+        """A short human label, e.g. ``layers-[4-5] ffn-[1,3] ffn-width=768 heads=8 attn=relu ln-4(affine)``.
 
-        ``untrimmed`` when empty. Mixed FFN widths read ``ffn-width=768[0-2],512[3]``.
+        ``untrimmed`` when empty. Mixed FFN widths read ``ffn-width=768[0-2],512[3]``, mixed head
+        counts ``heads=8[0-2],4[3]``.
         """
         if self.is_empty:
             return "untrimmed"
@@ -297,15 +327,9 @@ class TrimSpec:
         if self.drop_ffn:
             parts.append(f"ffn-[{compact_indices(self.drop_ffn)}]")
         if self.ffn_width:
-            by_width: dict[int, list[int]] = {}
-            for block, width in self.ffn_width:
-                by_width.setdefault(width, []).append(block)
-            if len(by_width) == 1:
-                parts.append(f"ffn-width={next(iter(by_width))}")
-            else:
-                groups = sorted(by_width.items(), key=lambda item: -item[0])
-                label = ",".join(f"{width}[{compact_indices(tuple(blocks))}]" for width, blocks in groups)
-                parts.append(f"ffn-width={label}")
+            parts.append(f"ffn-width={_grouped(self.ffn_width)}")
+        if self.heads:
+            parts.append(f"heads={_grouped(self.heads)}")
         if self.attention != SOFTMAX:
             parts.append(f"attn={self.attention}")
         if self.layernorm:
@@ -317,6 +341,17 @@ class TrimSpec:
         """Names of the encoder LayerNorms that still exist in a model of ``num_layers`` original blocks."""
         existing = encoder_layernorms(num_layers, self.drop_ffn, self.drop_layers)
         return [name for name in existing if name not in self.layernorm]
+
+
+def _grouped(pairs: tuple[tuple[int, int], ...]) -> str:
+    """``((0, 8), (1, 8))`` -> ``"8"``; mixed values -> ``"8[0-2],4[3]"`` (largest value first)."""
+    by_value: dict[int, list[int]] = {}
+    for block, value in pairs:
+        by_value.setdefault(value, []).append(block)
+    if len(by_value) == 1:
+        return str(next(iter(by_value)))
+    groups = sorted(by_value.items(), key=lambda item: -item[0])
+    return ",".join(f"{value}[{compact_indices(tuple(blocks))}]" for value, blocks in groups)
 
 
 def encoder_layernorms(
