@@ -9,7 +9,7 @@ from conftest import write_sst2
 import trimbert
 from trimbert.model.structure import applied_spec
 
-NOTHING = "error: the trim changes nothing (give --drop-ffn, --attention, --layernorm, --drop-layers or --ffn-width)\n"
+NOTHING = "error: the trim changes nothing (give --drop-ffn, --attention, --layernorm, --drop-layers, --ffn-width or --heads)\n"
 
 
 def test_trim_without_a_trim_option_is_refused_before_any_work(run_cli, tiny_checkpoint, tmp_path):

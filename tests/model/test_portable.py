@@ -101,6 +101,7 @@ CASES = {
     "full-plain": (FULL_TRIM, False, "AutoModelForSequenceClassification", False),
     "full-plain-trusted": (FULL_TRIM, False, "AutoModelForSequenceClassification", True),
     "dyt": ({**FULL_TRIM, "layernorm_replacement": "dyt"}, True, "AutoModelForSequenceClassification", True),
+    "heads": (dict(heads="0:1,2=1+3", ffn_width=40, drop_layers="3"), True, "AutoModelForSequenceClassification", True),
     **{
         f"attention-{name}": (
             dict(attention=name, drop_ffn="2"),
@@ -251,6 +252,15 @@ def test_full_trim_without_portable_stays_trimbert_and_needs_trimbert(foreign):
         assert "class" not in case["foreign"]
 
 
+def test_pruned_heads_load_portable(foreign):
+    case = foreign["heads"]
+    config = _config(case["dir"])
+    assert config["model_type"] == "trimbert" and config["trim_spec"]["heads"] == {"0": 1, "2": 2}
+    assert config["num_attention_heads"] == 4 and "auto_map" in config
+    assert case["foreign"]["class"] == "TrimBertForSequenceClassification"
+    torch.testing.assert_close(case["foreign"]["output"], case["expected"], atol=1e-5, rtol=0)
+
+
 def test_dyt_replacement_loads_portable(foreign):
     case = foreign["dyt"]
     assert case["foreign"]["class"] == "TrimBertForSequenceClassification"
@@ -335,6 +345,7 @@ def test_a_plain_transformers_load_still_knows_its_trim(foreign):
         dict(drop_ffn="1"),
         dict(layernorm="0.attn"),
         dict(attention="sigmoid"),
+        dict(heads=2),
     ],
 )
 def test_trims_stock_bert_cannot_describe_stay_trimbert(tmp_path, options):

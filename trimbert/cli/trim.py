@@ -47,7 +47,7 @@ def inspect(
     seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length for the FLOPs count.")] = 128,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show each block (FFN kept or dropped, remaining LayerNorms, attention) and the totals."""
+    """Show each block (attention heads, FFN kept or dropped, remaining LayerNorms, attention) and the totals."""
     from trimbert.measure.describe import describe_model
     from trimbert.measure.size import check_seq_len
     from trimbert.model.checkpoint import load, local_dir, resolve_source
@@ -61,11 +61,16 @@ def inspect(
         print_json(summary.to_dict())
         return
     table = Table(title=f"{model} — {summary.model_class}, {summary.trim_summary}")
-    for column in ("block", "FFN", "LayerNorms", "attention", "params"):
-        table.add_column(column, justify="right" if column in ("block", "params") else "left")
+    for column in ("block", "heads", "FFN", "LayerNorms", "attention", "params"):
+        table.add_column(column, justify="right" if column in ("block", "heads", "params") else "left")
     for block in summary.blocks:
         table.add_row(
-            str(block.index), block.ffn, ", ".join(block.layernorms) or "-", block.attention, f"{block.params:,}"
+            str(block.index),
+            "-" if block.heads is None else str(block.heads),
+            block.ffn,
+            ", ".join(block.layernorms) or "-",
+            block.attention,
+            f"{block.params:,}",
         )
     console.print(table)
     disk_note = "" if summary.disk_bytes_source == "files" else " (state dict)"
@@ -136,7 +141,7 @@ def _nothing(spec_file: str | None, request: TrimRequest | None = None, model: s
     if request is not None:
         given = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in request.to_dict().items())
         return f"the trim changes nothing: {given} leave{'s' if len(request.to_dict()) == 1 else ''} {model} as it is"
-    return "the trim changes nothing (give --drop-ffn, --attention, --layernorm, --drop-layers or --ffn-width)"
+    return "the trim changes nothing (give --drop-ffn, --attention, --layernorm, --drop-layers, --ffn-width or --heads)"
 
 
 @app.command()

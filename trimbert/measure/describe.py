@@ -5,7 +5,9 @@ with ``drop_layers`` keeps its row, marked ``layer="dropped"`` (``ffn="layer dro
 LayerNorms, 0 parameters, ``position=None``), so the table shows which original blocks remain.
 ``ffn`` is ``"kept"``, ``"dropped"`` or ``"width N"`` (narrowed to N intermediate neurons);
 ``layernorms`` lists the remaining LayerNorms (``"attn"``, ``"ffn"``) and, where a stripped
-LayerNorm was replaced by a fitted affine map, ``"attn (affine)"`` / ``"ffn (affine)"``.
+LayerNorm was replaced by a fitted affine map, ``"attn (affine)"`` / ``"ffn (affine)"``. ``heads`` is
+the block's number of attention heads (fewer than the config's ``num_attention_heads`` where the
+trim pruned heads; None for a dropped block).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from trimbert.model.structure import (
     AffineNorm,
     DroppedFFN,
     applied_spec,
+    block_heads,
     encoder_layers,
     layernorm_module_path,
 )
@@ -45,6 +48,7 @@ class BlockInfo:
     layer: str = "kept"  # "kept" | "dropped" (removed with drop_layers)
     position: int | None = None  # index in encoder.layer; None for a dropped block
     ffn_width: int | None = None  # intermediate neurons of the FFN; None without FFN
+    heads: int | None = None  # attention heads of the block; None for a dropped block
 
 
 @dataclass
@@ -123,6 +127,7 @@ def describe_model(
                 params=sum(parameter.numel() for parameter in block.parameters()),
                 position=position[index],
                 ffn_width=width,
+                heads=block_heads(block),
             )
         )
     on_disk, how = None, "state_dict"

@@ -1,7 +1,7 @@
 """Saved checkpoints that load without trimbert: plain BERT where BERT can describe the trim, else remote code.
 
 A trim that stock BERT can describe (every remaining FFN at one width, whole blocks dropped; softmax
-attention, no dropped FFN, every LayerNorm kept) is written as ``model_type: "bert"`` with the
+attention, no dropped FFN, every LayerNorm kept, every attention head kept) is written as ``model_type: "bert"`` with the
 ``Bert...`` architecture, ``num_hidden_layers`` = the blocks present and ``intermediate_size`` = the
 width: ``transformers`` loads it alone, with the same weight names and outputs. The trim is recorded
 under ``trimbert_trim_spec`` (and the width before narrowing under ``trimbert_intermediate_size``),
@@ -45,8 +45,9 @@ _LOADER_RELATIVE = re.compile(r"^\s*(?:from\s+\.(\S+)\s+import|import\s+\.(\S+)\
 
 def is_stock(spec: TrimSpec, present: int) -> bool:
     """Whether stock BERT describes ``spec`` on a model with ``present`` blocks: softmax attention, no
-    dropped FFN, no stripped LayerNorm, and either no narrowed FFN or every remaining one at one width."""
-    if spec.drop_ffn or spec.layernorm or spec.attention != SOFTMAX:
+    dropped FFN, no stripped LayerNorm, no pruned attention head (BERT's config has one head count
+    and cannot say which heads were kept), and either no narrowed FFN or every remaining one at one width."""
+    if spec.drop_ffn or spec.layernorm or spec.heads or spec.attention != SOFTMAX:
         return False
     widths = spec.ffn_widths
     kept = spec.kept_layers(spec.original_num_layers(present))
