@@ -11,13 +11,14 @@ from trimbert.spec import (
     ln_sort_key,
     parse_blocks,
     parse_ffn_width,
+    parse_heads,
     parse_layernorm,
     resolve_spec,
     validate_spec,
 )
 
 # Text made of the characters the syntax uses, plus anything else.
-SYNTAX = st.text(alphabet="0123456789,-:. alternatefirstlasnoheffnaut", max_size=20)
+SYNTAX = st.text(alphabet="0123456789,-:.=+ alternatefirstlasnoheffnaut", max_size=20)
 ANY = st.one_of(SYNTAX, st.text(max_size=20))
 DEPTH = st.integers(min_value=1, max_value=12)
 
@@ -55,6 +56,19 @@ def test_ffn_widths(text, depth):
 
 
 @settings(max_examples=300, deadline=None)
+@given(ANY, DEPTH)
+def test_heads(text, depth):
+    try:
+        chosen = parse_heads(text, depth, dict.fromkeys(range(depth), 4), num_attention_heads=4)
+    except TrimbertError:
+        return
+    assert all(0 <= block < depth and 1 <= count < 4 for block, count in chosen.counts.items())
+    for block, heads in chosen.explicit.items():
+        assert list(heads) == sorted(set(heads)) and len(heads) == chosen.counts[block]
+        assert all(0 <= head < 4 for head in heads)
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     st.fixed_dictionaries(
         {},
@@ -64,7 +78,7 @@ def test_ffn_widths(text, depth):
 )
 def test_whole_requests_resolve_to_valid_specs_or_fail_cleanly(options, depth):
     try:
-        spec = resolve_spec(depth, None, TrimRequest(**options), intermediate_size=64)
+        spec = resolve_spec(depth, None, TrimRequest(**options), intermediate_size=64, num_attention_heads=4)
     except TrimbertError:
         return
-    assert validate_spec(spec, depth, intermediate_size=64) == spec
+    assert validate_spec(spec, depth, intermediate_size=64, num_attention_heads=4) == spec
