@@ -32,6 +32,11 @@ class SearchSettings(Settings):
         "0.75,0.5,0.25",
         description="Narrowed FFN widths a block may take: fractions of the intermediate size or neuron counts.",
     )
+    heads_choices: str | None = Field(
+        None,
+        description="Attention head counts a block may be pruned to (besides all of its heads), comma-separated: "
+        "6,9 (heads kept by weight magnitude, as trim --heads). Default: heads are not searched.",
+    )
     normalizers: str = Field("softmax,relu", description="Attention normalizers to search, comma-separated.")
     max_drop_layers: int = Field(2, ge=0, description="At most this many whole blocks dropped.")
     layernorms: bool = Field(
@@ -118,6 +123,21 @@ class SearchSettings(Settings):
             _width_value(item)
         return widths
 
+    @field_validator("heads_choices")
+    @classmethod
+    def _heads_syntax(cls, choices: str | None) -> str | None:
+        """Whole head counts of at least 1, comma-separated (``6,9``); checked against the model's head
+        count when the space is built (:meth:`head_list`)."""
+        if choices is None:
+            return None
+        items = [part.strip() for part in choices.split(",") if part.strip()]
+        if not items:
+            raise ValueError("give at least one head count (e.g. 6,9)")
+        for item in items:
+            if not item.isdigit() or int(item) < 1:
+                raise ValueError(f"{item!r} is not a head count (a whole number of heads, at least 1)")
+        return choices
+
     @model_validator(mode="after")
     def _one_target_and_verification(self) -> SearchSettings:
         if (self.speedup is None) == (self.latency_ms is None):
@@ -138,6 +158,13 @@ class SearchSettings(Settings):
                 raise TrimbertError(f"--widths: {error}") from None
             widths.append(round(value * intermediate_size) if isinstance(value, float) else value)
         return tuple(widths)
+
+    def head_list(self) -> tuple[int, ...]:
+        """``heads_choices`` as head counts (empty: heads are not searched); the search space checks
+        each against the model's number of heads."""
+        if self.heads_choices is None:
+            return ()
+        return tuple(int(part) for part in self.heads_choices.split(",") if part.strip())
 
     def normalizer_list(self) -> tuple[str, ...]:
         names = tuple(dict.fromkeys(part.strip() for part in self.normalizers.split(",") if part.strip()))
