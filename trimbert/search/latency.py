@@ -3,13 +3,19 @@
 A spec's latency is modelled as a sum of component costs (AutoTinyBERT fits an MLP on uniform
 architectures; per-block trims are additive, so an additive model is the obvious start)::
 
-    ms = c_const + c_block · blocks + c_ffn · FFNs + c_neuron · (FFN neurons / I) + c_ln · LayerNorms
-         + Σ_normalizer c_attn[normalizer] · blocks using it
+    ms = c_const + c_block · blocks + c_heads · (heads kept / A) + c_ffn · FFNs + c_neuron · (FFN neurons / I)
+         + c_ln · LayerNorms + Σ_normalizer c_attn[normalizer] · blocks using it
 
-``const`` is embeddings, pooler and head; ``block`` a block's attention sub-layer (softmax) and residual;
-``ffn`` the fixed cost of an FFN sub-layer (its add, bias, LayerNorm dispatch), ``neuron`` its cost per
-intermediate-size worth of neurons; ``ln`` one LayerNorm; ``attn[n]`` how much normalizer ``n`` costs
-beyond softmax. The component costs are measured together, not in isolation: :func:`measure_specs`
+``const`` is embeddings, pooler and head; ``block`` the fixed part of a block's attention sub-layer
+(its output projection's add, the residual); ``heads`` (feature ``attn_heads``) the cost of a block's
+worth of attention heads (``A`` = the model's ``num_attention_heads``: Q/K/V, scores, softmax, context,
+output projection; a block not pruned counts 1); ``ffn`` the fixed cost of an FFN sub-layer (its add,
+bias, LayerNorm dispatch), ``neuron`` its cost per intermediate-size worth of neurons; ``ln`` one
+LayerNorm; ``attn[n]`` how much normalizer ``n`` costs beyond softmax. Without probes that prune heads,
+``attn_heads`` moves with ``blocks`` and cannot be told apart from it: it is then not fitted, and the
+predictor refuses specs with heads (the auxiliary feature ``pruned_heads`` is fixed at 0).
+:meth:`Predictor.linear_costs` gives the linear form's costs per unit (ms per block, head, FFN, neuron,
+LayerNorm) for compression methods that need a linear latency cost. The component costs are measured together, not in isolation: :func:`measure_specs`
 times probe trims (the untrimmed model, corner cases and random specs of the search space) side by side
 in one alternating run, and :func:`fit_predictor` fits the costs by least squares on relative error
 (rows weighted by 1 / measured ms). Where an FFN's cost is not linear in its width (int8 kernels can be
@@ -31,7 +37,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +51,38 @@ from trimbert.errors import TrimbertError
 from trimbert.measure.benchmark import benchmark, fastest_attention
 from trimbert.model.trim import trim
 from trimbert.search.space import SearchSpace
-from trimbert.spec import NORMALIZER_NAMES, TrimSpec, encoder_layernorms
+from trimbert.spec import NORMALIZER_NAMES, SOFTMAX, TrimSpec, encoder_layernorms
 
 RUNTIMES = ("pytorch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 # search's runtime names -> the deploy runtimes they measure
 DEPLOY_RUNTIME = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime-int8", "openvino": "openvino", "openvino-int8": "openvino-int8"}
 ATTENTION_FEATURES = tuple(f"attn:{name}" for name in NORMALIZER_NAMES)
-FEATURES = ("const", "blocks", "ffns", "ffn_neurons", "layernorms", *ATTENTION_FEATURES)
+FEATURES = ("const", "blocks", "attn_heads", "ffns", "ffn_neurons", "layernorms", *ATTENTION_FEATURES)
+# attn_heads is fitted only when some probe prunes heads (pruned_heads varies); else it moves with blocks
+PRUNED_HEADS = "pruned_heads"
 FORMS = ("linear", "per-width")  # FFN cost linear in its width, or one cost per width (fitted: ffn@<width>)
 
 
-def spec_features(spec: TrimSpec, num_layers: int, intermediate_size: int) -> dict[str, float]:
+def spec_features(
+    spec: TrimSpec, num_layers: int, intermediate_size: int, num_attention_heads: int | None = None
+) -> dict[str, float]:
     """The component counts of a trim of the untrimmed model (the predictor's inputs): every feature of
-    :data:`FEATURES`, plus ``ffn@<width>``, the number of FFNs at each width present."""
+    :data:`FEATURES`, plus ``ffn@<width>``, the number of FFNs at each width present, and
+    ``pruned_heads``, the blocks' worth of heads removed (``blocks − attn_heads``). A spec with
+    ``heads`` needs ``num_attention_heads``."""
     kept = spec.kept_layers(num_layers)
+    counts = spec.head_counts
+    if counts and not num_attention_heads:
+        raise TrimbertError("latency predictor: a spec with heads needs the model's number of attention heads")
+    attn_heads = sum(counts.get(block, num_attention_heads) / num_attention_heads for block in kept) if counts else float(len(kept))
     ffns = [block for block in kept if block not in spec.drop_ffn]
     widths = spec.ffn_widths
     layernorms = len(encoder_layernorms(num_layers, spec.drop_ffn, spec.drop_layers)) - len(spec.layernorm)
     features = {
         "const": 1.0,
         "blocks": float(len(kept)),
+        "attn_heads": attn_heads,
+        PRUNED_HEADS: len(kept) - attn_heads,
         "ffns": float(len(ffns)),
         "ffn_neurons": sum(widths.get(block, intermediate_size) for block in ffns) / intermediate_size,
         "layernorms": float(layernorms),
@@ -82,7 +100,7 @@ def _form_features(form: str, table: Sequence[dict[str, float]]) -> list[str]:
     if form == "linear":
         return list(FEATURES)
     widths = sorted({name for row in table for name in row if name.startswith("ffn@")}, key=lambda name: -int(name[4:]))
-    return ["const", "blocks", *widths, "layernorms", *ATTENTION_FEATURES]
+    return ["const", "blocks", "attn_heads", *widths, "layernorms", *ATTENTION_FEATURES]
 
 
 @dataclass
@@ -107,9 +125,57 @@ def model_shape(config: Any) -> dict[str, Any]:
     return {key: getattr(config, key, None) for key in keys}
 
 
+@dataclass(frozen=True)
+class LinearCosts:
+    """The linear form's costs in ms per unit, exact for a linear predictor::
+
+        ms = const_ms + block_ms · blocks + head_ms · heads + ffn_ms · FFNs + neuron_ms · neurons
+             + layernorm_ms · LayerNorms + normalizer_ms[attention] · blocks
+
+    ``blocks``: blocks present; ``heads``: attention heads kept, summed over the blocks present;
+    ``FFNs``: FFN sub-layers present; ``neurons``: FFN neurons kept, summed over them; ``LayerNorms``:
+    encoder LayerNorms left; ``normalizer_ms``: what a normalizer costs per block beyond softmax (only
+    the fitted ones; softmax is 0). ``fixed``: the predictor's features no probe varied (``blocks``,
+    ``pruned_heads``, ...): their cost is in ``const_ms`` and their cost per unit here is 0, so a trim
+    that changes them is outside what was measured (:meth:`Predictor.predict` refuses it).
+    ``refitted``: the costs are a linear refit of a per-width predictor's probes, not its own.
+    """
+
+    const_ms: float
+    block_ms: float
+    head_ms: float
+    ffn_ms: float
+    neuron_ms: float
+    layernorm_ms: float
+    normalizer_ms: dict[str, float]
+    num_attention_heads: int
+    intermediate_size: int
+    fixed: tuple[str, ...] = ()
+    refitted: bool = False
+
+    def ms(self, *, blocks: float, heads: float, ffns: float, neurons: float, layernorms: float,
+           attention: str = SOFTMAX) -> float:
+        """The predicted milliseconds of a trim with these counts (see the class docstring)."""
+        if attention != SOFTMAX and attention not in self.normalizer_ms:
+            raise TrimbertError(f"latency costs: not fitted for attention {attention!r}")
+        return (
+            self.const_ms + self.block_ms * blocks + self.head_ms * heads + self.ffn_ms * ffns
+            + self.neuron_ms * neurons + self.layernorm_ms * layernorms + self.normalizer_ms.get(attention, 0.0) * blocks
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class Predictor:
-    """Fitted component costs (ms) and what they were fitted on."""
+    """Fitted component costs (ms) and what they were fitted on.
+
+    ``num_attention_heads`` (0: unknown, as in a predictor cached before head pruning; read from
+    ``conditions.model_shape`` where it says) is what ``attn_heads`` counts in. A predictor whose probes
+    pruned no heads has ``pruned_heads`` in ``fixed`` (set here for older ones too), so a spec with
+    heads is refused.
+    """
 
     conditions: Conditions
     num_layers: int
@@ -121,10 +187,19 @@ class Predictor:
     baseline_ms: float = 0.0  # the untrimmed model, measured in the probe run (reported; ratios use predictions)
     fit_error: dict[str, Any] = field(default_factory=dict)
     form: str = "linear"  # see FORMS
+    num_attention_heads: int = 0  # 0: unknown (a predictor fitted before heads could be pruned)
+
+    def __post_init__(self) -> None:
+        if not self.num_attention_heads:
+            self.num_attention_heads = int(self.conditions.model_shape.get("num_attention_heads") or 0)
+        if "attn_heads" not in self.fitted:
+            self.fixed.setdefault(PRUNED_HEADS, 0.0)
 
     def predict(self, spec: TrimSpec) -> float:
         """Predicted milliseconds of one forward pass of the trimmed model."""
-        features = spec_features(spec, self.num_layers, self.intermediate_size)
+        if spec.heads and not self.num_attention_heads:
+            raise TrimbertError("latency predictor: not fitted for pruned_heads (it does not know the model's head count)")
+        features = spec_features(spec, self.num_layers, self.intermediate_size, self.num_attention_heads or None)
         unfitted = [name for name, value in self.fixed.items() if features.get(name, 0.0) != value]
         unfitted += [name for name in features if name.startswith("ffn@") and self.form == "per-width"
                      and name not in self.fitted and name not in self.fixed]
@@ -139,6 +214,40 @@ class Predictor:
         gets wrong for both cancels (one noisy timing of the untrimmed model does not shift every ratio)."""
         return self.predict(TrimSpec()) / self.predict(spec)
 
+    def linear_costs(self, *, refit: bool = False) -> LinearCosts:
+        """The costs per unit (:class:`LinearCosts`), exact for the linear form: ``costs.ms(...)`` of a
+        spec's counts equals :meth:`predict`. A per-width predictor has no cost per neuron: it raises
+        a :class:`TrimbertError`, or with ``refit=True`` fits the linear form on its probes and gives
+        those costs (``refitted``; they then differ from :meth:`predict`, by the per-width form's gain)."""
+        if self.form != "linear":
+            if not refit:
+                raise TrimbertError(
+                    "latency predictor: its FFN cost is one cost per width (the per-width form), not linear in the "
+                    "width: linear_costs(refit=True) refits the linear form on its probes"
+                )
+            rows = [(TrimSpec.from_dict(probe["spec"]), probe["measured_ms"]) for probe in self.probes]
+            linear = fit_predictor(
+                rows, self.num_layers, self.intermediate_size, self.conditions,
+                num_attention_heads=self.num_attention_heads or None, form="linear",
+            )
+            return replace(linear.linear_costs(), refitted=True)
+        cost = self.coefficients
+        heads = self.num_attention_heads
+        if "attn_heads" in self.fitted and not heads:
+            raise TrimbertError("latency predictor: it does not know the model's head count (num_attention_heads)")
+        return LinearCosts(
+            const_ms=cost.get("const", 0.0),
+            block_ms=cost.get("blocks", 0.0),
+            head_ms=cost.get("attn_heads", 0.0) / heads if heads else 0.0,
+            ffn_ms=cost.get("ffns", 0.0),
+            neuron_ms=cost.get("ffn_neurons", 0.0) / self.intermediate_size,
+            layernorm_ms=cost.get("layernorms", 0.0),
+            normalizer_ms={name.removeprefix("attn:"): cost[name] for name in ATTENTION_FEATURES if name in cost},
+            num_attention_heads=heads,
+            intermediate_size=self.intermediate_size,
+            fixed=tuple(self.fixed),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -147,9 +256,16 @@ class Predictor:
         return cls(**{**data, "conditions": Conditions(**data["conditions"])})
 
 
+def _varies(table: Sequence[dict[str, float]], name: str) -> bool:
+    """Whether a feature varies across ``table``; ``attn_heads`` only counts as varying when some rows
+    prune heads and others fewer (``pruned_heads`` varies): else it is ``blocks`` again."""
+    name = PRUNED_HEADS if name == "attn_heads" else name
+    return any(row.get(name, 0.0) != table[0].get(name, 0.0) for row in table)
+
+
 def _solve(table: Sequence[dict[str, float]], measured: np.ndarray, names: list[str]) -> tuple[list[str], np.ndarray]:
     """Least squares on relative error over the features that vary (``const`` always)."""
-    fitted = [name for name in names if name == "const" or any(row.get(name, 0.0) != table[0].get(name, 0.0) for row in table)]
+    fitted = [name for name in names if name == "const" or _varies(table, name)]
     matrix = np.array([[row.get(name, 0.0) for name in fitted] for row in table])
     weights = 1.0 / measured
     solution, *_ = np.linalg.lstsq(matrix * weights[:, None], measured * weights, rcond=None)
@@ -168,30 +284,45 @@ def _loo_error(table: Sequence[dict[str, float]], measured: np.ndarray, names: l
 
 
 def fit_predictor(
-    rows: Sequence[tuple[TrimSpec, float]], num_layers: int, intermediate_size: int, conditions: Conditions
+    rows: Sequence[tuple[TrimSpec, float]],
+    num_layers: int,
+    intermediate_size: int,
+    conditions: Conditions,
+    *,
+    num_attention_heads: int | None = None,
+    form: str | None = None,
 ) -> Predictor:
     """Costs minimizing Σ ((prediction − ms) / ms)², in the form (:data:`FORMS`) whose leave-one-out
-    error over the probes is lower: linear in FFN width unless one cost per width predicts better."""
+    error over the probes is lower: linear in FFN width unless one cost per width predicts better
+    (``form`` forces one). Specs with heads need ``num_attention_heads``."""
     if len(rows) < 3:
         raise TrimbertError("latency predictor: needs at least 3 measured specs to fit")
-    table = [spec_features(spec, num_layers, intermediate_size) for spec, _ in rows]
+    if form is not None and form not in FORMS:
+        raise TrimbertError(f"latency predictor: unknown form {form!r} (choose from {', '.join(FORMS)})")
+    table = [spec_features(spec, num_layers, intermediate_size, num_attention_heads) for spec, _ in rows]
     measured = np.array([ms for _, ms in rows])
-    loo = {form: _loo_error(table, measured, _form_features(form, table)) for form in FORMS}
-    # the richer form only when it predicts clearly better (10% lower error): fewer costs extrapolate better
-    form = "per-width" if loo["per-width"] < 0.9 * loo["linear"] - 1e-9 else "linear"
+    loo = {name: _loo_error(table, measured, _form_features(name, table)) for name in FORMS}
+    if form is None:
+        # the richer form only when it predicts clearly better (10% lower error): fewer costs extrapolate better
+        form = "per-width" if loo["per-width"] < 0.9 * loo["linear"] - 1e-9 else "linear"
     names = _form_features(form, table)
     fitted, solution = _solve(table, measured, names)
     predicted = np.array([[row.get(name, 0.0) for name in fitted] for row in table]) @ solution
     errors = np.abs(predicted - measured) / measured
+    # a feature no probe varied: its value in every probe (attn_heads: no heads pruned in any probe)
+    fixed = {name: table[0].get(name, 0.0) for name in names if name not in fitted and name != "attn_heads"}
+    if "attn_heads" not in fitted:
+        fixed[PRUNED_HEADS] = table[0][PRUNED_HEADS]
     return Predictor(
         conditions=conditions,
         num_layers=num_layers,
         intermediate_size=intermediate_size,
         coefficients={name: float(value) for name, value in zip(fitted, solution, strict=True)},
         fitted=fitted,
-        fixed={name: table[0].get(name, 0.0) for name in names if name not in fitted},
+        fixed=fixed,
         fit_error={"median": float(np.median(errors)), "max": float(errors.max()), "loo_median": loo},
         form=form,
+        num_attention_heads=num_attention_heads or 0,
     )
 
 
@@ -200,16 +331,18 @@ def fit_predictor(
 
 
 def probe_specs(space: SearchSpace, count: int, seed: int) -> list[TrimSpec]:
-    """The untrimmed model, corner cases (alternate FFNs dropped, every FFN at each width, every
-    LayerNorm stripped, each normalizer, the most blocks dropped: each varies one component, so that
-    every cost is fitted) and random specs of ``space``: ``count`` in all, or just the corners when
-    there are more of them."""
+    """The untrimmed model, corner cases (alternate FFNs dropped, every FFN at each width, every block
+    at half its heads when the space prunes heads, every LayerNorm stripped, each normalizer, the most
+    blocks dropped: each varies one component, so that every cost is fitted) and random specs of
+    ``space``: ``count`` in all, or just the corners when there are more of them."""
     layers = space.num_layers
     corners = [TrimSpec()]
     if space.drop_ffn:
         corners.append(TrimSpec(drop_ffn=tuple(range(1, layers, 2))))
     for width in space.widths:  # every width, so that a per-width cost can be fitted for each
         corners.append(TrimSpec(ffn_width={block: width for block in range(layers)}))
+    if space.heads:  # the head cost apart from the block's (a random spec prunes heads in some blocks only)
+        corners.append(TrimSpec(heads=dict.fromkeys(range(layers), max(1, space.num_attention_heads // 2))))
     if space.layernorms:
         corners.append(TrimSpec(layernorm=tuple(encoder_layernorms(layers))))
     corners += [TrimSpec(attention=name) for name in space.normalizers[1:]]
@@ -311,6 +444,7 @@ def build_predictor(
         space.num_layers,
         space.intermediate_size,
         conditions,
+        num_attention_heads=space.num_attention_heads or conditions.model_shape.get("num_attention_heads"),
     )
     predictor.probes = rows
     predictor.baseline_ms = rows[0]["measured_ms"]
@@ -355,7 +489,7 @@ def cached_predictor(cache_dir: Path, conditions: Conditions, space: SearchSpace
     """The predictor for these conditions and space from ``cache_dir``, else ``build()`` it and store
     it there (file-locked: parallel searches measure once). Returns it and whether it came from the cache.
     A cache entry that cannot be read, or holds a time that is not positive (:func:`untrusted`), is measured again."""
-    identity = json.dumps({"conditions": conditions.key(), "space": asdict(space)}, sort_keys=True)
+    identity = json.dumps({"conditions": conditions.key(), "space": space.fingerprint()}, sort_keys=True)
     path = Path(cache_dir) / f"latency-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
     check_cache_dir(path.parent, "latency cache")
     try:
