@@ -3,7 +3,8 @@
 ``one-shot`` (AutoTinyBERT's idea on a pretrained checkpoint): the untrimmed model is fine-tuned once
 on the task as a weight-sharing *super-model*: before every training step a random sub-trim of the
 search space is switched on with :mod:`trimbert.model.gates` (dropped blocks, dropped FFNs, FFNs narrowed
-to a prefix of their neurons sorted by importance, so widths nest, stripped LayerNorms, the normalizer);
+to a prefix of their neurons sorted by importance, so widths nest, attention heads pruned to a prefix of
+their heads sorted by weight magnitude, as ``trim --heads N`` keeps them, stripped LayerNorms, the normalizer);
 a quarter of the steps train the whole model (the sandwich rule's largest network). A candidate is
 then scored by switching its gates on and evaluating a held-out sample of the task's rows, with no
 further training.
@@ -42,6 +43,7 @@ from trimbert.errors import TrimbertError
 from trimbert.importance import magnitude, taylor_importance
 from trimbert.measure.size import model_device, model_mode
 from trimbert.model.gates import Gates, install_gates
+from trimbert.model.structure import block_positions, encoder_layers, head_magnitude_importance
 from trimbert.search.space import SearchSpace
 from trimbert.spec import TrimSpec
 from trimbert.train.finetune import prepare
@@ -56,9 +58,13 @@ FULL_MODEL_SHARE = 0.25  # share of super-model steps that train the whole model
 class SubTrimSampler(TrainerCallback):
     """Before each training step, switch on a random sub-trim of ``space`` (or the whole model)."""
 
-    def __init__(self, space: SearchSpace, order: dict[int, torch.Tensor], seed: int) -> None:
+    def __init__(
+        self, space: SearchSpace, order: dict[int, torch.Tensor], seed: int,
+        head_order: dict[int, torch.Tensor] | None = None,
+    ) -> None:
         self.space = space
         self.order = order
+        self.head_order = head_order or {}
         self.rng = random.Random(seed)
         self.gates: Gates | None = None
         self.drawn = 0
@@ -70,7 +76,7 @@ class SubTrimSampler(TrainerCallback):
         if self.rng.random() < FULL_MODEL_SHARE:
             self.gates.reset()
         else:
-            self.gates.apply(self.space.random_spec(self.rng), self.order)
+            self.gates.apply(self.space.random_spec(self.rng), self.order, head_order=self.head_order)
             self.drawn += 1
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -112,6 +118,7 @@ class Estimator:
     gates: Gates | None = None
     score_time_s: float = 0.0
     last: tuple[tuple[TrimSpec, str], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None  # latest outputs
+    head_order: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> heads, most important first
 
     def score(self, spec: TrimSpec, scorer: str | None = None, rows: str = "search") -> float:
         """The task's main metric of the model with ``spec`` switched on, on the score rows
@@ -134,7 +141,7 @@ class Estimator:
         if self.last is None or self.last[0] != (spec, rows):  # both scorers of one spec share one pass
             if self.gates is None:
                 self.gates = install_gates(self.model)
-            self.gates.apply(spec, self.order)
+            self.gates.apply(spec, self.order, head_order=self.head_order)
             self.last = ((spec, rows), self._outputs(batches))
         logits, features, labels = self.last[1]
         if scorer == "probe":
@@ -251,6 +258,17 @@ def neuron_order(model: nn.Module, encoded_train: Any, tokenizer: Any, settings:
     return taylor_importance(model, batches, has_head=False, seed=settings.seed).neuron_order()
 
 
+def head_order(model: nn.Module) -> dict[int, torch.Tensor]:
+    """The attention heads of each block present, most important first by weight magnitude
+    (:func:`~trimbert.model.structure.head_magnitude_importance`, ties to the lower index): a prefix of
+    ``n`` is the set ``trim(heads=n)`` keeps."""
+    layers = encoder_layers(model)
+    return {
+        block: torch.argsort(head_magnitude_importance(layers[position]).double().cpu(), descending=True, stable=True)
+        for block, position in block_positions(model).items()
+    }
+
+
 def build_estimator(
     model_source: str,
     source: DataSource,
@@ -273,8 +291,9 @@ def build_estimator(
         raise TrimbertError(f"--estimator: unknown estimator {kind!r} (choose from {', '.join(ESTIMATORS)})")
     task, tokenizer, model, encoded = prepare(model_source, source, settings)
     order = neuron_order(model, encoded["train"], tokenizer, settings, importance, importance_samples)
+    heads = head_order(model) if space.heads else {}
     held, final, split = score_rows(source, tokenizer, settings, rows, final_rows)
-    sampler = SubTrimSampler(space, order, settings.seed) if kind == "one-shot" else None
+    sampler = SubTrimSampler(space, order, settings.seed, head_order=heads) if kind == "one-shot" else None
     stopper = StopAt(stop_at, clock) if stop_at is not None else None
     callbacks = [callback for callback in (sampler, stopper) if callback is not None]
     with tempfile.TemporaryDirectory(prefix="trimbert-search-") as work_dir:
@@ -307,6 +326,7 @@ def build_estimator(
         scorer=scorer,
         final_batches=None if final is None else make_batches(final, tokenizer, batch_size=settings.eval_batch_size),
         final_rows=0 if final is None else len(final),
+        head_order=heads,
     )
 
 
