@@ -11,7 +11,8 @@ multiplies by the scale, which the optimizer does not match; :func:`fusable_atte
 forward of the recognized form (the same math) while the model is traced.
 
 Only softmax models with every LayerNorm in place have that structure (:func:`can_fuse`); dropped
-FFNs, narrowed FFNs and dropped layers are plain graph structure and fuse too. Other normalizers and
+FFNs, narrowed FFNs, dropped layers and pruned attention heads (each block's ``Attention`` node gets
+that block's head count) are plain graph structure and fuse too. Other normalizers and
 stripped LayerNorms export unfused, as ordinary ONNX ops.
 """
 
