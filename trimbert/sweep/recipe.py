@@ -37,6 +37,7 @@ A recipe is a TOML file::
     [[variants]]
     name = "full-trim"               # trim keys use the CLI syntax (see trimbert.spec)
     drop_ffn = "alternate"
+    # heads = 8                      # attention heads kept: 8 in every block, or "0:4,3:8" per block
     attention = "relu"
     layernorm = "half"
     teacher = "baseline"             # optional: distil from another variant's fine-tuned run
@@ -490,7 +491,10 @@ def _resolve_variant(
             given = {key: value}
             if key == "layernorm" and "layernorm_replacement" in options:
                 given["layernorm_replacement"] = options["layernorm_replacement"]
-            spec = resolve_spec(num_layers, spec, intermediate_size=int(config.intermediate_size), **given)
+            spec = resolve_spec(
+                num_layers, spec, intermediate_size=int(config.intermediate_size),
+                num_attention_heads=int(config.num_attention_heads), **given,
+            )
         except TrimbertError as error:
             check.fail(f"{where}.{key}", f"{_strip_option(str(error))} (variant {name!r})")
     return spec, auto_drop
