@@ -133,6 +133,27 @@ def test_greedy_rearrangement_removes_units_whose_gradients_cancel():
     assert greedy_rearrange(grads, 0).tolist() == [] and greedy_rearrange(grads, 3).tolist() == [0, 1, 2]
 
 
+def _kwon_greedy_rearrange(grads, removed):
+    """prune/rearrange.py of WoosukKwon/retraining-free-pruning, as published (the removed units)."""
+    grads = grads.permute(1, 0).contiguous()
+    _, indices = grads.pow(2).sum(dim=1).sort(descending=False, stable=True)
+    indices = indices.tolist()
+    masked = indices[:removed]
+    for index in indices[removed:]:
+        masked.append(index)
+        vectors = grads[masked]
+        lengths = (vectors.sum(dim=0) - vectors).pow(2).sum(dim=1)
+        del masked[int(lengths.argmin())]
+    return sorted(masked)
+
+
+def test_the_rearrangement_is_kwons():
+    generator = torch.Generator().manual_seed(3)
+    for units, removed in ((12, 5), (40, 30), (64, 1)):
+        grads = torch.randn(6, units, generator=generator, dtype=torch.float64)
+        assert greedy_rearrange(grads, removed).tolist() == _kwon_greedy_rearrange(grads, removed)
+
+
 def test_rearranging_a_plan_keeps_its_counts_and_latency():
     scores = FisherScores.from_grads(
         {0: torch.tensor([[1.0, 0.2], [0.5, 0.0]])},

@@ -13,7 +13,8 @@ drift of the residual stream; with equal inputs it is the sub-layer's own output
 comes first and the FFN's is fitted on the inputs the fixed attention gives.
 
 Only the normal equations are accumulated (``AᵀA``, ``Aᵀb``, ``bᵀb``; for neurons ``AᵀA = (aᵀa) ⊙ (WᵀW)``),
-so memory does not grow with the sample. They are solved, as Kwon's ``lsmr_cupy_solver``, for the
+so memory does not grow with the sample; each batch's products are taken in the model's dtype and
+summed in float64. They are solved, as Kwon's ``lsmr_cupy_solver``, for the
 change from 1 with a ridge: ``(AᵀA + λI)(s − 1) = Aᵀb − AᵀA·1``, ``λ = damp · mean(diag AᵀA)``. A fix
 is skipped (the scales stay 1) and recorded when the solve fails, a scale leaves ``[-max_scale,
 max_scale]`` (Kwon's blow-up guard, 10) or the fix would not lower the error. ``last_first_token``:
@@ -244,8 +245,8 @@ def fit_scales(
             bias = layer.attention.output.dense.bias
             for index, (args, kwargs, tokens) in enumerate(captured):
                 (context, residual), _ = _run(layer, student[index], args, kwargs, layer.attention.output, stop=True)
-                terms = _attention_terms(layer, context[tokens], kept).double()
-                goal = (attn_targets[index] - residual[tokens] - (bias if bias is not None else 0)).double()
+                terms = _attention_terms(layer, context[tokens], kept)
+                goal = attn_targets[index] - residual[tokens] - (bias if bias is not None else 0)
                 _accumulate(normal, terms.flatten(1), goal.flatten())
             scales, fix = _decide(normal, block, "attn", damp, max_scale)
             fixes.append(fix)
@@ -253,17 +254,19 @@ def fit_scales(
             _set_block(gates, block, head_scales[block], neurons, 0.0 if dropped else 1.0)
             if fit_ffn:
                 kept = plan.neurons[block].to(device)
-                columns = layer.output.dense.weight[:, kept].double()  # [H, k]
+                columns = layer.output.dense.weight[:, kept]  # [H, k]
                 normal = _Normal(len(kept), device)
+                products = (columns.T @ columns).double()
                 bias = layer.output.dense.bias
                 for index, (args, kwargs, tokens) in enumerate(captured):
                     (act, attended), _ = _run(layer, student[index], args, kwargs, layer.output, stop=True)
                     select = _tokens(tokens, block == last and last_first_token)
-                    act = act[select][:, kept].double()
-                    goal = (ffn_targets[index] - attended[select] - (bias if bias is not None else 0)).double()
-                    normal.gram += (act.T @ act) * (columns.T @ columns)
-                    normal.cross += ((goal @ columns) * act).sum(0)
-                    normal.target += float(goal.square().sum())
+                    act = act[select][:, kept]
+                    goal = ffn_targets[index] - attended[select] - (bias if bias is not None else 0)
+                    # the big products in the model's dtype, summed in float64
+                    normal.gram += (act.T @ act).double() * products
+                    normal.cross += ((goal @ columns) * act).sum(0).double()
+                    normal.target += float(goal.double().square().sum())
                     normal.elements += goal.numel()
                 scales, fix = _decide(normal, block, "ffn", damp, max_scale)
                 fixes.append(fix)
@@ -288,9 +291,10 @@ def _tokens(tokens: torch.Tensor, first_only: bool) -> torch.Tensor:
 
 
 def _accumulate(normal: _Normal, terms: torch.Tensor, goal: torch.Tensor) -> None:
-    normal.gram += terms @ terms.T
-    normal.cross += terms @ goal
-    normal.target += float(goal.square().sum())
+    """Add ``terms`` (``[units, elements]``) and ``goal`` (``[elements]``): products in their dtype, sums in float64."""
+    normal.gram += (terms @ terms.T).double()
+    normal.cross += (terms @ goal).double()
+    normal.target += float(goal.double().square().sum())
     normal.elements += goal.numel()
 
 

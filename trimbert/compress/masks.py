@@ -254,19 +254,26 @@ def greedy_rearrange(grads: torch.Tensor, removed: int) -> torch.Tensor:
     """Kwon's ``greedy_rearrange`` for one block: ``grads`` ``[batches, units]``; which ``removed`` units
     to remove (ascending indices) so that ``Σ_batches (Σ_removed g)²`` is small. Starts from the
     ``removed`` lowest diagonal scores and, for every other unit in ascending score, adds it to the set
-    and drops the member whose absence leaves the smallest joint estimate."""
+    and drops the member whose absence leaves the smallest joint estimate (ties: the lowest score)."""
     grads = grads.double().cpu()
     units = grads.shape[1]
     if removed <= 0 or removed >= units:
         return torch.arange(units)[: max(removed, 0)]
-    order = torch.argsort(grads.square().sum(0), stable=True).tolist()
-    chosen = order[:removed]
-    for index in order[removed:]:
-        chosen.append(index)
-        vectors = grads[:, chosen]
-        total = vectors.sum(1, keepdim=True)
-        chosen.pop(int((total - vectors).square().sum(0).argmin()))
-    return torch.tensor(sorted(chosen), dtype=torch.long)
+    order = torch.argsort(grads.square().sum(0), stable=True)
+    norms = grads.square().sum(0)
+    member = torch.zeros(units, dtype=torch.bool)
+    member[order[:removed]] = True
+    total = grads[:, member].sum(1)
+    for index in order[removed:].tolist():
+        member[index] = True
+        total += grads[:, index]
+        # ‖total − g_j‖² for every member j, looked at in score order (Kwon's list order)
+        left = (total.square().sum() - 2 * (grads.T @ total) + norms)[order]
+        left[~member[order]] = float("inf")
+        drop = int(order[int(left.argmin())])
+        member[drop] = False
+        total -= grads[:, drop]
+    return torch.nonzero(member).flatten()
 
 
 def _kept_after(grads: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
