@@ -36,6 +36,7 @@ from trimbert.cli import measure as _measure_commands  # noqa: E402, F401
 from trimbert.cli import deploy as _deploy_commands  # noqa: E402, F401
 from trimbert.cli import sweep as _sweep_commands  # noqa: E402, F401
 from trimbert.cli import search as _search_commands  # noqa: E402, F401
+from trimbert.cli import compress as _compress_commands  # noqa: E402, F401
 
 # isort: on
 

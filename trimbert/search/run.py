@@ -77,6 +77,8 @@ def search_space(settings: SearchSettings, config: Any) -> SearchSpace:
         normalizers=settings.normalizer_list(),
         max_drop_layers=settings.max_drop_layers,
         layernorms=settings.layernorms,
+        num_attention_heads=config.num_attention_heads,
+        heads=settings.head_list(),
     )
 
 
@@ -110,7 +112,8 @@ def _check_reachable(space: SearchSpace, predictor: Predictor, min_speedup: floa
     LayerNorm stripped, each normalizer) and 500 random ones are tried."""
     layers, strip = space.num_layers, space.layernorms
     blocks = [
-        Block(present=False) if block >= layers - space.max_drop_layers else Block(True, space.ffn_choices()[-1], strip, strip)
+        Block(present=False) if block >= layers - space.max_drop_layers
+        else Block(True, space.ffn_choices()[-1], strip, strip, space.head_choices()[-1])
         for block in range(layers)
     ]
     smallest = [space.spec(blocks, attention) for attention in space.normalizers]

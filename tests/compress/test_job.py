@@ -1,0 +1,103 @@
+"""trimbert compress's job: stages end to end on a tiny fine-tuned-looking model, resume, U* choice."""
+
+import json
+
+import pytest
+import torch
+from transformers import BertForSequenceClassification
+
+from tests.conftest import GLUE_DIR, tiny_config
+from trimbert.compress import job as compress_job
+from trimbert.compress.job import STAGES, open_job, run_compress, u_star
+from trimbert.compress.report import write_report
+from trimbert.compress.settings import CompressSettings
+from trimbert.data.source import DataSource
+from trimbert.errors import TrimbertError
+from trimbert.model import checkpoint
+
+
+@pytest.fixture
+def tiny_run(tmp_path, minilm_dir):
+    """A 2-block classifier with a 'trained' SST-2 head and the MiniLM tokenizer, saved like a run folder."""
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=30522, num_hidden_layers=2, num_labels=2, max_position_embeddings=128)
+    model = BertForSequenceClassification(config).eval()
+    folder = tmp_path / "tiny-run"
+    checkpoint.write_checkpoint(model, folder, tokenizer=checkpoint.load_tokenizer(minilm_dir))
+    settings = {"max_length": 32, "max_eval_samples": 64, "epochs": 1.0, "max_train_samples": 32}
+    (folder / "metrics.json").write_text(json.dumps({"kind": "finetune", "variant": "tiny", "model": "x", "extra": {"settings": settings}}))
+    return folder
+
+
+SOURCE = DataSource(task="sst2", data_dir=str(GLUE_DIR))
+SETTINGS = CompressSettings(speedup=1.02, samples=16, seq_len=16, batch_size=2, threads=1, probes=5,
+                            bench_seconds=1.0)
+
+
+def test_u_star_is_the_fastest_runtime_within_half_a_point():
+    accuracy = {"pytorch": 0.80, "onnxruntime": 0.80, "onnxruntime-int8": 0.797, "openvino-int8": 0.78}
+    latency = {"pytorch": 40.0, "onnxruntime": 30.0, "onnxruntime-int8": 20.0, "openvino-int8": 10.0}
+    assert u_star(accuracy, latency) == "onnxruntime-int8"
+    assert u_star({**accuracy, "openvino-int8": 0.796}, latency) == "openvino-int8"
+
+
+def test_compress_runs_every_stage_and_resumes_after_a_failure(tiny_run, tmp_path, monkeypatch):
+    out = tmp_path / "job"
+    cache = tmp_path / "cache"
+
+    def broken_export(self, job):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(compress_job._Context, "export", broken_export)
+    with pytest.raises(RuntimeError):
+        run_compress(str(tiny_run), SOURCE, out, SETTINGS, cache_dir=cache)
+    saved = json.loads((out / "compress.json").read_text())
+    assert list(saved["stages"]) == ["reference", "predictor", "compress"]
+    monkeypatch.undo()
+
+    def never(self, job):
+        raise AssertionError("a finished stage ran again")
+
+    for stage in ("reference", "predictor", "compress"):
+        monkeypatch.setattr(compress_job._Context, stage, never)
+    said = []
+    job = run_compress(str(tiny_run), SOURCE, out, SETTINGS, cache_dir=cache, on_progress=lambda s, m: said.append((s, m)))
+    assert list(job.stages) == [stage for stage in STAGES if stage != "recover"]
+    assert said[:3] == [(stage, "done before (resumed)") for stage in ("reference", "predictor", "compress")]
+    reference = job.stages["reference"]
+    assert set(reference["accuracy"]) == {"pytorch", *compress_job.installed_runtimes()}
+    # --runtime auto: U*'s runtime (an export: ONNX Runtime fp32 when U* is PyTorch itself)
+    assert compress_job.DEPLOY_RUNTIME[reference["target"]] == reference["u_star"] or (
+        reference["u_star"], reference["target"]) == ("pytorch", "onnx")
+    spec = job.stages["compress"]["spec"]
+    assert spec.get("heads") or spec.get("ffn_width") or spec.get("drop_ffn")  # something was removed
+    loaded = checkpoint.load(out / "compressed")
+    assert loaded.config.trim_spec["heads" if "heads" in spec else "drop_ffn"] == spec["heads" if "heads" in spec else "drop_ffn"]
+    assert (out / "model" / "model.onnx").is_file()
+    bench = job.stages["bench"]
+    assert bench["u_star"] == u_star(reference["accuracy"], bench["untrimmed_latency_ms"])
+    assert bench["low"] <= bench["speedup"] <= bench["high"]
+    summary = write_report(out, job)
+    assert summary["speedup"] == bench["speedup"] and summary["value"] == job.stages["evaluate"]["value"]
+    assert "| U* | untrimmed in " in (out / "report.md").read_text()
+
+
+def test_other_settings_in_the_same_folder_are_refused_without_force(tiny_run, tmp_path):
+    out = tmp_path / "job"
+    open_job(out, str(tiny_run), SOURCE, SETTINGS, force=False)
+    with pytest.raises(TrimbertError, match="holds a compress of other inputs or settings; use --force"):
+        open_job(out, str(tiny_run), SOURCE, SETTINGS.updated(speedup=2.0), force=False)
+    assert open_job(out, str(tiny_run), SOURCE, SETTINGS.updated(speedup=2.0), force=True).stages == {}
+
+
+def test_a_model_without_a_task_head_is_refused(tmp_path, minilm_dir):
+    with pytest.raises(TrimbertError, match="has no trained sst2 head: compress a fine-tuned model"):
+        run_compress(str(minilm_dir), SOURCE, tmp_path / "job", SETTINGS, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "job").exists()
+
+
+def test_settings_need_exactly_one_target():
+    with pytest.raises(TrimbertError, match="give one target"):
+        CompressSettings(runtime="onnx")
+    with pytest.raises(TrimbertError, match="give one target"):
+        CompressSettings(speedup=1.5, latency_ms=3.0)
