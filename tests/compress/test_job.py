@@ -82,12 +82,26 @@ def test_compress_runs_every_stage_and_resumes_after_a_failure(tiny_run, tmp_pat
     assert "| U* | untrimmed in " in (out / "report.md").read_text()
 
 
-def test_other_settings_in_the_same_folder_are_refused_without_force(tiny_run, tmp_path):
+def test_a_rerun_keeps_the_stages_whose_settings_did_not_change(tiny_run, tmp_path):
+    out = tmp_path / "job"
+    job = open_job(out, str(tiny_run), SOURCE, SETTINGS, force=False)
+    job.stages = {stage: {"fingerprint": job.stage_fingerprint(stage)} for stage in ("reference", "predictor", "compress", "export")}
+    compress_job._save(out, job)
+    assert list(open_job(out, str(tiny_run), SOURCE, SETTINGS, force=False).stages) == ["reference", "predictor", "compress", "export"]
+    # another target: the reference and the predictor stay
+    assert list(open_job(out, str(tiny_run), SOURCE, SETTINGS.updated(speedup=2.0), force=False).stages) == ["reference", "predictor"]
+    # a recovery added: the compression stays too, the export of its output does not
+    assert list(open_job(out, str(tiny_run), SOURCE, SETTINGS.updated(recover="distill"), force=False).stages) == [
+        "reference", "predictor", "compress"]
+    assert list(open_job(out, str(tiny_run), SOURCE, SETTINGS.updated(seq_len=32), force=False).stages) == []
+
+
+def test_another_model_in_the_same_folder_is_refused_without_force(tiny_run, tmp_path, minilm_dir):
     out = tmp_path / "job"
     open_job(out, str(tiny_run), SOURCE, SETTINGS, force=False)
-    with pytest.raises(TrimbertError, match="holds a compress of other inputs or settings; use --force"):
-        open_job(out, str(tiny_run), SOURCE, SETTINGS.updated(speedup=2.0), force=False)
-    assert open_job(out, str(tiny_run), SOURCE, SETTINGS.updated(speedup=2.0), force=True).stages == {}
+    with pytest.raises(TrimbertError, match="holds a compress of another model or data; use --force"):
+        open_job(out, str(minilm_dir), SOURCE, SETTINGS, force=False)
+    assert open_job(out, str(minilm_dir), SOURCE, SETTINGS, force=True).stages == {}
 
 
 def test_a_model_without_a_task_head_is_refused(tmp_path, minilm_dir):

@@ -1,7 +1,10 @@
 """``trimbert compress``'s job: one fine-tuned model in, one deployable folder out, in resumable stages.
 
-Stages, each recorded in ``<out>/compress.json`` when it finishes (a re-run with the same model, data
-and settings skips the finished ones; other settings are refused unless ``force``):
+Stages, each recorded in ``<out>/compress.json`` when it finishes with the fingerprint of the settings
+it depended on (:data:`STAGE_SETTINGS`): a re-run on the same model and data keeps the finished stages
+up to the first whose settings changed (another ``--speedup`` reuses the reference and the predictor;
+adding ``--recover distill`` reuses the compression too); another model or data is refused unless
+``force``:
 
 1. ``reference``: the untrimmed model exported to every installed runtime (``reference/``), each
    export's accuracy on the eval data, and a short side-by-side bench of them: U* is the fastest
@@ -74,9 +77,23 @@ RECOVER_DISTILL = DistillSettings(alpha_hidden=1.0)
 Progress = Callable[[str, str], None]  # (stage, message)
 
 
+# The settings each stage depends on (with those of the stages before it): a re-run keeps the finished
+# stages whose settings did not change and redoes the rest.
+STAGE_SETTINGS = {
+    "reference": ("batch_size", "seq_len", "threads", "runtime", "bench_seconds"),
+    "predictor": ("probes", "seed"),
+    "compress": ("speedup", "latency_ms", "samples", "units"),
+    "recover": ("recover",),
+    "export": (),
+    "evaluate": (),
+    "bench": (),
+}
+
+
 @dataclass
 class CompressJob:
-    """The state of a compress folder: inputs, settings and each finished stage's results."""
+    """The state of a compress folder: inputs, settings and each finished stage's results (each with
+    the fingerprint of what it depended on: :meth:`stage_fingerprint`)."""
 
     model: str
     data: dict[str, Any]
@@ -84,13 +101,22 @@ class CompressJob:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
-    def fingerprint(self) -> str:
-        identity = json.dumps({"model": self.model, "data": self.data, "settings": self.settings}, sort_keys=True)
-        return hashlib.sha256(identity.encode()).hexdigest()[:16]
+    def inputs(self) -> str:
+        """The fingerprint of the model and data: another folder's job if it differs."""
+        return _digest({"model": self.model, "data": self.data})
+
+    def stage_fingerprint(self, stage: str) -> str:
+        """Model, data and the settings of ``stage`` and of every stage before it."""
+        names = [name for earlier in STAGES[: STAGES.index(stage) + 1] for name in STAGE_SETTINGS[earlier]]
+        return _digest({"model": self.model, "data": self.data, "settings": {name: self.settings[name] for name in names}})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": 1, "fingerprint": self.fingerprint, "model": self.model, "data": self.data,
+        return {"version": 1, "inputs": self.inputs, "model": self.model, "data": self.data,
                 "settings": self.settings, "stages": self.stages}
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def installed_runtimes() -> list[str]:
@@ -103,8 +129,9 @@ def installed_runtimes() -> list[str]:
 
 
 def open_job(out: Path, model: str, source: DataSource, settings: CompressSettings, force: bool) -> CompressJob:
-    """The job of ``out``: resumed when ``out`` holds a compress of the same model, data and settings,
-    new otherwise (an existing ``out`` is replaced only with ``force`` and only if trimbert wrote it)."""
+    """The job of ``out``: resumed when ``out`` holds a compress of the same model and data (its finished
+    stages kept up to the first whose settings changed), new otherwise (an existing ``out`` is replaced
+    only with ``force`` and only if trimbert wrote it)."""
     job = CompressJob(model=model, data=source.to_dict(), settings=settings.to_dict())
     state = out / STATE_FILE
     if state.is_file() and (read_marker(out) or {}).get("command") == "compress":
@@ -112,12 +139,15 @@ def open_job(out: Path, model: str, source: DataSource, settings: CompressSettin
             saved = json.loads(state.read_text())
         except ValueError as error:
             raise TrimbertError(f"{state}: unreadable ({error}); use --force to start over") from error
-        if saved.get("fingerprint") == job.fingerprint:
-            job.stages = dict(saved.get("stages") or {})
+        if saved.get("inputs") == job.inputs:
+            for stage, result in (saved.get("stages") or {}).items():  # the finished stages still valid, in order
+                if stage not in STAGE_SETTINGS or result.get("fingerprint") != job.stage_fingerprint(stage):
+                    break
+                job.stages[stage] = result
             return job
         if not force:
             raise TrimbertError(
-                f"--out {out}: it holds a compress of other inputs or settings; use --force to start over, or another --out"
+                f"--out {out}: it holds a compress of another model or data; use --force to start over, or another --out"
             )
     inputs = (model, source.train, source.validation, source.data_dir)
     check_output_dir(out, force, inputs=inputs)
@@ -166,6 +196,7 @@ def run_compress(
         start = time.perf_counter()
         result = getattr(context, stage)(job)
         result["seconds"] = time.perf_counter() - start
+        result["fingerprint"] = job.stage_fingerprint(stage)
         job.stages[stage] = result
         _save(out, job)
         say(stage, f"done in {result['seconds']:.0f} s")
@@ -254,7 +285,7 @@ class _Context:
         reference = job.stages["reference"]
         predictor = Predictor.from_dict(job.stages["predictor"]["predictor"])
         model = checkpoint.load(self.model_source).eval()
-        line = search_cost(predictor, model.config)
+        line = search_cost(predictor, model.config, self.settings.units)
         config = model.config
         layers = config.num_hidden_layers
         untrimmed_ms = line.ms(config.num_attention_heads * layers, config.intermediate_size * layers, layers)
@@ -319,18 +350,25 @@ class _Context:
                 "stable": ratio["stable"], "other_cpu": measured.extra.get("other_cpu")}
 
 
-def search_cost(predictor: Predictor, config: Any) -> LinearCost:
+def search_cost(predictor: Predictor, config: Any, units: str = "heads+ffn") -> LinearCost:
     """The mask search's linear cost from a fitted predictor's per-unit costs (a per-width predictor's
     linear refit): fixed = embeddings and head, each block's fixed part and attention LayerNorm; an FFN
-    costs its fixed part and its LayerNorm (both go when it loses every neuron), plus its neurons."""
+    costs its fixed part and its LayerNorm (both go when it loses every neuron), plus its neurons.
+    ``units="heads"`` prices only heads (the FFNs' cost moves into the fixed part, so every neuron
+    stays); ``"ffn"`` only FFN neurons and whole FFNs."""
     costs = predictor.linear_costs(refit=True)
     blocks = config.num_hidden_layers
+    fixed = costs.const_ms + (costs.block_ms + costs.layernorm_ms) * blocks
+    heads, neurons, ffn = costs.head_ms, costs.neuron_ms, costs.ffn_ms + costs.layernorm_ms
+    if units == "heads":
+        fixed += (neurons * config.intermediate_size + ffn) * blocks
+        neurons = ffn = 0.0
+    elif units == "ffn":
+        fixed += heads * config.num_attention_heads * blocks
+        heads = 0.0
     return LinearCost(
-        fixed_ms=costs.const_ms + (costs.block_ms + costs.layernorm_ms) * blocks,
-        per_head_ms=costs.head_ms,
-        per_neuron_ms=costs.neuron_ms,
-        per_ffn_ms=costs.ffn_ms + costs.layernorm_ms,
-        can_drop_ffn="ffns" not in costs.fixed,
+        fixed_ms=fixed, per_head_ms=heads, per_neuron_ms=neurons, per_ffn_ms=ffn,
+        can_drop_ffn="ffns" not in costs.fixed and units != "heads", can_prune_heads=units != "ffn",
     )
 
 
