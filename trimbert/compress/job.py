@@ -82,7 +82,7 @@ Progress = Callable[[str, str], None]  # (stage, message)
 STAGE_SETTINGS = {
     "reference": ("batch_size", "seq_len", "threads", "runtime", "bench_seconds"),
     "predictor": ("probes", "seed"),
-    "compress": ("speedup", "latency_ms", "samples", "units"),
+    "compress": ("speedup", "latency_ms", "samples", "units", "width_multiple"),
     "recover": ("recover",),
     "export": (),
     "evaluate": (),
@@ -299,7 +299,8 @@ class _Context:
         batches = sample_batches(self.dataset["train"], self.tokenizer, samples=self.settings.samples,
                                  seed=self.settings.seed, max_length=self.settings.seq_len)
         self.say("compress", f"budget {budget:.2f} ms (untrimmed predicted {untrimmed_ms:.2f} ms) on {self.settings.samples} rows")
-        compressed, report = compress_model(model, batches, line, budget, has_head=True, seed=self.settings.seed)
+        compressed, report = compress_model(model, batches, line, budget, has_head=True, seed=self.settings.seed,
+                                            multiple=self.settings.width_multiple)
         checkpoint.save(compressed, self.out / "compressed", tokenizer=self.tokenizer, force=True)
         return {"budget_ms": budget, "untrimmed_predicted_ms": untrimmed_ms, **report.summary()}
 

@@ -37,6 +37,9 @@ class CompressSettings(Settings):
     units: Literal["heads+ffn", "heads", "ffn"] = Field(
         "heads+ffn", description="What compress may remove: attention heads and FFN neurons (and whole FFNs), or only one of them."
     )
+    width_multiple: int = Field(
+        32, ge=1, description="Kept FFN widths are multiples of this (CPU int8 kernels work in whole tiles)."
+    )
     samples: int = Field(2048, ge=8, description="Training rows the importance and the least-squares fix are computed on.")
     batch_size: int = Field(8, ge=1, description="Batch size of the latency target.")
     seq_len: int = Field(64, ge=2, description="Sequence length of the latency target (and of the sample rows).")
