@@ -141,6 +141,36 @@ def test_progressive_heal_rebuilds_the_trim_from_the_teacher(tmp_path, minilm_di
         heal(str(tmp_path / "trimmed"), str(tmp_path / "trimmed"), str(corpus), tmp_path / "again", settings=settings, progress=False)
 
 
+def test_progressive_stages_prune_heads_with_the_ffn_structure():
+    spec = TrimSpec(drop_ffn=(1,), heads={0: 2, 3: 1}, attention="relu")
+    stages = heal_stages(spec, {"heads_rule": "magnitude"}, HealSettings(steps=10, schedule="progressive"))
+    assert stages == [("ffn", TrimSpec(drop_ffn=(1,), heads={0: 2, 3: 1}), 5), ("attention", TrimSpec(attention="relu"), 5)]
+    only_heads = heal_stages(TrimSpec(heads={2: 3}), {}, HealSettings(steps=4, schedule="progressive"))
+    assert only_heads == [("ffn", TrimSpec(heads={2: 3}), 4)]
+    for rule in ("scores", "explicit", "magnitude, then explicit"):  # the teacher's heads are chosen again by magnitude
+        with pytest.raises(TrimbertError, match="attention heads chosen by scores or by index cannot be chosen again"):
+            heal_stages(spec, {"heads_rule": rule}, HealSettings(schedule="progressive"))
+
+
+def test_progressive_heal_rebuilds_pruned_heads_from_the_teacher(tmp_path, minilm_dir):
+    torch.manual_seed(0)
+    teacher = BertModel(tiny_config(vocab_size=30522, num_hidden_layers=2, max_position_embeddings=128))
+    tokenizer = trimbert.load_tokenizer(minilm_dir)
+    trimbert.save(teacher, tmp_path / "teacher", tokenizer=tokenizer)
+    trimmed = trimbert.trim(copy.deepcopy(teacher), heads="0:2,1:3", attention="relu")
+    trimbert.save(trimmed, tmp_path / "trimmed", tokenizer=tokenizer)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"review number {i} says the film was {'good' if i % 2 else 'bad'}\n" for i in range(40)))
+    settings = HealSettings(steps=4, batch_size=4, held_out=4, max_length=16, warmup_ratio=0.0, schedule="progressive")
+    record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / "healed", settings=settings, progress=False)
+    assert [(stage["stage"], stage["steps"]) for stage in record.extra["stages"]] == [("ffn", 2), ("attention", 2)]
+    healed = trimbert.load(tmp_path / "healed")
+    assert healed.config.spec == trimbert.load(tmp_path / "trimmed").config.spec
+    assert healed.config.spec.head_counts == {0: 2, 1: 3}
+    layers = healed.base_model.encoder.layer
+    assert [layer.attention.self.query.out_features for layer in layers] == [2 * 8, 3 * 8]  # heads of 32 / 4 = 8
+
+
 def test_a_token_budget_sets_the_steps():
     import datasets
 

@@ -10,7 +10,7 @@ corpus fingerprint and the held-out loss before and after recorded in ``trim_spe
 in ``heal.json`` (a :class:`~trimbert.report.records.Record` of kind ``"heal"``).
 
 Schedules (:func:`heal_stages`): ``oneshot`` heals the trimmed model as given; ``progressive`` takes only
-the trim from it and applies that trim to the teacher in stages (FFNs and layers, LayerNorms, the
+the trim from it and applies that trim to the teacher in stages (FFNs, layers and heads, LayerNorms, the
 attention normalizer), healing after each on texts no earlier stage read, so each stage starts from a
 repaired model.
 """
@@ -254,18 +254,22 @@ def heal_stages(
     spec: TrimSpec, notes: dict[str, Any], settings: HealSettings
 ) -> list[tuple[str, TrimSpec | None, int]]:
     """What :func:`heal` trains: ``(stage, trim added before it or None, steps)``. One-shot: one stage
-    on the model as given. Progressive: ``spec`` split into FFNs and layers (drops and widths), then
-    LayerNorms, then the attention normalizer (the parts it has), applied to the teacher one after
-    the other with ``settings.steps / stages`` steps after each (the last takes the remainder); each
-    stage reads texts of its own (:func:`stage_rows`)."""
+    on the model as given. Progressive: ``spec`` split into its structure (FFN and layer drops, FFN
+    widths, attention heads), then LayerNorms, then the attention normalizer (the parts it has), applied
+    to the teacher one after the other with ``settings.steps / stages`` steps after each (the last takes
+    the remainder); each stage reads texts of its own (:func:`stage_rows`). Narrowed FFNs and pruned heads
+    are chosen again from the teacher by magnitude, so those chosen otherwise are refused."""
     if settings.schedule == "oneshot":
         return [("oneshot", None, settings.steps)]
     if spec.layernorm_replacement == AFFINE:
         raise TrimbertError("--schedule progressive: the affine replacement needs calibration data; use identity or dyt")
     if spec.ffn_width and notes.get("ffn_width_rule", "magnitude") != "magnitude":
         raise TrimbertError("--schedule progressive: FFN neurons chosen by scores cannot be chosen again from the teacher")
+    if spec.heads and notes.get("heads_rule", "magnitude") != "magnitude":
+        raise TrimbertError("--schedule progressive: attention heads chosen by scores or by index cannot be chosen again "
+                            "from the teacher")
     parts = [
-        ("ffn", TrimSpec(drop_ffn=spec.drop_ffn, drop_layers=spec.drop_layers, ffn_width=spec.ffn_width)),
+        ("ffn", TrimSpec(drop_ffn=spec.drop_ffn, drop_layers=spec.drop_layers, ffn_width=spec.ffn_width, heads=spec.heads)),
         ("layernorm", TrimSpec(layernorm=spec.layernorm, layernorm_replacement=spec.layernorm_replacement)),
         ("attention", TrimSpec(attention=spec.attention)),
     ]
