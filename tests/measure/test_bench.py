@@ -187,3 +187,44 @@ def test_u_star_is_the_baseline_in_its_fastest_runtime_of_any_precision():
     times["base@ort"] = [0.5]
     assert u_star(units, times, "base") == "base@ort"
     assert u_star(units, times, "missing") is None and _references(units, times, None) == []
+
+
+def test_wide_ratios_are_re_measured_until_narrow_or_out_of_time_by_the_clock(monkeypatch):
+    """``_measure``'s loop driven by recorded timings and a fake clock (1 s per run), not by this machine."""
+    from types import SimpleNamespace
+
+    import trimbert.measure.bench as bench
+    from trimbert.measure.benchmark import summarize
+
+    # run 1: per-round ratios 2, 1, 1.25 (wide); every later run: 2, 2, 2. Over 12 rounds the interval is [2, 2].
+    runs = [{"base": [10.0, 10.0, 10.0], "trim": [5.0, 10.0, 8.0]}] + [{"base": [10.0] * 3, "trim": [5.0] * 3}] * 9
+    assert not paired_ratio(runs[0]["base"] + runs[1]["base"] * 2, runs[0]["trim"] + runs[1]["trim"] * 2).stable(0.05)
+    assert paired_ratio(runs[0]["base"] + runs[1]["base"] * 3, runs[0]["trim"] + runs[1]["trim"] * 3).stable(0.05)
+    units = {name: SimpleNamespace(variant=name, runtime="pytorch", timed=name) for name in ("trim", "base")}
+
+    def measure(max_seconds):
+        now, warmups = [100.0], []
+
+        def benchmark(modules, *, mode, repeats, warmup, batch_size, seq_len, **_):
+            assert set(modules) == {"trim", "base"} and repeats == 3
+            warmups.append(warmup)
+            now[0] += 1.0  # each run takes a second of the fake clock
+            recorded = runs[len(warmups) - 1]
+            return {name: summarize(recorded[name], mode=mode, batch_size=batch_size, seq_len=seq_len, peak_memory_bytes=None)
+                    for name in modules}
+
+        monkeypatch.setattr(bench, "benchmark", benchmark)
+        monkeypatch.setattr(bench, "_clock", lambda: now[0])
+        settings = FAST.updated(warmup=2, tolerance=0.05, max_seconds=max_seconds)
+        results, ratios, star, principal = bench._measure(units, settings, "infer", "base", None)
+        return results, ratios, star, principal, warmups
+
+    results, ratios, star, principal, warmups = measure(max_seconds=60)
+    assert warmups == [2, 1, 1, 1]  # narrow after the 4th run; warm-up is 1 round once the models are warm
+    assert results["trim"].times_ms == [5.0, 10.0, 8.0] + [5.0] * 9 and results["base"].times_ms == [10.0] * 12
+    assert ratios[("trim", "base")] == paired_ratio([10.0] * 12, results["trim"].times_ms)
+    assert ratios[("trim", "base")].stable(0.05) and (star, principal) == ("base", {("trim", "base")})
+
+    results, ratios, *_, warmups = measure(max_seconds=2.5)  # out of time after the 3rd run (3 s >= 2.5 s)
+    assert warmups == [2, 1, 1] and len(results["trim"].times_ms) == 9
+    assert not ratios[("trim", "base")].stable(0.05)
