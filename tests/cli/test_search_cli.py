@@ -3,16 +3,18 @@
 import json
 import statistics
 
+import pytest
 import tomllib
 from conftest import write_sst2
 
 import trimbert
+import trimbert.search.latency
 from trimbert.data.batches import make_batches
 from trimbert.data.source import DataSource
 from trimbert.data.tasks import get_task
 from trimbert.model import checkpoint
 from trimbert.search.estimator import model_metric, score_rows
-from trimbert.spec import TrimSpec
+from trimbert.spec import TrimSpec, encoder_layernorms
 from trimbert.train.settings import FinetuneSettings
 
 FAST = (
@@ -21,15 +23,52 @@ FAST = (
     "--batch-size", "1", "--seq-len", "16", "--threads", "1",
 )
 
+# Recorded component costs (ms) standing in for the probe timings: a block's fixed attention part, a
+# block's worth of heads, an FFN's fixed part, a full-width FFN's neurons, a LayerNorm, and each
+# normalizer beyond softmax. The untrimmed tiny model (2 blocks, 4 LayerNorms) costs 10.4 ms.
+COSTS = {"const": 1.0, "block": 0.5, "heads": 1.5, "ffn": 0.5, "neurons": 2.0, "layernorm": 0.1, "attention": {"relu": -0.3}}
 
-def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_checkpoint, tmp_path):
+
+def recorded_ms(spec, layers, intermediate, heads):
+    """What the probe run "measured" for ``spec``: the sum of its components' recorded costs."""
+    counts, widths = spec.head_counts, spec.ffn_widths
+    ms = COSTS["const"] + COSTS["layernorm"] * (len(encoder_layernorms(layers, spec.drop_ffn, spec.drop_layers)) - len(spec.layernorm))
+    for block in spec.kept_layers(layers):
+        ms += COSTS["block"] + COSTS["heads"] * counts.get(block, heads) / heads + COSTS["attention"].get(spec.attention, 0.0)
+        if block not in spec.drop_ffn:
+            ms += COSTS["ffn"] + COSTS["neurons"] * widths.get(block, intermediate) / intermediate
+    return ms
+
+
+@pytest.fixture
+def recorded_latency(monkeypatch):
+    """The latency predictor is fitted on recorded timings (:data:`COSTS`) instead of timing the probes on this
+    machine, so the predicted speed-ups, and the search window they fall in, are the same on every run."""
+
+    def measure_specs(model, specs, conditions, **_):
+        config = model.config
+        shape = config.num_hidden_layers, config.intermediate_size, config.num_attention_heads
+        rows = []
+        for spec in specs:
+            ms = recorded_ms(spec, *shape)
+            rows.append({"spec": spec.to_dict(), "summary": spec.summary(), "measured_ms": ms, "p10_ms": ms, "p90_ms": ms})
+        return rows
+
+    monkeypatch.setattr(trimbert.search.latency, "measure_specs", measure_specs)
+    return lambda spec: recorded_ms(spec, 2, 64, 4)  # the tiny checkpoint's shape
+
+
+def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_checkpoint, tmp_path, recorded_latency):
     data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
     out = tmp_path / "search"
     args = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.01", *FAST, "--verify", "0")
     code, stdout, err = run_cli(*args, "--cache-dir", tmp_path / "cache", "--out", out)
     assert code == 0, err
-    assert "measured 7 probe trims" in stdout  # --probes 6, but every corner of the space is a probe and "Pareto front" in stdout and "chosen: " in stdout
+    assert "measured 7 probe trims" in stdout  # --probes 6, but every corner of the space is a probe
     result = json.loads((out / "search.json").read_text())
+    low, high = result["speedup_window"]
+    assert f"Pareto front (target 1.01x, candidates predicted {low:.2f}-{high:.2f}x; {len(result['candidates'])} candidates" in stdout
+    assert f"chosen: {result['best']['summary']}  (" in stdout
     assert result["target_speedup"] == 1.01  # a target the untrimmed model misses (one it meets is refused)
     assert len(result["predictor"]["probes"]) == 7 and result["predictor"]["cached"] is False
     assert result["estimator"]["kind"] == "one-shot" and result["estimator"]["score_rows"] == 16
@@ -191,15 +230,15 @@ def test_search_refuses_bad_input_in_one_line(run_cli, tiny_checkpoint, tmp_path
     assert code == 2 and err.strip() == f"error: --spec: {tmp_path / 'bad.json'} has no trim_spec object (write one with trimbert search)"
 
 
-def test_finetune_heals_and_distils_the_winner_when_asked(run_cli, tiny_checkpoint, tmp_path):
+def test_finetune_heals_and_distils_the_winner_when_asked(run_cli, tiny_checkpoint, tmp_path, recorded_latency):
     data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"line {i} of plain text about a film\n" for i in range(300)))
     out = tmp_path / "search"
-    # no upper bound on the speed-up (--overshoot 100): this test is about training the winner, and a tiny model's
-    # probe timings on a busy machine can leave the default window (1.045x-1.21x) empty
+    # the default window, 1.045x-1.21x (--undershoot 0.05, --overshoot 0.1): the recorded timings put narrowed FFNs and
+    # ReLU attention in it (an FFN at half width: 10.4 / 9.4 = 1.106x), dropped FFNs and blocks past it
     code, stdout, err = run_cli(
-        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.1", "--overshoot", "100", *FAST,
+        "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.1", *FAST,
         "--verify", "1", "--cache-dir", tmp_path / "cache", "--out", out, "--json", "--finetune", "--bench-seconds", "1",
         "--distill-alpha-kd", "0.7", "--heal-corpus", corpus, "--heal-steps", "3",
         "--heal-lr", "2e-4", "--heal-corpus-texts", "200",
@@ -208,6 +247,14 @@ def test_finetune_heals_and_distils_the_winner_when_asked(run_cli, tiny_checkpoi
     result = json.loads(stdout)
     trained, best = result["finetune"], json.loads((out / "best.json").read_text())
     assert not TrimSpec.from_dict(best["trim_spec"]).is_empty  # the floor, 1.045x, leaves the untrimmed model out
+    # the predictor was fitted on the recorded timings, and predicts them: the winner lies in the default window
+    assert [probe["measured_ms"] for probe in result["predictor"]["probes"]] == [
+        recorded_latency(TrimSpec.from_dict(probe["spec"])) for probe in result["predictor"]["probes"]
+    ]
+    assert result["speedup_window"] == [1.1 * 0.95, 1.1 * 1.1]
+    winner = TrimSpec.from_dict(best["trim_spec"])
+    assert best["predicted_speedup"] == pytest.approx(recorded_latency(TrimSpec()) / recorded_latency(winner))
+    assert 1.1 * 0.95 <= best["predicted_speedup"] <= 1.1 * 1.1
     # healed from the untrimmed model on the corpus (3 steps × 32 texts), then fine-tuned (not the --verify run)
     healed = trained["healed"]
     assert healed["dir"] == "finetune/healed" and healed["corpus"] == str(corpus) and healed["settings"]["steps"] == 3

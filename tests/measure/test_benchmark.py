@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+from transformers.models.bert.modeling_bert import BertOutput
 
 from trimbert.errors import TrimbertError
 from trimbert.measure.benchmark import BenchResult, benchmark, fastest_attention
@@ -20,19 +21,14 @@ from trimbert.measure.size import (
     flops_per_sequence,
     weights_bytes,
 )
+from trimbert.model.structure import DroppedFFN
+from trimbert.model.trim import trim
 
 HIDDEN = 32
 INTERMEDIATE = 64
 VOCAB = 100
 MAX_POSITIONS = 64
 TYPE_VOCAB = 2
-
-
-class DroppedFFN(nn.Module):
-    """Stand-in for the trim engine's dropped FFN: the block output is the attention output."""
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        return input_tensor
 
 
 def tiny_config(layers: int = 2, **overrides) -> BertConfig:
@@ -61,11 +57,8 @@ def tiny_model(layers: int = 2, num_labels: int | None = None, attn: str = "sdpa
 
 
 def drop_ffn(model: nn.Module, blocks: tuple[int, ...]) -> nn.Module:
-    for index in blocks:
-        layer = model.base_model.encoder.layer[index]
-        layer.intermediate = nn.Identity()
-        layer.output = DroppedFFN()
-    return model
+    """``model`` with the FFNs of ``blocks`` removed by the real trim (``model`` is not to be used after)."""
+    return trim(model, drop_ffn=",".join(map(str, blocks)))
 
 
 def expected_parameters(layers: int, dropped: int = 0, num_labels: int | None = None) -> int:
@@ -111,7 +104,7 @@ def test_dropping_one_ffn_removes_exactly_its_parameters():
     model = tiny_model(layers=3, num_labels=2)
     params_before = count_parameters(model)
     encoder_before = encoder_parameters(model)
-    drop_ffn(model, (1,))
+    model = drop_ffn(model, (1,))
     removed = 2 * h * i + i + h + 2 * h
     assert count_parameters(model) == params_before - removed
     assert encoder_parameters(model) == encoder_before - removed
@@ -172,7 +165,11 @@ def test_flops_match_the_hand_formula(attn, num_labels):
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_flops_with_dropped_ffns(attn):
     model = drop_ffn(tiny_model(layers=3, num_labels=2, attn=attn), (0, 2))
+    layers = model.base_model.encoder.layer
+    assert [type(layer.output) for layer in layers] == [DroppedFFN, BertOutput, DroppedFFN]  # the trim's own modules
+    assert model.config._attn_implementation == attn
     assert flops_per_sequence(model, 24) == hand_flops(24, layers=3, dropped=2, num_labels=2)
+    assert hand_flops(24, layers=3, dropped=2, num_labels=2) == hand_flops(24, layers=3, num_labels=2) - 2 * 2 * 2 * 24 * HIDDEN * INTERMEDIATE
 
 
 def test_flops_restore_the_training_flag():

@@ -15,11 +15,16 @@ def test_a_constant_ratio_has_no_width():
 
 
 def test_rounds_cancel_a_shared_slowdown():
-    # The machine gets 3x slower in the middle rounds for both models: per-round ratios stay 1.5.
-    base = [30.0, 90.0, 90.0, 30.0]
-    model = [20.0, 60.0, 60.0, 20.0]
+    # The machine gets 3x slower in rounds 2-3 for both models (their ratio stays 1.5), and in round 5 a spike
+    # slows the model alone 10x. The paired ratio, the median of the per-round ratios, is 1.5; a ratio of
+    # means, a ratio of medians and a mean of ratios all differ from it (each would pass for it otherwise).
+    base = [30.0, 90.0, 90.0, 30.0, 30.0]
+    model = [20.0, 60.0, 60.0, 20.0, 200.0]
+    assert [b / m for b, m in zip(base, model, strict=True)] == [1.5, 1.5, 1.5, 1.5, 0.15]
     assert paired_ratio(base, model).ratio == 1.5
-    assert (sum(base) / len(base)) / (sum(model) / len(model)) == 1.5
+    assert statistics.fmean(base) / statistics.fmean(model) == 0.75
+    assert statistics.median(base) / statistics.median(model) == 0.5
+    assert statistics.fmean(b / m for b, m in zip(base, model, strict=True)) == pytest.approx(1.23)
 
 
 def test_the_interval_is_seeded_and_contains_the_median():

@@ -73,10 +73,46 @@ def test_scores_are_the_metric_of_the_masked_model(binary_model, tiny_batch):
     assert set(estimator.cache) == {(spec, "head", "search"), (TrimSpec(), "head", "search")}
     with pytest.raises(TrimbertError, match="the estimator has no 'final' rows to score on"):
         estimator.score(spec, rows="final")
-    # three rows: each probe fold trains on one or two rows, and a one-class fold predicts its class
-    assert 0.0 <= estimator.score(spec, "probe") <= 1.0
+    # three rows, labels 0, 1, 1 (too few for stratified folds): the seeded 2-fold split trains on row 0 alone and
+    # predicts its class, 0, for rows 1 and 2, then on rows 1 and 2 (both 1) and predicts 1 for row 0: all wrong
+    assert estimator.score(spec, "probe") == 0.0
     estimator.close()
     assert estimator.gates is None
+
+
+def test_the_probe_score_is_a_linear_head_refitted_on_the_trimmed_models_features():
+    import copy
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    torch.manual_seed(0)  # weights large enough (std 0.3, not 0.02) that the trim changes the features
+    network = BertForSequenceClassification(tiny_config(num_labels=2, initializer_range=0.3)).eval()
+    torch.manual_seed(3)
+    ids = torch.randint(5, 100, (32, 10))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    spec = TrimSpec(drop_ffn=(1,), ffn_width={0: 16}, attention="relu")
+    features = {}
+    for candidate in (TrimSpec(), spec):  # the real trim, not the estimator's gates: its pooled features
+        model = trim(copy.deepcopy(network), candidate, ffn_importance=magnitude(network).neurons if candidate.ffn_width else None)
+        with torch.no_grad():
+            features[candidate] = model.bert(**batch).pooler_output.numpy()
+    trimmed = torch.from_numpy(features[spec][:, 0])
+    labels = (trimmed > trimmed.median()).long()  # a linear function of the trimmed model's features
+    order = magnitude(network).neuron_order()
+    estimator = Estimator("one-shot", network, get_task("sst2"), [{**batch, "labels": labels}], order, "train", 32, 0.0)
+    expected = {}
+    for candidate, rows in features.items():
+        right = 0
+        for train, held in StratifiedKFold(2, shuffle=True, random_state=0).split(rows, labels.numpy()):
+            head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(rows[train], labels.numpy()[train])
+            right += int((head.predict(rows[held]) == labels.numpy()[held]).sum())
+        expected[candidate] = right / 32
+    assert estimator.score(spec) == expected[spec] and estimator.score(TrimSpec()) == expected[TrimSpec()]
+    assert expected[spec] != expected[TrimSpec()]  # the untrimmed model's features would score otherwise
+    estimator.close()
 
 
 def test_score_rows_are_training_rows_the_fine_tune_does_not_see(minilm_dir):

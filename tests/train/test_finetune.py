@@ -368,7 +368,17 @@ def test_auto_drop_bad_n_fails_before_training(tiny_checkpoint, tmp_path):
 
 
 def test_minilm_learns_real_sst2(glue_dir, tmp_path):
-    """The bundled MiniLM on real SST-2 (small budget): well above chance, untrimmed and FFN-trimmed."""
+    """The bundled MiniLM on real SST-2 (small budget): well above chance, untrimmed and FFN-trimmed.
+
+    The floors say "it learned", they are not accuracy targets. On these 400 dev rows (drawn with seed 42)
+    the majority class is 0.5275, and one standard error of an accuracy near 0.7 on 400 rows is 0.023.
+    Measured on the tree of c0c3b94 (torch 2.13 CPU, 2 threads): untrimmed 0.785, FFN-trimmed 0.7125.
+    History (git log -S): the FFN-trimmed floor was 0.72 when this test was written (1d7e4d3) and became
+    0.68 in 0359233 ("real-SST-2 test thresholds"), with this test unchanged and no measurement recorded,
+    after the trim and fine-tune code between the two had changed (apply_trim, the rebuilt trimmed model).
+    0.72 cannot come back: today's FFN-trimmed accuracy, 0.7125, is under it. 0.68 sits 1.4 standard
+    errors under the measured 0.7125 and 6.7 above the majority class; 0.75 sits 1.7 under the measured 0.785.
+    """
     settings = FinetuneSettings(
         epochs=1, lr=1e-4, batch_size=32, max_length=64, max_train_samples=1200, max_eval_samples=400
     )
