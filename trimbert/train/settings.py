@@ -103,7 +103,7 @@ class HealSettings(Settings):
     schedule: Literal["oneshot", "progressive"] = Field(
         "oneshot",
         description="oneshot: heal the trimmed model as given; progressive: re-apply its trim to the teacher in "
-        "stages (FFNs and layers, then LayerNorms, then the attention normalizer), healing steps/stages after each, "
+        "stages (FFNs, layers and heads, then LayerNorms, then the attention normalizer), healing steps/stages after each, "
         "each stage on texts no earlier stage read.",
     )
 
