@@ -95,7 +95,6 @@ def test_analyze_blocks_hidden_state_measure(tiny_model, tiny_batch):
     assert sorted(result.layernorm_ranking) == sorted(f"{i}.{k}" for i in range(4) for k in ("attn", "ffn"))
     data = result.to_dict()
     assert data["ranking"] == list(result.ranking) and len(data["blocks"]) == 4
-    assert "FFN ranking" in result.format_table()
 
 
 def test_analyze_blocks_matches_a_real_trim(tiny_model, tiny_batch):

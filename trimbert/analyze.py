@@ -53,9 +53,6 @@ from trimbert.model.structure import applied_spec, encoder_layers
 from trimbert.model.trim import trim
 from trimbert.spec import NORMALIZER_NAMES, TrimSpec
 
-MEASURES = ("loss", "cka")
-
-
 # --------------------------------------------------------------------------------------------------
 # Similarity
 # --------------------------------------------------------------------------------------------------
@@ -121,36 +118,6 @@ class AnalysisResult:
         data["ranking"] = list(self.ranking)
         data["layernorm_ranking"] = list(self.layernorm_ranking)
         return data
-
-    def format_table(self) -> str:
-        """A plain-text table for the terminal."""
-        label = "Δloss" if self.measure == "loss" else "1-CKA"
-        lines = [
-            f"measure: {self.measure} (importance = {label}; lower = safer to cut)"
-            + (f", base loss {self.base_loss:.4f}" if self.base_loss is not None else ""),
-            f"sample: {self.samples} rows, {self.tokens} tokens"
-            + (f", seed {self.seed}" if self.seed is not None else ""),
-            "",
-            f"{'block':>5}  {'ffn':>10}  {'ln attn':>10}  {'ln ffn':>10}  {'ln both':>10}  {'ffn cos':>8}",
-        ]
-
-        def cell(effect: Effect | None, width: int = 10) -> str:
-            return f"{effect.importance:>{width}.4g}" if effect is not None else f"{'-':>{width}}"
-
-        for row in self.blocks:
-            cosine = f"{row.ffn.cosine:>8.4f}" if row.ffn is not None else f"{'-':>8}"
-            lines.append(
-                f"{row.index:>5}  {cell(row.ffn)}  {cell(row.ln_attn)}  {cell(row.ln_ffn)}  {cell(row.ln_both)}  {cosine}"
-            )
-        if self.attention:
-            lines.append("")
-            lines.append(
-                "attention (all blocks): "
-                + ", ".join(f"{name} {effect.importance:.4g}" for name, effect in self.attention.items())
-            )
-        lines.append("")
-        lines.append("FFN ranking (least important first): " + ", ".join(str(i) for i in self.ranking))
-        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -48,10 +48,13 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[3] / "shared" / "glue")
 TRAIN = ["--epochs", "2", "--lr", "1e-4", "--max-length", "64", "--max-train-samples", "4000", "--seed", "42"]
@@ -119,7 +122,7 @@ def phase_predictor(out: Path, runtime: str = "pytorch", name: str | None = None
     if target.exists():
         return
     from trimbert.model import checkpoint
-    from trimbert.search.latency import measure_specs, prediction_errors
+    from trimbert.search.latency import measure_specs
     from trimbert.search.run import latency_predictor, search_space
     from trimbert.search.settings import SearchSettings
     from trimbert.spec import TrimSpec
@@ -325,3 +328,32 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def prediction_errors(predictor, measured: Sequence[dict[str, Any]], baseline_ms: float) -> dict[str, Any]:
+    """The predictor's errors on specs timed side by side with the untrimmed model (``baseline_ms``, same run).
+
+    A spec's error is that of its predicted speed-up against the measured one, ``(predicted − measured)
+    / measured``: the ratio is what a search decides on, and it cancels the drift of the machine between
+    the probe run and this one (which shifts every absolute time alike). ``ms_error`` is the raw error
+    of the predicted milliseconds, drift included.
+    """
+    rows = []
+    for row in measured:
+        from trimbert.spec import TrimSpec
+
+        predicted = predictor.predict(TrimSpec.from_dict(row["spec"]))
+        predicted_speedup = predictor.speedup(TrimSpec.from_dict(row["spec"]))
+        measured_speedup = baseline_ms / row["measured_ms"]
+        rows.append(
+            {
+                **row,
+                "predicted_ms": predicted,
+                "ms_error": (predicted - row["measured_ms"]) / row["measured_ms"],
+                "predicted_speedup": predicted_speedup,
+                "measured_speedup": measured_speedup,
+                "error": (predicted_speedup - measured_speedup) / measured_speedup,
+            }
+        )
+    errors = [abs(row["error"]) for row in rows]
+    return {"rows": rows, "median_error": statistics.median(errors), "max_error": max(errors), "baseline_ms": baseline_ms}

@@ -10,6 +10,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from scipy.stats import spearmanr
 from search_study import (
     FIXED,
     KD_FIXED,
@@ -21,7 +22,6 @@ from search_study import (
     searched_variants,
 )
 
-from trimbert.search.estimator import spearman
 from trimbert.search.run import verified_text
 
 
@@ -135,7 +135,7 @@ def estimator_table(out: Path, records: dict[str, dict]) -> None:
         for scorer in ("head", "probe"):
             pairs = [(estimates[scorer], records[name]["metrics"]["accuracy"]) for name, estimates in rows if scorer in estimates]
             if len(pairs) >= 2:
-                rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
+                rho = float(spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic)
                 print(f"\nSpearman rank correlation ({scorer} scorer) over {len(pairs)} candidates: {rho:.3f}")
         print()
 

@@ -1,6 +1,5 @@
 """The estimator: sub-trims sampled per step, candidates scored by masking, rows not trained on, ranks."""
 
-import math
 
 import numpy as np
 import pytest
@@ -16,19 +15,10 @@ from trimbert.errors import TrimbertError
 from trimbert.importance import magnitude
 from trimbert.model import checkpoint
 from trimbert.model.trim import trim
-from trimbert.search.estimator import FULL_MODEL_SHARE, Estimator, SubTrimSampler, score_rows, spearman
+from trimbert.search.estimator import FULL_MODEL_SHARE, Estimator, SubTrimSampler, score_rows
 from trimbert.search.space import SearchSpace
 from trimbert.spec import TrimSpec
 from trimbert.train.settings import FinetuneSettings
-
-
-def test_spearman():
-    assert spearman([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(0.8)
-    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(math.sqrt(3) / 2)
-    assert math.isnan(spearman([1, 1], [1, 2]))
-    with pytest.raises(TrimbertError, match="two equally long lists"):
-        spearman([1], [1])
 
 
 @pytest.fixture

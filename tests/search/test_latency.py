@@ -8,7 +8,6 @@ from trimbert.search.latency import (
     Predictor,
     cached_predictor,
     fit_predictor,
-    prediction_errors,
     probe_specs,
     spec_features,
 )
@@ -79,18 +78,6 @@ def test_a_feature_no_probe_varied_goes_into_the_constant():
         predictor.predict(TrimSpec(drop_layers=(0,)))
     with pytest.raises(TrimbertError, match="at least 3"):
         fit_predictor([(TrimSpec(), 1.0)], 6, 1536, CONDITIONS)
-
-
-def test_errors_are_of_speedups_against_the_same_runs_baseline():
-    predictor = Predictor(CONDITIONS, 6, 1536, {"const": 10.0, "blocks": -1.0}, ["const", "blocks"], baseline_ms=4.0)
-    predictor.fixed = {}
-    # predicted: 10 - 5 = 5 ms (speed-up 4/5 = 0.8); measured 6 ms against a baseline of 6 ms (speed-up 1.0)
-    rows = [{"spec": TrimSpec(drop_layers=(0,)).to_dict(), "summary": "x", "measured_ms": 6.0}]
-    result = prediction_errors(predictor, rows, baseline_ms=6.0)
-    assert result["rows"][0]["predicted_ms"] == 5.0
-    assert result["rows"][0]["error"] == pytest.approx(-0.2)
-    assert result["rows"][0]["ms_error"] == pytest.approx(-1 / 6)
-    assert result["median_error"] == result["max_error"] == pytest.approx(0.2)
 
 
 def test_cache_builds_once_per_conditions_and_space(tmp_path):

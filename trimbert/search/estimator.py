@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -328,24 +328,3 @@ def build_estimator(
         final_rows=0 if final is None else len(final),
         head_order=heads,
     )
-
-
-def spearman(first: Sequence[float], second: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    if len(first) != len(second) or len(first) < 2:
-        raise TrimbertError("rank correlation needs two equally long lists of at least 2 values")
-
-    def ranks(values: Sequence[float]) -> np.ndarray:
-        values = np.asarray(values, dtype=float)
-        order = values.argsort(kind="stable")
-        result = np.empty(len(values))
-        result[order] = np.arange(len(values), dtype=float)
-        for value in np.unique(values):
-            tied = values == value
-            result[tied] = result[tied].mean()
-        return result
-
-    a, b = ranks(first), ranks(second)
-    if a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])

@@ -34,7 +34,6 @@ import math
 import os
 import platform
 import random
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -511,30 +510,3 @@ def cached_predictor(cache_dir: Path, conditions: Conditions, space: SearchSpace
     finally:
         lock.release()
     return predictor, False
-
-
-def prediction_errors(predictor: Predictor, measured: Sequence[dict[str, Any]], baseline_ms: float) -> dict[str, Any]:
-    """The predictor's errors on specs timed side by side with the untrimmed model (``baseline_ms``, same run).
-
-    A spec's error is that of its predicted speed-up against the measured one, ``(predicted − measured)
-    / measured``: the ratio is what a search decides on, and it cancels the drift of the machine between
-    the probe run and this one (which shifts every absolute time alike). ``ms_error`` is the raw error
-    of the predicted milliseconds, drift included.
-    """
-    rows = []
-    for row in measured:
-        predicted = predictor.predict(TrimSpec.from_dict(row["spec"]))
-        predicted_speedup = predictor.speedup(TrimSpec.from_dict(row["spec"]))
-        measured_speedup = baseline_ms / row["measured_ms"]
-        rows.append(
-            {
-                **row,
-                "predicted_ms": predicted,
-                "ms_error": (predicted - row["measured_ms"]) / row["measured_ms"],
-                "predicted_speedup": predicted_speedup,
-                "measured_speedup": measured_speedup,
-                "error": (predicted_speedup - measured_speedup) / measured_speedup,
-            }
-        )
-    errors = [abs(row["error"]) for row in rows]
-    return {"rows": rows, "median_error": statistics.median(errors), "max_error": max(errors), "baseline_ms": baseline_ms}

@@ -71,7 +71,6 @@ from trimbert.train.finetune import finetune
 from trimbert.train.settings import DistillSettings
 from trimbert.train.trainer import METRICS_FILE
 
-STATES = ("pending", "running", "done", "skipped", "failed")
 _ENTRY_MARKER = ".sweep-entry.json"  # in a run folder: the fingerprint it was fine-tuned for
 _LOCK_FILE = LOCK_FILE
 _BASELINE_KEY = "__paired_baseline__"
@@ -116,7 +115,7 @@ def run_sweep(
 
     ``only`` limits it to some variants (plus their teachers), ``shard`` (``"I/N"``) to the I-th of
     N shares (:func:`partition`), ``force`` reruns units that are up to date. ``on_event(unit, state,
-    detail)`` is told about every unit's progress (states: :data:`STATES`). Failing units are
+    detail)`` is told about every unit's progress (states: "pending", "running", "done", "skipped", "failed"). Failing units are
     recorded and the sweep goes on; :class:`KeyboardInterrupt` stops it (finished units are kept).
     """
     if not isinstance(recipe, Recipe):
