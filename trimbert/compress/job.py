@@ -235,7 +235,7 @@ class _Context:
 
     def _calibration(self) -> list:
         return sample_batches(self.dataset["train"], self.tokenizer, samples=CALIBRATION_ROWS, seed=self.settings.seed,
-                              max_length=self.settings.seq_len)
+                              max_length=self.finetuned.max_length)
 
     def _bench_settings(self, runtimes: list[str], seconds: float) -> BenchSettings:
         return BenchSettings(batch_size=self.settings.batch_size, seq_len=self.settings.seq_len, device="cpu",
@@ -297,7 +297,7 @@ class _Context:
             behind = reference["latency_ms"][target] / reference["latency_ms"][reference["u_star"]]
             budget = untrimmed_ms / (self.settings.speedup * behind)
         batches = sample_batches(self.dataset["train"], self.tokenizer, samples=self.settings.samples,
-                                 seed=self.settings.seed, max_length=self.settings.seq_len)
+                                 seed=self.settings.seed, max_length=self.finetuned.max_length)
         self.say("compress", f"budget {budget:.2f} ms (untrimmed predicted {untrimmed_ms:.2f} ms) on {self.settings.samples} rows")
         compressed, report = compress_model(model, batches, line, budget, has_head=True, seed=self.settings.seed,
                                             multiple=self.settings.width_multiple)

@@ -40,9 +40,11 @@ class CompressSettings(Settings):
     width_multiple: int = Field(
         32, ge=1, description="Kept FFN widths are multiples of this (CPU int8 kernels work in whole tiles)."
     )
-    samples: int = Field(2048, ge=8, description="Training rows the importance and the least-squares fix are computed on.")
+    samples: int = Field(
+        2048, ge=8, description="Training rows (at the input run's --max-length) the importance and the least-squares fix use."
+    )
     batch_size: int = Field(8, ge=1, description="Batch size of the latency target.")
-    seq_len: int = Field(64, ge=2, description="Sequence length of the latency target (and of the sample rows).")
+    seq_len: int = Field(64, ge=2, description="Sequence length of the latency target.")
     threads: int | None = Field(None, ge=1, description="CPU threads for timing (default: torch's).")
     probes: int = Field(12, ge=4, description="Trims timed to fit the latency predictor (cached per runtime and shape).")
     bench_seconds: float = Field(60.0, gt=0, description="At most this long for the final side-by-side bench.")
