@@ -8,7 +8,7 @@
 # Run it on a quiet machine: every stage but compress times something.
 set -euo pipefail
 run=$1; out=$2
-speedups=${3:-"1.3 1.5 2.0"}; distilled=${4:-"1.5 2.0"}; heads_only=${5:-"1.1 1.2 1.3"}
+speedups=${3-"1.3 1.5 2.0"}; distilled=${4-"1.5 2.0"}; heads_only=${5-"1.1 1.2 1.3"}  # "" = none
 cache=${TRIMBERT_CACHE:-$out/cache}
 compress() { trimbert compress "$run" --out "$1" --threads 2 --cache-dir "$cache" "${@:2}"; }
 from_first() { [ -d "$1" ] || cp -r "$out/rf-${speedups%% *}" "$1"; }
