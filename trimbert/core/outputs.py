@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trimbert.core.io import write_json_atomic
 from trimbert.errors import TrimbertError
 
 # Written into every folder trimbert writes (atomic_output_dir, sweeps, reports): --force replaces only such a folder.
@@ -206,7 +207,8 @@ def marker(command: str | None = None, **more: Any) -> dict[str, Any]:
 
 def write_marker(folder: str | Path, command: str | None = None, **more: Any) -> None:
     """Mark ``folder`` as written by trimbert, so that ``--force`` may replace it later."""
-    (Path(folder) / MARKER_FILE).write_text(json.dumps(marker(command, **more), indent=2) + "\n")
+    # atomic: another process (a torchrun job's other rank) never reads half a marker
+    write_json_atomic(Path(folder) / MARKER_FILE, marker(command, **more))
 
 
 def read_marker(folder: str | Path) -> dict[str, Any] | None:

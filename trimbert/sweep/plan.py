@@ -47,6 +47,8 @@ def sweep_owner(folder: Path) -> tuple[str | None, dict[str, Any]]:
     recipe its marker records; for an earlier trimbert's folder, the model and task of its records, if
     any), ``("other", {})`` for another trimbert output, ``(None, {})`` for a folder trimbert did not write."""
     marker = outputs.read_marker(folder)
+    if marker is None and not (folder / RESULTS_FILE).is_file() and outputs.written_by_trimbert(folder):
+        marker = outputs.read_marker(folder)  # written meanwhile (the other rank of a torchrun job)
     if marker is not None:
         return ("sweep", marker) if marker.get("kind") == "sweep" else ("other", {})
     if not (folder / RESULTS_FILE).is_file():
@@ -66,7 +68,11 @@ def sweep_owner(folder: Path) -> tuple[str | None, dict[str, Any]]:
 
 def _fresh(folder: Path) -> bool:
     """Empty, or holding only what a starting sweep writes first (another process of a torchrun job)."""
-    return all(entry.name in (LOCK_FILE, outputs.MARKER_FILE) for entry in folder.iterdir())
+    return all(
+        entry.name in (LOCK_FILE, outputs.MARKER_FILE)
+        or (entry.name.startswith(f".{outputs.MARKER_FILE}.") and entry.name.endswith(".tmp"))  # being written
+        for entry in folder.iterdir()
+    )
 
 
 def _same_subject(owner: dict[str, Any], recipe: Recipe, *, legacy: bool) -> bool:
