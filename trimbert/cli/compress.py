@@ -10,7 +10,7 @@ from rich.table import Table
 
 from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, app, console, print_json, say
 from trimbert.cli.options import Group, with_options
-from trimbert.cli.search import DEFAULT_CACHE
+from trimbert.cli.search import DEFAULT_CACHE, CacheDirOpt
 from trimbert.compress.settings import CompressSettings
 from trimbert.data.source import DataSource
 
@@ -22,9 +22,7 @@ def compress(
     out: Annotated[Path, typer.Option("--out", help="Folder of the job: model/ (deployable), compress.json, report.md.")],
     source: DataSource,
     settings: CompressSettings,
-    cache_dir: Annotated[
-        Path, typer.Option("--cache-dir", help="Where fitted latency predictors are kept ($TRIMBERT_CACHE).")
-    ] = DEFAULT_CACHE,
+    cache_dir: CacheDirOpt = DEFAULT_CACHE,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:

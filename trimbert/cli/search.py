@@ -18,6 +18,7 @@ from trimbert.search.settings import SearchSettings
 from trimbert.train.settings import DistillSettings, FinetuneSettings, HealSettings
 
 DEFAULT_CACHE = Path(os.environ.get("TRIMBERT_CACHE", Path.home() / ".cache" / "trimbert"))
+CacheDirOpt = Annotated[Path, typer.Option("--cache-dir", help="Where fitted latency predictors are kept ($TRIMBERT_CACHE).")]
 TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "eval_batch_size", "max_length", "max_train_samples", "seed")
 # search --finetune distils the winner by default, with the recipes' weights (hidden states included)
 SEARCH_DISTILL = DistillSettings(alpha_hidden=1.0)
@@ -41,9 +42,7 @@ def search(
     finetune: FinetuneSettings,
     distill: DistillSettings,
     heal: HealSettings,
-    cache_dir: Annotated[
-        Path, typer.Option("--cache-dir", help="Where fitted latency predictors are kept ($TRIMBERT_CACHE).")
-    ] = DEFAULT_CACHE,
+    cache_dir: CacheDirOpt = DEFAULT_CACHE,
     finetune_best: Annotated[
         bool,
         typer.Option("--finetune", help="Then fine-tune the baseline and the chosen trim and time them side by side."),

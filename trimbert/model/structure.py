@@ -169,16 +169,21 @@ def magnitude_importance(layer: nn.Module) -> torch.Tensor:
         return w_in.detach().float().norm(dim=1) * w_out.detach().float().norm(dim=0)
 
 
+def _most_important(importance: torch.Tensor, count: int, flag: str, units: str) -> torch.Tensor:
+    """Indices of the ``count`` highest scores, ascending; ties towards the lower index."""
+    importance = torch.as_tensor(importance).detach().flatten()
+    if not 1 <= count <= importance.numel():
+        raise TrimbertError(f"{flag}: cannot keep {count} of {importance.numel()} {units}")
+    order = torch.argsort(importance.double().cpu(), descending=True, stable=True)
+    return order[:count].sort().values
+
+
 def select_neurons(importance: torch.Tensor, width: int) -> torch.Tensor:
     """Indices of the ``width`` most important neurons, in ascending (original) order.
 
     Ties are broken towards the lower index. ``1 <= width <= len(importance)``.
     """
-    importance = torch.as_tensor(importance).detach().flatten()
-    if not 1 <= width <= importance.numel():
-        raise TrimbertError(f"--ffn-width: cannot keep {width} of {importance.numel()} neurons")
-    order = torch.argsort(importance.double().cpu(), descending=True, stable=True)
-    return order[:width].sort().values
+    return _most_important(importance, width, "--ffn-width", "neurons")
 
 
 def head_size(layer: nn.Module) -> int:
@@ -217,11 +222,7 @@ def select_heads(importance: torch.Tensor, count: int) -> torch.Tensor:
 
     Ties are broken towards the lower index. ``1 <= count <= len(importance)``.
     """
-    importance = torch.as_tensor(importance).detach().flatten()
-    if not 1 <= count <= importance.numel():
-        raise TrimbertError(f"--heads: cannot keep {count} of {importance.numel()} heads")
-    order = torch.argsort(importance.double().cpu(), descending=True, stable=True)
-    return order[:count].sort().values
+    return _most_important(importance, count, "--heads", "heads")
 
 
 def head_rows(heads: torch.Tensor, size: int) -> torch.Tensor:
