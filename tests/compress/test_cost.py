@@ -5,7 +5,7 @@ import pytest
 from trimbert.compress.cost import LinearCost, linear_cost, model_units
 from trimbert.errors import TrimbertError
 from trimbert.model.trim import trim
-from trimbert.search.latency import Conditions, Predictor
+from trimbert.search.predictor import Conditions, Predictor
 from trimbert.spec import TrimSpec, encoder_layernorms
 
 # the tiny model: 4 blocks of 4 heads, FFNs of 64 neurons

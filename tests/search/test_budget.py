@@ -15,7 +15,8 @@ from trimbert.model.checkpoint import load_config, resolve_source
 from trimbert.search.budget import Costs, Then, Workload, plan_search, rows_for_steps, trainer_steps
 from trimbert.search.estimator import StopAt
 from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve
-from trimbert.search.latency import Conditions, Predictor, cached_predictor, model_shape
+from trimbert.search.latency import cached_predictor
+from trimbert.search.predictor import Conditions, Predictor, model_shape
 from trimbert.search.run import search, search_space, verify_finalists
 from trimbert.search.settings import SearchSettings
 from trimbert.spec import TrimSpec

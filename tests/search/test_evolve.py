@@ -6,7 +6,7 @@ import pytest
 
 from trimbert.errors import TrimbertError
 from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve, pareto_front
-from trimbert.search.latency import Conditions, Predictor
+from trimbert.search.predictor import Conditions, Predictor
 from trimbert.search.space import SearchSpace, fixed_patterns
 from trimbert.spec import TrimSpec
 

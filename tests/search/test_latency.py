@@ -3,14 +3,8 @@
 import pytest
 
 from trimbert.errors import TrimbertError
-from trimbert.search.latency import (
-    Conditions,
-    Predictor,
-    cached_predictor,
-    fit_predictor,
-    probe_specs,
-    spec_features,
-)
+from trimbert.search.latency import cached_predictor, probe_specs
+from trimbert.search.predictor import Conditions, Predictor, fit_predictor, spec_features
 from trimbert.search.space import SearchSpace
 from trimbert.spec import TrimSpec
 

@@ -9,16 +9,8 @@ from dataclasses import replace
 import pytest
 
 from trimbert.errors import TrimbertError
-from trimbert.search.latency import (
-    Conditions,
-    LinearCosts,
-    Predictor,
-    cached_predictor,
-    fit_predictor,
-    measure_specs,
-    probe_specs,
-    spec_features,
-)
+from trimbert.search.latency import cached_predictor, measure_specs, probe_specs
+from trimbert.search.predictor import Conditions, LinearCosts, Predictor, fit_predictor, spec_features
 from trimbert.search.space import SearchSpace
 from trimbert.spec import TrimSpec, encoder_layernorms
 

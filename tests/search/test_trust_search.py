@@ -8,7 +8,8 @@ import pytest
 from conftest import write_sst2
 
 from trimbert.errors import TrimbertError
-from trimbert.search.latency import Conditions, Predictor, cached_predictor, untrusted
+from trimbert.search.latency import cached_predictor, untrusted
+from trimbert.search.predictor import Conditions, Predictor
 from trimbert.search.settings import SearchSettings
 from trimbert.search.space import SearchSpace
 from trimbert.spec import TrimSpec

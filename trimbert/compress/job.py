@@ -54,14 +54,8 @@ from trimbert.measure.bench import RUNTIME_SUFFIX, BenchSettings, bench_models
 from trimbert.model import checkpoint
 from trimbert.model.heads import has_task_head
 from trimbert.report.ustar import WITHIN_POINTS
-from trimbert.search.latency import (
-    DEPLOY_RUNTIME,
-    Conditions,
-    Predictor,
-    build_predictor,
-    cached_predictor,
-    model_shape,
-)
+from trimbert.search.latency import DEPLOY_RUNTIME, build_predictor, cached_predictor
+from trimbert.search.predictor import Conditions, Predictor, model_shape
 from trimbert.search.space import SearchSpace
 from trimbert.train.finetune import evaluate, finetune
 from trimbert.train.settings import DistillSettings, FinetuneSettings

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trimbert.errors import TrimbertError
-from trimbert.search.latency import Predictor
+from trimbert.search.predictor import Predictor
 from trimbert.search.space import SearchSpace
 from trimbert.spec import TrimSpec
 

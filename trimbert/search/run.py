@@ -46,7 +46,8 @@ from trimbert.model.structure import config_spec
 from trimbert.search.budget import MARGIN, Costs, Plan, Then, count_rows, measure_costs, plan_search
 from trimbert.search.estimator import SCORERS, build_estimator
 from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve
-from trimbert.search.latency import Conditions, Predictor, build_predictor, cached_predictor, model_shape
+from trimbert.search.latency import build_predictor, cached_predictor
+from trimbert.search.predictor import Conditions, Predictor, model_shape
 from trimbert.search.settings import SearchSettings
 from trimbert.search.space import Block, SearchSpace, fixed_patterns
 from trimbert.spec import TrimRequest, TrimSpec
