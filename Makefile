@@ -76,14 +76,16 @@ bench-load: $(INSTALLED)
 	[ -d $(RUNS)/bert-base-ffn0-7 ] || $(PY) -m trimbert trim $(RUNS)/bert-base-random --out $(RUNS)/bert-base-ffn0-7 --drop-ffn 0-7
 	$(PY) benchmarks/bench_under_load.py $(RUNS)/bert-base-random $(RUNS)/bert-base-ffn0-7 --busy 2 --out $(RUNS)/bench-load.json
 
-# Issue-11 benchmark (after make quickstart): the quickstart's baseline, ffn-alternate and full-trim-kd runs
-# in PyTorch, ONNX Runtime fp32 and ONNX Runtime int8, side by side in one alternating run, batch 8,
-# 2 threads, at seq 64 and 128 (accuracies of the exports: the quickstart report).
+# Deploy benchmark (after make quickstart): the quickstart's baseline, ffn-alternate and full-trim-kd runs
+# in every runtime (PyTorch, ONNX Runtime and OpenVINO, fp32 and int8), side by side in one alternating
+# run, batch 8, 2 threads, at seq 64 and 128; speed-ups against U* (accuracies of the exports: the
+# quickstart report).
 QS := $(RUNS)/quickstart/runs
 bench-deploy: $(INSTALLED)
 	for seq in 64 128; do \
 		$(PY) -m trimbert bench $(QS)/ffn-alternate-seed42 $(QS)/full-trim-kd-seed42 --vs $(QS)/baseline-seed42 \
-			--runtime pytorch --runtime onnxruntime --runtime onnxruntime-int8 --device cpu --threads 2 \
+			--runtime pytorch --runtime onnxruntime --runtime onnxruntime-int8 \
+			--runtime openvino --runtime openvino-int8 --device cpu --threads 2 \
 			--batch-size 8 --seq-len $$seq --repeats 15 --warmup 3 --force --out $(RUNS)/bench-deploy-$$seq.json || exit 1; \
 	done
 
