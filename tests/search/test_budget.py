@@ -12,7 +12,8 @@ from test_evolve import PREDICTOR, SPACE, accuracy
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.model.checkpoint import load_config, resolve_source
-from trimbert.search.budget import Costs, Then, Workload, plan_search, rows_for_steps, trainer_steps
+from trimbert.search.budget import Then, plan_search, rows_for_steps, trainer_steps
+from trimbert.search.costs import Costs, Workload
 from trimbert.search.estimator import StopAt
 from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve
 from trimbert.search.latency import cached_predictor

@@ -43,7 +43,8 @@ from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
 from trimbert.model.structure import config_spec
-from trimbert.search.budget import MARGIN, Costs, Plan, Then, count_rows, measure_costs, plan_search
+from trimbert.search.budget import MARGIN, Plan, Then, plan_search
+from trimbert.search.costs import Costs, count_rows, measure_costs
 from trimbert.search.estimator import SCORERS, build_estimator
 from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve
 from trimbert.search.latency import build_predictor, cached_predictor
