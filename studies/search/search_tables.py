@@ -22,7 +22,7 @@ from search_study import (
     searched_variants,
 )
 
-from trimbert.search.run import verified_text
+from trimbert.search.outputs import verified_text
 
 
 def _records(out: Path) -> dict[str, dict]:

@@ -8,7 +8,7 @@ import pytest
 import trimbert
 from trimbert.errors import TrimbertError
 from trimbert.search.evolve import Candidate
-from trimbert.search.run import spec_file
+from trimbert.search.outputs import spec_file
 from trimbert.spec import TrimRequest, TrimSpec, resolve_spec
 
 EXPECT_BLOCKS = "expected a list of block indices (whole numbers from 0, each once, e.g. [1, 3])"

@@ -65,7 +65,7 @@ def search(
     from trimbert.core.outputs import check_output_dir
     from trimbert.search.budget import Then
     from trimbert.search.latency import check_cache_dir
-    from trimbert.search.run import SEARCH_FILE, verified_text
+    from trimbert.search.outputs import SEARCH_FILE, verified_text
     from trimbert.search.run import search as run_search
     from trimbert.search.winner import check_heal_request
     from trimbert.search.winner import finetune_best as run_finetune_best

@@ -26,7 +26,7 @@ from trimbert.deploy.openvino import require_openvino
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
 from trimbert.report.records import Record
-from trimbert.search.run import BEST_FILE
+from trimbert.search.outputs import BEST_FILE
 from trimbert.search.settings import SearchSettings
 from trimbert.spec import TrimRequest
 from trimbert.train.settings import DistillSettings, FinetuneSettings, HealSettings

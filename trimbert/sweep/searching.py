@@ -24,7 +24,8 @@ from filelock import FileLock
 
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
-from trimbert.search.run import BEST_FILE, SEARCH_FILE, search
+from trimbert.search.outputs import BEST_FILE, SEARCH_FILE
+from trimbert.search.run import search
 from trimbert.search.settings import SearchSettings
 from trimbert.spec import TrimRequest
 from trimbert.train.settings import FinetuneSettings
