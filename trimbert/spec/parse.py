@@ -1,9 +1,38 @@
 """Parsers of the trim vocabulary: block selections, LayerNorm selections, FFN widths, attention heads.
 
 Each turns what a user wrote (``"alternate"``, ``"half"``, ``"0:768,3:512"``, ``"0:4,3=0+2+5"``) into explicit, sorted
-indices or names checked against a model's depth; the syntax is described in
-:mod:`trimbert.spec.trimspec`. Errors are one-line :class:`~trimbert.errors.TrimbertError` messages
-that name the option.
+indices or names checked against a model's depth, in the original numbering (see :mod:`trimbert.spec.trimspec`):
+selection patterns (``alternate``, ``first:N``, ``all``, ...) are resolved in that numbering and then skip
+the dropped blocks, while an explicit index of a dropped block is an error. Errors are one-line
+:class:`~trimbert.errors.TrimbertError` messages that name the option.
+
+Block-selection syntax (``drop_ffn``, ``drop_layers``):
+    ``none``                nothing
+    ``1,3,5`` ``6-11``      explicit indices and inclusive ranges, comma-separated, combinable
+    ``alternate``           every second block, starting at block 1 (1, 3, 5, ...): the first block keeps its FFN
+    ``first:N``             blocks 0 .. N-1
+    ``last:N``              the last N blocks
+    ``all``                 every block (allowed for ``drop_ffn``, with a warning; refused for ``drop_layers``)
+
+FFN width (``ffn_width``): an int (or ``"768"``) for every block whose FFN is kept, or per block
+(``{0: 768, 3: 512}`` or ``"0:768,3:512"``).
+
+Attention heads (``heads``): an int (or ``"8"``) for every present block, per block counts
+(``{0: 4, 3: 8}`` or ``"0:4,3:8"``), or the heads a block keeps, by index among its CURRENT heads
+(``"3=0+2+5"``: block 3 keeps its heads 0, 2 and 5; ``{3: [0, 2, 5]}``); per-block forms combine with
+commas (``"0:4,3=0+2+5"``).
+
+LayerNorm syntax (``layernorm``; the names are ``<block>.attn`` and ``<block>.ffn``):
+    ``none``                nothing
+    ``half``                exactly half (rounded down) of the encoder LayerNorms that still exist, by this rule:
+                            candidates in order are (1) the attention LayerNorms of blocks whose FFN is kept,
+                            (2) the attention LayerNorms of blocks whose FFN is dropped, (3) the FFN LayerNorms,
+                            each group in block order; the first half of that list is stripped. On an untrimmed
+                            model this strips every attention LayerNorm and keeps every FFN LayerNorm, so each
+                            block still ends in a LayerNorm.
+    ``attn`` / ``ffn``      every remaining attention / FFN LayerNorm
+    ``all``                 every remaining encoder LayerNorm
+    ``0.attn,3.ffn``        an explicit selection
 """
 
 from __future__ import annotations
@@ -283,7 +312,7 @@ def parse_heads(
     drop_layers: Collection[int] = (),
     num_attention_heads: int | None = None,
 ) -> HeadSelection:
-    """Resolve a heads request (see :mod:`trimbert.spec.trimspec`) to what it prunes.
+    """Resolve a heads request (see the module docstring) to what it prunes.
 
     ``current``: the present head count of every block present (original numbering); an int request
     applies to all of them. A mapping's values are counts or lists of head indices. ``drop_layers``:

@@ -1,9 +1,9 @@
 """The trim spec: one vocabulary for the CLI, recipes, saved configs and reports.
 
 A :class:`TrimSpec` is always *resolved*: explicit, sorted block indices and LayerNorm names, checked
-against a model's depth. Users write *requests* (strings such as ``"alternate"`` or ``"half"``);
-:func:`resolve_spec` turns a request into a resolved spec, composed with the spec already applied
-to the model (trimming a trimmed model adds to what was done before).
+against a model's depth. Users write *requests* (strings such as ``"alternate"`` or ``"half"``, whose
+syntax :mod:`trimbert.spec.parse` describes); :func:`resolve_spec` turns a request into a resolved spec,
+composed with the spec already applied to the model (trimming a trimmed model adds to what was done before).
 
 Block numbering. Every block index in a spec (``drop_layers``, ``drop_ffn``, ``ffn_width``, ``heads``,
 the LayerNorm names) is in the ORIGINAL model's numbering, whatever was dropped since: block 4 of a
@@ -11,17 +11,7 @@ the LayerNorm names) is in the ORIGINAL model's numbering, whatever was dropped 
 of the encoder (``encoder.layer.1``; the saved ``num_hidden_layers`` is the number of blocks actually
 present, so masks and caches work unchanged). The original depth is ``num_hidden_layers +
 len(drop_layers)``; :meth:`TrimSpec.kept_layers` lists the original indices of the present blocks, in
-order. A dropped block's FFN, FFN width and LayerNorms cannot be named; selection patterns
-(``alternate``, ``first:N``, ``all``, ...) are resolved in the original numbering and then skip the
-dropped blocks, while an explicit index of a dropped block is an error.
-
-Block-selection syntax (``drop_ffn``, ``drop_layers``):
-    ``none``                nothing
-    ``1,3,5`` ``6-11``      explicit indices and inclusive ranges, comma-separated, combinable
-    ``alternate``           every second block, starting at block 1 (1, 3, 5, ...): the first block keeps its FFN
-    ``first:N``             blocks 0 .. N-1
-    ``last:N``              the last N blocks
-    ``all``                 every block (allowed for ``drop_ffn``, with a warning; refused for ``drop_layers``)
+order. A dropped block's FFN, FFN width and LayerNorms cannot be named.
 
 ``drop_layers`` removes whole blocks (attention and FFN; DistilBERT-style): the encoder then runs the
 remaining blocks in sequence. Dropping a block removes whatever the spec said about it (its dropped
@@ -29,36 +19,22 @@ FFN, FFN width, stripped LayerNorms). Re-dropping a dropped block is an error; d
 is refused.
 
 FFN width (``ffn_width``, TextPruner-style structured pruning): a block's FFN keeps only its ``N``
-most important intermediate neurons (``1 <= N <`` its current width). A request is an int (or
-``"768"``) for every block whose FFN is kept, or per block (``{0: 768, 3: 512}`` or ``"0:768,3:512"``).
-The resolved spec stores the width of every narrowed block; how neurons were chosen is provenance and
-goes to ``notes["ffn_width_rule"]`` (see :mod:`trimbert.model.trim`). Narrowing a narrowed block again
-is allowed when the new width is smaller (neurons are chosen among the ones left); dropping the FFN
-of a narrowed block forgets its width.
+most important intermediate neurons (``1 <= N <`` its current width). The resolved spec stores the
+width of every narrowed block; how neurons were chosen is provenance and goes to
+``notes["ffn_width_rule"]`` (see :mod:`trimbert.model.trim`). Narrowing a narrowed block again is
+allowed when the new width is smaller (neurons are chosen among the ones left); dropping the FFN of a
+narrowed block forgets its width.
 
 Attention heads (``heads``, structured head pruning): a block's self-attention keeps only ``N`` of its
-heads (``1 <= N <`` its current head count; a block keeps at least one head). A request is an int (or
-``"8"``) for every present block, per block counts (``{0: 4, 3: 8}`` or ``"0:4,3:8"``), or the heads
-a block keeps, by index among its CURRENT heads (``"3=0+2+5"``: block 3 keeps its heads 0, 2 and 5;
-``{3: [0, 2, 5]}``); per-block forms combine with commas (``"0:4,3=0+2+5"``). The resolved spec stores
+heads (``1 <= N <`` its current head count; a block keeps at least one head). The resolved spec stores
 the head count of every pruned block; which heads were kept is provenance: ``notes["heads_rule"]``
 (``"magnitude"``, ``"scores"`` or ``"explicit"``; see :mod:`trimbert.model.trim`). Pruning a pruned
 block again is allowed to fewer heads (chosen among the ones left); dropping the block forgets its
 entry. The FFN of the block is unaffected.
 
-LayerNorm syntax (``layernorm``). Each block has two LayerNorms: ``<i>.attn`` after the attention
+LayerNorms (``layernorm``). Each block has two LayerNorms: ``<i>.attn`` after the attention
 sub-layer and ``<i>.ffn`` after the FFN sub-layer (gone when that FFN is dropped). The embedding
 LayerNorm is not an encoder LayerNorm and is never stripped.
-    ``none``                nothing
-    ``half``                exactly half (rounded down) of the encoder LayerNorms that still exist, by this rule:
-                            candidates in order are (1) the attention LayerNorms of blocks whose FFN is kept,
-                            (2) the attention LayerNorms of blocks whose FFN is dropped, (3) the FFN LayerNorms,
-                            each group in block order; the first half of that list is stripped. On an untrimmed
-                            model this strips every attention LayerNorm and keeps every FFN LayerNorm, so each
-                            block still ends in a LayerNorm.
-    ``attn`` / ``ffn``      every remaining attention / FFN LayerNorm
-    ``all``                 every remaining encoder LayerNorm
-    ``0.attn,3.ffn``        an explicit selection
 
 LayerNorm replacement (``layernorm_replacement``): what stands where a stripped LayerNorm was.
 ``identity`` (default) passes the residual sum through; ``affine`` is a fixed per-channel map
@@ -382,19 +358,13 @@ def ln_sort_key(name: str) -> tuple[int, int]:
 
 def compact_indices(indices: tuple[int, ...]) -> str:
     """``(0,1,2,3,7)`` -> ``"0-3,7"``."""
-    parts: list[str] = []
-    start = prev = None
+    runs: list[list[int]] = []  # [first, last] of each run of consecutive indices
     for index in indices:
-        if start is None:
-            start = prev = index
-        elif index == prev + 1:
-            prev = index
+        if runs and index == runs[-1][1] + 1:
+            runs[-1][1] = index
         else:
-            parts.append(f"{start}-{prev}" if prev > start else str(start))
-            start = prev = index
-    if start is not None:
-        parts.append(f"{start}-{prev}" if prev > start else str(start))
-    return ",".join(parts)
+            runs.append([index, index])
+    return ",".join(f"{first}-{last}" if last > first else str(first) for first, last in runs)
 
 
 def _whole(value: Any) -> int:
