@@ -1,10 +1,9 @@
 """The surgery: trim any loaded BERT model (trimmed or not) as a request asks.
 
 :func:`trim` composes the request with what was already applied (:func:`trimbert.spec.resolve_spec`),
-builds the TrimBert counterpart on the meta device (its constructor gives it the trimmed structure,
-:func:`trimbert.model.structure.apply_structure`) and moves the surviving weights over without copying
-them (narrowed FFN and pruned attention weights are the only copies: a selection of rows and columns; fitted affine
-LayerNorm replacements are written by :mod:`trimbert.model.calibrate`).
+chooses the neurons and heads kept, builds the TrimBert counterpart on the meta device and moves the
+surviving weights over without copying them (:mod:`trimbert.model.rebuild`; fitted affine LayerNorm
+replacements are written by :mod:`trimbert.model.calibrate`).
 
 Dropped blocks (``drop_layers``). A trimmed model is *built* with ``num_hidden_layers`` = the number
 of blocks present, so ``encoder.layer`` holds only them, numbered 0..k-1 (state-dict keys, cache
@@ -30,7 +29,6 @@ Each head removed takes ``4·H·d + 3·d`` parameters with it.
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -41,16 +39,13 @@ from torch import nn
 
 from trimbert.errors import TrimbertError
 from trimbert.model.calibrate import calibrate_affine, count_tokens
-from trimbert.model.modeling import TrimBertConfig, trimbert_class_for
+from trimbert.model.rebuild import build_trimmed
 from trimbert.model.structure import (
-    DYT_ALPHA_INIT,
     applied_spec,
     block_heads,
+    block_positions,
     encoder_layers,
     head_magnitude_importance,
-    head_rows,
-    head_size,
-    layernorm_module_path,
     magnitude_importance,
     select_heads,
     select_neurons,
@@ -61,14 +56,6 @@ from trimbert.spec.trimspec import AFFINE, TrimSpec
 
 logger = logging.getLogger(__name__)
 CALIBRATION_MODES = ("sequential", "independent")
-
-# "bert.encoder.layer.3.attention.self.query.weight" -> ("bert.encoder.layer.", "3", ".attention...")
-_LAYER_KEY = re.compile(r"^((?:.*\.)?encoder\.layer\.)(\d+)(\..+)$")
-_DYT_ALPHA = ".LayerNorm.alpha"
-_FFN_IN_KEYS = (".intermediate.dense.weight", ".intermediate.dense.bias")
-_FFN_OUT_WEIGHT = ".output.dense.weight"
-_QKV_KEYS = tuple(f".attention.self.{name}.{kind}" for name in ("query", "key", "value") for kind in ("weight", "bias"))
-_ATTENTION_OUT_WEIGHT = ".attention.output.dense.weight"
 
 
 def _check_scores(
@@ -201,7 +188,7 @@ def trim(
             "tokens": tokens,
             "mode": calibration,
         }
-    trimmed = _build_trimmed(
+    trimmed = build_trimmed(
         model, before, replace(composed, notes=notes), selections, new_affine, head_selections
     )
     if new_affine:
@@ -229,7 +216,7 @@ def _neuron_selections(
         if not composed.ffn_width:
             notes.pop("ffn_width_rule", None)
         return {}
-    source_position = {original: index for index, original in enumerate(before.kept_layers(num_layers))}
+    source_position = block_positions(model)
     scores = (
         _check_scores(
             ffn_importance,
@@ -248,9 +235,7 @@ def _neuron_selections(
         if importance is None:
             importance = magnitude_importance(layers[source_position[block]])
         selections[block] = select_neurons(importance, width)
-    rule = "scores" if ffn_importance is not None else "magnitude"
-    previous = notes.get("ffn_width_rule") if before.ffn_width else None
-    notes["ffn_width_rule"] = rule if previous in (None, rule) else f"{previous}, then {rule}"
+    _note_rule(notes, "ffn_width_rule", "scores" if ffn_importance is not None else "magnitude", bool(before.ffn_width))
     return selections
 
 
@@ -272,7 +257,7 @@ def _head_selections(
         if not composed.heads:
             notes.pop("heads_rule", None)
         return {}
-    source_position = {original: index for index, original in enumerate(before.kept_layers(num_layers))}
+    source_position = block_positions(model)
     counted = {block: block_heads(layers[source_position[block]]) for block in pruned if block not in named}
     scores = (
         _check_scores(head_importance, "head_importance", "head", counted, num_layers, "pruned by --heads")
@@ -293,10 +278,14 @@ def _head_selections(
         rules.append("explicit")
     if counted:
         rules.append("scores" if head_importance is not None else "magnitude")
-    rule = " and ".join(rules)
-    previous = notes.get("heads_rule") if before.heads else None
-    notes["heads_rule"] = rule if previous in (None, rule) else f"{previous}, then {rule}"
+    _note_rule(notes, "heads_rule", " and ".join(rules), bool(before.heads))
     return selections
+
+
+def _note_rule(notes: dict[str, Any], key: str, rule: str, trimmed_before: bool) -> None:
+    """Record in ``notes[key]`` the rule that chose the units kept now, after the earlier one's (if any)."""
+    previous = notes.get(key) if trimmed_before else None
+    notes[key] = rule if previous in (None, rule) else f"{previous}, then {rule}"
 
 
 def _affine_plan(before: TrimSpec, composed: TrimSpec, calibration_batches: Any) -> tuple[str, ...]:
@@ -315,95 +304,3 @@ def _affine_plan(before: TrimSpec, composed: TrimSpec, calibration_batches: Any)
             "(pass calibration_batches)"
         )
     return new_affine
-
-
-def _build_trimmed(
-    model: nn.Module,
-    before: TrimSpec,
-    composed: TrimSpec,
-    selections: dict[int, torch.Tensor],
-    new_affine: tuple[str, ...],
-    head_selections: dict[int, torch.Tensor] | None = None,
-) -> nn.Module:
-    """Build the TrimBert counterpart of ``model`` on the meta device and move the surviving weights in."""
-    num_layers = before.original_num_layers(len(encoder_layers(model)))
-    kept = composed.kept_layers(num_layers)
-    config_dict = model.config.to_dict()
-    config_dict.pop("model_type", None)
-    config_dict["trim_spec"] = composed.to_dict()
-    config_dict["num_hidden_layers"] = len(kept)
-    config = TrimBertConfig.from_dict(config_dict)
-    config._attn_implementation = model.config._attn_implementation
-    with torch.device("meta"):
-        trimmed = trimbert_class_for(type(model))(config)
-    source_position = {original: index for index, original in enumerate(before.kept_layers(num_layers))}
-    source_layers = encoder_layers(model)
-    rows = {
-        block: head_rows(heads, head_size(source_layers[source_position[block]]))
-        for block, heads in (head_selections or {}).items()
-    }
-    affine_keys = {
-        (block, f".{path}.{kind}")
-        for block, path in map(layernorm_module_path, new_affine)
-        for kind in ("weight", "bias")
-    }
-    state = model.state_dict()
-    moved: dict[str, torch.Tensor] = {}
-    for key, target in trimmed.state_dict().items():
-        match = _LAYER_KEY.match(key)
-        block, rest, source_key = None, "", key
-        if match:
-            prefix, position, rest = match.groups()
-            block = kept[int(position)]
-            source_key = f"{prefix}{source_position[block]}{rest}"
-        if source_key not in state and source_key.endswith(_DYT_ALPHA):  # a LayerNorm becomes a DynamicTanh
-            weight = state[source_key.removesuffix(".alpha") + ".weight"]
-            moved[key] = torch.full(tuple(target.shape), DYT_ALPHA_INIT, dtype=weight.dtype, device=weight.device)
-            continue
-        if source_key not in state:
-            raise TrimbertError(f"cannot trim: the model lacks weights the trimmed model needs (first: {key})")
-        value = state[source_key]
-        if block in selections:
-            if rest in _FFN_IN_KEYS:
-                value = value.index_select(0, selections[block].to(value.device))
-            elif rest == _FFN_OUT_WEIGHT:
-                value = value.index_select(1, selections[block].to(value.device))
-        if block in rows:
-            if rest in _QKV_KEYS:
-                value = value.index_select(0, rows[block].to(value.device))
-            elif rest == _ATTENTION_OUT_WEIGHT:
-                value = value.index_select(1, rows[block].to(value.device))
-        if (block, rest) in affine_keys:
-            value = value.clone()  # overwritten by the calibration: never write into the source's tensor
-        if tuple(value.shape) != tuple(target.shape):
-            raise TrimbertError(
-                f"cannot trim: {source_key} has shape {tuple(value.shape)}, the trimmed model needs "
-                f"{tuple(target.shape)}"
-            )
-        moved[key] = value
-    trimmed.load_state_dict(moved, strict=True, assign=True)
-    _take_over_buffers(model, trimmed)
-    trimmed.train(model.training)
-    return trimmed
-
-
-def _take_over_buffers(model: nn.Module, trimmed: nn.Module) -> None:
-    # Non-persistent buffers (position ids, ...) are not in the state dict: take them over too.
-    source_buffers = dict(model.named_buffers())
-    for name, buffer in list(trimmed.named_buffers()):
-        if buffer.is_meta and name in source_buffers:
-            _set_buffer(trimmed, name, source_buffers[name])
-    leftovers = [
-        name for name, tensor in [*trimmed.named_parameters(), *trimmed.named_buffers()] if tensor.is_meta
-    ]
-    if leftovers:
-        raise TrimbertError(f"cannot trim: no weights for {leftovers[0]}")
-    if getattr(trimmed.config, "tie_word_embeddings", False) and hasattr(trimmed, "tie_weights"):
-        trimmed.tie_weights()
-
-
-def _set_buffer(root: nn.Module, dotted: str, value: torch.Tensor) -> None:
-    parent_path, _, child = dotted.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    persistent = child not in parent._non_persistent_buffers_set
-    parent.register_buffer(child, value, persistent=persistent)
