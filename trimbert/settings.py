@@ -99,6 +99,15 @@ def describe_error(error: ValidationError, name_of: Callable[[str], str]) -> str
     """The first problem of a pydantic ``ValidationError`` as one line: ``<name>: <problem> (got X)``."""
     first = error.errors(include_url=False)[0]
     location = [str(part) for part in first.get("loc", ())]
+    problem = describe_problem(first)
+    # A check of several settings together has no location: it is named by the table (a recipe's
+    # ``variants[1].search``), or not at all on the command line.
+    where = name_of(location[0]) if location else name_of("").rstrip(".-")
+    return f"{where}: {problem}" if where else problem
+
+
+def describe_problem(first: Mapping[str, Any]) -> str:
+    """One problem of a pydantic error list (``error.errors()[i]``) in words, without its location."""
     context = first.get("ctx") or {}
     phrase = _PHRASES.get(first["type"])
     if phrase is not None:
@@ -110,9 +119,6 @@ def describe_error(error: ValidationError, name_of: Callable[[str], str]) -> str
         problem = str(first["msg"])
         problem = problem.removeprefix("Value error, ")
     got = first.get("input")
-    if location and first["type"] != "extra_forbidden" and not isinstance(got, dict):
+    if first.get("loc") and first["type"] != "extra_forbidden" and not isinstance(got, dict):
         problem += f", got {got!r}"
-    # A check of several settings together has no location: it is named by the table (a recipe's
-    # ``variants[1].search``), or not at all on the command line.
-    where = name_of(location[0]) if location else name_of("").rstrip(".-")
-    return f"{where}: {problem}" if where else problem
+    return problem

@@ -8,6 +8,7 @@ from transformers import BertConfig
 
 import trimbert.sweep.run
 from trimbert.errors import TrimbertError
+from trimbert.search.settings import SearchSettings
 from trimbert.spec import TrimRequest
 from trimbert.sweep.recipe import load_recipe
 from trimbert.sweep.run import run_sweep
@@ -72,7 +73,8 @@ def test_the_heads_reach_the_fine_tune(tmp_path, tiny_checkpoint, monkeypatch):
 
 def test_a_search_table_may_search_head_counts(tmp_path):
     path = _recipe(tmp_path, 'search = { speedup = 1.2, heads_choices = "6,9" }')
-    assert load_recipe(path, config=BertConfig()).variant("v").search == {"speedup": 1.2, "heads_choices": "6,9"}
+    # resolved: every search setting spelled out (what the search folder is keyed by)
+    assert load_recipe(path, config=BertConfig()).variant("v").search == SearchSettings(speedup=1.2, heads_choices="6,9").to_dict()
     path = _recipe(tmp_path, 'search = { speedup = 1.2, heads_choices = "six" }')
     with pytest.raises(TrimbertError) as raised:
         load_recipe(path, config=BertConfig())

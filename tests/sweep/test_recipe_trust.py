@@ -38,11 +38,11 @@ def test_a_heal_corpus_that_is_not_text_is_refused_by_the_dry_run(tmp_path, tiny
 
 
 def test_a_text_corpus_passes_and_a_cut_multibyte_character_at_the_peek_is_no_error(tmp_path, tiny_checkpoint, monkeypatch):
-    import trimbert.sweep.healing
+    import trimbert.data.source
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("é" * 10 + "\n", encoding="utf-8")
-    monkeypatch.setattr(trimbert.sweep.healing, "TEXT_PEEK", 3)  # cuts the second "é" in half
+    monkeypatch.setattr(trimbert.data.source, "TEXT_PEEK", 3)  # cuts the second "é" in half
     recipe = load_recipe(_recipe(tmp_path, tiny_checkpoint, variant=f'heal = {{ corpus = "{corpus}" }}'))
     assert recipe.variant("v").heal["corpus"] == str(corpus)
 

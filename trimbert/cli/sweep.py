@@ -31,6 +31,14 @@ def sweep(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate the recipe and show what would run; train nothing.")
     ] = False,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE: change one recipe key (repeatable; dotted, a variant by its name: finetune.epochs=2, "
+            "variants.ffn-alternate.drop_ffn=1,3; the value is TOML, else a string).",
+        ),
+    ] = None,
 ) -> None:
     """Trim, fine-tune, evaluate and bench every variant of a RECIPE; rerun to resume. Exit 1 if any failed."""
     from trimbert.report.render import render_table
@@ -38,7 +46,7 @@ def sweep(
     from trimbert.sweep.recipe import load_recipe
     from trimbert.sweep.run import run_sweep
 
-    loaded = load_recipe(recipe)
+    loaded = load_recipe(recipe, sets=sets or ())
     out = check_sweep_out(loaded, out)  # before the dry run too; ~ expanded once: used from here on
     if dry_run:
         _print_plan(recipe, loaded, plan_sweep(loaded, out, only=only, shard=shard, force=force))
@@ -67,6 +75,9 @@ def _print_plan(recipe: Path, loaded, plan) -> None:
     for item in plan:
         variant = loaded.variant(item.unit.variant)
         trim_text = variant.spec.summary() if variant.auto_drop is None else f"ffn-auto:{variant.auto_drop}"
+        if variant.compress is not None:
+            target = f"{variant.compress.speedup}x" if variant.compress.speedup else f"{variant.compress.latency_ms} ms"
+            trim_text = f"compress {loaded.compress_source(variant)} to {target} ({variant.compress.runtime})"
         if variant.auto_drop is not None and not variant.spec.is_empty:
             trim_text += " " + variant.spec.summary()
         table.add_row(item.unit.name, trim_text, variant.teacher or "-", item.action, item.reason)

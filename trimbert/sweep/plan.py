@@ -27,12 +27,12 @@ LOCK_FILE = ".sweep.lock"
 
 
 def sweep_inputs(recipe: Recipe) -> tuple[str | Path | None, ...]:
-    """What a sweep reads: the recipe, a local model, the data (files, folder or $TRIMBERT_GLUE_DIR)
-    and the heal corpora. The sweep folder may hold none of them."""
+    """What a sweep reads: the recipe (and its bases), a local model, the data (files, folder or
+    $TRIMBERT_GLUE_DIR) and the heal corpora. The sweep folder may hold none of them."""
     data = recipe.data
     glue = os.environ.get("TRIMBERT_GLUE_DIR") if data.task is not None and data.data_dir is None else None
     corpora = [variant.heal.get("corpus") for variant in recipe.variants if variant.heal]
-    return (recipe.path, recipe.model, data.data_dir, data.train, data.validation, glue, *corpora)
+    return (recipe.path, *recipe.files[1:], recipe.model, data.data_dir, data.train, data.validation, glue, *corpora)
 
 
 def sweep_subject(recipe: Recipe) -> dict[str, Any]:
@@ -148,7 +148,8 @@ def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
 def partition(recipe: Recipe, count: int) -> list[list[Unit]]:
     """Split the recipe's units into ``count`` disjoint shares that together hold every unit.
 
-    A teacher and its students (per seed) form one group that is never split. Groups go, biggest
+    A teacher and its students, a compressed variant and its compressions (per seed) form one group
+    that is never split. Groups go, biggest
     first (ties by their sorted names, then seed), to the share with the fewest units so far (ties:
     the lowest). Depends only on the variants' names, teachers and the seeds, not on their order.
     Each share keeps the recipe's run order.
@@ -163,8 +164,8 @@ def partition(recipe: Recipe, count: int) -> list[list[Unit]]:
         return name
 
     for variant in recipe.variants:
-        if variant.teacher is not None:
-            a, b = root(variant.name), root(variant.teacher)
+        for needed in recipe.needs(variant):
+            a, b = root(variant.name), root(needed)
             parent[max(a, b)] = min(a, b)
     components: dict[str, list[str]] = {}
     for variant in recipe.variants:
@@ -222,11 +223,12 @@ def selected_units(recipe: Recipe, only: Iterable[str] | str | None, shard: Any)
             f"--only: unknown variant(s) {', '.join(unknown)} (variants of {recipe.path}: {', '.join(recipe.names)})"
         )
     wanted = set(names)
-    for name in names:  # their teachers too (they are skipped when up to date)
-        teacher = recipe.variant(name).teacher
-        while teacher is not None:
-            wanted.add(teacher)
-            teacher = recipe.variant(teacher).teacher
+    pending = list(names)
+    while pending:  # what they start from too: teachers, compressed variants (skipped when up to date)
+        for needed in recipe.needs(recipe.variant(pending.pop())):
+            if needed not in wanted:
+                wanted.add(needed)
+                pending.append(needed)
     return [unit for unit in units if unit.variant in wanted]
 
 
@@ -243,7 +245,8 @@ def plan_sweep(
     latest = _latest_records(out)
     plans = []
     for unit in selected_units(recipe, only, shard):
-        fingerprint = recipe.fingerprint(recipe.variant(unit.variant), unit.seed)
+        accepted = recipe.fingerprints(recipe.variant(unit.variant), unit.seed)
+        fingerprint = accepted[0]
         record = latest.get((unit.variant, unit.seed))
         if record is None:
             action, reason = "run", "new"
@@ -251,16 +254,16 @@ def plan_sweep(
             action, reason = "run", "forced"
         elif record.status != "ok":
             action, reason = "run", "failed before"
-        elif record.extra.get("recipe_hash") != fingerprint:
+        elif record.extra.get("recipe_hash") not in accepted:
             action, reason = "run", "recipe changed"
         else:
             action, reason = "skip", "up to date"
         plans.append(PlannedUnit(unit, fingerprint, action, reason))
-    # A student that runs needs its teacher's run folder: rerun a finished teacher whose folder is gone.
+    # A student (or a compression) that runs needs its teacher's run folder: rerun a finished teacher
+    # whose folder is gone.
     by_unit = {plan.unit: plan for plan in plans}
     for plan in plans:
-        teacher = recipe.variant(plan.unit.variant).teacher
-        if plan.action == "run" and teacher is not None:
+        for teacher in recipe.needs(recipe.variant(plan.unit.variant)) if plan.action == "run" else ():
             teacher_plan = by_unit.get(Unit(teacher, plan.unit.seed))
             folder = out / RUNS_DIR / Unit(teacher, plan.unit.seed).name
             if (

@@ -3,6 +3,7 @@
 A recipe is a TOML file::
 
     seeds = [42, 43]                 # optional; default: [finetune] seed (42)
+    # base = "other.toml"            # optional: start from another recipe (trimbert.sweep.compose)
 
     [model]
     source = "minilm"                # hub id, local folder or alias (``model = "minilm"`` also works)
@@ -48,67 +49,56 @@ A recipe is a TOML file::
                                      # seeds (over an optional [heal] table; see trimbert.sweep.healing)
     # search = { speedup = 1.5 }     # instead of trim keys: search the trim (trimbert.sweep.searching)
 
-The accepted trim keys are the fields of :class:`trimbert.spec.TrimRequest` (the CLI's trim options),
-carried as one request to :func:`trimbert.train.finetune.finetune`. :func:`load_recipe` validates the
-whole file before anything runs: unknown keys, wrong types, duplicate variant names, every trim spec
-(resolved against the model's config, which is read but not loaded), teachers (unknown names,
-cycles), the data (task name, data folder and files) and the settings. Errors name the file, the key
+    [[variants]]
+    name = "compressed-1.5x"         # trimbert compress of another variant's fine-tuned model
+    compress = { speedup = 1.5, runtime = "onnx-int8", from = "baseline" }   # (trimbert.sweep.compressing)
+
+The tables are the settings models the CLI uses, nested (:mod:`trimbert.sweep.schema`); the trim keys
+are the fields of :class:`trimbert.spec.TrimRequest` (the CLI's trim options), carried as one request
+to :func:`trimbert.train.finetune.finetune`. :func:`load_recipe` validates the whole file before
+anything runs: unknown keys, wrong types, duplicate variant names, teachers (unknown names, cycles),
+then every trim spec (resolved against the model's config, which is read but not loaded), the
+lengths, the data (:meth:`DataSource.check`) and the heal corpora. Errors name the file, the key
 (``variants[2].drop_ffn``; array indices count from 0) and the problem.
 
-``trimbert sweep RECIPE --out DIR`` (:func:`run_sweep`) runs every (variant, seed) *unit*: fine-tune
-(``DIR/runs/<variant>-seed<k>/``, written atomically by ``finetune``), evaluate, then bench side by
-side with the untrimmed fine-tuned baseline (or, when no baseline run is there, the untrimmed
-pretrained model with the same head), and appends one record (``kind="sweep"``) per unit to
-``DIR/results.jsonl`` with a single fsync'd write. Each record carries ``extra["recipe_hash"]``, a
-fingerprint of its recipe entry (model, data, fine-tune and bench settings, the variant's table, its
-teacher's fingerprint and the seed; not the order of the variants nor the other variants), and the
-paired ratio ``extra["paired_speedup"]`` = baseline latency / variant latency measured in the same
-run. With an export (``[export]``, a variant's ``export``, or an ONNX Runtime in ``bench.runtimes``)
-the fine-tuned model is also exported to ``<run folder>/onnx`` and evaluated there, and each ONNX
-Runtime gets its own record (variant ``NAME@ort``, ``NAME@ort-int8``) with the accuracy of the
-exported model; every speed-up is against the untrimmed model at its fastest fp32 runtime of the
-run, and int8 records also carry the speed-up over the untrimmed int8 model. At the end the report (``report.md``, ``results.csv``, ``results.json``, plots) is written into
-``DIR``.
-How a sweep resumes and scales out: :mod:`trimbert.sweep.run`.
+``trimbert sweep RECIPE --out DIR`` (:func:`trimbert.sweep.run.run_sweep`) runs every (variant, seed)
+*unit*: fine-tune (``DIR/runs/<variant>-seed<k>/``, written atomically by ``finetune``), evaluate,
+then bench side by side with the untrimmed fine-tuned baseline (or, when no baseline run is there,
+the untrimmed pretrained model with the same head), and appends one record (``kind="sweep"``) per
+unit to ``DIR/results.jsonl`` with a single fsync'd write. Each record carries
+``extra["recipe_hash"]``, the fingerprint of its unit's resolved settings
+(:mod:`trimbert.sweep.fingerprint`), and the paired ratio ``extra["paired_speedup"]`` = baseline
+latency / variant latency measured in the same run. With an export (``[export]``, a variant's
+``export``, or an ONNX Runtime in ``bench.runtimes``) the fine-tuned model is also exported to ``<run
+folder>/onnx`` and evaluated there, and each ONNX Runtime gets its own record (variant ``NAME@ort``,
+``NAME@ort-int8``) with the accuracy of the exported model; every speed-up is against the untrimmed
+model at its fastest fp32 runtime of the run, and int8 records also carry the speed-up over the
+untrimmed int8 model. At the end the report (``report.md``, ``results.csv``, ``results.json``, plots)
+is written into ``DIR``. How a sweep resumes and scales out: :mod:`trimbert.sweep.run`.
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
+import graphlib
 import re
-import sys
-import typing
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from trimbert.data.glue import resolve_glue_dir
-from trimbert.data.source import DataSource
-from trimbert.data.tasks import TASK_TYPES, get_task
+from pydantic import ValidationError
+
+from trimbert.compress.settings import CompressSettings
+from trimbert.data.source import CorpusSource, DataSource
 from trimbert.deploy.export import ExportSettings
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import BenchSettings
 from trimbert.measure.size import check_seq_len
 from trimbert.model.checkpoint import load_config, resolve_source
-from trimbert.settings import Settings
 from trimbert.spec import TrimRequest, TrimSpec, parse_auto, resolve_spec
-from trimbert.sweep.healing import check_defaults, check_heal, check_healable, resolved
-from trimbert.sweep.searching import check_search
-from trimbert.train.settings import DistillSettings, FinetuneSettings
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_TOP_KEYS = ("model", "data", "finetune", "bench", "export", "heal", "seeds", "variants")
-_MODEL_KEYS = ("source",)
-_VARIANT_KEYS = ("name", *TrimRequest.keys(), "teacher", "distill", "finetune", "export", "heal", "search")
-
+from trimbert.sweep import fingerprint as fingerprints
+from trimbert.sweep.compose import apply_sets, compose, dumps
+from trimbert.sweep.schema import RecipeTables, describe
+from trimbert.train.settings import FinetuneSettings
 
 # --------------------------------------------------------------------------------------------------
 # The recipe
@@ -129,12 +119,14 @@ class Variant:
     auto_drop: int | None = None  # drop_ffn = "auto:N": the blocks are chosen when fine-tuning
     export: dict[str, Any] | None = None  # overrides of [export]; given: the variant is exported
     heal: dict[str, Any] | None = None  # corpus and HealSettings, over [heal]; given: healed before fine-tuning
-    search: dict[str, Any] | None = None  # SearchSettings fields; given: the trim is searched (sweep/searching.py)
+    search: dict[str, Any] | None = None  # every SearchSettings field; given: the trim is searched (sweep/searching.py)
+    compress: CompressSettings | None = None  # given: another variant's model compressed (sweep/compressing.py)
+    compress_from: str | None = None  # that variant, as written (default: the baseline)
 
     @property
     def untrimmed(self) -> bool:
         """No trim at all: the architecture of the source model."""
-        return self.spec.is_empty and self.auto_drop is None and self.search is None
+        return self.spec.is_empty and self.auto_drop is None and self.search is None and self.compress is None
 
 
 @dataclass(frozen=True)
@@ -156,7 +148,7 @@ class Recipe:
     path: Path
     model: str
     data: DataSource  # relative paths made absolute
-    data_written: dict[str, Any]  # the [data] table as written (for fingerprints)
+    data_written: DataSource  # the [data] table as written (for fingerprints)
     finetune: FinetuneSettings
     bench: BenchSettings
     export: ExportSettings | None  # the [export] table; None: export only where a variant or runtime asks
@@ -164,6 +156,9 @@ class Recipe:
     variants: list[Variant]
     num_layers: int
     task_name: str
+    files: list[Path] = field(default_factory=list)  # the recipe, then every base it read
+    sets: tuple[str, ...] = ()  # the --set overrides applied
+    tables: dict[str, Any] = field(default_factory=dict)  # the composed tables, as written
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -181,6 +176,16 @@ class Recipe:
         untrimmed = [v for v in self.variants if v.untrimmed]
         named = [v for v in untrimmed if v.name == "baseline"]
         return (named or untrimmed or [None])[0]
+
+    def compress_source(self, variant: Variant) -> str:
+        """The variant whose fine-tuned model a compress variant compresses."""
+        return variant.compress_from or self.baseline.name  # a baseline exists: checked by load_recipe
+
+    def needs(self, variant: Variant) -> list[str]:
+        """The variants whose runs ``variant`` starts from: its teacher, or the variant it compresses."""
+        if variant.compress is not None:
+            return [self.compress_source(variant)]
+        return [variant.teacher] if variant.teacher is not None else []
 
     def settings_for(self, variant: Variant, seed: int) -> FinetuneSettings:
         return self.finetune.updated(**variant.finetune, seed=seed)
@@ -201,17 +206,18 @@ class Recipe:
         return settings.updated(openvino=True) if timed_openvino else settings
 
     def order(self) -> list[Variant]:
-        """The variants in run order: teachers before their students, the baseline first, else as written."""
+        """The variants in run order: the ones they start from first (``graphlib``), then the baseline,
+        else as written."""
         baseline = self.baseline
-        remaining = {v.name: v for v in self.variants}
+        sorter = graphlib.TopologicalSorter({v.name: self.needs(v) for v in self.variants})
+        sorter.prepare()  # acyclic: validated
+        ready: list[Variant] = []
         ordered: list[Variant] = []
-        while remaining:
-            ready = [
-                v for v in remaining.values() if v.teacher is None or v.teacher not in remaining
-            ]  # acyclic: validated
+        while sorter.is_active():
+            ready += [self.variant(name) for name in sorter.get_ready()]
             ready.sort(key=lambda v: (v is not baseline, v.index))
-            ordered.append(ready[0])
-            del remaining[ready[0].name]
+            ordered.append(ready.pop(0))
+            sorter.done(ordered[-1].name)
         return ordered
 
     def units(self) -> list[Unit]:
@@ -220,75 +226,31 @@ class Recipe:
         return [Unit(variant.name, seed) for seed in self.seeds for variant in order]
 
     def entry(self, variant: Variant, seed: int, *, bench: bool = True) -> dict[str, Any]:
-        """What a unit's result depends on, as plain JSON (see :meth:`fingerprint`): the model, the
-        data, the fine-tune settings, the variant's table, its teacher's fine-tune, the seed and,
-        with ``bench``, the bench settings. Not the variants' order, not the other variants."""
-        teacher = self.variant(variant.teacher) if variant.teacher else None
-        entry = {
-            "model": self.model,
-            "data": self.data_written,
-            "finetune": self.settings_for(variant, seed).to_dict(),
-            "variant": {k: v for k, v in variant.table.items() if k not in ("name", "teacher")},
-            "teacher": self.fingerprint(teacher, seed, bench=False) if teacher else None,
-            "seed": seed,
-        }
-        if variant.heal is not None:
-            entry["heal"] = resolved(variant.heal)
-        if bench:
-            entry["bench"] = self.bench.to_dict()
-            export = self.export_for(variant)
-            if export is not None:
-                entry["export"] = export.to_dict()
-        return entry
+        """What a unit's result depends on, as plain JSON (:func:`trimbert.sweep.fingerprint.entry`)."""
+        return fingerprints.entry(self, variant, seed, bench=bench)
 
     def fingerprint(self, variant: Variant, seed: int, *, bench: bool = True) -> str:
         """A short hash of :meth:`entry`: the record's ``extra["recipe_hash"]`` (``bench=False``: of the
         fine-tune alone, kept in the run folder, so that a bench-only change re-benches without
         fine-tuning again)."""
-        text = json.dumps(
-            self.entry(variant, seed, bench=bench), sort_keys=True, separators=(",", ":"), default=str
+        return fingerprints.fingerprint(self, variant, seed, bench=bench)
+
+    def fingerprints(self, variant: Variant, seed: int, *, bench: bool = True) -> tuple[str, ...]:
+        """The fingerprints a finished unit may carry and still be up to date: this one and the one
+        trimbert recorded before the recipe models."""
+        legacy = fingerprints.legacy_fingerprint(self, variant, seed, bench=bench)
+        return (self.fingerprint(variant, seed, bench=bench), *([legacy] if legacy else []))
+
+    @property
+    def text(self) -> str:
+        """The recipe to keep beside its results: the file itself, or, composed from a base or changed
+        by ``--set``, the composed tables as TOML."""
+        if len(self.files) <= 1 and not self.sets:
+            return self.path.read_text(encoding="utf-8")
+        header = f"{self.path}, composed from {', '.join(map(str, self.files))}" + (
+            f", with --set {' --set '.join(self.sets)}" if self.sets else ""
         )
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class _Checker:
-    """Raises TrimbertError naming the recipe file, the key and the problem."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, key: str, problem: str) -> typing.NoReturn:
-        where = f"{self.path}: {key}: " if key else f"{self.path}: "
-        raise TrimbertError(where + problem)
-
-    def table(self, value: Any, key: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.fail(key, f"expected a table, got {_type_name(value)}")
-        return value
-
-    def known(self, table: dict[str, Any], allowed: Iterable[str], where: str) -> None:
-        allowed = tuple(allowed)
-        for key in table:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                self.fail(f"{where}.{key}" if where else key, f"unknown key (known: {', '.join(allowed)}){hint}")
-
-    def string(self, value: Any, key: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            self.fail(key, f"expected a non-empty string, got {_type_name(value)}")
-        return value
-
-    def settings(self, cls: type[Settings], table: dict[str, Any], where: str, base: Settings | None = None):
-        """A validated ``cls`` from ``table`` (over ``base``'s values); errors name ``where.key``."""
-        self.known(table, cls.model_fields, where)
-        values = {**(base.to_dict() if base is not None else {}), **table}
-        return cls.build(values, name_of=lambda name: f"{self.path}: {where}.{name}")
-
-
-def _type_name(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}
-    return names.get(type(value), type(value).__name__)
+        return dumps(self.tables, header=header)
 
 
 def _strip_option(message: str) -> str:
@@ -296,186 +258,90 @@ def _strip_option(message: str) -> str:
     return re.sub(r"^--[a-z-]+: ", "", message)
 
 
-def load_recipe(path: str | Path, *, config: Any = None) -> Recipe:
-    """Read and validate a recipe file; nothing is trained or loaded but the model's config.
+def load_recipe(path: str | Path, *, config: Any = None, sets: tuple[str, ...] | list[str] = ()) -> Recipe:
+    """Read and validate a recipe file (with its bases and the ``--set`` overrides ``sets``); nothing is
+    trained or loaded but the model's config.
 
     ``config`` (a transformers config) replaces reading the model's config, e.g. ``BertConfig()`` to
     check a recipe for ``bert-base-uncased`` offline. Raises :class:`TrimbertError` naming the file,
     the key and the problem.
     """
     path = Path(path)
-    raw = _read_toml(path)
-    check = _Checker(path)
-    check.known(raw, _TOP_KEYS, "")
-    model, config = _model_section(check, raw, config)
-    data_written, data, task_name = _data_section(check, raw)
-    finetune, seeds = _finetune_section(check, raw, config)
-    bench = check.settings(BenchSettings, check.table(raw.get("bench", {}), "bench"), "bench")
-    _check_seq_len(check, config, bench.seq_len, "bench.seq_len")
-    if "pytorch" not in bench.runtimes:
-        check.fail("bench.runtimes", "must include pytorch (the fine-tuned model's own record)")
-    export = None
-    if raw.get("export") is not None:
-        export = check.settings(ExportSettings, check.table(raw["export"], "export"), "export")
-    variants = _variants_section(check, raw, config, finetune, check_defaults(check, raw.get("heal")))
-    return Recipe(
-        path=path,
-        model=model,
-        data=data,
-        data_written=data_written,
-        finetune=finetune,
-        bench=bench,
-        export=export,
-        seeds=seeds,
-        variants=variants,
-        num_layers=int(config.num_hidden_layers),
-        task_name=task_name,
-    )
+    raw, files = compose(path)
+    raw = apply_sets(raw, sets) if sets else raw
 
+    def fail(key: str, problem: str) -> NoReturn:
+        raise TrimbertError(f"{path}: {key}: {problem}")
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise TrimbertError(f"recipe {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise TrimbertError(f"{path}: not valid TOML: {error}") from None
-    except UnicodeDecodeError:
-        raise TrimbertError(f"{path}: not UTF-8 text") from None
-
-
-def _model_section(check: _Checker, raw: dict[str, Any], config: Any) -> tuple[str, Any]:
-    if "model" not in raw:
-        check.fail("model", 'missing: say which checkpoint to trim, e.g. [model] source = "minilm"')
-    model_table = raw["model"] if isinstance(raw["model"], dict) else {"source": raw["model"]}
-    check.known(model_table, _MODEL_KEYS, "model")
-    if "source" not in model_table:
-        check.fail("model.source", "missing: a hub id, a local folder or the alias minilm")
-    model = check.string(model_table["source"], "model.source")
+        tables = RecipeTables.model_validate(raw)
+    except ValidationError as error:
+        raise TrimbertError(f"{path}: {describe(error)}") from None
+    model = tables.model.source
     if config is None:
         try:
             config = load_config(resolve_source(model))
         except TrimbertError as error:
-            check.fail("model.source", str(error))
-    return model, config
-
-
-def _data_section(check: _Checker, raw: dict[str, Any]) -> tuple[dict[str, Any], DataSource, str]:
-    if "data" not in raw:
-        check.fail("data", 'missing: e.g. [data] task = "sst2"')
-    data_table = check.table(raw["data"], "data")
-    written = check.settings(DataSource, data_table, "data").to_dict()
-    data_written = {key: value for key, value in written.items() if key in data_table}
-    data, task_name = _check_data(check, DataSource.build(data_written))
-    return data_written, data, task_name
-
-
-def _finetune_section(
-    check: _Checker, raw: dict[str, Any], config: Any
-) -> tuple[FinetuneSettings, tuple[int, ...]]:
-    finetune_table = check.table(raw.get("finetune", {}), "finetune")
-    finetune = check.settings(FinetuneSettings, finetune_table, "finetune")
-    _check_seq_len(check, config, finetune.max_length, "finetune.max_length")
-    if "seeds" not in raw:
-        return finetune, (finetune.seed,)
-    if "seed" in finetune_table:
-        check.fail("seeds", "give either seeds = [...] or [finetune] seed, not both")
-    seeds = raw["seeds"]
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-    ):
-        check.fail("seeds", f"expected a non-empty array of integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        check.fail("seeds", f"seed {next(s for s in seeds if seeds.count(s) > 1)} given more than once")
-    return finetune, tuple(seeds)
-
-
-def _variants_section(
-    check: _Checker, raw: dict[str, Any], config: Any, finetune: FinetuneSettings, heal: dict[str, Any] | None
-) -> list[Variant]:
-    if "variants" not in raw:
-        check.fail("variants", 'missing: add [[variants]] tables, e.g. name = "baseline"')
-    entries = raw["variants"]
-    if not isinstance(entries, list) or not entries:
-        check.fail("variants", "expected a non-empty array of tables ([[variants]])")
-    variants: list[Variant] = []
-    seen: dict[str, int] = {}
-    for index, entry in enumerate(entries):
-        variant = _variant(check, index, entry, config, finetune, heal)
-        if variant.name in seen:
-            check.fail(
-                f"variants[{index}].name",
-                f"duplicate variant name {variant.name!r} (also variants[{seen[variant.name]}])",
-            )
-        seen[variant.name] = index
-        variants.append(variant)
-    _check_teachers(check, variants)
-    return variants
-
-
-def _variant(
-    check: _Checker, index: int, entry: Any, config: Any, finetune: FinetuneSettings, heal: dict[str, Any] | None
-) -> Variant:
-    where = f"variants[{index}]"
-    entry = check.table(entry, where)
-    check.known(entry, _VARIANT_KEYS, where)
-    if "name" not in entry:
-        check.fail(f"{where}.name", "missing: every variant needs a name")
-    name = check.string(entry["name"], f"{where}.name")
-    if not _NAME.match(name):
-        check.fail(
-            f"{where}.name",
-            f"{name!r} is not a valid variant name (letters, digits, '.', '_', '+', '-'; used in folder names)",
-        )
-    request = TrimRequest(
-        **{key: _trim_value(check, entry[key], f"{where}.{key}") for key in TrimRequest.keys() if key in entry}
+            fail("model.source", str(error))
+    data = tables.data.check(where=lambda name: f"{path}: data" + (f".{name}" if name else ""), word=str)
+    for length, key in ((tables.bench.seq_len, "bench.seq_len"), (tables.finetune.max_length, "finetune.max_length")):
+        _check_seq_len(fail, config, length, key)
+    variants = [_variant(path, fail, index, table, raw["variants"][index], config, tables) for index, table in enumerate(tables.variants)]
+    recipe = Recipe(
+        path=path,
+        model=model,
+        data=data,
+        data_written=tables.data,
+        finetune=tables.finetune,
+        bench=tables.bench,
+        export=tables.export,
+        seeds=tuple(tables.seeds) if tables.seeds is not None else (tables.finetune.seed,),
+        variants=variants,
+        num_layers=int(config.num_hidden_layers),
+        task_name=data.name,
+        files=files,
+        sets=tuple(sets),
+        tables=raw,
     )
-    spec, auto_drop = _resolve_variant(check, where, name, request, config)
-    teacher = entry.get("teacher")
-    if teacher is not None:
-        teacher = check.string(teacher, f"{where}.teacher")
-    distill: dict[str, Any] = {}
-    if entry.get("distill") is not None:
-        table = check.table(entry["distill"], f"{where}.distill")
-        if teacher is None:
-            check.fail(f"{where}.distill", 'needs a teacher (teacher = "<variant>")')
-        check.settings(DistillSettings, table, f"{where}.distill")
-        distill = dict(table)
-    overrides = check.table(entry.get("finetune", {}), f"{where}.finetune")
-    if "seed" in overrides:
-        check.fail(f"{where}.finetune.seed", "set seeds for the whole recipe (seeds = [...]), not per variant")
-    merged = check.settings(FinetuneSettings, overrides, f"{where}.finetune", base=finetune)
-    _check_seq_len(check, config, merged.max_length, f"{where}.finetune.max_length")
-    export = None
-    if entry.get("export") is not None:
-        export = check.table(entry["export"], f"{where}.export")
-        check.settings(ExportSettings, export, f"{where}.export")
-    healing = None
-    if entry.get("heal") not in (None, False):
-        check_healable(check, request, spec.is_empty and auto_drop is None, f"{where}.heal")
-        healing = check_heal(check, entry["heal"], heal, f"{where}.heal")
-    searching = check_search(check, entry.get("search"), request, healing, f"{where}.search")
+    for variant in variants:
+        if variant.compress is not None and variant.compress_from is None and recipe.baseline is None:
+            fail(f"variants[{variant.index}].compress.from", 'missing: no untrimmed variant to compress: say which (from = "<variant>")')
+    return recipe
+
+
+def _variant(path: Path, fail: Any, index: int, table: Any, written: dict[str, Any], config: Any, tables: RecipeTables) -> Variant:
+    """The validated ``table`` resolved against the model: its trim, its lengths, its heal corpus."""
+    where = f"variants[{index}]"
+    request = table.request
+    spec, auto_drop = _resolve_variant(fail, where, table.name, request, config)
+    merged = tables.finetune.updated(**table.finetune)
+    _check_seq_len(fail, config, merged.max_length, f"{where}.finetune.max_length")
+    heal = table.heal
+    if heal is not None:
+        if spec.is_empty and auto_drop is None:
+            fail(f"{where}.heal", "an untrimmed variant has nothing to heal (add trim keys, or remove heal)")
+        corpus = CorpusSource.build({k: heal.get(k) for k in CorpusSource.model_fields if k in heal})
+        corpus = corpus.check(where=lambda name: f"{path}: {where}.heal.{name}")
+        heal = {**heal, "corpus": corpus.corpus}
     return Variant(
-        name=name,
+        name=table.name,
         index=index,
         trim=request,
         spec=spec,
-        teacher=teacher,
-        finetune=dict(overrides),
-        table=json.loads(json.dumps(entry)),
-        distill=distill,
+        teacher=table.teacher,
+        finetune=dict(table.finetune),
+        table=written,
+        distill=dict(written.get("distill") or {}),
         auto_drop=auto_drop,
-        export=dict(export) if export is not None else None,
-        heal=healing,
-        search=searching,
+        export=dict(table.export) if table.export is not None else None,
+        heal=heal,
+        search=table.search.to_dict() if table.search is not None else None,
+        compress=table.compress_settings,
+        compress_from=(table.compress or {}).get("from"),
     )
 
 
-def _resolve_variant(
-    check: _Checker, where: str, name: str, request: TrimRequest, config: Any
-) -> tuple[TrimSpec, int | None]:
+def _resolve_variant(fail: Any, where: str, name: str, request: TrimRequest, config: Any) -> tuple[TrimSpec, int | None]:
     """The variant's trim resolved against the model (``auto:N`` is chosen when fine-tuning), so that
     a bad spec fails before anything trains. Errors name the key."""
     num_layers = int(config.num_hidden_layers)
@@ -496,7 +362,7 @@ def _resolve_variant(
                 num_attention_heads=int(config.num_attention_heads), **given,
             )
         except TrimbertError as error:
-            check.fail(f"{where}.{key}", f"{_strip_option(str(error))} (variant {name!r})")
+            fail(f"{where}.{key}", f"{_strip_option(str(error))} (variant {name!r})")
     return spec, auto_drop
 
 
@@ -511,89 +377,8 @@ def _auto_count(value: str, num_layers: int, spec: TrimSpec) -> int | None:
     return count
 
 
-def _trim_value(check: _Checker, value: Any, key: str) -> str:
-    """A trim option as the CLI would get it; an array of block indices becomes ``"1,3,5"``."""
-    if isinstance(value, int) and not isinstance(value, bool):  # ffn_width = 768
-        return str(value)
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        return ",".join(str(v) for v in value)
-    if not isinstance(value, str) or not value.strip():
-        check.fail(key, f'expected a string in the CLI syntax (e.g. "alternate"), got {_type_name(value)}')
-    return value
-
-
-def _check_data(check: _Checker, data: DataSource) -> tuple[DataSource, str]:
-    def absolute(value: str | None) -> str | None:
-        return None if value is None else str(Path(value).expanduser().absolute())
-
-    if data.train is not None:
-        if data.task is not None:
-            check.fail("data", "give either task (a GLUE task) or train (your own files), not both")
-        for key in ("text_column", "label_column"):
-            if not getattr(data, key):
-                check.fail(f"data.{key}", "missing: your own train file needs text_column and label_column")
-        if data.data_dir is not None:
-            check.fail("data.data_dir", "is for GLUE tasks; with train, give validation instead")
-        for key in ("train", "validation"):
-            value = getattr(data, key)
-            if value is not None and not Path(value).expanduser().is_file():
-                check.fail(f"data.{key}", f"file {value} does not exist (relative to {Path.cwd()})")
-        if data.task_type is not None and data.task_type not in TASK_TYPES:
-            check.fail(
-                "data.task_type", f"unknown task type {data.task_type!r}; use {' or '.join(TASK_TYPES)}"
-            )
-        data = data.updated(train=absolute(data.train), validation=absolute(data.validation))
-        return data, Path(data.train).stem
-    if data.task is None:
-        check.fail("data.task", "missing: a GLUE task (sst2, mnli, ...) or train = your own file")
-    for key in ("validation", "text_column", "text_pair_column", "label_column", "task_type", "label_names"):
-        if getattr(data, key) is not None:
-            check.fail(f"data.{key}", "is for your own files (train = ...), not for a GLUE task")
-    try:
-        info = get_task(data.task)
-    except TrimbertError as error:
-        check.fail("data.task", str(error))
-    key = "data.data_dir" if data.data_dir is not None else "data.data_dir (from $TRIMBERT_GLUE_DIR)"
-    try:
-        folder = resolve_glue_dir(info, data.data_dir)
-    except TrimbertError as error:
-        check.fail(key, str(error))
-    if folder is not None:
-        for _, file_name in info.tsv.files:
-            if not (folder / file_name).is_file():
-                check.fail(key, f"{folder / file_name} does not exist (task {info.name} needs it)")
-    return data.updated(data_dir=absolute(data.data_dir)), info.name
-
-
-def _check_seq_len(check: _Checker, config: Any, length: int, key: str) -> None:
+def _check_seq_len(fail: Any, config: Any, length: int, key: str) -> None:
     try:
         check_seq_len(config, length)
     except TrimbertError as error:
-        check.fail(key, str(error))
-
-
-def _check_teachers(check: _Checker, variants: list[Variant]) -> None:
-    names = {v.name: v for v in variants}
-    for variant in variants:
-        if variant.teacher is None:
-            continue
-        where = f"variants[{variant.index}].teacher"
-        if variant.teacher == variant.name:
-            check.fail(where, f"variant {variant.name!r} cannot be its own teacher")
-        if variant.teacher not in names:
-            close = difflib.get_close_matches(variant.teacher, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            check.fail(where, f"unknown variant {variant.teacher!r} (variants: {', '.join(names)}){hint}")
-    for variant in variants:
-        chain = [variant.name]
-        current = variant
-        while current.teacher is not None:
-            current = names[current.teacher]
-            if current.name in chain:
-                cycle = " -> ".join([*chain[chain.index(current.name) :], current.name])
-                check.fail(f"variants[{variant.index}].teacher", f"teacher cycle: {cycle}")
-            chain.append(current.name)
+        fail(key, str(error))

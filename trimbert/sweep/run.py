@@ -199,8 +199,9 @@ def _cut_torn_tail(path: Path) -> None:
 
 
 def _copy_recipe(recipe: Recipe, out: Path) -> None:
-    """Keep the recipe beside its results (replaced atomically on every run)."""
-    write_bytes_atomic(out / RECIPE_COPY, recipe.path.read_bytes())
+    """Keep the recipe beside its results (replaced atomically on every run; composed from its bases and
+    ``--set`` overrides, if any)."""
+    write_bytes_atomic(out / RECIPE_COPY, recipe.text.encode("utf-8"))
 
 
 def _one_line(error: BaseException) -> str:
@@ -257,13 +258,13 @@ def _remove_leftovers(run_dir: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _finished_finetune(run_dir: Path, finetune_fingerprint: str) -> Record | None:
+def _finished_finetune(run_dir: Path, finetune_fingerprints: tuple[str, ...]) -> Record | None:
     """The fine-tune record of ``run_dir`` if it was fine-tuned for this recipe entry (the kill hit the
     bench, or only the bench settings changed)."""
 
     try:
         marker = json.loads((run_dir / _ENTRY_MARKER).read_text())
-        if marker.get("finetune_hash") != finetune_fingerprint:
+        if marker.get("finetune_hash") not in finetune_fingerprints:
             return None
         return Record.from_dict(json.loads((run_dir / METRICS_FILE).read_text()))
     except (OSError, ValueError, TypeError):
@@ -285,7 +286,7 @@ def _run_unit(
     finetune_fingerprint = recipe.fingerprint(variant, unit.seed, bench=False)
     try:
         # Every rank of a torchrun job decides alike (same files), so they train together or not at all.
-        tuned = _finished_finetune(run_dir, finetune_fingerprint)
+        tuned = _finished_finetune(run_dir, recipe.fingerprints(variant, unit.seed, bench=False))
         reused = heal_reused = search_reused = tuned is not None
         if reused and not main:
             return None
