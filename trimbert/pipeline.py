@@ -1,9 +1,9 @@
 """Turn a :class:`~trimbert.spec.TrimRequest` into a trimmed model, with data where the trim needs it.
 
 Most trims are pure surgery (:func:`trimbert.model.trim.trim`). Three need a sample of real text:
-``--drop-ffn auto:N`` (which FFNs matter least is measured: the cut analysis of :mod:`trimbert.analyze`,
-or Taylor scores with ``--importance taylor``), ``--ffn-width N --importance taylor`` (which neurons
-to keep, :mod:`trimbert.importance`) and ``--layernorm-replacement affine`` (the replacement maps are
+``--drop-ffn auto:N`` (which FFNs matter least is measured: the cut analysis of :mod:`trimbert.importance.cut`,
+or Taylor scores with ``--importance taylor``; :mod:`trimbert.importance.select`), ``--ffn-width N --importance taylor``
+(which neurons to keep, :mod:`trimbert.importance.taylor`) and ``--layernorm-replacement affine`` (the replacement maps are
 fitted, :mod:`trimbert.model.calibrate`). :func:`apply_trim` draws one sample, uses it for all, and
 returns what it chose so that records can say so. ``trim``, ``finetune`` and sweeps all trim through here.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 from torch import nn
 
-from trimbert.analyze import check_auto_count, resolve_auto_drop
 from trimbert.data.batches import sample_batches
 from trimbert.errors import TrimbertError
-from trimbert.importance import taylor_importance
+from trimbert.importance.select import auto_drop
+from trimbert.importance.taylor import taylor_importance
 from trimbert.model.structure import applied_spec
 from trimbert.model.trim import trim
 from trimbert.spec import AFFINE, TrimRequest, TrimSpec
@@ -79,9 +79,9 @@ def apply_trim(
     if request.auto_count is not None:
         start = time.perf_counter()
         if request.taylor:
-            auto = _taylor_auto(scorer, request.auto_count, batches, has_head=scorer_head, seed=seed)
+            auto = auto_drop(scorer, request.auto_count, batches, rule="taylor", has_head=scorer_head, seed=seed)
         else:
-            auto = resolve_auto_drop(model, request.auto_count, batches, has_head=has_head, seed=seed)
+            auto = auto_drop(model, request.auto_count, batches, has_head=has_head, seed=seed)
         model = trim(model, auto)
         info["auto_drop"] = {
             **auto.notes,
@@ -114,18 +114,3 @@ def _note(model: nn.Module, key: str, value: Any) -> None:
     spec = applied_spec(model)
     model.config.trim_spec = TrimSpec.from_dict({**spec.to_dict(), "notes": {**spec.notes, key: value}}).to_dict()
 
-
-def _taylor_auto(model: nn.Module, count: int, batches: Any, *, has_head: bool, seed: int) -> TrimSpec:
-    """``auto:N`` by Taylor scores: the N FFNs whose gates matter least (see :mod:`trimbert.importance`)."""
-    check_auto_count(count, model)
-    found = taylor_importance(model, batches, has_head=has_head, seed=seed)
-    chosen = found.least_important_ffns(count)
-    notes = {
-        "drop_ffn_rule": f"auto:{count}",
-        "measure": f"taylor ({found.objective})",
-        "ffn_importance": {str(block): score for block, score in found.ffn.items()},
-        "ffn_ranking": list(found.ffn_ranking()),
-        "analysis_samples": found.samples,
-        "analysis_seed": seed,
-    }
-    return TrimSpec(drop_ffn=chosen, notes=notes)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from trimbert.compress.cost import LinearCost
-from trimbert.compress.fisher import FisherScores
 from trimbert.compress.masks import greedy_rearrange, rearrange, search_masks
 from trimbert.errors import TrimbertError
+from trimbert.importance.fisher import FisherScores
 
 HEADS = {0: [5.0, 1.0, 0.5], 1: [0.2, 3.0, 0.1]}
 NEURONS = {0: [4.0, 0.3, 2.0, 0.05], 1: [0.6, 0.4, 0.01, 0.02]}

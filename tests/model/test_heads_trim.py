@@ -8,13 +8,12 @@ import torch
 import trimbert
 from trimbert.errors import TrimbertError
 from trimbert.model.gates import gated, install_gates
+from trimbert.model.ranking import head_magnitude_importance, select_heads
 from trimbert.model.structure import (
     block_module,
     encoder_layers,
     head_counts,
-    head_magnitude_importance,
     head_rows,
-    select_heads,
 )
 from trimbert.model.trim import trim
 from trimbert.spec import TrimSpec

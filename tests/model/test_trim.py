@@ -5,14 +5,13 @@ import torch
 
 import trimbert
 from trimbert.errors import TrimbertError
+from trimbert.model.ranking import magnitude_importance, select_neurons
 from trimbert.model.structure import (
     DYT_ALPHA_INIT,
     AffineNorm,
     DroppedFFN,
     DynamicTanh,
     encoder_layers,
-    magnitude_importance,
-    select_neurons,
 )
 
 MINILM_FFN_PARAMS = 1_182_336  # 384*1536 + 1536 + 1536*384 + 384 + 2*384

@@ -12,7 +12,7 @@ from trimbert.data.sampling import tokenize
 from trimbert.data.source import DataSource
 from trimbert.data.tasks import get_task
 from trimbert.errors import TrimbertError
-from trimbert.importance import magnitude
+from trimbert.importance.magnitude import magnitude
 from trimbert.model import checkpoint
 from trimbert.model.trim import trim
 from trimbert.search.estimator import FULL_MODEL_SHARE, Estimator, SubTrimSampler, score_rows

@@ -9,8 +9,9 @@ from transformers import BertForSequenceClassification
 
 from tests.conftest import tiny_config
 from trimbert.data.tasks import get_task
-from trimbert.importance import magnitude
-from trimbert.model.structure import encoder_layers, head_magnitude_importance, select_heads
+from trimbert.importance.magnitude import magnitude
+from trimbert.model.ranking import head_magnitude_importance, select_heads
+from trimbert.model.structure import encoder_layers
 from trimbert.model.trim import trim
 from trimbert.search.estimator import Estimator, SubTrimSampler, head_order
 from trimbert.search.space import SearchSpace

@@ -1,6 +1,6 @@
 """Retraining-free compression (Kwon et al. 2022): prune heads and FFN neurons to a latency budget, no training.
 
-Modules, each one job: :mod:`~trimbert.compress.fisher` (Fisher information of every head and neuron),
+Modules, each one job (the Fisher scores come from :mod:`trimbert.importance.fisher`):
 :mod:`~trimbert.compress.cost` (the linear latency cost read off a predictor),
 :mod:`~trimbert.compress.masks` (the mask search and Kwon's rearrangement),
 :mod:`~trimbert.compress.lstsq` (the layer-wise least-squares scales and their folding),
@@ -10,10 +10,10 @@ model comes in as a cost (:func:`~trimbert.compress.cost.linear_cost`).
 """
 
 from trimbert.compress.cost import LinearCost, linear_cost, model_units
-from trimbert.compress.fisher import FisherScores, fisher_scores
 from trimbert.compress.lstsq import LayerFix, Scales, fit_scales, fold_scales
 from trimbert.compress.masks import MaskPlan, greedy_rearrange, rearrange, search_masks
 from trimbert.compress.run import CompressReport, compress_model
+from trimbert.importance.fisher import FisherScores, fisher_scores
 
 __all__ = [
     "CompressReport",

@@ -202,7 +202,7 @@ def fit_scales(
     """Kwon's layer-wise least-squares scales for ``plan`` on ``model`` (see the module docstring).
 
     ``model`` is not changed (gates are installed for the run and removed); ``batches`` as for
-    :func:`~trimbert.compress.fisher.fisher_scores` (labels are ignored).
+    :func:`~trimbert.importance.fisher.fisher_scores` (labels are ignored).
     """
     if not batches:
         raise TrimbertError("compress: no batches for the least-squares fix")

@@ -1,7 +1,7 @@
 """The mask search: which heads and FFN neurons to keep under a latency budget (Kwon et al. 2022, §4.1-4.2).
 
 :func:`search_masks` follows Kwon's ``search_latency``: heads and neurons are ranked by their Fisher
-information (:mod:`trimbert.compress.fisher`); for every number of heads kept (the globally highest
+information (:mod:`trimbert.importance.fisher`); for every number of heads kept (the globally highest
 scored), the rest of the budget is filled with the highest scored neurons, and the combination that
 keeps the most importance (removes the least) wins. Here the cost is a :class:`~trimbert.compress.cost.LinearCost`,
 so for a given set of FFNs kept the filling is exact: each FFN's units are sorted, a unit's cost does
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from trimbert.compress.cost import LinearCost
-from trimbert.compress.fisher import FisherScores
 from trimbert.errors import TrimbertError
+from trimbert.importance.fisher import FisherScores
 
 EXACT_FFNS = 12  # enumerate every subset of FFNs kept up to this many FFNs (2^12 subsets)
 

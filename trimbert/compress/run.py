@@ -1,7 +1,7 @@
 """Retraining-free compression end to end: Fisher scores, mask search, least-squares fix, physical trim.
 
 :func:`compress_model` is Kwon et al. 2022 ("A Fast Post-Training Pruning Framework for
-Transformers") on a loaded model: :func:`~trimbert.compress.fisher.fisher_scores` on a sample,
+Transformers") on a loaded model: :func:`~trimbert.importance.fisher.fisher_scores` on a sample,
 :func:`~trimbert.compress.masks.search_masks` under a latency budget (then
 :func:`~trimbert.compress.masks.rearrange`), :func:`~trimbert.compress.lstsq.fit_scales` on the same
 sample, the scales folded into the output projections (:func:`~trimbert.compress.lstsq.fold_scales`)
@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from trimbert.compress.cost import LinearCost, linear_cost
-from trimbert.compress.fisher import FisherScores, fisher_scores
 from trimbert.compress.lstsq import DAMP, MAX_SCALE, LayerFix, Scales, fit_scales, fold_scales
 from trimbert.compress.masks import EXACT_FFNS, MaskPlan, rearrange, search_masks
 from trimbert.errors import TrimbertError
+from trimbert.importance.fisher import FisherScores, fisher_scores
 from trimbert.model.structure import applied_spec
 from trimbert.model.trim import trim
 from trimbert.spec import TrimSpec

@@ -3,8 +3,8 @@
 :func:`apply_structure` edits the modules of a freshly built model in place so that they match a
 resolved :class:`~trimbert.spec.TrimSpec` (the TrimBert model classes call it when constructed, so
 ``from_pretrained`` finds exactly the saved weights). The helpers map original block indices to
-positions in ``encoder.layer`` (whole blocks may be dropped) and LayerNorm names to modules, and
-rank FFN neurons and attention heads by weight magnitude. :func:`applied_spec` reads the spec a model carries.
+positions in ``encoder.layer`` (whole blocks may be dropped) and LayerNorm names to modules
+(ranking the neurons and heads is :mod:`trimbert.model.ranking`'s job). :func:`applied_spec` reads the spec a model carries.
 
 A dropped FFN becomes :class:`DroppedFFN` (the block returns its attention sub-layer's output); a
 narrowed FFN gets smaller ``Linear`` layers; a self-attention pruned to ``n`` heads of size ``d`` gets
@@ -153,39 +153,6 @@ def layernorm_module(model: nn.Module, name: str) -> nn.Module:
     return block_module(model, block).get_submodule(path)
 
 
-def magnitude_importance(layer: nn.Module) -> torch.Tensor:
-    """Weight-magnitude importance of each intermediate neuron ``j`` of a BERT block's FFN.
-
-    ``||W_in[j, :]||_2 * ||W_out[:, j]||_2`` with ``W_in = intermediate.dense.weight`` (``[I, H]``,
-    row ``j`` feeds neuron ``j``) and ``W_out = output.dense.weight`` (``[H, I]``, column ``j`` is what
-    neuron ``j`` writes). Biases are not counted. Returns a float tensor of shape ``[I]``.
-    """
-    try:
-        w_in = layer.intermediate.dense.weight
-        w_out = layer.output.dense.weight
-    except AttributeError as error:
-        raise TrimbertError("--ffn-width: this block has no FFN to narrow") from error
-    with torch.no_grad():
-        return w_in.detach().float().norm(dim=1) * w_out.detach().float().norm(dim=0)
-
-
-def _most_important(importance: torch.Tensor, count: int, flag: str, units: str) -> torch.Tensor:
-    """Indices of the ``count`` highest scores, ascending; ties towards the lower index."""
-    importance = torch.as_tensor(importance).detach().flatten()
-    if not 1 <= count <= importance.numel():
-        raise TrimbertError(f"{flag}: cannot keep {count} of {importance.numel()} {units}")
-    order = torch.argsort(importance.double().cpu(), descending=True, stable=True)
-    return order[:count].sort().values
-
-
-def select_neurons(importance: torch.Tensor, width: int) -> torch.Tensor:
-    """Indices of the ``width`` most important neurons, in ascending (original) order.
-
-    Ties are broken towards the lower index. ``1 <= width <= len(importance)``.
-    """
-    return _most_important(importance, width, "--ffn-width", "neurons")
-
-
 def head_size(layer: nn.Module) -> int:
     """The size of one attention head of a BERT block (``attention.self.attention_head_size``)."""
     return int(layer.attention.self.attention_head_size)
@@ -200,29 +167,6 @@ def head_counts(model: nn.Module) -> dict[int, int]:
     """Original block index -> its current number of attention heads, for every block present."""
     layers = encoder_layers(model)
     return {block: block_heads(layers[position]) for block, position in block_positions(model).items()}
-
-
-def head_magnitude_importance(layer: nn.Module) -> torch.Tensor:
-    """Weight-magnitude importance of each current attention head ``h`` of a BERT block.
-
-    ``||W_V[h]||_F * ||W_O[:, h]||_F`` with ``W_V[h]`` the rows of ``attention.self.value.weight``
-    (``[n·d, H]``) that compute head ``h``'s values and ``W_O[:, h]`` the columns of
-    ``attention.output.dense.weight`` (``[H, n·d]``) that read head ``h``'s context (``d`` the head
-    size). Biases are not counted. Returns a float tensor of shape ``[n]``.
-    """
-    size, count = head_size(layer), block_heads(layer)
-    with torch.no_grad():
-        w_v = layer.attention.self.value.weight.detach().float().reshape(count, size, -1)
-        w_o = layer.attention.output.dense.weight.detach().float().reshape(-1, count, size)
-        return w_v.flatten(1).norm(dim=1) * w_o.transpose(0, 1).flatten(1).norm(dim=1)
-
-
-def select_heads(importance: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices of the ``count`` most important heads, in ascending (original) order.
-
-    Ties are broken towards the lower index. ``1 <= count <= len(importance)``.
-    """
-    return _most_important(importance, count, "--heads", "heads")
 
 
 def head_rows(heads: torch.Tensor, size: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ Attention heads (``heads``). A block pruned to ``n`` heads of size ``d`` has ``q
 heads of Q, K and V move, and the columns of the kept heads of the output projection (its bias
 stays). The kept heads keep their original order. They are the heads the request names
 (``"3=0+2+5"``), else the most important ones by weight magnitude (``||W_V[h]||_F * ||W_O[:, h]||_F``,
-:func:`~trimbert.model.structure.head_magnitude_importance`), or by ``trim(head_importance=...)``.
+:func:`~trimbert.model.ranking.head_magnitude_importance`), or by ``trim(head_importance=...)``.
 Each head removed takes ``4·H·d + 3·d`` parameters with it.
 """
 
@@ -39,16 +39,18 @@ from torch import nn
 
 from trimbert.errors import TrimbertError
 from trimbert.model.calibrate import calibrate_affine, count_tokens
+from trimbert.model.ranking import (
+    head_magnitude_importance,
+    magnitude_importance,
+    select_heads,
+    select_neurons,
+)
 from trimbert.model.rebuild import build_trimmed
 from trimbert.model.structure import (
     applied_spec,
     block_heads,
     block_positions,
     encoder_layers,
-    head_magnitude_importance,
-    magnitude_importance,
-    select_heads,
-    select_neurons,
 )
 from trimbert.spec.request import TrimRequest
 from trimbert.spec.resolve import resolve_heads, resolve_spec
@@ -122,14 +124,14 @@ def trim(
 
     ``ffn_width``: narrow every remaining FFN (an int) or some (``{block: width}``) to that many
     intermediate neurons; the neurons kept are the most important ones by weight magnitude
-    (:func:`~trimbert.model.structure.magnitude_importance`), or by ``ffn_importance`` when given:
+    (:func:`~trimbert.model.ranking.magnitude_importance`), or by ``ffn_importance`` when given:
     ``{block: scores}``, one score per current neuron of every block narrowed now, higher = more
     important. ``spec.notes["ffn_width_rule"]`` records ``"magnitude"`` or ``"scores"``.
 
     ``heads``: prune every present block's attention (an int) or some (``"0:4,3:8"``, ``{block: count}``)
     to that many heads, or keep the named heads (``"3=0+2+5"``, ``{3: [0, 2, 5]}``: indices among the
     block's current heads); counted heads are the most important ones by weight magnitude
-    (:func:`~trimbert.model.structure.head_magnitude_importance`), or by ``head_importance`` when given:
+    (:func:`~trimbert.model.ranking.head_magnitude_importance`), or by ``head_importance`` when given:
     ``{block: scores}``, one score per current head of every block pruned now by count, higher = more
     important. ``spec.notes["heads_rule"]`` records ``"magnitude"``, ``"scores"`` or ``"explicit"``.
 

@@ -10,7 +10,7 @@ then scored by switching its gates on and evaluating a held-out sample of the ta
 further training.
 
 ``analyze`` (the cheaper fallback): the model is fine-tuned once as usual and each candidate is cut out
-of it by masking and evaluated on the same sample, as :mod:`trimbert.analyze` cuts one unit at a time.
+of it by masking and evaluated on the same sample, as :mod:`trimbert.importance.cut` cuts one unit at a time.
 It ranks by how little a cut disturbs the trained model, not by what training would recover.
 
 The score rows are training rows the fine-tune did not see (the rows after the first
@@ -40,10 +40,10 @@ from trimbert.data.metrics import compute_metrics, predictions_from_logits
 from trimbert.data.sampling import tokenize
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
-from trimbert.importance import magnitude, taylor_importance
+from trimbert.importance.magnitude import head_order
+from trimbert.importance.select import neuron_order as scored_neuron_order
 from trimbert.measure.size import model_device, model_mode
 from trimbert.model.gates import Gates, install_gates
-from trimbert.model.structure import block_positions, encoder_layers, head_magnitude_importance
 from trimbert.search.space import SearchSpace
 from trimbert.spec import TrimSpec
 from trimbert.train.finetune import prepare
@@ -244,9 +244,7 @@ def score_rows(
 def neuron_order(model: nn.Module, encoded_train: Any, tokenizer: Any, settings: FinetuneSettings, importance: str, samples: int) -> dict[int, torch.Tensor]:
     """The FFN neurons of each block, most important first: what ``--ffn-width N --importance <rule>``
     keeps when fine-tuning from this checkpoint with the same seed (the same sample, the same scores)."""
-    if importance == "magnitude":
-        return magnitude(model).neuron_order()
-    batches = sample_batches(
+    batches = None if importance == "magnitude" else sample_batches(
         encoded_train,
         tokenizer,
         samples=samples,
@@ -255,18 +253,7 @@ def neuron_order(model: nn.Module, encoded_train: Any, tokenizer: Any, settings:
         batch_size=settings.eval_batch_size,
         tokenized=True,
     )
-    return taylor_importance(model, batches, has_head=False, seed=settings.seed).neuron_order()
-
-
-def head_order(model: nn.Module) -> dict[int, torch.Tensor]:
-    """The attention heads of each block present, most important first by weight magnitude
-    (:func:`~trimbert.model.structure.head_magnitude_importance`, ties to the lower index): a prefix of
-    ``n`` is the set ``trim(heads=n)`` keeps."""
-    layers = encoder_layers(model)
-    return {
-        block: torch.argsort(head_magnitude_importance(layers[position]).double().cpu(), descending=True, stable=True)
-        for block, position in block_positions(model).items()
-    }
+    return scored_neuron_order(model, importance, batches, seed=settings.seed)
 
 
 def build_estimator(

@@ -1,12 +1,17 @@
-"""Data-driven choice of what to trim: how much each FFN, LayerNorm and the attention normalizer matter.
+"""The cut analysis: how much each FFN, LayerNorm, attention head and the attention normalizer matter,
+measured by cutting them out one at a time.
 
-:func:`analyze_blocks` trims a copy of the model one candidate at a time (with :func:`trimbert.model.trim.trim`,
-the very surgery a real trim uses, so what is measured is what would be cut) and runs the copy on a
-sample of the task's data, next to the untouched model. The candidates:
+:func:`analyze_blocks` cuts one candidate at a time out of the model and runs it on a sample of the
+task's data, next to the untouched model. FFNs, LayerNorms and the normalizer are cut from a copy with
+:func:`trimbert.model.trim.trim` (the very surgery a real trim uses, so what is measured is what would
+be cut); heads are masked with the gates of :mod:`trimbert.model.gates`, which compute what
+``trim --heads`` builds without a copy per head. The candidates:
 
 - ``ffn``: the FFN sub-layer of block *i* alone (``drop_ffn=str(i)``);
 - ``ln_attn`` / ``ln_ffn``: the LayerNorm after block *i*'s attention / FFN sub-layer alone;
 - ``ln_both``: both LayerNorms of block *i* together (only where both still exist);
+- ``heads``: each attention head of block *i* alone (its gate at 0; a block's last head is not cut:
+  a trim keeps at least one);
 - ``attention``: a whole-model column: every block's softmax replaced by each normalizer of
   :data:`trimbert.spec.NORMALIZER_NAMES` (weights unchanged, no healing: it says how far each
   normalizer starts from the trained model, not where fine-tuning would end up).
@@ -14,19 +19,18 @@ sample of the task's data, next to the untouched model. The candidates:
 The measure depends on what the model is:
 
 - ``"loss"``: the model has a *fine-tuned* head for this task (``has_head=True``; :func:`analyze`
-  decides that with :func:`has_task_head`): importance = mean task loss (cross-entropy, or MSE for
-  regression) of the trimmed copy minus that of the original, over the sample. It may be negative
-  (the cut helps on the sample).
+  decides that with :func:`~trimbert.model.heads.has_task_head`): importance = mean task loss
+  (cross-entropy, or MSE for regression) of the cut model minus that of the original, over the sample.
+  It may be negative (the cut helps on the sample).
 - ``"cka"`` otherwise (a pretrained encoder, or a classifier whose head is untrained): importance =
   1 − linear CKA between the final hidden states with and without the cut, over the sample's real
   (non-padding) tokens. 0 means the representation is unchanged up to rotation and scale.
 
 Both CKA and the mean token cosine are reported for every candidate in both modes; the loss delta
 only in ``"loss"`` mode. Candidates that no longer exist (an FFN dropped, a LayerNorm stripped
-before) are skipped (``None``).
-
-:func:`choose_ffn_blocks` and :func:`resolve_auto_drop` turn an analysis into ``--drop-ffn auto:N``:
-the N FFNs whose removal changes the model least.
+before) are skipped (``None``). :meth:`AnalysisResult.importance` gives the scores as the common
+:class:`~trimbert.importance.scores.Importance`; :mod:`trimbert.importance.select` turns them into
+``--drop-ffn auto:N``.
 """
 
 from __future__ import annotations
@@ -45,23 +49,16 @@ from torch import nn
 from trimbert.data.batches import sample_batches
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
-from trimbert.measure.size import check_seq_len
+from trimbert.importance.objective import is_regression, task_loss
+from trimbert.importance.scores import Importance
+from trimbert.importance.similarity import linear_cka, mean_cosine
+from trimbert.measure.size import check_seq_len, model_device
 from trimbert.model import checkpoint
-from trimbert.model.calibrate import linear_cka
+from trimbert.model.gates import install_gates
 from trimbert.model.heads import has_task_head
-from trimbert.model.structure import applied_spec, encoder_layers
+from trimbert.model.structure import applied_spec, block_positions, original_num_layers
 from trimbert.model.trim import trim
-from trimbert.spec import NORMALIZER_NAMES, TrimSpec
-
-# --------------------------------------------------------------------------------------------------
-# Similarity
-# --------------------------------------------------------------------------------------------------
-
-
-def mean_cosine(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean cosine similarity of corresponding rows of ``x`` and ``y`` (float64)."""
-    return float(nn.functional.cosine_similarity(x.to(torch.float64), y.to(torch.float64), dim=-1).mean())
-
+from trimbert.spec import NORMALIZER_NAMES
 
 # --------------------------------------------------------------------------------------------------
 # Results
@@ -81,24 +78,27 @@ class Effect:
 
 @dataclass
 class BlockRow:
-    """The effects of the cuts in one block; ``None`` where the part no longer exists."""
+    """The effects of the cuts in one block; ``None`` where the part no longer exists (or, for
+    ``heads``, when heads were not measured or the block has one head left). ``heads[h]``: head ``h``."""
 
     index: int
     ffn: Effect | None = None
     ln_attn: Effect | None = None
     ln_ffn: Effect | None = None
     ln_both: Effect | None = None
+    heads: list[Effect] | None = None
 
 
 @dataclass
 class AnalysisResult:
-    """Per-block effects, the whole-model attention column, and the FFN ranking (least important first)."""
+    """Per-block effects, the whole-model attention column, and the rankings (least important first)."""
 
     measure: str  # "loss" | "cka"
     blocks: list[BlockRow]
     attention: dict[str, Effect]
     ranking: tuple[int, ...]  # FFN blocks, least important first (ties: lower index first)
     layernorm_ranking: tuple[str, ...]  # single LayerNorms ("3.attn"), least important first
+    head_ranking: tuple[str, ...] = ()  # heads ("3.5": block 3, head 5), least important first
     base_loss: float | None = None  # mean task loss of the untouched model ("loss" mode)
     samples: int = 0
     tokens: int = 0  # real tokens the hidden-state similarities are computed over
@@ -113,10 +113,36 @@ class AnalysisResult:
         """``{block: importance}`` for every block whose FFN still exists, in block order."""
         return {row.index: row.ffn.importance for row in self.blocks if row.ffn is not None}
 
+    def head_importance(self) -> dict[int, torch.Tensor]:
+        """``{block: importance of each head}`` (float64) for every block whose heads were measured."""
+        return {
+            row.index: torch.tensor([effect.importance for effect in row.heads], dtype=torch.float64)
+            for row in self.blocks
+            if row.heads is not None
+        }
+
+    def importance(self) -> Importance:
+        """The scores as the common :class:`~trimbert.importance.scores.Importance` (rule ``"cut"``;
+        the objective is the measure): FFNs, single LayerNorms and heads."""
+        layernorm = {
+            f"{row.index}.{kind}": effect.importance
+            for row in self.blocks
+            for kind, effect in (("attn", row.ln_attn), ("ffn", row.ln_ffn))
+            if effect is not None
+        }
+        return Importance(
+            rule="cut",
+            ffn=self.ffn_importance(),
+            layernorm=layernorm,
+            heads=self.head_importance(),
+            objective=self.measure,
+            samples=self.samples,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["ranking"] = list(self.ranking)
-        data["layernorm_ranking"] = list(self.layernorm_ranking)
+        for key in ("ranking", "layernorm_ranking", "head_ranking"):
+            data[key] = list(getattr(self, key))
         return data
 
 
@@ -131,29 +157,10 @@ class _Outputs:
     loss: float | None  # mean task loss over the sample
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def _task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
-    """Summed (not averaged) loss over the batch."""
-    if regression:
-        return nn.functional.mse_loss(logits.reshape(-1).float(), labels.reshape(-1).float(), reduction="sum")
-    return nn.functional.cross_entropy(logits.float(), labels.long(), reduction="sum")
-
-
-def _is_regression(model: nn.Module) -> bool:
-    config = model.config
-    return getattr(config, "problem_type", None) == "regression" or getattr(config, "num_labels", 2) == 1
-
-
 @torch.no_grad()
 def _run(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]], has_head: bool) -> _Outputs:
-    device = _model_device(model)
-    regression = has_head and _is_regression(model)
+    device = model_device(model)
+    regression = has_head and is_regression(model)
     features: list[torch.Tensor] = []
     loss_sum = 0.0
     rows = 0
@@ -165,7 +172,7 @@ def _run(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]], has_head:
         features.append(hidden[mask].float().cpu())
         if has_head:
             labels = batch["labels"].to(device)
-            loss_sum += float(_task_loss(outputs.logits, labels, regression))
+            loss_sum += float(task_loss(outputs.logits, labels, regression, reduction="sum"))
             rows += labels.shape[0]
     return _Outputs(torch.cat(features), loss_sum / rows if has_head and rows else None)
 
@@ -190,14 +197,16 @@ def analyze_blocks(
     has_head: bool = False,
     layernorms: bool = True,
     attention: bool = True,
+    heads: bool = True,
 ) -> AnalysisResult:
     """Measure the effect of each single cut (see the module docstring) on ``batches``.
 
     ``model``: any BERT model trimbert can trim (a bare encoder or one with a head), left untouched
-    (each cut is made on a deep copy). ``batches``: padded batches (``input_ids``, ``attention_mask``,
-    optionally ``token_type_ids``; ``labels`` needed when ``has_head``). ``has_head=True`` means the
-    model's head is fine-tuned for these labels: the measure is then the task loss delta, else
-    1 − CKA of the final hidden states. ``layernorms`` / ``attention`` switch those columns off.
+    (each cut is made on a deep copy, or by gates removed afterwards). ``batches``: padded batches
+    (``input_ids``, ``attention_mask``, optionally ``token_type_ids``; ``labels`` needed when
+    ``has_head``). ``has_head=True`` means the model's head is fine-tuned for these labels: the measure
+    is then the task loss delta, else 1 − CKA of the final hidden states. ``layernorms`` /
+    ``attention`` / ``heads`` switch those columns off.
     """
     if not batches:
         raise TrimbertError("analysis needs at least one batch of data")
@@ -213,6 +222,8 @@ def analyze_blocks(
     cuts = _Cuts(model, batches, has_head, measure)
     try:
         rows = _block_rows(model, cuts, layernorms)
+        if heads:
+            cuts.measure_heads(rows)
         columns = _attention_columns(model, cuts) if attention else {}
     finally:
         model.train(was_training)
@@ -223,6 +234,7 @@ def analyze_blocks(
         attention=columns,
         ranking=_ffn_ranking(rows),
         layernorm_ranking=_layernorm_ranking(rows),
+        head_ranking=_head_ranking(rows),
         base_loss=cuts.base.loss,
         samples=sum(int(batch["input_ids"].shape[0]) for batch in batches),
         tokens=int(cuts.base.features.shape[0]),
@@ -250,10 +262,31 @@ class _Cuts:
             return None
         return _effect(self.base, _run(cut, self.batches, self.has_head), self.measure)
 
+    def measure_heads(self, rows: list[BlockRow]) -> None:
+        """Fill ``row.heads``: each head's gate at 0 in turn, the rest of the model as it is."""
+        try:
+            gates = install_gates(self.model)
+        except TrimbertError as error:  # affine or DyT LayerNorm replacements cannot be gated
+            self.skipped["heads"] = str(error)
+            return
+        try:
+            for row in rows:
+                mask = gates.heads[row.index]
+                if mask.numel() < 2:
+                    self.skipped[f"heads {row.index}"] = "the block's last head (a trim keeps at least one)"
+                    continue
+                row.heads = []
+                for head in range(mask.numel()):
+                    mask[head] = 0.0
+                    row.heads.append(_effect(self.base, _run(self.model, self.batches, self.has_head), self.measure))
+                    mask[head] = 1.0
+        finally:
+            gates.remove()
+
 
 def _block_rows(model: nn.Module, cuts: _Cuts, layernorms: bool) -> list[BlockRow]:
     applied = applied_spec(model)
-    num_layers, kept = _blocks(model)
+    num_layers, kept = original_num_layers(model), list(block_positions(model))
     existing_ln = set(applied.layernorms_remaining(num_layers))
     rows = []
     for index in kept:
@@ -298,13 +331,15 @@ def _layernorm_ranking(rows: list[BlockRow]) -> tuple[str, ...]:
     return tuple(f"{index}.{kind}" for _, index, kind in sorted(effects))
 
 
-def _blocks(model: nn.Module) -> tuple[int, list[int]]:
-    """(original depth, original indices of the blocks present): block indices in a trim spec are in
-    the original model's numbering, also after whole blocks were dropped (``drop_layers``)."""
-    applied = applied_spec(model)
-    dropped = set(getattr(applied, "drop_layers", ()) or ())
-    original = len(encoder_layers(model)) + len(dropped)
-    return original, [index for index in range(original) if index not in dropped]
+def _head_ranking(rows: list[BlockRow]) -> tuple[str, ...]:
+    """Heads (``"block.head"``) from least to most important (ties: lower block, then lower head)."""
+    effects = [
+        (effect.importance, row.index, head)
+        for row in rows
+        if row.heads is not None
+        for head, effect in enumerate(row.heads)
+    ]
+    return tuple(f"{index}.{head}" for _, index, head in sorted(effects))
 
 
 def analyze(
@@ -318,6 +353,7 @@ def analyze(
     has_head: bool | None = None,
     layernorms: bool = True,
     attention: bool = True,
+    heads: bool = True,
 ) -> AnalysisResult:
     """Load ``model_source`` (its own architecture) and analyze it on ``samples`` training rows of
     ``source``, drawn with ``seed``. ``has_head=None`` decides with :func:`has_task_head`; ``True``
@@ -339,68 +375,11 @@ def analyze(
     batches = sample_batches(
         dataset["train"], tokenizer, samples=samples, seed=seed, max_length=max_length, batch_size=batch_size
     )
-    result = analyze_blocks(model, batches, has_head=use_head, layernorms=layernorms, attention=attention)
+    result = analyze_blocks(
+        model, batches, has_head=use_head, layernorms=layernorms, attention=attention, heads=heads
+    )
     result.seed = seed
     result.max_length = max_length
     result.task = task.name
     result.model = str(model_source)
     return result
-
-
-def check_auto_count(n: int, model: nn.Module) -> None:
-    """N must be between 1 and the number of FFNs the model still has."""
-    applied = applied_spec(model)
-    _, kept = _blocks(model)
-    dropped = [index for index in kept if index in applied.drop_ffn]
-    remaining = len(kept) - len(dropped)
-    if not 0 < n <= remaining:
-        already = f" ({len(dropped)} already dropped)" if dropped else ""
-        raise TrimbertError(
-            f"--drop-ffn: auto:{n} needs 1 <= N <= {remaining}: the {len(kept)}-block model has "
-            f"{remaining} FFN(s) left{already}"
-        )
-
-
-def choose_ffn_blocks(result: AnalysisResult, n: int) -> tuple[int, ...]:
-    """The ``n`` FFN blocks whose removal mattered least (sorted by index)."""
-    if not 0 < n <= len(result.ranking):
-        raise TrimbertError(
-            f"--drop-ffn: auto:{n} needs 1 <= N <= {len(result.ranking)} (FFNs the model has left)"
-        )
-    return tuple(sorted(result.ranking[:n]))
-
-
-def auto_spec(result: AnalysisResult, n: int) -> TrimSpec:
-    """A spec that drops the ``n`` least important FFNs, with the analysis as provenance in ``notes``."""
-    chosen = choose_ffn_blocks(result, n)
-    notes = {
-        "drop_ffn_rule": f"auto:{n}",
-        "measure": result.measure,
-        "ffn_importance": {str(index): value for index, value in result.ffn_importance().items()},
-        "ffn_ranking": list(result.ranking),
-        "analysis_samples": result.samples,
-    }
-    if result.seed is not None:
-        notes["analysis_seed"] = result.seed
-    return TrimSpec(drop_ffn=chosen, notes=notes)
-
-
-def resolve_auto_drop(
-    model: nn.Module,
-    count: int,
-    batches: list[dict[str, torch.Tensor]],
-    *,
-    has_head: bool = False,
-    seed: int | None = None,
-) -> TrimSpec:
-    """``--drop-ffn auto:<count>``: a :class:`TrimSpec` dropping the ``count`` FFNs that
-    :func:`analyze_blocks` finds least important on ``batches``.
-
-    ``seed`` (the seed the sample was drawn with, see :func:`trimbert.data.batches.sample_batches`) is
-    recorded as provenance. ``model`` is not modified: pass the returned spec to ``trim(model, spec)``
-    (:func:`trimbert.pipeline.apply_trim` does that, sampling the batches from a dataset).
-    """
-    check_auto_count(count, model)
-    result = analyze_blocks(model, batches, has_head=has_head, layernorms=False, attention=False)
-    result.seed = seed
-    return auto_spec(result, count)

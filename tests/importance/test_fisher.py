@@ -7,8 +7,8 @@ import torch
 from conftest import tiny_config
 from transformers import BertForSequenceClassification
 
-from trimbert.compress.fisher import HIDDEN_FISHER, TASK_LOSS, fisher_scores
 from trimbert.errors import TrimbertError
+from trimbert.importance.fisher import HIDDEN_FISHER, TASK_LOSS, fisher_scores
 from trimbert.model.gates import gated
 
 

@@ -1,4 +1,4 @@
-"""Taylor importance: exact first-order scores with a head, second-order without, and the trims it ranks."""
+"""apply_trim: the data-driven steps of a trim (auto:N, Taylor widths, a fine-tuned ranker) and what it records."""
 
 import copy
 
@@ -6,78 +6,11 @@ import pytest
 import torch
 
 from trimbert.errors import TrimbertError
-from trimbert.importance import magnitude, taylor_importance
-from trimbert.model.gates import gated
+from trimbert.importance.taylor import taylor_importance
 from trimbert.model.structure import applied_spec
 from trimbert.model.trim import trim
 from trimbert.pipeline import apply_trim
 from trimbert.spec import TrimRequest, TrimSpec
-
-
-def _labelled(batch):
-    return {**batch, "labels": torch.tensor([0, 2, 1])}
-
-
-def _loss(model, batch):
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
-    return torch.nn.functional.cross_entropy(model(**inputs).logits, batch["labels"])
-
-
-def test_task_scores_are_the_loss_derivative_of_each_gate(tiny_model, tiny_batch):
-    batch = _labelled(tiny_batch)
-    tiny_model.double()
-    found = taylor_importance(tiny_model, [batch], has_head=True)
-    assert found.rule == "taylor" and found.objective == "task-loss" and found.samples == 3
-    assert sorted(found.ffn) == [0, 1, 2, 3] and sorted(found.blocks) == [0, 1, 2, 3]
-    assert len(found.layernorm) == 8 and all(v.shape == (64,) for v in found.neurons.values())
-    step = 1e-6
-    with torch.no_grad(), gated(tiny_model) as gates:
-        base = _loss(tiny_model, batch)
-        gates.ffn[2].fill_(1 - step)
-        moved = _loss(tiny_model, batch)
-    assert found.ffn[2] == pytest.approx(abs(float(base - moved)) / step, rel=1e-4)
-
-
-def test_a_neuron_that_writes_nothing_scores_zero(tiny_model, tiny_batch):
-    with torch.no_grad():
-        tiny_model.bert.encoder.layer[1].output.dense.weight[:, 5] = 0.0
-    for has_head, batch in ((True, _labelled(tiny_batch)), (False, tiny_batch)):
-        found = taylor_importance(tiny_model, [batch], has_head=has_head, seed=1)
-        assert found.neurons[1][5] == 0.0
-        assert (found.neurons[1] > 0).sum() == 63
-
-
-def test_without_a_head_scores_are_squared_projections_and_seeded(tiny_model, tiny_batch):
-    first = taylor_importance(tiny_model, [tiny_batch], has_head=False, seed=4)
-    again = taylor_importance(tiny_model, [tiny_batch], has_head=False, seed=4)
-    other = taylor_importance(tiny_model, [tiny_batch], has_head=False, seed=5)
-    assert first.objective == "hidden-projection"
-    assert first.ffn == again.ffn and first.ffn != other.ffn
-    assert all(value >= 0 for value in first.ffn.values())
-
-
-def test_scoring_leaves_the_model_as_it_was(tiny_model, tiny_batch):
-    before = copy.deepcopy(tiny_model.state_dict())
-    taylor_importance(tiny_model, [_labelled(tiny_batch)], has_head=True)
-    assert all(before[key].equal(value) for key, value in tiny_model.state_dict().items())
-    assert all(parameter.requires_grad and parameter.grad is None for parameter in tiny_model.parameters())
-    assert not tiny_model.training
-
-
-def test_refuses_empty_or_unlabelled_samples(tiny_model, tiny_batch):
-    with pytest.raises(TrimbertError, match="no batches"):
-        taylor_importance(tiny_model, [], has_head=False)
-    with pytest.raises(TrimbertError, match="labelled batches"):
-        taylor_importance(tiny_model, [tiny_batch], has_head=True)
-
-
-def test_neuron_order_and_ranking(tiny_model):
-    found = magnitude(tiny_model)
-    order = found.neuron_order()[0]
-    assert found.neurons[0][order[0]] == found.neurons[0].max()
-    found.ffn = {0: 3.0, 1: 1.0, 2: 1.0, 3: 0.5}
-    assert found.ffn_ranking() == (3, 1, 2, 0)
-    assert found.least_important_ffns(2) == (1, 3)
 
 
 class _Rows(list):
