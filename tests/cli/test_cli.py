@@ -419,10 +419,15 @@ def test_analyze_cli(run_cli, tiny_checkpoint, tmp_path):
     importance = {row["index"]: row["ffn"]["importance"] for row in result["blocks"]}
     assert set(importance) == {0, 1}
     assert result["ranking"] == sorted(importance, key=lambda block: (importance[block], block))
+    heads = {f"{row['index']}.{head}": effect["importance"] for row in result["blocks"] for head, effect in enumerate(row["heads"])}
+    assert sorted(heads) == ["0.0", "0.1", "0.2", "0.3", "1.0", "1.1", "1.2", "1.3"]
+    assert result["head_ranking"] == sorted(heads, key=lambda name: (heads[name], name))
     code, stdout, err = run_cli(
         "analyze", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--samples", "16"
     )
     assert code == 0 and "FFN ranking, least important first" in stdout
+    assert "attention heads, each cut alone" in stdout
+    assert f"heads (block.head), least important first: {', '.join(result['head_ranking'])}" in stdout
     code, _, err = run_cli("analyze", "minilm")
     _assert_one_line_error(code, err, "analyze needs --task")
 
@@ -460,10 +465,10 @@ def test_finetune_with_teacher_and_per_epoch_evaluation(run_cli, tiny_checkpoint
     )
     assert code == 0, err
     record = json.loads(stdout)
-    assert record["extra"]["distill"]["teacher"].endswith("teacher")
-    assert record["extra"]["distill"]["settings"]["alpha_hidden"] == 1.0
+    assert record["training"]["distill"]["teacher"].endswith("teacher")
+    assert record["training"]["distill"]["settings"]["alpha_hidden"] == 1.0
     # one evaluation after each epoch, then the final one
-    assert [entry["epoch"] for entry in record["extra"]["log_history"] if "eval_loss" in entry] == [1.0, 2.0, 2.0]
+    assert [entry["epoch"] for entry in record["training"]["log_history"] if "eval_loss" in entry] == [1.0, 2.0, 2.0]
     code, _, err = run_cli(
         "finetune", tiny_checkpoint, "--out", tmp_path / "x", *common, "--teacher", tmp_path / "nope"
     )

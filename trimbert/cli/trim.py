@@ -155,8 +155,8 @@ def analyze(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rank blocks by how much dropping their FFN (or stripping their LayerNorms) changes the model."""
-    from trimbert.analyze import analyze as run_analyze
+    """Rank blocks by how much dropping their FFN (or stripping their LayerNorms, or cutting a head) changes the model."""
+    from trimbert.importance.cut import analyze as run_analyze
 
     if source.task is None:
         raise TrimbertError("analyze needs --task (the data to measure on)")
@@ -196,3 +196,19 @@ def _print_analysis(result) -> None:
     if result.attention:
         swaps = ", ".join(f"{name} {effect.importance:.4g}" for name, effect in result.attention.items())
         console.print(f"attention normalizer swapped in every block ({label}): {swaps}")
+    if result.head_ranking:
+        _print_heads(result, label)
+
+
+def _print_heads(result, label: str) -> None:
+    heads = result.head_importance()
+    width = max(len(scores) for scores in heads.values())
+    table = Table(title=f"attention heads, each cut alone ({label}; lower = safer to cut)")
+    for column in ("block", *(f"h{head}" for head in range(width))):
+        table.add_column(column, justify="right")
+    for block, scores in heads.items():
+        cells = [f"{value:.3g}" for value in scores.tolist()]
+        table.add_row(str(block), *cells, *[""] * (width - len(cells)))
+    console.print(table)
+    shown = ", ".join(result.head_ranking[:12]) + (", ..." if len(result.head_ranking) > 12 else "")
+    console.print(f"heads (block.head), least important first: {shown}")
