@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from trimbert.cli.app import ForceOpt, JsonOpt, ModelArg, app, console, data_inputs, print_json
+from trimbert.cli.config_file import with_config
 from trimbert.cli.options import Group, with_options
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
@@ -26,14 +27,20 @@ HEAL_OPTIONS = {"steps": "--heal-steps", "tokens": "--heal-tokens", "lr": "--hea
                 "alpha_attention": "--heal-alpha-attention", "corpus_texts": "--heal-corpus-texts"}
 
 
+# --config FILE: the search's settings at the top level, the others in their tables ([data], [finetune], ...)
+GROUPS = {
+    None: Group("settings", SearchSettings),
+    "data": Group("source", DataSource),
+    "finetune": Group("finetune", FinetuneSettings, include=TRAIN_OPTIONS, flags={"batch_size": "--train-batch-size", "eval_batch_size": "--eval-batch-size"}),
+    "distill": Group("distill", DistillSettings, defaults={"alpha_hidden": SEARCH_DISTILL.alpha_hidden}),
+    "heal": Group("heal", HealSettings, include=tuple(HEAL_OPTIONS), flags=HEAL_OPTIONS),
+}
+
+
 @app.command()
-@with_options(
-    Group("source", DataSource),
-    Group("settings", SearchSettings),
-    Group("finetune", FinetuneSettings, include=TRAIN_OPTIONS, flags={"batch_size": "--train-batch-size", "eval_batch_size": "--eval-batch-size"}),
-    Group("distill", DistillSettings, defaults={"alpha_hidden": SEARCH_DISTILL.alpha_hidden}),
-    Group("heal", HealSettings, include=tuple(HEAL_OPTIONS), flags=HEAL_OPTIONS),
-)
+@with_config(GROUPS, "A TOML file of settings: search settings at the top (speedup = 1.5, as a recipe's search table), "
+             "[data], [finetune], [distill], [heal] tables; options given here win.")
+@with_options(*GROUPS.values())
 def search(
     model: ModelArg,
     out: Annotated[Path, typer.Option("--out", help="Folder for search.json, front.md/png, best.json, variant.toml.")],
