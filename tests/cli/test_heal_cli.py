@@ -40,7 +40,7 @@ def test_heal_cli_progressive_with_a_token_budget_prints_the_stages(run_cli, tin
     )
     assert code == 0, err
     assert "stage ffn" in stdout and "stage layernorm" in stdout and "stage attention" not in stdout
-    settings = json.loads((tmp_path / "healed" / "heal.json").read_text())["extra"]["settings"]
+    settings = json.loads((tmp_path / "healed" / "heal.json").read_text())["heal"]["settings"]
     assert settings["schedule"] == "progressive" and settings["tokens"] == 200 and settings["alpha_attention"] == 0.5
     assert settings["steps"] >= 2  # from the budget: ceil(200 / (2 × mean tokens per text))
     code, _, err = run_cli("heal", trimmed, "--teacher", tiny_checkpoint, "--corpus", corpus, "--out", tmp_path / "x", "--schedule", "gradual")

@@ -115,7 +115,7 @@ def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_chec
     # distilled from the fine-tuned baseline by default, hidden states included
     assert trained["distilled"] == {"temperature": 2.0, "alpha_ce": 0.5, "alpha_kd": 0.5, "alpha_hidden": 1.0}
     recorded = json.loads((tmp_path / "again" / "finetune" / "searched" / "metrics.json").read_text())
-    assert recorded["extra"]["distill"]["teacher"] == str(tmp_path / "again" / "finetune" / "baseline")
+    assert recorded["training"]["distill"]["teacher"] == str(tmp_path / "again" / "finetune" / "baseline")
     assert recorded["metrics"]["accuracy"] == trained["searched"]
     assert recorded["trim_summary"] == TrimSpec.from_dict(again["best"]["spec"]).summary()
 
@@ -260,14 +260,14 @@ def test_finetune_heals_and_distils_the_winner_when_asked(run_cli, tiny_checkpoi
     assert healed["dir"] == "finetune/healed" and healed["corpus"] == str(corpus) and healed["settings"]["steps"] == 3
     assert healed["settings"]["lr"] == 2e-4 and healed["settings"]["corpus_texts"] == 200
     heal_record = json.loads((out / "finetune" / "healed" / "heal.json").read_text())
-    assert healed["tokens"] == heal_record["extra"]["tokens"] > 0 and heal_record["extra"]["teacher"] == str(tiny_checkpoint)
+    assert healed["tokens"] == heal_record["heal"]["tokens"] > 0 and heal_record["heal"]["teacher"] == str(tiny_checkpoint)
     assert trimbert.load(out / "finetune" / "healed").config.spec == TrimSpec.from_dict(best["trim_spec"])
     assert trained["searched_run"] == "finetune/searched"
     searched = json.loads((out / "finetune" / "searched" / "metrics.json").read_text())
     assert searched["model"] == str(out / "finetune" / "healed")
     # distilled from the baseline it was just compared with, with the weights given
     assert trained["distilled"] == {"temperature": 2.0, "alpha_ce": 0.5, "alpha_kd": 0.7, "alpha_hidden": 1.0}
-    assert searched["extra"]["distill"]["teacher"] == str(out / "finetune" / "baseline")
+    assert searched["training"]["distill"]["teacher"] == str(out / "finetune" / "baseline")
     assert trained["searched"] == searched["metrics"]["accuracy"] and trained["trim"] == best["summary"]
 
 

@@ -7,6 +7,7 @@ from trimbert.errors import TrimbertError
 from trimbert.measure.bench import BenchSettings, bench_models
 from trimbert.measure.load import CpuWatch
 from trimbert.measure.stats import paired_ratio
+from trimbert.report.records import PairedRatio, PairedRatios
 
 FAST = BenchSettings(batch_size=2, seq_len=16, repeats=3, warmup=1, threads=1)
 
@@ -22,12 +23,12 @@ def test_side_by_side_records_and_ratios(tiny_model):
     assert model_record.trim["drop_ffn"] == [0, 1] and base_record.trim == {}
     assert model_record.params == base_record.params - 2 * (2 * 32 * 64 + 64 + 32 + 2 * 32)
     assert model_record.flops_per_seq < base_record.flops_per_seq
-    rounds = len(model_record.extra["times_ms"])
-    assert rounds % 3 == 0 and rounds == len(base_record.extra["times_ms"])  # re-measured in runs of 3
+    rounds = len(model_record.timing.times_ms)
+    assert rounds % 3 == 0 and rounds == len(base_record.timing.times_ms)  # re-measured in runs of 3
     assert base_record.conditions["attention_implementation"] in ("sdpa", "eager")
     assert report.attention_choice["baseline"]["chosen"] == base_record.conditions["attention_implementation"]
     latency = next(c for c in report.comparisons if c.quantity == "latency")
-    expected = paired_ratio(base_record.extra["times_ms"], model_record.extra["times_ms"])
+    expected = paired_ratio(base_record.timing.times_ms, model_record.timing.times_ms)
     assert (latency.ratio, latency.low, latency.high, latency.rounds) == (
         expected.ratio,
         expected.low,
@@ -37,12 +38,15 @@ def test_side_by_side_records_and_ratios(tiny_model):
     assert latency.stable == (expected.stable(FAST.tolerance) and latency.other_cpu <= FAST.max_other_cpu)
     assert latency.flop_ideal == pytest.approx(base_record.flops_per_seq / model_record.flops_per_seq)
     assert latency.quotient == pytest.approx(latency.ratio / latency.flop_ideal)
-    assert model_record.extra["paired"]["latency"] == {
-        **vars(expected),
-        "stable": latency.stable,
-        "tolerance": 0.05,
-        "other_cpu": latency.other_cpu,
+    assert model_record.u_star == "baseline" and model_record.int8_reference is None
+    assert model_record.paired == {
+        "baseline": PairedRatios(
+            latency=PairedRatio(**vars(expected), stable=latency.stable, tolerance=0.05, other_cpu=latency.other_cpu)
+        )
     }
+    assert model_record.speedup() == model_record.paired["baseline"].latency and model_record.speedup("train step") is None
+    assert base_record.paired == {} and base_record.u_star is None
+    assert model_record.timing.other_cpu == latency.other_cpu and model_record.timing.train_times_ms is None
     throughput = next(c for c in report.comparisons if c.quantity == "throughput")
     assert (throughput.ratio, throughput.low, throughput.high) == (latency.ratio, latency.low, latency.high)
 
@@ -54,7 +58,7 @@ def test_a_wide_interval_is_remeasured_until_the_time_limit_then_marked_unstable
     report = bench_models(models, impossible, baseline="baseline")
     latency = next(c for c in report.comparisons if c.quantity == "latency")
     assert latency.rounds > 3 and latency.rounds % 3 == 0 and not latency.stable
-    assert report.records[0].extra["paired"]["latency"]["stable"] is False
+    assert report.records[0].speedup().stable is False
     once = bench_models(models, FAST.updated(tolerance=1e-9, max_seconds=1e-6), baseline="baseline")
     assert next(c for c in once.comparisons if c.quantity == "latency").rounds == 3  # no time to re-measure
 
@@ -65,11 +69,12 @@ def test_also_train_times_training_steps_side_by_side(tiny_model):
     report = bench_models({"trimmed": (trimmed, "t"), "baseline": (tiny_model, "b")}, settings, baseline="baseline")
     model_record, base_record = report.records
     assert model_record.latency_ms > 0 and model_record.train_step_ms > 0
-    assert len(model_record.extra["times_ms_train"]) == 3
+    assert len(model_record.timing.train_times_ms) == 3
     step = next(c for c in report.comparisons if c.quantity == "train step")
-    expected = paired_ratio(base_record.extra["times_ms_train"], model_record.extra["times_ms_train"])
+    expected = paired_ratio(base_record.timing.train_times_ms, model_record.timing.train_times_ms)
     assert (step.ratio, step.low, step.high) == (expected.ratio, expected.low, expected.high)
-    assert set(model_record.extra["paired"]) == {"baseline", "latency", "train step"}
+    assert model_record.speedup("train step") == model_record.paired["baseline"].train_step
+    assert model_record.paired["baseline"].train_step.ratio == expected.ratio and model_record.u_star == "baseline"
 
 
 def test_normalizer_model_keeps_its_attention(tiny_model):
@@ -108,8 +113,8 @@ def test_a_busy_machine_flags_even_a_narrow_interval(tiny_model, monkeypatch):
     )
     latency = next(c for c in report.comparisons if c.quantity == "latency")
     assert (latency.stable, latency.other_cpu) == (False, 0.5)
-    assert report.records[0].extra["paired"]["latency"]["stable"] is False
-    assert report.records[0].extra["other_cpu"] == 0.5
+    assert report.records[0].speedup().stable is False
+    assert report.records[0].timing.other_cpu == 0.5
 
 
 def test_runtimes_are_timed_side_by_side_against_u_star(tiny_model):
@@ -127,27 +132,30 @@ def test_runtimes_are_timed_side_by_side_against_u_star(tiny_model):
         "baseline@ort": "onnxruntime",
         "baseline@ort-int8": "onnxruntime-int8",
     }
-    rounds = len(records["baseline"].extra["times_ms"])
-    assert all(len(record.extra["times_ms"]) == rounds for record in report.records)  # one alternating run
+    rounds = len(records["baseline"].timing.times_ms)
+    assert all(len(record.timing.times_ms) == rounds for record in report.records)  # one alternating run
     # U*: the baseline in whichever runtime measured fastest, int8 included
     untrimmed = ("baseline", "baseline@ort", "baseline@ort-int8")
-    reference = min(untrimmed, key=lambda name: statistics.median(records[name].extra["times_ms"]))
+    reference = min(untrimmed, key=lambda name: statistics.median(records[name].timing.times_ms))
     assert report.u_star == reference
     latency = [c for c in report.comparisons if c.quantity == "latency"]
     same_int8 = {("trimmed@ort-int8", "baseline@ort-int8")} if reference != "baseline@ort-int8" else set()
     expected_pairs = {(name, reference) for name in names if name != reference} | same_int8
     assert {(c.variant, c.versus) for c in latency} == expected_pairs
     for comparison in latency:
-        ratio = paired_ratio(records[comparison.versus].extra["times_ms"], records[comparison.variant].extra["times_ms"])
+        ratio = paired_ratio(records[comparison.versus].timing.times_ms, records[comparison.variant].timing.times_ms)
         assert comparison.ratio == ratio.ratio
     if same_int8:
-        assert records["trimmed@ort-int8"].extra["paired_int8"]["baseline"] == "baseline@ort-int8"
-    assert records["trimmed@ort-int8"].extra["paired"]["baseline"] == reference
+        assert records["trimmed@ort-int8"].int8_reference == "baseline@ort-int8"
+    else:
+        assert records["trimmed@ort-int8"].int8_reference is None
+    assert records["trimmed@ort-int8"].u_star == reference
     # every unit is also paired with every runtime of the baseline (for a report that re-bases U*)
     for name, record in records.items():
-        assert set(record.extra["paired_vs"]) == set(untrimmed) - {name}
-        for versus, figures in record.extra["paired_vs"].items():
-            assert figures["latency"]["ratio"] == paired_ratio(records[versus].extra["times_ms"], record.extra["times_ms"]).ratio
+        assert set(record.paired) == set(untrimmed) - {name}
+        for versus, ratios in record.paired.items():
+            assert ratios.latency.ratio == paired_ratio(records[versus].timing.times_ms, record.timing.times_ms).ratio
+            assert ratios.train_step is None
     assert records["trimmed@ort-int8"].disk_bytes < records["trimmed@ort"].disk_bytes
     assert report.attention_choice.keys() == {"trimmed", "baseline"}  # PyTorch models only
 
@@ -166,7 +174,8 @@ def test_onnxruntime_is_for_cpu_inference(tiny_model):
 def test_u_star_is_the_baseline_in_its_fastest_runtime_of_any_precision():
     from types import SimpleNamespace
 
-    from trimbert.measure.bench import _references, u_star
+    from trimbert.measure.pairing import references as _references
+    from trimbert.measure.pairing import u_star
 
     units = {
         name: SimpleNamespace(variant=name.split("@")[0], runtime=runtime)
@@ -190,10 +199,10 @@ def test_u_star_is_the_baseline_in_its_fastest_runtime_of_any_precision():
 
 
 def test_wide_ratios_are_re_measured_until_narrow_or_out_of_time_by_the_clock(monkeypatch):
-    """``_measure``'s loop driven by recorded timings and a fake clock (1 s per run), not by this machine."""
+    """``measure_paired``'s loop driven by recorded timings and a fake clock (1 s per run), not by this machine."""
     from types import SimpleNamespace
 
-    import trimbert.measure.bench as bench
+    import trimbert.measure.pairing as bench
     from trimbert.measure.benchmark import summarize
 
     # run 1: per-round ratios 2, 1, 1.25 (wide); every later run: 2, 2, 2. Over 12 rounds the interval is [2, 2].
@@ -216,7 +225,7 @@ def test_wide_ratios_are_re_measured_until_narrow_or_out_of_time_by_the_clock(mo
         monkeypatch.setattr(bench, "benchmark", benchmark)
         monkeypatch.setattr(bench, "_clock", lambda: now[0])
         settings = FAST.updated(warmup=2, tolerance=0.05, max_seconds=max_seconds)
-        results, ratios, star, principal = bench._measure(units, settings, "infer", "base", None)
+        results, ratios, star, principal = bench.measure_paired(units, settings, "infer", "base", None)
         return results, ratios, star, principal, warmups
 
     results, ratios, star, principal, warmups = measure(max_seconds=60)

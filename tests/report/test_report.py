@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import statistics
@@ -12,8 +13,10 @@ import pytest
 from rich.console import Console
 
 from trimbert.errors import TrimbertError
-from trimbert.report.aggregate import build_rows, collect_records, merge_records, pareto_front
-from trimbert.report.records import Record
+from trimbert.report.aggregate import build_rows, merge_records
+from trimbert.report.collect import collect_records
+from trimbert.report.pareto import pareto_front
+from trimbert.report.records import PairedRatio, PairedRatios, Record
 from trimbert.report.render import render_markdown, render_table, write_report
 from trimbert.report.tables import load_results_csv, load_results_json
 
@@ -63,8 +66,9 @@ def bench(variant="baseline", *, trim=None, latency_ms=40.0, side_by_side=True, 
     values = {"params": BASE_PARAMS if not trim else FFN_PARAMS, **BENCH_SETUP, **fields}
     if trim and side_by_side:
         ratio = 40.0 / latency_ms
-        interval = {"ratio": ratio, "low": 0.98 * ratio, "high": 1.02 * ratio, "rounds": 20, "stable": True}
-        values.setdefault("extra", {"paired": {"baseline": "baseline", "latency": interval}})
+        interval = PairedRatio(ratio, low=0.98 * ratio, high=1.02 * ratio, stable=True, rounds=20)
+        values.setdefault("paired", {"baseline": PairedRatios(latency=interval)})
+        values.setdefault("u_star", "baseline")
     return Record(
         kind="bench",
         variant=variant,
@@ -84,12 +88,8 @@ def sweep(
     record.kind = "sweep"
     if trim:
         ratio = 40.0 / latency_ms
-        record.extra = {
-            "paired_baseline": "baseline",
-            "paired_speedup": ratio,
-            "paired_speedup_interval": [0.98 * ratio, 1.02 * ratio],
-            "paired_speedup_stable": True,
-        }
+        record.paired = {"baseline": PairedRatios(latency=PairedRatio(ratio, 0.98 * ratio, 1.02 * ratio, True))}
+        record.u_star = "baseline"
     for name, value in fields.items():
         setattr(record, name, value)
     return record
@@ -115,6 +115,11 @@ def standard_records() -> list[Record]:
         finetune("relu-attention", trim=NORM_TRIM, accuracy=0.78, params=BASE_PARAMS),
         bench("relu-attention", trim=NORM_TRIM, latency_ms=45.0, params=BASE_PARAMS),
     ]
+
+
+def without_paired_vs(rows):
+    """The rows as results.csv holds them: without the ratios against every untrimmed runtime."""
+    return [dataclasses.replace(row, paired_vs={}) for row in rows]
 
 
 def row_of(table, variant):
@@ -239,7 +244,7 @@ def test_collect_raises_for_corrupt_json_naming_the_file(tmp_path, name, text):
 
 
 def test_collect_raises_for_a_record_missing_required_fields(tmp_path):
-    write_json(tmp_path / "metrics.json", {"kind": "finetune", "variant": "a"})
+    write_json(tmp_path / "metrics.json", {"schema_version": 1, "kind": "finetune", "variant": "a"})
 
     with pytest.raises(TrimbertError, match="invalid trimbert record"):
         collect_records([tmp_path])
@@ -515,7 +520,7 @@ def test_long_errors_are_shortened_to_one_line_in_tables_but_kept_in_the_csv(tmp
     assert "failed: Traceback (most recent call last): File x.py File x.py" in line and line.endswith("… |")
     written = write_report(table, tmp_path)
     assert row_of(table, "tiny").error == error
-    assert load_results_csv(written["csv"]) == table.rows
+    assert load_results_csv(written["csv"]) == without_paired_vs(table.rows)
 
 
 def test_render_table_does_not_interpret_markup_in_names():
@@ -540,7 +545,7 @@ def test_write_report_writes_every_file_and_they_round_trip(tmp_path):
         "metric_vs_params.png",
     }
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in written.values())
-    assert load_results_csv(written["csv"]) == table.rows
+    assert load_results_csv(written["csv"]) == without_paired_vs(table.rows)
     assert load_results_json(written["json"]) == table.rows
 
 
@@ -602,7 +607,7 @@ def test_write_report_of_bench_records_only_writes_tables_without_plots(tmp_path
     written = write_report(table, tmp_path)
 
     assert set(written) == {"markdown", "csv", "json"}
-    assert load_results_csv(written["csv"]) == table.rows
+    assert load_results_csv(written["csv"]) == without_paired_vs(table.rows)
 
 
 def test_markdown_escapes_pipes_in_cells():
@@ -617,11 +622,8 @@ def test_markdown_escapes_pipes_in_cells():
 
 def paired(variant="ffn-alternate", *, speedup, trim=FFN_TRIM, seed=1, latency_ms=30.0, **fields) -> Record:
     record = sweep(variant, trim=trim, seed=seed, latency_ms=latency_ms, **fields)
-    record.extra = {
-        "paired_baseline": "baseline",
-        "paired_speedup": speedup,
-        "paired_baseline_latency_ms": latency_ms * speedup,
-    }
+    record.paired = {"baseline": PairedRatios(latency=PairedRatio(speedup))}
+    record.u_star = "baseline"
     return record
 
 
@@ -643,7 +645,7 @@ def test_paired_speedups_are_averaged_over_seeds_and_need_every_timed_record():
     assert row_of(table, "ffn-alternate").speedup == pytest.approx(1.5)
 
     unpaired = sweep(seed=3, latency_ms=20.0)
-    unpaired.extra = {}  # a seed without a paired ratio: no speed-up at all, not one of separate latencies
+    unpaired.paired, unpaired.u_star = {}, None  # a seed without a paired ratio: no speed-up at all, not one of separate latencies
     table = build_rows([*records, paired(speedup=1.4, seed=1), unpaired])
     ffn = row_of(table, "ffn-alternate")
     assert ffn.paired_speedup is None and ffn.speedup is None
@@ -669,7 +671,7 @@ def test_paired_speedups_round_trip_through_the_csv_and_json(tmp_path):
 
     written = write_report(table, tmp_path)
 
-    assert load_results_csv(written["csv"]) == table.rows
+    assert load_results_csv(written["csv"]) == without_paired_vs(table.rows)
     assert load_results_json(written["json"]) == table.rows
     with open(written["csv"], newline="") as handle:
         rows = {row["variant"]: row for row in csv.DictReader(handle)}
@@ -693,12 +695,8 @@ def test_pareto_and_plot_use_paired_speedups_over_raw_latencies(tmp_path):
             params=100,
             seq_len=64,
             batch_size=8,
-            extra={
-                "paired_baseline": "baseline",
-                "paired_speedup": paired,
-                "paired_speedup_interval": [0.9 * paired, 1.1 * paired],
-                "paired_speedup_stable": paired != 1.4,  # ffn: an interval wider than the tolerance
-            },
+            paired={"baseline": PairedRatios(latency=PairedRatio(paired, 0.9 * paired, 1.1 * paired, paired != 1.4))},
+            u_star="baseline",  # ffn: an interval wider than the tolerance (unstable)
         )
 
     records = [

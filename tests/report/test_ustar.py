@@ -1,24 +1,23 @@
 """U* among accurate deployments: the report re-bases speed-ups on the fastest untrimmed runtime within
 0.5 points of the untrimmed fp32 metric, using the ratios the bench recorded against every runtime."""
 
+import copy
+
 from trimbert.report.aggregate import build_rows
-from trimbert.report.records import Record
+from trimbert.report.records import PairedRatio, PairedRatios, Record
 from trimbert.report.ustar import WITHIN_POINTS, merge_ratios, record_ratios
 
 TRIM = {"drop_ffn": [1, 3, 5], "attention": "softmax", "layernorm": []}
 
 
 def _record(variant, accuracy, latency, star, speedup, versus, trim=None, seed=42):
-    extra = {"paired_vs": {name: {"ratio": r, "low": r - 0.01, "high": r + 0.01, "stable": True} for name, r in versus.items()}}
+    paired = {name: PairedRatios(latency=PairedRatio(r, r - 0.01, r + 0.01, True)) for name, r in versus.items()}
     if speedup is not None:
-        extra.update(
-            paired_baseline=star, paired_speedup=speedup, paired_speedup_interval=[speedup - 0.02, speedup + 0.02],
-            paired_speedup_stable=True,
-        )
+        paired[star] = PairedRatios(latency=PairedRatio(speedup, speedup - 0.02, speedup + 0.02, True))
     return Record(
         kind="sweep", variant=variant, model="minilm", trim=trim or {}, trim_summary="ffn-[1,3,5]" if trim else "untrimmed",
         task="mrpc", metrics={"accuracy": accuracy}, main_metric="accuracy", latency_ms=latency, batch_size=8,
-        seq_len=64, seed=seed, extra=extra,
+        seq_len=64, seed=seed, paired=paired, u_star=star if speedup is not None else None,
     )
 
 
@@ -51,9 +50,7 @@ def test_speedups_are_rebased_on_the_fastest_runtime_within_half_a_point():
 
 
 def test_an_accurate_enough_u_star_is_kept():
-    records = [_record(r.variant, r.metrics["accuracy"], r.latency_ms, r.extra.get("paired_baseline"),
-                       r.extra.get("paired_speedup"), {k: v["ratio"] for k, v in r.extra["paired_vs"].items()}, r.trim)
-               for r in RECORDS]
+    records = copy.deepcopy(RECORDS)
     records[2].metrics["accuracy"] = 0.8064 - WITHIN_POINTS / 100 + 0.0001  # 0.49 points below: still U*
     table = build_rows(records)
     rows = {row.variant: row for row in table.rows}
@@ -69,9 +66,14 @@ def test_a_row_without_a_ratio_against_the_new_u_star_loses_its_speedup():
     assert rows["trim@ov-int8"].speedup == 2.4
 
 
-def test_bench_and_sweep_encodings_read_alike_and_merge_over_seeds():
-    bench = {"paired_vs": {"b@ov": {"latency": {"ratio": 2.0, "low": 1.9, "high": 2.1, "stable": True, "other_cpu": 0.1}}}}
-    sweep = {"paired_vs": {"b@ov": {"ratio": 3.0, "low": 2.5, "high": 3.2, "stable": False}}}
+def test_version_1_bench_and_sweep_encodings_load_alike_and_merge_over_seeds():
+    head = {"schema_version": 1, "variant": "t", "model": "m"}
+    bench = Record.from_dict({**head, "kind": "bench", "extra": {"paired_vs": {"b@ov": {"latency": {
+        "ratio": 2.0, "low": 1.9, "high": 2.1, "stable": True, "other_cpu": 0.1}}}}})
+    sweep = Record.from_dict({**head, "kind": "sweep", "extra": {"paired_vs": {"b@ov": {
+        "ratio": 3.0, "low": 2.5, "high": 3.2, "stable": False}}}})
+    assert bench.paired == {"b@ov": PairedRatios(latency=PairedRatio(2.0, 1.9, 2.1, True, other_cpu=0.1))}
+    assert sweep.paired == {"b@ov": PairedRatios(latency=PairedRatio(3.0, 2.5, 3.2, False))}
     assert record_ratios(bench) == {"b@ov": (2.0, 1.9, 2.1, True)}
     assert merge_ratios([record_ratios(bench), record_ratios(sweep)]) == {"b@ov": (2.5, 1.9, 3.2, False)}
-    assert record_ratios({}) == {}
+    assert record_ratios(Record(kind="bench", variant="t", model="m")) == {}

@@ -137,16 +137,15 @@ def test_a_killed_sweep_resumes_without_recomputing_finished_variants(make_recip
     assert len(read_jsonl(out / RESULTS_FILE)) == 3
     ffn = records["ffn"][0]
     assert ffn["kind"] == "sweep" and ffn["trim"]["drop_ffn"] == [1] and ffn["seed"] == 7
-    assert ffn["extra"]["paired_baseline"] == "baseline"  # benched beside the fine-tuned baseline
-    bench = ffn["extra"]["bench"]
-    assert ffn["extra"]["paired_speedup"] == pytest.approx(
-        paired_ratio(bench["baseline_times_ms"], bench["times_ms"]).ratio
+    assert ffn["u_star"] == "baseline"  # benched beside the fine-tuned baseline
+    assert ffn["paired"]["baseline"]["latency"]["ratio"] == pytest.approx(
+        paired_ratio(ffn["bench"]["reference_times_ms"], ffn["timing"]["times_ms"]).ratio
     )
     for key in ("latency_ms", "throughput", "flops_per_seq", "disk_bytes", "train_time_s"):
         assert ffn[key] > 0, key
     run_metrics = json.loads((out / "runs" / "ffn-seed7" / "metrics.json").read_text())["metrics"]
     assert ffn["metrics"] == run_metrics and set(run_metrics) == {"accuracy"}  # the run folder's own figures
-    assert re.fullmatch(r"[0-9a-f]{16}", ffn["extra"]["recipe_hash"])
+    assert re.fullmatch(r"[0-9a-f]{16}", ffn["sweep"]["recipe_hash"]) and ffn["extra"] == {}
     assert (ffn["seq_len"], ffn["batch_size"]) == (BENCH["seq_len"], BENCH["batch_size"])
     assert {"report.md", "results.csv", "results.json"} <= {p.name for p in out.iterdir()}
     finetune_calls.calls.clear()
@@ -188,7 +187,7 @@ def test_a_torn_last_line_is_ignored_and_that_variant_reruns(finished_sweep, tmp
 
     assert result.skipped == ["baseline-seed7"] and result.done == ["ffn-seed7"]
     # The kill hit the record, not the fine-tune: its complete run folder is reused, the bench reruns.
-    assert finetune_calls.calls == [] and result.records[0].extra["finetune_reused"] is True
+    assert finetune_calls.calls == [] and result.records[0].sweep.finetune_reused is True
     rows = [json.loads(line) for line in path.read_text().splitlines()]  # no corrupt line left behind
     assert [(row["variant"], row["status"]) for row in rows] == [("baseline", "ok"), ("ffn", "ok")]
 
@@ -231,7 +230,7 @@ def test_a_bench_only_change_rebenches_without_finetuning_again(finished_sweep, 
     result = run_sweep(changed, out)
 
     assert result.done == ["baseline-seed7", "ffn-seed7"] and finetune_calls.calls == []
-    assert all(r.extra["finetune_reused"] and len(r.extra["bench"]["times_ms"]) == 3 for r in result.records)
+    assert all(r.sweep.finetune_reused and len(r.timing.times_ms) == 3 for r in result.records)
     before = {row["variant"]: row for row in read_jsonl(out / RESULTS_FILE)[:2]}
     assert all(r.metrics == before[r.variant]["metrics"] for r in result.records)
 
@@ -255,9 +254,9 @@ def test_a_kill_during_the_bench_reuses_the_finished_finetune(
 
     assert finetune_calls.calls == ["ffn"]  # only the first run fine-tuned
     (record,) = result.records
-    assert record.status == "ok" and record.extra["finetune_reused"] is True
+    assert record.status == "ok" and record.sweep.finetune_reused is True
     # No untrimmed variant in the recipe: benched beside the pretrained model with the same head.
-    assert record.extra["paired_baseline"].startswith("pretrained ")
+    assert record.u_star.startswith("pretrained ")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,7 +406,7 @@ def test_a_failing_variant_is_recorded_and_the_others_finish(make_recipe, tmp_pa
     assert rows["baseline"]["status"] == "ok"
     assert rows["ffn"]["status"] == "failed"
     assert rows["ffn"]["error"] == "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"
-    assert "Traceback" in rows["ffn"]["extra"]["traceback"]
+    assert "Traceback" in rows["ffn"]["sweep"]["traceback"]
     assert rows["ffn"]["trim"] == {"drop_ffn": [1], "attention": "softmax", "layernorm": []}
     report = (out / "report.md").read_text()
     assert "| ffn |" in report and "failed: RuntimeError: CUDA out of memory." in report

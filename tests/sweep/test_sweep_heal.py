@@ -10,7 +10,8 @@ from test_sweep import BENCH, FINETUNE, ok_records, recipe_text
 
 import trimbert.sweep.healing
 from trimbert.errors import TrimbertError
-from trimbert.report.aggregate import build_rows, collect_records
+from trimbert.report.aggregate import build_rows
+from trimbert.report.collect import collect_records
 from trimbert.report.columns import shown_columns
 from trimbert.spec import TrimRequest
 from trimbert.sweep.healing import HEAL_DIR, heal_key, resolved
@@ -108,15 +109,15 @@ def test_a_sweep_heals_once_for_every_seed_and_reports_the_cost(tmp_path, tiny_c
     folders = [p for p in (tmp_path / "out" / HEAL_DIR).iterdir() if p.is_dir()]
     assert len(folders) == 1 and (folders[0] / HEAL_FILE).is_file()  # no scratch trim left behind
     healed = ok_records(tmp_path / "out")["ffn-healed"]
-    heal_json = json.loads((folders[0] / HEAL_FILE).read_text())["extra"]
-    assert [r["extra"]["heal_time_s"] for r in healed] == [heal_json["heal_time_s"]] * 2
-    assert [r["extra"]["heal_reused"] for r in healed] == [False, True]
-    assert {r["extra"]["heal_dir"] for r in healed} == {str(folders[0])}
+    heal_json = json.loads((folders[0] / HEAL_FILE).read_text())["heal"]
+    assert [r["heal"]["time_s"] for r in healed] == [heal_json["time_s"]] * 2
+    assert [r["heal"]["reused"] for r in healed] == [False, True]
+    assert {r["heal"]["dir"] for r in healed} == {str(folders[0])}
     assert all(r["trim_summary"] == "ffn-[1]" for r in healed)
     table = build_rows(collect_records([tmp_path / "out"]))
     assert "heal s" in [column.header for column in shown_columns(table)]
     row = next(r for r in table.rows if r.variant == "ffn-healed")
-    assert row.heal_time_s == pytest.approx(heal_json["heal_time_s"])
+    assert row.heal_time_s == pytest.approx(heal_json["time_s"])
     report = (tmp_path / "out" / "report.md").read_text()
     assert re.search(r"\| heal s \|", report) and "paid once per trim and healing" in report
     # Resume: nothing to do, nothing healed again; a new heal setting heals again (a new folder).
@@ -135,27 +136,24 @@ def test_without_heal_there_is_no_heal_column(tmp_path, tiny_checkpoint, sst2):
     assert "heal s" not in [column.header for column in shown_columns(table)]
 
 
-def test_heal_fields_without_the_heal_folder_keep_the_folder_only(tmp_path):
-    from trimbert.sweep.healing import heal_fields
+def test_heal_cost_without_the_heal_folder_keeps_the_folder_only(tmp_path):
+    from trimbert.report.records import HealCost, Record
+    from trimbert.sweep.healing import heal_cost
 
-    assert heal_fields(tmp_path / "gone", True) == {"heal_dir": str(tmp_path / "gone"), "heal_reused": True}
+    assert heal_cost(tmp_path / "gone", True) == HealCost(dir=str(tmp_path / "gone"), reused=True)
     (tmp_path / "here").mkdir()
-    (tmp_path / "here" / HEAL_FILE).write_text(json.dumps({"extra": {"heal_time_s": 2.5, "tokens": 7, "loss_before": 1.0, "loss_after": 0.5}}))
-    assert heal_fields(tmp_path / "here", False) == {
-        "heal_dir": str(tmp_path / "here"),
-        "heal_time_s": 2.5,
-        "heal_tokens": 7,
-        "heal_loss_before": 1.0,
-        "heal_loss_after": 0.5,
-        "heal_reused": False,
-    }
+    healed = HealCost(time_s=2.5, tokens=7, loss_before=1.0, loss_after=0.5, teacher="t", corpus="c", settings={"steps": 2})
+    (tmp_path / "here" / HEAL_FILE).write_text(json.dumps(Record(kind="heal", variant="h", model="m", heal=healed).to_dict()))
+    assert heal_cost(tmp_path / "here", False) == HealCost(
+        time_s=2.5, tokens=7, loss_before=1.0, loss_after=0.5, dir=str(tmp_path / "here"), reused=False
+    )
 
 
 def test_heal_records_are_not_rows_beside_evaluated_models():
     from trimbert.report.aggregate import merge_records
-    from trimbert.report.records import Record
+    from trimbert.report.records import HealCost, Record
 
     heal = Record(kind="heal", variant="dd4235b57462c0a6", model="m", train_time_s=389.0)
-    tuned = Record(kind="sweep", variant="healed", model="m", metrics={"accuracy": 0.8}, seed=1, extra={"heal_time_s": 389.0})
+    tuned = Record(kind="sweep", variant="healed", model="m", metrics={"accuracy": 0.8}, seed=1, heal=HealCost(time_s=389.0))
     assert [row.variant for row in merge_records([heal, tuned])] == ["healed"]
     assert [row.variant for row in merge_records([heal])] == ["dd4235b57462c0a6"]

@@ -41,20 +41,20 @@ def test_every_runtime_gets_a_record_with_the_exported_models_accuracy(make_reci
     assert by_name["ffn@ort"]["train_step_ms"] is None and by_name["ffn"]["latency_ms"] is not None
     # ratios against U* (the untrimmed model in its fastest runtime, int8 included), and int8 also
     # against the untrimmed model in the same int8 runtime
-    fastest = by_name["ffn"]["extra"]["paired_baseline"]
+    fastest = by_name["ffn"]["u_star"]
     assert fastest in ("baseline", "baseline@ort", "baseline@ort-int8")
-    assert {by_name[name]["extra"]["paired_baseline"] for name in ("ffn", "ffn@ort", "ffn@ort-int8")} == {fastest}
+    assert {by_name[name]["u_star"] for name in ("ffn", "ffn@ort", "ffn@ort-int8")} == {fastest}
     if fastest != "baseline@ort-int8":
-        assert by_name["ffn@ort-int8"]["extra"]["paired_int8_baseline"] == "baseline@ort-int8"
-        assert by_name["ffn@ort-int8"]["extra"]["paired_int8_speedup"] > 0
+        assert by_name["ffn@ort-int8"]["int8_reference"] == "baseline@ort-int8"
+        assert by_name["ffn@ort-int8"]["paired"]["baseline@ort-int8"]["latency"]["ratio"] > 0
     # the baseline's own runtimes were timed in the baseline unit's own bench run, whose fastest runtime
     # (its reference) may differ from the one of the ffn unit's run: exactly one has no ratio, the
     # others are paired with it
     untrimmed = {"baseline", "baseline@ort", "baseline@ort-int8"}
-    own = [name for name in sorted(untrimmed) if "paired_speedup" not in by_name[name]["extra"]]
+    own = [name for name in sorted(untrimmed) if by_name[name]["u_star"] is None]
     assert len(own) == 1
     for other in untrimmed - set(own):
-        assert by_name[other]["extra"]["paired_baseline"] == own[0]
+        assert by_name[other]["u_star"] == own[0]
     notes = " ".join(result.table.notes)
     assert (
         "speed-ups are against U*, the untrimmed model at its fastest deployment measured (within 0.5 points of "
@@ -65,7 +65,7 @@ def test_every_runtime_gets_a_record_with_the_exported_models_accuracy(make_reci
     for star in stars:  # each reference named with its accuracy
         assert f"{star}, accuracy {by_name[star]['metrics']['accuracy']:.4f}" in notes
     for name in ("ffn", "ffn@ort", "ffn@ort-int8", *untrimmed):  # ratios vs every untrimmed runtime, by report name
-        assert set(by_name[name]["extra"]["paired_vs"]) == untrimmed - {name}
+        assert set(by_name[name]["paired"]) == untrimmed - {name}
     assert {row.variant for row in result.table.rows} == set(by_name)
     assert {item.action for item in plan_sweep(load_recipe(recipe), out)} == {"skip"}  # resumable
 
@@ -112,5 +112,5 @@ def test_only_the_variants_with_an_export_table_run_in_onnx_runtime(make_recipe,
     assert [row["variant"] for row in rows] == ["baseline@ort", "baseline", "ffn", "ffn0@ort", "ffn0"]
     # ffn ran in PyTorch only, but beside the baseline in both fp32 runtimes: its reference is the faster one
     ffn = next(row for row in rows if row["variant"] == "ffn")
-    assert ffn["extra"]["paired_baseline"] in ("baseline", "baseline@ort") and ffn["extra"]["paired_speedup"] > 0
-    assert ffn["extra"]["bench"]["settings"]["runtimes"] == ["pytorch", "onnxruntime"]
+    assert ffn["u_star"] in ("baseline", "baseline@ort") and ffn["paired"][ffn["u_star"]]["latency"]["ratio"] > 0
+    assert ffn["bench"]["settings"]["runtimes"] == ["pytorch", "onnxruntime"]

@@ -63,11 +63,11 @@ def test_a_sweep_searches_once_and_fine_tunes_the_searched_trim(tmp_path, tiny_c
     folder = searches[0]
     best = json.loads((folder / "best.json").read_text())
     records = ok_records(tmp_path / "out")["searched"]
-    assert [r["extra"]["search_reused"] for r in records] == [False, True]
-    assert {r["extra"]["search_dir"] for r in records} == {str(folder)}
+    assert [r["search"]["reused"] for r in records] == [False, True]
+    assert {r["search"]["dir"] for r in records} == {str(folder)}
     assert folder.parent == tmp_path / "out" / SEARCH_DIR and (tmp_path / "out" / SEARCH_DIR / "cache").is_dir()
     summary = TrimSpec.from_dict(best["trim_spec"]).summary()
     assert all(r["trim_summary"] == summary for r in records)
-    assert records[0]["extra"]["search_estimate"] == best["estimate"]
-    assert records[0]["extra"]["search_time_s"] > 0
+    assert records[0]["search"]["estimate"] == best["estimate"]
+    assert records[0]["search"]["time_s"] > 0
     assert run_sweep(path, tmp_path / "out").skipped and len(searches) == 1

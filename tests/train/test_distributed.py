@@ -47,7 +47,7 @@ def test_two_process_finetune_writes_one_run_folder(tiny_checkpoint, tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["SST-2", "run"]  # no staging leftovers
     record = json.loads((out / "metrics.json").read_text())
     assert record["conditions"]["world_size"] == 2
-    assert record["trim"]["drop_ffn"] == [1] and record["extra"]["train_rows"] == 64
+    assert record["trim"]["drop_ffn"] == [1] and record["training"]["train_rows"] == 64
     assert done.stdout.count('"kind": "finetune"') == 1  # only the main process reports
 
 
@@ -66,7 +66,7 @@ def test_two_process_sweep_writes_one_record_per_unit(tiny_checkpoint, tmp_path)
     records = [json.loads(line) for line in lines]
     assert sorted((r["variant"], r["status"]) for r in records) == [("baseline", "ok"), ("ffn", "ok")]
     assert all(r["conditions"].get("world_size") is None for r in records)  # bench conditions: rank 0 only
-    assert all(r["extra"]["finetune_conditions"]["world_size"] == 2 for r in records)
+    assert all(r["sweep"]["finetune_conditions"]["world_size"] == 2 for r in records)
 
 
 def test_two_process_finetune_into_an_existing_folder_is_refused_by_each_process(tiny_checkpoint, tmp_path):

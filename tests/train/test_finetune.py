@@ -32,7 +32,7 @@ def test_finetune_writes_a_reloadable_trimmed_run(tiny_checkpoint, tmp_path):
     assert saved["trim"]["drop_ffn"] == [1] and saved["trim"]["attention"] == "relu"
     assert saved["main_metric"] == "accuracy"
     assert set(saved["metrics"]) == {"accuracy"}
-    assert saved["extra"]["train_rows"] == 64 and saved["extra"]["eval_rows"] == {"validation": 24}
+    assert saved["training"]["train_rows"] == 64 and saved["training"]["eval_rows"] == {"validation": 24}
     for key in (
         "train_time_s",
         "train_samples_per_s",
@@ -75,7 +75,7 @@ def test_same_seed_same_metrics(tiny_checkpoint, tmp_path):
         for i in range(2)
     ]
     assert runs[0].metrics == runs[1].metrics
-    assert runs[0].extra["train_loss"] == runs[1].extra["train_loss"]
+    assert runs[0].training.train_loss == runs[1].training.train_loss
     first = trimbert.load(tmp_path / "run0")
     second = trimbert.load(tmp_path / "run1")
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
@@ -106,7 +106,7 @@ def test_user_csv_with_string_labels(tiny_checkpoint, tmp_path):
     assert set(record.metrics) == {"accuracy", "f1"}
     result = evaluate(
         str(tmp_path / "run"),
-        DataSource(**record.extra["data"]),
+        DataSource(**record.training.data),
         settings=FinetuneSettings(max_length=32),
         progress=False,
     )
@@ -265,15 +265,15 @@ def test_distilled_finetune_records_the_teacher(tiny_checkpoint, teacher_run, tm
         progress=False,
     )
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["extra"]["distill"]["teacher"] == str(teacher)
-    assert saved["extra"]["distill"]["settings"] == {
+    assert saved["training"]["distill"]["teacher"] == str(teacher)
+    assert saved["training"]["distill"]["settings"] == {
         "temperature": 2.0,
         "alpha_ce": 0.5,
         "alpha_kd": 0.5,
         "alpha_hidden": 1.0,
     }
-    assert saved["extra"]["distill"]["teacher_record"]["task"] == "sst2"
-    logged = [entry for entry in saved["extra"]["log_history"] if "loss" in entry]
+    assert saved["training"]["distill"]["teacher_record"]["task"] == "sst2"
+    logged = [entry for entry in saved["training"]["log_history"] if "loss" in entry]
     assert logged and all({"distill_ce", "distill_kd", "distill_hidden"} <= set(entry) for entry in logged)
     assert saved["trim"]["drop_ffn"] == [1]
     assert record.metrics["accuracy"] >= 0.75
@@ -336,7 +336,7 @@ def test_auto_drop_through_finetune_records_the_choice(tiny_checkpoint, tmp_path
         progress=False,
     )
     saved = json.loads((out / "metrics.json").read_text())
-    chosen = saved["extra"]["auto_drop"]["chosen"]
+    chosen = saved["training"]["auto_drop"]["chosen"]
     notes = saved["trim"]["notes"]
     assert notes["drop_ffn_rule"] == "auto:1" and notes["measure"] == "cka"
     importance = {int(block): value for block, value in notes["ffn_importance"].items()}

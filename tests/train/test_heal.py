@@ -1,6 +1,7 @@
 """Healing: the loss, the training, and the healed checkpoint."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -59,7 +60,7 @@ def test_heal_lowers_the_held_out_loss_and_saves_a_checkpoint_that_reloads(tmp_p
     corpus = write_sst2(tmp_path / "SST-2", train_rows=40, dev_rows=8)
     settings = HealSettings(steps=8, batch_size=4, lr=1e-4, held_out=4, max_length=16, warmup_ratio=0.0)
     record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / "healed", settings=settings, progress=False)
-    extra = record.extra
+    extra = dataclasses.asdict(record.heal)
     assert record.kind == "heal" and extra["corpus_texts"] == 8  # the 8 distinct sentences
     assert extra["loss_after"] < extra["loss_before"]
     assert extra["tokens"] > 0 and extra["settings"] == settings.to_dict()
@@ -68,7 +69,7 @@ def test_heal_lowers_the_held_out_loss_and_saves_a_checkpoint_that_reloads(tmp_p
     assert spec.drop_ffn == (1,) and spec.attention == "relu"
     assert spec.notes["heal"]["corpus_fingerprint"] == extra["corpus_fingerprint"]
     assert spec.notes["heal"]["loss_after"] == extra["loss_after"]
-    assert json.loads((tmp_path / "healed" / HEAL_FILE).read_text())["extra"]["loss_before"] == extra["loss_before"]
+    assert json.loads((tmp_path / "healed" / HEAL_FILE).read_text())["heal"]["loss_before"] == extra["loss_before"]
     before = trimbert.load(tmp_path / "trimmed")
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), healed.state_dict().values(), strict=True))
     batch = {"input_ids": torch.randint(0, 30522, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
@@ -130,10 +131,10 @@ def test_progressive_heal_rebuilds_the_trim_from_the_teacher(tmp_path, minilm_di
     corpus.write_text("".join(f"review number {i} says the film was {'good' if i % 2 else 'bad'}\n" for i in range(60)))
     settings = HealSettings(steps=9, batch_size=4, held_out=4, max_length=16, warmup_ratio=0.0, schedule="progressive")
     record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / "healed", settings=settings, progress=False)
-    stages = record.extra["stages"]
+    stages = record.heal.stages
     assert [(stage["stage"], stage["steps"]) for stage in stages] == [("ffn", 3), ("layernorm", 3), ("attention", 3)]
     assert [stage["texts"] for stage in stages] == [12, 12, 12]  # 3 steps × 4 texts each, none re-read
-    assert record.extra["loss_after"] == stages[-1]["loss_after"] < record.extra["loss_before"]
+    assert record.heal.loss_after == stages[-1]["loss_after"] < record.heal.loss_before
     healed = trimbert.load(tmp_path / "healed")
     assert healed.config.spec == trimbert.load(tmp_path / "trimmed").config.spec
     assert healed.config.spec.notes["heal"]["settings"]["schedule"] == "progressive"
@@ -163,7 +164,7 @@ def test_progressive_heal_rebuilds_pruned_heads_from_the_teacher(tmp_path, minil
     corpus.write_text("".join(f"review number {i} says the film was {'good' if i % 2 else 'bad'}\n" for i in range(40)))
     settings = HealSettings(steps=4, batch_size=4, held_out=4, max_length=16, warmup_ratio=0.0, schedule="progressive")
     record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / "healed", settings=settings, progress=False)
-    assert [(stage["stage"], stage["steps"]) for stage in record.extra["stages"]] == [("ffn", 2), ("attention", 2)]
+    assert [(stage["stage"], stage["steps"]) for stage in record.heal.stages] == [("ffn", 2), ("attention", 2)]
     healed = trimbert.load(tmp_path / "healed")
     assert healed.config.spec == trimbert.load(tmp_path / "trimmed").config.spec
     assert healed.config.spec.head_counts == {0: 2, 1: 3}
@@ -212,7 +213,7 @@ def test_heal_with_the_attention_loss_saves_a_model_that_loads_with_its_own_atte
     # 4 steps on a random tiny model: the lr this test was written with (5e-4 overshoots here)
     settings = HealSettings(steps=4, batch_size=4, lr=1e-4, held_out=4, max_length=16, alpha_attention=1.0)
     record = heal(str(tmp_path / "trimmed"), str(tmp_path / "teacher"), str(corpus), tmp_path / "healed", settings=settings, progress=False)
-    assert record.extra["loss_after"] < record.extra["loss_before"]
+    assert record.heal.loss_after < record.heal.loss_before
     saved = json.loads((tmp_path / "healed" / "config.json").read_text())
     assert "eager" not in json.dumps(saved)  # the eager attention used for the loss is not saved
     assert trimbert.load(tmp_path / "healed").config._attn_implementation == "sdpa"

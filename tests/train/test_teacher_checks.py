@@ -55,7 +55,7 @@ def test_heal_accepts_a_teacher_trimmed_less(tmp_path, tiny_checkpoint, corpus):
     student = trimbert.save(trimbert.trim(base, drop_ffn="1", attention="relu"), tmp_path / "student", tokenizer=tokenizer)
     teacher = trimbert.save(trimbert.trim(trimbert.load(tiny_checkpoint), drop_ffn="1"), tmp_path / "teacher")
     record = heal(str(student), str(teacher), str(corpus), tmp_path / "out", settings=FAST, progress=False)
-    assert record.extra["loss_before"] > 0 and (tmp_path / "out" / "heal.json").is_file()
+    assert record.heal.loss_before > 0 and (tmp_path / "out" / "heal.json").is_file()
 
 
 def test_heal_refuses_a_teacher_of_another_vocabulary_or_tokenizer(tmp_path, trimmed, corpus, minilm_dir):

@@ -137,7 +137,8 @@ def report(
 ) -> None:
     """Accuracy vs size, FLOPs, latency and fine-tune time for every record found under PATHs."""
     from trimbert.core.outputs import output_error, write_marker
-    from trimbert.report.aggregate import build_rows, collect_records
+    from trimbert.report.aggregate import build_rows
+    from trimbert.report.collect import collect_records
     from trimbert.report.render import render_table, write_report
 
     destination, new = _report_folder(paths, out)

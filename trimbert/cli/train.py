@@ -206,17 +206,17 @@ def heal(
     if as_json:
         print_json(record.to_dict())
         return
-    extra = record.extra
+    healed = record.heal
     print_metrics(
         f"healed {model} ({record.trim_summary}) from {teacher}",
-        {"held-out loss before": extra["loss_before"], "held-out loss after": extra["loss_after"]},
+        {"held-out loss before": healed.loss_before, "held-out loss after": healed.loss_after},
         [
-            ("corpus", f"{extra['corpus']} ({extra['corpus_texts']:,} texts, {extra['corpus_fingerprint']})"),
-            ("tokens trained on", f"{extra['tokens']:,}"),
-            ("heal time", f"{extra['heal_time_s']:.1f} s ({extra['tokens_per_s']:,.0f} tokens/s)"),
+            ("corpus", f"{healed.corpus} ({healed.corpus_texts:,} texts, {healed.corpus_fingerprint})"),
+            ("tokens trained on", f"{healed.tokens:,}"),
+            ("heal time", f"{healed.time_s:.1f} s ({healed.tokens_per_s:,.0f} tokens/s)"),
             *[
                 (f"stage {stage['stage']}", f"{stage['steps']} steps, held-out loss {stage['loss_after']:.4f}")
-                for stage in extra.get("stages", [])
+                for stage in healed.stages or []
             ],
         ],
     )

@@ -9,27 +9,32 @@ never measured against a handicapped baseline. Each ratio is shown beside the FL
 
 from __future__ import annotations
 
-import re
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
-import torch
-from pydantic import Field, field_validator
 from torch import nn
 
 from trimbert.core.io import conditions
 from trimbert.deploy.export import export_onnx
-from trimbert.deploy.openvino import OV_FP32_FILE, OV_INT8_FILE
 from trimbert.deploy.runners import export_needs, load_exported, require_runtimes
-from trimbert.deploy.runtime import FP32_FILE, INT8_FILE, RUNTIMES
+from trimbert.deploy.runtime import RUNTIMES
 from trimbert.errors import TrimbertError
-from trimbert.measure.benchmark import BenchResult, benchmark, fastest_attention, summarize
+from trimbert.measure import pairing
+from trimbert.measure.bench_settings import (  # noqa: F401  (BenchSettings and the runtimes: imported from here too)
+    INT8,
+    OPENVINO,
+    OPENVINO_INT8,
+    ORT,
+    PYTORCH,
+    RUNTIME_FILE,
+    RUNTIME_SUFFIX,
+    BenchSettings,
+)
+from trimbert.measure.benchmark import fastest_attention
 from trimbert.measure.load import CpuWatch
+from trimbert.measure.pairing import ProgressCallback, u_star  # noqa: F401
 from trimbert.measure.size import (
     check_seq_len,
     count_parameters,
@@ -38,83 +43,11 @@ from trimbert.measure.size import (
     flops_per_sequence,
     weights_bytes,
 )
-from trimbert.measure.stats import PairedRatio, paired_ratio
+from trimbert.measure.stats import PairedRatio as Measured
 from trimbert.model import checkpoint
 from trimbert.model.structure import applied_spec
-from trimbert.report.records import Record
-from trimbert.settings import Settings, check_threads
+from trimbert.report.records import LATENCY, PairedRatio, PairedRatios, Record, Timing
 from trimbert.spec.trimspec import SOFTMAX
-
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
-ProgressCallback = Callable[[str, int, int], None]
-PYTORCH, ORT, INT8, OPENVINO, OPENVINO_INT8 = RUNTIMES
-# variant name suffix of each runtime
-RUNTIME_SUFFIX = {PYTORCH: "", ORT: "@ort", INT8: "@ort-int8", OPENVINO: "@ov", OPENVINO_INT8: "@ov-int8"}
-_RUNTIME_FILE = {ORT: FP32_FILE, INT8: INT8_FILE, OPENVINO: OV_FP32_FILE, OPENVINO_INT8: OV_INT8_FILE}
-_clock = time.monotonic  # what max_seconds is held to (seconds); tests replace it, and benchmark, with fakes
-
-
-class BenchSettings(Settings):
-    """How ``bench`` measures (the CLI options of ``bench``, the ``[bench]`` table of a recipe)."""
-
-    flags: ClassVar[dict[str, str]] = {"runtimes": "--runtime"}  # repeated: --runtime a --runtime b
-
-    batch_size: int = Field(8, ge=1, description="Sequences per batch.")
-    seq_len: int = Field(128, ge=1, description="Tokens per sequence.")
-    mode: Literal["infer", "train"] = Field(
-        "infer", description="infer (forward) or train (forward+backward+optimizer step)."
-    )
-    repeats: int = Field(20, ge=1, description="Timed repeats per model (medians are reported).")
-    warmup: int = Field(3, ge=0, description="Untimed warm-up steps per model.")
-    device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, mps, ...")
-    threads: int | None = Field(None, ge=1, description="torch threads for the run (default: torch's).")
-    runtimes: list[Literal["pytorch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8"]] = Field(
-        ["pytorch"],
-        min_length=1,
-        description="Runtimes to time every model in: pytorch, onnxruntime (fp32), onnxruntime-int8, "
-        "openvino (fp32), openvino-int8 (the exported ones on the CPU).",
-    )
-    also_train: bool = Field(
-        False, description="In infer mode, also time training steps side by side (a second alternating run)."
-    )
-    tolerance: float = Field(
-        0.05, gt=0, lt=1, description="Re-measure while a paired speed-up's 95% interval is wider than ± this share."
-    )
-    max_seconds: float = Field(
-        120.0, gt=0, description="Time limit for re-measuring; an interval still wide then is marked unstable."
-    )
-    max_other_cpu: float = Field(
-        0.10,
-        ge=0,
-        le=1,
-        description="Mark ratios unstable when other processes used more than this share of the CPUs meanwhile.",
-    )
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, device: str) -> str:
-        if not _DEVICE.match(device):
-            raise ValueError("expected auto, cpu, cuda, cuda:N, xpu, xpu:N or mps")
-        return device
-
-    @field_validator("threads")
-    @classmethod
-    def _threads_here(cls, threads: int | None) -> int | None:
-        return check_threads(threads)
-
-    @field_validator("runtimes")
-    @classmethod
-    def _runtimes_once(cls, runtimes: list[str]) -> list[str]:
-        twice = [name for index, name in enumerate(runtimes) if name in runtimes[:index]]
-        if twice:
-            raise ValueError(f"{twice[0]} given more than once")
-        return runtimes
-
-    def resolved(self) -> BenchSettings:
-        """These settings with ``device="auto"`` made concrete (cuda if available, else cpu)."""
-        if self.device != "auto":
-            return self
-        return self.updated(device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass
@@ -200,10 +133,11 @@ def bench_models(
     models are not for saving afterwards).
 
     The reference of every speed-up is U* (the untrimmed model at its fastest): the baseline in the runtime that measured fastest in
-    this run, int8 included (:func:`u_star`); int8 models are also compared with the baseline in their
-    own int8 runtime. Every unit's ratio against every runtime of the baseline is recorded too
-    (``extra["paired_vs"]``: baseline unit -> quantity -> ratio), so that a report knowing accuracies
-    can re-base on the fastest deployment that is accurate enough.
+    this run, int8 included (:func:`~trimbert.measure.pairing.u_star`; the record's ``u_star``); int8
+    models are also compared with the baseline in their own int8 runtime (``int8_reference``). Every
+    unit's ratio against every runtime of the baseline is recorded in ``Record.paired`` (baseline unit
+    -> quantity -> ratio), so that a report knowing accuracies can re-base on the fastest deployment
+    that is accurate enough; the per-round times are in ``Record.timing``.
     """
     settings = settings.resolved()
     _check_runtimes(settings)
@@ -265,7 +199,7 @@ def _units(
         runtimes = [runtime for runtime in settings.runtimes if runtime in runtimes_of.get(variant, RUNTIMES)]
         folder = exports.get(variant)
         exported = [runtime for runtime in runtimes if runtime != PYTORCH]
-        if folder is not None and not all((Path(folder) / _RUNTIME_FILE[runtime]).is_file() for runtime in exported):
+        if folder is not None and not all((Path(folder) / RUNTIME_FILE[runtime]).is_file() for runtime in exported):
             folder = None  # an export made for other runtimes: export again
         if folder is None and exported:
             folder = work_dir / f"export-{len(units)}"
@@ -273,7 +207,6 @@ def _units(
         for runtime in runtimes:
             name = variant + RUNTIME_SUFFIX[runtime]
             record = _describe(model, source, name, settings)
-            record.extra = {}
             if runtime == PYTORCH:
                 units[name] = _Unit(variant, runtime, model, record)
                 continue
@@ -301,9 +234,8 @@ def _run_mode(
     env = conditions(
         device=settings.device, threads=settings.threads, mode=settings.mode, repeats=settings.repeats, warmup=settings.warmup
     )
-    suffix = "" if mode == settings.mode else "_train"
     watch = CpuWatch().start()
-    results, pairs, star, principal = _measure(units, settings, mode, baseline, on_step)
+    results, pairs, star, principal = pairing.measure_paired(units, settings, mode, baseline, on_step)
     busy = watch.stop()
     for name, unit in units.items():
         record = unit.record
@@ -315,57 +247,28 @@ def _run_mode(
             record.train_step_ms = fields["train_step_ms"]
         chosen = attention_choice[name]["chosen"] if name in attention_choice else unit.runtime
         record.conditions = {**env, "runtime": unit.runtime, "attention_implementation": chosen}
-        record.extra.update(
-            {
-                f"times_ms{suffix}": results[name].times_ms,
-                f"p10_ms{suffix}": results[name].p10_ms,
-                f"p90_ms{suffix}": results[name].p90_ms,
-                f"other_cpu{suffix}": busy,
-            }
-        )
+        timing = record.timing = record.timing or Timing()
+        result = results[name]
+        if mode == settings.mode:
+            timing.times_ms, timing.p10_ms, timing.p90_ms, timing.other_cpu = result.times_ms, result.p10_ms, result.p90_ms, busy
+        else:
+            timing.train_times_ms, timing.train_p10_ms, timing.train_p90_ms = result.times_ms, result.p10_ms, result.p90_ms
+            timing.train_other_cpu = busy
     quantity = "latency" if mode == "infer" else "train step"
     comparisons = []
     for (name, reference), ratio in pairs.items():
         stable = ratio.stable(settings.tolerance) and busy <= settings.max_other_cpu
-        figures = {**ratio.to_dict(settings.tolerance), "stable": stable, "other_cpu": busy}
-        units[name].record.extra.setdefault("paired_vs", {}).setdefault(reference, {})[quantity] = figures
+        record = units[name].record
+        ratios = record.paired.setdefault(reference, PairedRatios())
+        figures = PairedRatio(**{**ratio.to_dict(settings.tolerance), "stable": stable, "other_cpu": busy})
+        setattr(ratios, "latency" if quantity == LATENCY else "train_step", figures)
         if (name, reference) in principal:
-            key = "paired" if reference == star else "paired_int8"  # U*, or the baseline in the same int8 runtime
-            units[name].record.extra.setdefault(key, {"baseline": reference})[quantity] = figures
-            comparisons += _compare(units[reference].record, units[name].record, quantity, ratio, stable, busy)
+            if reference != star:  # the baseline in the same int8 runtime
+                record.int8_reference = reference
+            elif record.u_star is None:  # U* (of the first mode: a training step's is the baseline in PyTorch)
+                record.u_star = reference
+            comparisons += _compare(units[reference].record, record, quantity, ratio, stable, busy)
     return comparisons, star
-
-
-def u_star(units: dict[str, _Unit], times: dict[str, list[float]], baseline: str | None) -> str | None:
-    """U*: the baseline's unit (runtime) with the lowest median time in this run, any precision."""
-    candidates = [name for name, unit in units.items() if unit.variant == baseline]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda name: statistics.median(times[name]))
-
-
-def _references(units: dict[str, _Unit], times: dict[str, list[float]], baseline: str | None) -> list[tuple[str, str]]:
-    """(unit, the unit it is compared with): every unit with U* (:func:`u_star`), and int8 units also
-    with the baseline in their own int8 runtime. These are the ratios the bench re-measures until
-    they are narrow."""
-    reference = u_star(units, times, baseline)
-    if reference is None:
-        return []
-    pairs = [(name, reference) for name in units if name != reference]
-    for runtime in (INT8, OPENVINO_INT8):
-        same = baseline + RUNTIME_SUFFIX[runtime]
-        if same in units and same != reference:
-            pairs += [(name, same) for name, unit in units.items() if unit.runtime == runtime and name != same]
-    return pairs
-
-
-def _every_baseline_unit(units: dict[str, _Unit], baseline: str | None) -> list[tuple[str, str]]:
-    """(unit, baseline unit) for every unit and every runtime of the baseline: recorded too, so that a
-    report that knows accuracies can take as U* the fastest deployment accurate enough
-    (:mod:`trimbert.report.aggregate`), not only the fastest one."""
-    references = [name for name, unit in units.items() if unit.variant == baseline]
-    return [(name, reference) for reference in references for name in units if name != reference]
-
 
 
 def _choose_attention(model: nn.Module, settings: BenchSettings) -> dict[str, Any]:
@@ -382,60 +285,8 @@ def _choose_attention(model: nn.Module, settings: BenchSettings) -> dict[str, An
     return {"chosen": chosen, "median_ms": timings}
 
 
-def _measure(
-    units: dict[str, _Unit],
-    settings: BenchSettings,
-    mode: str,
-    baseline: str | None,
-    on_step: ProgressCallback | None,
-) -> tuple[dict[str, BenchResult], dict[tuple[str, str], PairedRatio], str | None, set[tuple[str, str]]]:
-    """Time ``units`` alternately in ``mode``; with a baseline, add rounds while a ratio is wide.
-    Returns the results, the paired ratios (every unit vs every baseline unit), U* and the principal
-    pairs (:func:`_references`, the ones re-measured until narrow)."""
-    modules = {name: unit.timed for name, unit in units.items()}
-    start = _clock()
-    times: dict[str, list[float]] = {name: [] for name in modules}
-    peaks: dict[str, int | None] = dict.fromkeys(modules)
-    warmup = settings.warmup
-    while True:
-        run = benchmark(
-            modules,
-            batch_size=settings.batch_size,
-            seq_len=settings.seq_len,
-            mode=mode,
-            repeats=settings.repeats,
-            warmup=warmup,
-            device=settings.device,
-            threads=settings.threads,
-            on_step=on_step,
-        )
-        for name, result in run.items():
-            times[name].extend(result.times_ms)
-            if result.peak_memory_bytes is not None:
-                peaks[name] = max(peaks[name] or 0, result.peak_memory_bytes)
-        ratios = {
-            (name, reference): paired_ratio(times[reference], times[name])
-            for name, reference in _references(units, times, baseline)
-        }
-        wide = [ratio for ratio in ratios.values() if not ratio.stable(settings.tolerance)]
-        if not wide or _clock() - start >= settings.max_seconds:
-            break
-        warmup = 1  # the models are warm: one untimed round to settle after the pause
-    principal = set(ratios)
-    for pair in _every_baseline_unit(units, baseline):
-        if pair not in ratios:
-            ratios[pair] = paired_ratio(times[pair[1]], times[pair[0]])
-    results = {
-        name: summarize(
-            times[name], mode=mode, batch_size=settings.batch_size, seq_len=settings.seq_len, peak_memory_bytes=peaks[name]
-        )
-        for name in modules
-    }
-    return results, ratios, u_star(units, times, baseline), principal
-
-
 def _compare(
-    base: Record, record: Record, quantity: str, ratio: PairedRatio, stable: bool, other_cpu: float
+    base: Record, record: Record, quantity: str, ratio: Measured, stable: bool, other_cpu: float
 ) -> list[Comparison]:
     ideal = base.flops_per_seq / record.flops_per_seq  # the same in every runtime
     field_name = "latency_ms" if quantity == "latency" else "train_step_ms"

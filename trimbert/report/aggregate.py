@@ -1,140 +1,25 @@
 """Aggregate records into a report table: one row per variant, compared with the baseline.
 
-:func:`collect_records` walks folders for fine-tune ``metrics.json`` files, bench ``*.json`` outputs
-and sweep ``results.jsonl`` files and returns the :class:`~trimbert.report.records.Record` s;
-:func:`build_rows` picks one task, merges the records of each variant (mean ± std over seeds,
+Given the :class:`~trimbert.report.records.Record` s (:func:`trimbert.report.collect.collect_records`
+finds them), :func:`build_rows` picks one task, merges the records of each variant (mean ± std over seeds,
 :func:`merge_records`), compares every variant with the baseline (ratios of size, FLOPs, latency and
-training time; metric change in points) and marks the Pareto-optimal ones (:func:`pareto_front`),
+training time; metric change in points) and marks the Pareto-optimal ones (:mod:`trimbert.report.pareto`),
 giving a :class:`ReportTable`. Rendering is :mod:`trimbert.report.render`'s job.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from trimbert.core.io import read_jsonl
 from trimbert.errors import TrimbertError
-from trimbert.report.records import Record
+from trimbert.report.notes import notes
+from trimbert.report.pareto import mark_pareto
+from trimbert.report.records import LATENCY, TRAIN_STEP, PairedRatio, Record
 from trimbert.report.ustar import Ratio, merge_ratios, rebase, record_ratios
-
-# Files that are never records: Hugging Face model/tokenizer/trainer files, and the report's own output.
-_NOT_RECORD_FILES = frozenset(
-    {
-        "config.json",
-        "generation_config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-        "vocab.json",
-        "trainer_state.json",
-        "results.json",
-    }
-)
-# A ``*.json`` met while walking that is bigger than this is data, not a record file.
-_MAX_WALKED_JSON_BYTES = 32 << 20
-# What the Pareto front and the plots weigh the main metric against: ReportRow field -> words.
-# "relative_latency" (1 / speedup) comes first: it is the latency ratio to the baseline, paired (measured
-# side by side) where the records have that, so variants timed at different moments still compare.
-COSTS = {"relative_latency": "latency", "latency_ms": "latency", "params": "parameters"}
-PARETO_MARK = "★"
-MISSING = "–"
-
-
-# --------------------------------------------------------------------------------------------------
-# Collecting records
-
-
-def collect_records(paths: Iterable[str | Path]) -> list[Record]:
-    """Find the trimbert records under ``paths`` (files or folders, walked recursively).
-
-    Folders are searched for fine-tune ``metrics.json`` files, sweep ``results.jsonl`` files and
-    bench ``*.json`` outputs (one record or a list of records); JSON that is not a record (model
-    configs, tokenizers, trainer state, the report's own ``results.json``) is ignored. Entries with
-    the same kind, variant, task and seed (a sweep shard run twice, a baseline benched twice) are
-    deduplicated, keeping the latest by ``conditions["date"]``, then by reading order.
-
-    Raises :class:`TrimbertError` for a path that does not exist or holds no records, and for a
-    records file that is not valid JSON.
-    """
-    records: list[Record] = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise TrimbertError(f"{path} does not exist")
-        found = _records_in_file(path, explicit=True) if path.is_file() else _records_in_folder(path)
-        if not found:
-            raise TrimbertError(
-                f"no trimbert records found under {path} "
-                "(looked for fine-tune metrics.json, bench *.json and sweep results.jsonl files)"
-            )
-        records.extend(found)
-    return _deduplicate(records)
-
-
-def _records_in_folder(folder: Path) -> list[Record]:
-    records: list[Record] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root, name)
-            if name.startswith(".") or name in _NOT_RECORD_FILES:
-                continue
-            if name == "results.jsonl" or (
-                name.endswith(".json") and path.is_file() and path.stat().st_size <= _MAX_WALKED_JSON_BYTES
-            ):
-                records.extend(_records_in_file(path, explicit=False))
-    return records
-
-
-def _records_in_file(path: Path, *, explicit: bool) -> list[Record]:
-    """The records of one file. A corrupt file is an error when it is known to hold records:
-    given explicitly, named metrics.json / results.jsonl, or mentioning "kind" and "variant"."""
-    try:
-        if path.suffix == ".jsonl":
-            items: list[Any] = read_jsonl(path)
-        else:
-            raw = path.read_bytes()
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                if explicit or path.name == "metrics.json" or (b'"kind"' in raw and b'"variant"' in raw):
-                    raise
-                return []
-            items = data if isinstance(data, list) else [data]
-    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError
-        raise TrimbertError(f"corrupt JSON in records file {path}: {exc}") from None
-    except OSError as exc:
-        raise TrimbertError(f"cannot read {path}: {exc.strerror or exc}") from None
-    records = []
-    for item in items:
-        if isinstance(item, dict) and "kind" in item and "variant" in item:
-            try:
-                records.append(Record.from_dict(item))
-            except TypeError as exc:
-                raise TrimbertError(f"invalid trimbert record in {path}: {exc}") from None
-    return records
-
-
-def _deduplicate(records: list[Record]) -> list[Record]:
-    """Keep one record per (kind, variant, task, seed): the latest, at the first one's position."""
-    kept: dict[tuple[Any, ...], Record] = {}
-    for record in records:
-        key = (record.kind, record.variant, record.task, record.seed)
-        if key not in kept or _date(record) >= _date(kept[key]):
-            kept[key] = record
-    return list(kept.values())
-
-
-def _date(record: Record) -> str:
-    return str((record.conditions or {}).get("date") or "")
-
 
 # --------------------------------------------------------------------------------------------------
 # Rows
@@ -291,8 +176,9 @@ def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
         if std is not None:
             metrics_std[name] = std
     latency_ms, latency_std = _mean_std([r.latency_ms for r in timed])
-    latency_pairs = _paired_over_seeds([_paired(r, "latency") for r in timed])
-    train_pairs = _paired_over_seeds([_paired(r, "train step") for r in timed])
+    latency_pairs = _paired_over_seeds([r.speedup(LATENCY) for r in timed])
+    train_pairs = _paired_over_seeds([r.speedup(TRAIN_STEP) for r in timed])
+    int8 = [r for r in timed if r.int8_speedup() is not None]
     train_time_s, train_time_std = _mean_std([r.train_time_s for r in ok if r.train_time_s is not None])
 
     def first(attribute: str) -> Any:
@@ -314,62 +200,32 @@ def _merge_variant(variant: str, records: list[Record]) -> ReportRow:
         latency_ms=latency_ms,
         latency_std=latency_std,
         **latency_pairs,
-        paired_baseline=next((name for r in timed if (name := _paired_baseline(r))), None),
-        int8_speedup=_mean_std([pair[0] for r in timed if (pair := _paired_int8(r))])[0],
-        int8_baseline=next((pair[1] for r in timed if (pair := _paired_int8(r))), None),
-        paired_vs=merge_ratios([record_ratios(r.extra) for r in timed]),
+        paired_baseline=next((r.u_star for r in timed if r.u_star), None),
+        int8_speedup=_mean_std([r.int8_speedup().ratio for r in int8])[0],
+        int8_baseline=int8[0].int8_reference if int8 else None,
+        paired_vs=merge_ratios([record_ratios(r) for r in timed]),
         **{key.replace("speedup", "train_speedup", 1): value for key, value in train_pairs.items()},
         device=_device(timed[0]) if timed else None,
         batch_size=timed[0].batch_size if timed else None,
         seq_len=timed[0].seq_len if timed else None,
         train_time_s=train_time_s,
         train_time_std=train_time_std,
-        heal_time_s=_mean_std([r.extra["heal_time_s"] for r in ok if r.extra.get("heal_time_s") is not None])[0],
+        heal_time_s=_mean_std([r.heal.time_s for r in ok if r.heal and r.heal.time_s is not None])[0],
         status="ok" if ok else "failed",
         failed=len(failed),
         error=next((r.error or "failed" for r in reversed(failed)), None),
     )
 
 
-_PAIRED_KEYS = {"latency": "paired_speedup", "train step": "paired_train_step_speedup"}
-
-
-def _paired(record: Record, quantity: str) -> tuple[float, float | None, float | None, bool | None] | None:
-    """(ratio, low, high, stable) of a record's side-by-side ratio for ``quantity``, if it has one:
-    from a sweep record's flat keys, or from a bench record's ``extra["paired"]``."""
-    key = _PAIRED_KEYS[quantity]
-    if record.extra.get(key) is not None:
-        low, high = record.extra.get(f"{key}_interval") or (None, None)
-        return record.extra[key], low, high, record.extra.get(f"{key}_stable")
-    measured = (record.extra.get("paired") or {}).get(quantity)
-    if measured is not None:
-        return measured["ratio"], measured["low"], measured["high"], measured["stable"]
-    return None
-
-
-def _paired_int8(record: Record) -> tuple[float, str] | None:
-    """(speed-up, reference) of an int8 record over the untrimmed int8 model, if measured."""
-    if record.extra.get("paired_int8_speedup") is not None:
-        return record.extra["paired_int8_speedup"], record.extra.get("paired_int8_baseline")
-    nested = record.extra.get("paired_int8") or {}
-    if "latency" in nested:
-        return nested["latency"]["ratio"], nested.get("baseline")
-    return None
-
-
-def _paired_baseline(record: Record) -> str | None:
-    return record.extra.get("paired_baseline") or (record.extra.get("paired") or {}).get("baseline")
-
-
-def _paired_over_seeds(pairs: list[tuple | None]) -> dict[str, Any]:
+def _paired_over_seeds(pairs: list[PairedRatio | None]) -> dict[str, Any]:
     """Mean ratio over seeds, the widest interval, stable only if every seed's was."""
     if not pairs or None in pairs:
         return {}
-    lows = [pair[1] for pair in pairs]
-    highs = [pair[2] for pair in pairs]
-    stables = [pair[3] for pair in pairs]
+    lows = [pair.low for pair in pairs]
+    highs = [pair.high for pair in pairs]
+    stables = [pair.stable for pair in pairs]
     return {
-        "paired_speedup": statistics.mean(pair[0] for pair in pairs),
+        "paired_speedup": statistics.mean(pair.ratio for pair in pairs),
         "speedup_low": None if None in lows else min(lows),
         "speedup_high": None if None in highs else max(highs),
         "speedup_stable": None if None in stables else all(stables),
@@ -429,7 +285,7 @@ def build_rows(
             _compare(row, base)
     if base is not None and not any(row.paired_train_speedup for row in rows):
         base.train_speedup = base.train_speedup_low = base.train_speedup_high = None
-    pareto_cost = _mark_pareto(rows)
+    pareto_cost = mark_pareto(rows)
     return ReportTable(
         rows=rows,
         baseline=base.variant if base else None,
@@ -437,7 +293,7 @@ def build_rows(
         main_metric=main_metric,
         metric_names=metric_names,
         pareto_cost=pareto_cost,
-        notes=_notes(rows, base) + ([u_star_note] if u_star_note else []),
+        notes=notes(rows, base) + ([u_star_note] if u_star_note else []),
     )
 
 
@@ -498,87 +354,3 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices, ascending, of the Pareto-optimal points (maximize the first value, minimize the second).
-
-    A point is dominated when another is at least as good on both values and strictly better on
-    one; equal points do not dominate each other, so all of them stay on the front.
-    """
-    return [
-        i
-        for i, (metric, cost) in enumerate(points)
-        if not any(
-            m >= metric and c <= cost and (m > metric or c < cost)
-            for j, (m, c) in enumerate(points)
-            if j != i
-        )
-    ]
-
-
-def frontier_candidates(rows: Sequence[ReportRow], cost_field: str) -> list[ReportRow]:
-    """The ok rows with a finite main metric and a finite ``cost_field``."""
-    return [
-        row
-        for row in rows
-        if row.ok
-        and row.main_value is not None
-        and math.isfinite(row.main_value)
-        and (cost := getattr(row, cost_field)) is not None
-        and math.isfinite(cost)
-    ]
-
-
-def _mark_pareto(rows: list[ReportRow]) -> str | None:
-    timed = len(frontier_candidates(rows, "latency_ms"))
-    for cost_field in COSTS:
-        candidates = frontier_candidates(rows, cost_field)
-        if cost_field == "relative_latency" and len(candidates) < timed:
-            continue  # not every timed row was measured side by side with the baseline
-        if candidates:
-            points = [(row.main_value, getattr(row, cost_field)) for row in candidates]
-            for index in pareto_front(points):
-                candidates[index].pareto = True
-            return cost_field
-    return None
-
-
-def _notes(rows: list[ReportRow], base: ReportRow | None) -> list[str]:
-    notes = []
-    if base is None:
-        notes.append("no untrimmed variant found: pass --baseline NAME to compare against one")
-    elif not base.ok:
-        notes.append(f"the baseline {base.variant} failed: {base.error}")
-    setups = {(row.device, row.batch_size, row.seq_len) for row in rows if row.latency_ms is not None}
-    if len(setups) > 1:
-        described = "; ".join(
-            f"{device or '?'}, batch {batch or '?'}, seq {seq or '?'}"
-            for device, batch, seq in sorted(setups, key=str)
-        )
-        notes.append(f"latencies were measured under different conditions ({described}): speedups mix them")
-    references = sorted({row.paired_baseline for row in rows if row.speedup is not None and row.paired_baseline})
-    if any("@" in row.variant for row in rows) or any("@" in reference for reference in references):
-        by_name = {row.variant: row for row in rows}
-        described = []
-        for reference in references:
-            star = by_name.get(reference)
-            value = star.main_value if star is not None else None
-            described.append(reference + (f", {star.main_metric} {value:.4f}" if value is not None else ""))
-        notes.append(
-            f"speed-ups are against U*, the untrimmed model at its fastest deployment measured (within 0.5 points of "
-            f"its fp32 metric where the runtimes' accuracies are known: {'; '.join(described)}); "
-            "NAME@ort rows ran in ONNX Runtime fp32, NAME@ort-int8 in ONNX Runtime int8, NAME@ov in OpenVINO fp32, "
-            "NAME@ov-int8 in OpenVINO int8 (NNCF), with the accuracy of the exported model"
-        )
-        if base is not None and base.main_value is not None:
-            for reference in references:
-                star = by_name.get(reference)
-                if star is not None and star.main_value is not None and base.main_value - star.main_value > 0.005:
-                    loss = 100 * (base.main_value - star.main_value)
-                    notes.append(
-                        f"U* ({reference}) is {loss:.2f} points below the untrimmed fp32 model: a deployment "
-                        "within 0.5 points would be slower, so these speed-ups understate the gain over it"
-                    )
-    for row in rows:
-        if row.int8_speedup is not None:
-            notes.append(f"{row.variant}: {row.int8_speedup:.2f}× the speed of {row.int8_baseline}")
-    return notes

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from trimbert.report.aggregate import COSTS, MISSING, PARETO_MARK, ReportRow, ReportTable
+from trimbert.report.aggregate import ReportRow, ReportTable
+from trimbert.report.pareto import COSTS, PARETO_MARK
+
+MISSING = "–"  # a cell without a value
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import io
 
-from trimbert.report.aggregate import COSTS, ReportTable, frontier_candidates, pareto_front
+from trimbert.report.aggregate import ReportTable
+from trimbert.report.pareto import COSTS, frontier_candidates, pareto_front
 
 
 def latency_label(table: ReportTable) -> str:

@@ -62,7 +62,8 @@ def _row_from_csv(cells: dict[str, str]) -> ReportRow:
 
 
 def load_results_csv(path: str | Path) -> list[ReportRow]:
-    """Read the rows of a report's ``results.csv`` back."""
+    """Read the rows of a report's ``results.csv`` back (without ``paired_vs``, the ratios against every
+    runtime of the untrimmed model: those are in ``results.json`` only)."""
     try:
         with open(path, newline="") as handle:
             return [_row_from_csv(cells) for cells in csv.DictReader(handle)]
@@ -75,7 +76,10 @@ def load_results_csv(path: str | Path) -> list[ReportRow]:
 def load_results_json(path: str | Path) -> list[ReportRow]:
     """Read the rows of a report's ``results.json`` back."""
     try:
-        return [ReportRow(**item) for item in json.loads(Path(path).read_text())]
+        rows = [ReportRow(**item) for item in json.loads(Path(path).read_text())]
+        for row in rows:
+            row.paired_vs = {reference: tuple(ratio) for reference, ratio in row.paired_vs.items()}
+        return rows
     except OSError as exc:
         raise TrimbertError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (ValueError, TypeError) as exc:

@@ -6,14 +6,14 @@ accuracy). When the report knows the accuracy of every runtime of the untrimmed 
 evaluates each export), a runtime that is fast because it loses accuracy (static int8 can) is not a
 deployment a user would choose, and speed-ups against it flatter nothing but understate nothing honest
 either. The bench records every unit's paired ratio against every runtime of the untrimmed model
-(``paired_vs``); :func:`rebase` picks the fastest runtime within :data:`WITHIN_POINTS` and swaps each
+(:attr:`Record.paired <trimbert.report.records.Record.paired>`); :func:`rebase` picks the fastest runtime within :data:`WITHIN_POINTS` and swaps each
 row's paired speed-up for its ratio against that one. A row with no ratio against it loses its
 speed-up (never a ratio of separately measured times).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 WITHIN_POINTS = 0.5  # U* may be at most this many points below the untrimmed fp32 metric
@@ -21,15 +21,10 @@ WITHIN_POINTS = 0.5  # U* may be at most this many points below the untrimmed fp
 Ratio = tuple[float, float | None, float | None, bool | None]  # ratio, low, high, stable
 
 
-def record_ratios(extra: Mapping[str, Any]) -> dict[str, Ratio]:
-    """A record's latency ratios against every runtime of the untrimmed model: a bench record's nested
-    ``paired_vs`` (reference -> quantity -> ratio) or a sweep record's flat one (reference -> ratio)."""
-    ratios: dict[str, Ratio] = {}
-    for reference, value in (extra.get("paired_vs") or {}).items():
-        figures = value.get("latency", value) if isinstance(value, Mapping) else None
-        if isinstance(figures, Mapping) and figures.get("ratio") is not None:
-            ratios[reference] = (figures["ratio"], figures.get("low"), figures.get("high"), figures.get("stable"))
-    return ratios
+def record_ratios(record: Any) -> dict[str, Ratio]:
+    """A record's (:class:`~trimbert.report.records.Record`) latency ratios against every runtime of
+    the untrimmed model it was timed beside: reference -> (ratio, low, high, stable)."""
+    return {reference: ratio.figures() for reference, ratio in record.latency_ratios().items()}
 
 
 def merge_ratios(per_record: Sequence[dict[str, Ratio]]) -> dict[str, Ratio]:

@@ -103,8 +103,7 @@ def finetune_best(
     ).resolved()
     report = bench([str(searched_run)], bench_settings, vs=str(runs / "baseline"), names=["searched"])
     measured = next(r for r in report.records if r.variant == "searched" + RUNTIME_VARIANT[settings.runtime])
-    pairing = measured.extra.get("paired", {})
-    paired = pairing.get("latency", {})
+    paired = measured.speedup()
     metric = baseline.main_metric
     result = {
         "metric": metric,
@@ -112,10 +111,10 @@ def finetune_best(
         "searched": searched.metrics[metric],
         "estimate": chosen["estimate"],
         "predicted_speedup": chosen["predicted_speedup"],
-        "measured_speedup": paired.get("ratio"),
-        "measured_interval": [paired.get("low"), paired.get("high")],
-        "measured_stable": paired.get("stable"),
-        "versus": pairing.get("baseline"),  # U*: the untrimmed model in its fastest runtime
+        "measured_speedup": paired.ratio if paired else None,
+        "measured_interval": [paired.low, paired.high] if paired else [None, None],
+        "measured_stable": paired.stable if paired else None,
+        "versus": measured.u_star,  # U*: the untrimmed model in its fastest runtime
         "trim": searched.trim_summary,
         "searched_run": str(searched_run.relative_to(out)),
         "distilled": distill.to_dict() if distill is not None else None,
@@ -145,7 +144,7 @@ def heal_winner(
         checkpoint.save(trimmed.base_model, Path(scratch) / "trimmed", tokenizer=tokenizer)
         record = run_heal(str(Path(scratch) / "trimmed"), model_source, corpus, target, settings=heal, force=True,
                           progress=progress)
-    extra = record.extra
-    return {"dir": str(target.relative_to(out)), "corpus": corpus, "heal_time_s": extra["heal_time_s"],
-            "tokens": extra["tokens"], "loss_before": extra["loss_before"], "loss_after": extra["loss_after"],
+    healed = record.heal
+    return {"dir": str(target.relative_to(out)), "corpus": corpus, "heal_time_s": healed.time_s,
+            "tokens": healed.tokens, "loss_before": healed.loss_before, "loss_after": healed.loss_after,
             "settings": heal.to_dict()}

@@ -21,8 +21,8 @@ it (:func:`trimbert.train.heal.heal`, the untrimmed model as the teacher) into
 ``DIR/heal/<key>/``; ``<key>`` is a hash of the model, the trim and the healing (:func:`heal_key`), so
 every seed and every variant with the same trim and healing share one healed checkpoint, a finished
 one is reused by later runs (resume) and shards wait for one another on a file lock. Units then
-fine-tune the healed checkpoint. Their records carry the heal's cost (``extra["heal_time_s"]``,
-``extra["heal_tokens"]``): the report's "heal s" column.
+fine-tune the healed checkpoint. Their records carry the heal's cost (``Record.heal``, a
+:class:`~trimbert.report.records.HealCost`: time, tokens, held-out losses): the report's "heal s" column.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from filelock import FileLock
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
 from trimbert.model.trim import trim as trim_model
+from trimbert.report.records import HealCost, Record
 from trimbert.spec import AFFINE, TrimRequest
 from trimbert.train.heal import HEAL_FILE, heal
 from trimbert.train.settings import HealSettings
@@ -182,18 +183,20 @@ def ensure_healed(out: Path, model: str, request: TrimRequest, table: dict[str, 
     return folder, False
 
 
-def heal_fields(folder: Path, reused: bool) -> dict[str, Any]:
+def heal_cost(folder: Path, reused: bool) -> HealCost:
     """What a unit's record says of its heal (from the healed checkpoint's heal.json; only the folder
     when that is gone, e.g. deleted after its fine-tunes finished)."""
     try:
-        extra = json.loads((folder / HEAL_FILE).read_text())["extra"]
-    except (OSError, ValueError, KeyError):
-        return {"heal_dir": str(folder), "heal_reused": reused}
-    return {
-        "heal_dir": str(folder),
-        "heal_time_s": extra["heal_time_s"],
-        "heal_tokens": extra["tokens"],
-        "heal_loss_before": extra["loss_before"],
-        "heal_loss_after": extra["loss_after"],
-        "heal_reused": reused,
-    }
+        healed = Record.from_dict(json.loads((folder / HEAL_FILE).read_text())).heal
+    except (OSError, ValueError, TypeError):
+        healed = None
+    if healed is None:
+        return HealCost(dir=str(folder), reused=reused)
+    return HealCost(
+        time_s=healed.time_s,
+        tokens=healed.tokens,
+        loss_before=healed.loss_before,
+        loss_after=healed.loss_after,
+        dir=str(folder),
+        reused=reused,
+    )

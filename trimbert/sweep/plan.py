@@ -63,7 +63,11 @@ def sweep_owner(folder: Path) -> tuple[str | None, dict[str, Any]]:
     if not sweeps:
         return "sweep", {}
     last = sweeps[-1]
-    return "sweep", {"recipe": (last.get("extra") or {}).get("recipe"), "model": last.get("model"), "task": last.get("task")}
+    try:
+        unit = Record.from_dict(last).sweep
+    except TypeError:
+        unit = None
+    return "sweep", {"recipe": unit.recipe if unit else None, "model": last.get("model"), "task": last.get("task")}
 
 
 def _fresh(folder: Path) -> bool:
@@ -254,7 +258,7 @@ def plan_sweep(
             action, reason = "run", "forced"
         elif record.status != "ok":
             action, reason = "run", "failed before"
-        elif record.extra.get("recipe_hash") not in accepted:
+        elif (record.sweep.recipe_hash if record.sweep else None) not in accepted:
             action, reason = "run", "recipe changed"
         else:
             action, reason = "skip", "up to date"

@@ -42,11 +42,13 @@ from trimbert.core.rank import is_main_process
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import RUNTIME_SUFFIX, bench_models
 from trimbert.model import checkpoint
-from trimbert.report.aggregate import build_rows, collect_records
-from trimbert.report.records import Record
+from trimbert.report.aggregate import build_rows
+from trimbert.report.collect import collect_records
+from trimbert.report.records import BenchRun, Record, SweepUnit
 from trimbert.report.render import write_report
 from trimbert.spec import TrimRequest
-from trimbert.sweep.healing import ensure_healed, heal_fields, healed_dir
+from trimbert.sweep.compressing import compress_unit
+from trimbert.sweep.healing import ensure_healed, heal_cost, healed_dir
 from trimbert.sweep.plan import (
     LOCK_FILE,
     RECIPE_COPY,
@@ -61,12 +63,12 @@ from trimbert.sweep.plan import (
 from trimbert.sweep.recipe import Recipe, Unit, Variant, load_recipe
 from trimbert.sweep.runtimes import (
     EXPORT_DIR,
+    copy_paired,
     export_and_evaluate,
-    paired_fields,
     runtime_records,
     usable_export,
 )
-from trimbert.sweep.searching import SEARCH_DIR, ensure_searched, search_fields, search_key
+from trimbert.sweep.searching import SEARCH_DIR, ensure_searched, search_cost, search_key
 from trimbert.train.finetune import finetune
 from trimbert.train.settings import DistillSettings
 from trimbert.train.trainer import METRICS_FILE
@@ -233,9 +235,7 @@ def _failed_record(
 ) -> Record:
 
     run_dir = out / RUNS_DIR / unit.name
-    extra = _base_fields(recipe, variant, unit, fingerprint, run_dir)
-    if trace:
-        extra["traceback"] = trace[-4000:]
+    sweep = SweepUnit(**_base_fields(recipe, variant, unit, fingerprint, run_dir), traceback=trace[-4000:] if trace else None)
     return Record(
         kind="sweep",
         variant=variant.name,
@@ -247,7 +247,7 @@ def _failed_record(
         status="failed",
         error=error,
         conditions=conditions(),
-        extra=extra,
+        sweep=sweep,
     )
 
 
@@ -285,6 +285,9 @@ def _run_unit(
     run_dir = out / RUNS_DIR / unit.name
     finetune_fingerprint = recipe.fingerprint(variant, unit.seed, bench=False)
     try:
+        if variant.compress is not None:  # not fine-tuned: another variant's run compressed (sweep/compressing.py)
+            base = _base_fields(recipe, variant, unit, fingerprint, run_dir)
+            return [compress_unit(recipe, variant, unit, out, base, emit)] if main else None
         # Every rank of a torchrun job decides alike (same files), so they train together or not at all.
         tuned = _finished_finetune(run_dir, recipe.fingerprints(variant, unit.seed, bench=False))
         reused = heal_reused = search_reused = tuned is not None
@@ -327,9 +330,9 @@ def _run_unit(
         if variant.search is not None:  # the search's one-off cost, shared by every unit that uses it
             settings = recipe.settings_for(variant, recipe.seeds[0])
             folder = out / SEARCH_DIR / search_key(recipe.model, recipe.data, settings, variant.search)
-            records[0].extra.update(search_fields(folder, search_reused))
+            records[0].search = search_cost(folder, search_reused)
         if variant.heal is not None:  # the heal's one-off cost, shared by every unit that uses it
-            records[0].extra.update(heal_fields(healed_dir(out, recipe.model, variant.trim, variant.heal), heal_reused))
+            records[0].heal = heal_cost(healed_dir(out, recipe.model, variant.trim, variant.heal), heal_reused)
         return records
     except Exception as error:  # recorded; KeyboardInterrupt and SystemExit stop the sweep
         if not main:
@@ -438,29 +441,23 @@ def _unit_record(
         setattr(record, key, getattr(measured, key))
     record.disk_bytes = tuned.disk_bytes if tuned.disk_bytes is not None else measured.disk_bytes
     record.conditions = measured.conditions
-    extra = dict(tuned.extra)
-    extra.update(
-        {
-            "finetune_conditions": tuned.conditions,
-            "finetune_flops_per_seq": tuned.flops_per_seq,
-            "finetune_seq_len": tuned.seq_len,
-            "finetune_batch_size": tuned.batch_size,
-            "finetune_reused": reused,
-            "bench": {
-                "settings": settings.to_dict(),
-                "times_ms": measured.extra.get("times_ms"),
-                "p10_ms": measured.extra.get("p10_ms"),
-                "p90_ms": measured.extra.get("p90_ms"),
-                "times_ms_train": measured.extra.get("times_ms_train"),
-                "baseline_times_ms": baseline_record.extra.get("times_ms") if baseline_record else None,
-                "baseline_times_ms_train": baseline_record.extra.get("times_ms_train") if baseline_record else None,
-                "attention_choice": report.attention_choice.get(variant.name),
-            },
-            **_base_fields(recipe, variant, unit, fingerprint, run_dir),
-        }
+    record.sweep = SweepUnit(
+        **_base_fields(recipe, variant, unit, fingerprint, run_dir),
+        finetune_reused=reused,
+        finetune_conditions=tuned.conditions,
+        finetune_flops_per_seq=tuned.flops_per_seq,
+        finetune_seq_len=tuned.seq_len,
+        finetune_batch_size=tuned.batch_size,
     )
-    extra.update(paired_fields(measured, by_name, labels))
-    record.extra = extra
+    reference = baseline_record.timing if baseline_record and baseline_record.timing else None
+    record.bench = BenchRun(
+        settings=settings.to_dict(),
+        attention_choice=report.attention_choice.get(variant.name),
+        reference_times_ms=reference.times_ms if reference else None,
+        reference_train_times_ms=reference.train_times_ms if reference else None,
+    )
+    record.timing = measured.timing
+    copy_paired(record, measured, labels)
     return record
 
 
@@ -470,11 +467,12 @@ def _done_detail(record: Record) -> str:
         parts.append(f"{record.main_metric} {record.main_value:.3f}")
     if record.latency_ms is not None:
         parts.append(f"{record.latency_ms:.1f} ms")
-    speedup = record.extra.get("paired_speedup")
+    speedup = record.speedup()
     if speedup is not None:
-        low, high = record.extra.get("paired_speedup_interval") or (speedup, speedup)
-        unstable = "" if record.extra.get("paired_speedup_stable", True) else ", unstable"
-        parts.append(f"{speedup:.2f}× [{low:.2f}–{high:.2f}{unstable}] vs {record.extra.get('paired_baseline')}")
+        low = speedup.ratio if speedup.low is None else speedup.low
+        high = speedup.ratio if speedup.high is None else speedup.high
+        unstable = "" if speedup.stable is not False else ", unstable"
+        parts.append(f"{speedup.ratio:.2f}× [{low:.2f}–{high:.2f}{unstable}] vs {record.u_star}")
     return ", ".join(parts)
 
 

@@ -5,12 +5,13 @@ A unit whose recipe asks for an export (see :meth:`trimbert.sweep.recipe.Recipe.
 measures the accuracy of every exported model on the same eval data as the PyTorch model. After the
 side-by-side bench, :func:`runtime_records` turns the bench's records of the exported runtimes into
 sweep records ``NAME@ort``, ``NAME@ort-int8``, ``NAME@ov``, ``NAME@ov-int8`` that carry that accuracy
-and the paired ratios (against U*, the untrimmed model in its fastest runtime of the bench, and for
-int8 also against the untrimmed model in the same int8 runtime).
+and the paired ratios (against every runtime of the untrimmed model: U*, its fastest runtime of the
+bench, and for int8 also the untrimmed model in the same int8 runtime; :func:`copy_paired`).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from trimbert.deploy.runners import is_int8, is_openvino
 from trimbert.deploy.runtime import FP32_FILE, INT8_FILE, is_export_dir, read_export_info
 from trimbert.measure.bench import INT8, OPENVINO, OPENVINO_INT8, ORT, RUNTIME_SUFFIX
 from trimbert.model import checkpoint
-from trimbert.report.records import Record
+from trimbert.report.records import Export, Record
 from trimbert.sweep.recipe import Recipe, Variant
 
 EXPORT_DIR = "onnx"  # in a unit's run folder
@@ -91,47 +92,16 @@ def runtime_records(
         record.conditions = measured.conditions
         evaluation = evaluations.get(runtime)
         record.metrics = evaluation["metrics"] if evaluation else {}
-        extra = {key: value for key, value in main.extra.items() if not key.startswith("paired")}
-        extra["runtime"] = runtime
-        extra["eval_conditions"] = evaluation["conditions"] if evaluation else None
-        extra["bench"] = {**main.extra.get("bench", {}), "times_ms": measured.extra.get("times_ms")}
-        extra.update(paired_fields(measured, by_name, labels))
-        record.extra = extra
+        record.export = Export(runtime=runtime, eval_conditions=evaluation["conditions"] if evaluation else None)
+        record.timing = copy.deepcopy(measured.timing)
+        copy_paired(record, measured, labels)
         records.append(record)
     return records
 
 
-def paired_fields(measured: Record, by_name: dict[str, Record], labels: dict[str, str]) -> dict[str, Any]:
-    """The sweep's flat paired keys of a bench record: the speed-up over its reference (U*, the untrimmed
-    model in its fastest runtime), for int8 ``paired_int8_speedup`` over the untrimmed model in the
-    same int8 runtime, and ``paired_vs``: the latency ratio over every runtime of the untrimmed model
-    (by the names the report shows)."""
-    fields: dict[str, Any] = {}
-    for key, prefix in (("paired", "paired"), ("paired_int8", "paired_int8")):
-        paired = measured.extra.get(key)
-        if not paired:
-            continue
-        reference = by_name[paired["baseline"]]
-        label = labels.get(paired["baseline"], paired["baseline"])
-        fields[f"{prefix}_baseline"] = label
-        for quantity, name, base_field in (
-            ("latency", "speedup", "latency_ms"),
-            ("train step", "train_step_speedup", "train_step_ms"),
-        ):
-            ratio = paired.get(quantity)
-            if ratio is None:
-                continue
-            fields[f"{prefix}_{name}"] = ratio["ratio"]
-            fields[f"{prefix}_{name}_interval"] = [ratio["low"], ratio["high"]]
-            fields[f"{prefix}_{name}_stable"] = ratio["stable"]
-            fields[f"{prefix}_baseline_{base_field}"] = getattr(reference, base_field)
-        if prefix == "paired":
-            fields["paired_flop_ideal"] = reference.flops_per_seq / measured.flops_per_seq
-    every = {
-        labels.get(reference, reference): ratios["latency"]
-        for reference, ratios in (measured.extra.get("paired_vs") or {}).items()
-        if "latency" in ratios
-    }
-    if every:
-        fields["paired_vs"] = {label: {key: ratio[key] for key in ("ratio", "low", "high", "stable")} for label, ratio in every.items()}
-    return fields
+def copy_paired(record: Record, measured: Record, labels: dict[str, str]) -> None:
+    """Give ``record`` the paired ratios of the bench record ``measured`` (against every runtime of the
+    untrimmed model; its U* and int8 reference), each reference by the name the report shows."""
+    record.paired = {labels.get(reference, reference): copy.deepcopy(ratios) for reference, ratios in measured.paired.items()}
+    record.u_star = labels.get(measured.u_star, measured.u_star) if measured.u_star else None
+    record.int8_reference = labels.get(measured.int8_reference, measured.int8_reference) if measured.int8_reference else None

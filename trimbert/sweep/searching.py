@@ -7,8 +7,9 @@ on the recipe's data, with the variant's fine-tune settings of the first seed fo
 super-model, into ``DIR/search/<key>/`` (``<key>``: a hash of the model, the data, those settings and the
 search table), and every unit fine-tunes the chosen trim (``best.json``, with its ``--importance`` rule).
 A finished search is reused by later runs (resume); shards wait for one another on a file lock. Latency
-predictors are cached in ``DIR/search/cache``. Records carry ``extra["search_dir"]``,
-``extra["search_time_s"]`` (all phases) and the predicted speed-up and estimate of the chosen trim.
+predictors are cached in ``DIR/search/cache``. Records carry ``Record.search`` (a
+:class:`~trimbert.report.records.SearchCost`: the folder, the time of all phases, the predicted
+speed-up and estimate of the chosen trim).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from filelock import FileLock
 
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
+from trimbert.report.records import SearchCost
 from trimbert.search.outputs import BEST_FILE, SEARCH_FILE
 from trimbert.search.run import search
 from trimbert.search.settings import SearchSettings
@@ -77,17 +79,19 @@ def ensure_searched(
     return folder, TrimRequest.from_spec_file(folder / BEST_FILE), reused
 
 
-def search_fields(folder: Path, reused: bool) -> dict[str, Any]:
-    """What a unit's record says of its variant's search (from search.json)."""
+def search_cost(folder: Path, reused: bool) -> SearchCost:
+    """What a unit's record says of its variant's search (from search.json; only the folder when that
+    is gone or unreadable)."""
     try:
         data = json.loads((folder / SEARCH_FILE).read_text())
     except (OSError, ValueError):
-        return {"search_dir": str(folder), "search_reused": reused}
-    return {
-        "search_dir": str(folder),
-        "search_time_s": sum(data["phases_s"].values()),
-        "search_target_speedup": data["target_speedup"],
-        "search_predicted_speedup": data["best"]["predicted_speedup"],
-        "search_estimate": data["best"]["estimate"] if data["best"].get("final_estimate") is None else data["best"]["final_estimate"],
-        "search_reused": reused,
-    }
+        return SearchCost(dir=str(folder), reused=reused)
+    best = data["best"]
+    return SearchCost(
+        dir=str(folder),
+        time_s=sum(data["phases_s"].values()),
+        target_speedup=data["target_speedup"],
+        predicted_speedup=best["predicted_speedup"],
+        estimate=best["estimate"] if best.get("final_estimate") is None else best["final_estimate"],
+        reused=reused,
+    )

@@ -271,7 +271,7 @@ def load_teacher(
             raise TrimbertError(f"--teacher: corrupt {metrics_file}: {error}") from error
         if record.task is not None and record.task != task.name:
             raise TrimbertError(f"--teacher: {teacher} was fine-tuned on {record.task}, not {task.name}")
-        names = record.extra.get("label_names")
+        names = record.training.label_names if record.training else None
         if names is not None and list(names) != list(task.label_names):
             raise TrimbertError(
                 f"--teacher: {teacher} was trained with labels {list(names)}, this task has {list(task.label_names)}"

@@ -9,7 +9,7 @@ device: CPU, one GPU with bf16 when it supports it, or several GPUs under ``torc
 
 Two ways to recover what trimming cost without pretraining:
 
-- ``drop_ffn="auto:N"`` (:mod:`trimbert.analyze`): before trimming, the FFN of each block is removed
+- ``drop_ffn="auto:N"`` (:mod:`trimbert.importance.cut`): before trimming, the FFN of each block is removed
   in turn on a sample of the training data and the N whose removal changes the model least are
   dropped; the chosen blocks and their scores are recorded in the saved trim spec (``notes``) and in
   ``metrics.json``.
@@ -50,7 +50,7 @@ from trimbert.model import checkpoint
 from trimbert.model.heads import has_task_head
 from trimbert.model.structure import applied_spec
 from trimbert.pipeline import apply_trim
-from trimbert.report.records import Record
+from trimbert.report.records import Record, Training
 from trimbert.spec import TrimRequest
 from trimbert.train.distill import DistillationTrainer, load_teacher
 from trimbert.train.settings import DistillSettings, FinetuneSettings
@@ -146,9 +146,9 @@ def finetune(
         return Record(kind="finetune", variant=variant, model=model_source)
     record = _record(model_source, variant, out, task, source, settings, encoded, trained)
     if "auto_drop" in trim_info:
-        record.extra["auto_drop"] = trim_info["auto_drop"]
+        record.training.auto_drop = trim_info["auto_drop"]
     if loaded_teacher is not None:
-        record.extra["distill"] = {
+        record.training.distill = {
             "teacher": loaded_teacher.path,
             "settings": distill.to_dict(),
             "teacher_record": loaded_teacher.recorded,
@@ -240,15 +240,15 @@ def _record(model_source, variant, out, task, source, settings, encoded, trained
             world_size=trained.args.world_size,
             bf16=trained.args.bf16,
         ),
-        extra={
-            "settings": settings.to_dict(),
-            "data": source.describe(),
-            "train_rows": len(encoded["train"]),
-            "eval_rows": {split: len(encoded[split]) for split in task.eval_splits},
-            "train_loss": trained.train_loss,
-            "log_history": trained.history,
-            "label_names": list(task.label_names),
-        },
+        training=Training(
+            settings=settings.to_dict(),
+            data=source.describe(),
+            train_rows=len(encoded["train"]),
+            eval_rows={split: len(encoded[split]) for split in task.eval_splits},
+            train_loss=trained.train_loss,
+            log_history=trained.history,
+            label_names=list(task.label_names),
+        ),
     )
 
 
@@ -266,7 +266,8 @@ def source_for_run(
         recorded = Record.from_dict(json.loads(recorded_file.read_text()))
     except (ValueError, TypeError) as error:
         raise TrimbertError(f"corrupt {recorded_file}: {error}") from error
-    return evaluation_source(recorded.extra.get("data", {}), data_dir=data_dir, validation=validation, where=run_dir)
+    data = recorded.training.data if recorded.training else {}
+    return evaluation_source(data, data_dir=data_dir, validation=validation, where=run_dir)
 
 
 def evaluate(

@@ -36,7 +36,7 @@ from trimbert.measure.size import check_seq_len, count_parameters
 from trimbert.model import checkpoint
 from trimbert.model.structure import applied_spec
 from trimbert.model.trim import trim as trim_model
-from trimbert.report.records import Record
+from trimbert.report.records import HealCost, Record
 from trimbert.spec.trimspec import AFFINE, TrimSpec
 from trimbert.train.distill import block_pairs, check_teacher_fits, hidden_mse
 from trimbert.train.settings import HealSettings
@@ -197,7 +197,7 @@ def heal(
         raise TrimbertError(f"heal: the stages built {applied_spec(student).summary()}, not {wanted.summary()}")
     record = _record(trimmed, teacher, corpus, out, settings, student, texts, tokens, heal_time, before, done[-1]["loss_after"])
     if settings.schedule == "progressive":
-        record.extra["stages"] = done
+        record.heal.stages = done
     _save(student, wanted, record, tokenizer, out, force)
     return record
 
@@ -232,7 +232,7 @@ def _save(student: nn.Module, wanted: TrimSpec, record: Record, tokenizer: Any, 
     """The healed checkpoint, its trim's notes kept and the healing recorded in ``notes["heal"]``."""
     student.config.trim_spec = {**(student.config.trim_spec or {})}
     notes = {**wanted.notes, **student.config.trim_spec.get("notes", {})}
-    notes["heal"] = {key: record.extra[key] for key in ("teacher", "corpus", "corpus_fingerprint", "settings", "loss_before", "loss_after")}
+    notes["heal"] = {key: getattr(record.heal, key) for key in ("teacher", "corpus", "corpus_fingerprint", "settings", "loss_before", "loss_after")}
     student.config.trim_spec["notes"] = notes
     if is_main_process():
         with atomic_output_dir(out, force) as staging:
@@ -362,16 +362,16 @@ def _record(trimmed, teacher, corpus, out, settings, student, texts, tokens, hea
         train_time_s=heal_time,
         path=str(out),
         conditions=conditions(),
-        extra={
-            "teacher": str(teacher),
-            "corpus": str(corpus),
-            "corpus_fingerprint": corpus_fingerprint(texts),
-            "corpus_texts": len(texts),
-            "settings": settings.to_dict(),
-            "tokens": tokens,
-            "heal_time_s": heal_time,
-            "tokens_per_s": tokens / heal_time if heal_time > 0 else None,
-            "loss_before": before,
-            "loss_after": after,
-        },
+        heal=HealCost(
+            time_s=heal_time,
+            tokens=tokens,
+            loss_before=before,
+            loss_after=after,
+            teacher=str(teacher),
+            corpus=str(corpus),
+            corpus_fingerprint=corpus_fingerprint(texts),
+            corpus_texts=len(texts),
+            tokens_per_s=tokens / heal_time if heal_time > 0 else None,
+            settings=settings.to_dict(),
+        ),
     )
