@@ -8,23 +8,31 @@ from transformers import BertForSequenceClassification
 
 from tests.conftest import GLUE_DIR, tiny_config
 from trimbert.compress import job as compress_job
-from trimbert.compress.job import STAGES, open_job, run_compress, u_star
+from trimbert.compress import stages as compress_stages
+from trimbert.compress.job import STAGES, _finetune_settings, open_job, run_compress
 from trimbert.compress.report import write_report
 from trimbert.compress.settings import CompressSettings
+from trimbert.compress.stages import u_star
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
+from trimbert.train.settings import FinetuneSettings
 
 
 @pytest.fixture
 def tiny_run(tmp_path, minilm_dir):
-    """A 2-block classifier with a 'trained' SST-2 head and the MiniLM tokenizer, saved like a run folder."""
+    return make_tiny_run(tmp_path, minilm_dir)
+
+
+def make_tiny_run(tmp_path, minilm_dir, **changes):
+    """A 2-block classifier with a 'trained' SST-2 head and the MiniLM tokenizer, saved like a run folder
+    (its fine-tune settings with ``changes``)."""
     torch.manual_seed(0)
     config = tiny_config(vocab_size=30522, num_hidden_layers=2, num_labels=2, max_position_embeddings=128)
     model = BertForSequenceClassification(config).eval()
     folder = tmp_path / "tiny-run"
     checkpoint.write_checkpoint(model, folder, tokenizer=checkpoint.load_tokenizer(minilm_dir))
-    settings = {"max_length": 32, "max_eval_samples": 64, "epochs": 1.0, "max_train_samples": 32}
+    settings = {"max_length": 32, "max_eval_samples": 64, "epochs": 1.0, "max_train_samples": 32, **changes}
     (folder / "metrics.json").write_text(json.dumps({"kind": "finetune", "variant": "tiny", "model": "x", "extra": {"settings": settings}}))
     return folder
 
@@ -48,7 +56,7 @@ def test_compress_runs_every_stage_and_resumes_after_a_failure(tiny_run, tmp_pat
     def broken_export(self, job):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(compress_job._Context, "export", broken_export)
+    monkeypatch.setattr(compress_stages.Stages, "export", broken_export)
     with pytest.raises(RuntimeError):
         run_compress(str(tiny_run), SOURCE, out, SETTINGS, cache_dir=cache)
     saved = json.loads((out / "compress.json").read_text())
@@ -59,15 +67,15 @@ def test_compress_runs_every_stage_and_resumes_after_a_failure(tiny_run, tmp_pat
         raise AssertionError("a finished stage ran again")
 
     for stage in ("reference", "predictor", "compress"):
-        monkeypatch.setattr(compress_job._Context, stage, never)
+        monkeypatch.setattr(compress_stages.Stages, stage, never)
     said = []
     job = run_compress(str(tiny_run), SOURCE, out, SETTINGS, cache_dir=cache, on_progress=lambda s, m: said.append((s, m)))
     assert list(job.stages) == [stage for stage in STAGES if stage != "recover"]
     assert said[:3] == [(stage, "done before (resumed)") for stage in ("reference", "predictor", "compress")]
     reference = job.stages["reference"]
-    assert set(reference["accuracy"]) == {"pytorch", *compress_job.installed_runtimes()}
+    assert set(reference["accuracy"]) == {"pytorch", *compress_stages.installed_runtimes()}
     # --runtime auto: U*'s runtime (an export: ONNX Runtime fp32 when U* is PyTorch itself)
-    assert compress_job.DEPLOY_RUNTIME[reference["target"]] == reference["u_star"] or (
+    assert compress_stages.DEPLOY_RUNTIME[reference["target"]] == reference["u_star"] or (
         reference["u_star"], reference["target"]) == ("pytorch", "onnx")
     spec = job.stages["compress"]["spec"]
     assert spec.get("heads") or spec.get("ffn_width") or spec.get("drop_ffn")  # something was removed
@@ -115,3 +123,15 @@ def test_settings_need_exactly_one_target():
         CompressSettings(runtime="onnx")
     with pytest.raises(TrimbertError, match="give one target"):
         CompressSettings(speedup=1.5, latency_ms=3.0)
+
+
+def test_the_input_runs_settings_are_read_from_its_metrics_json(tiny_run, tmp_path):
+    assert _finetune_settings(str(tiny_run)) == FinetuneSettings(max_length=32, max_eval_samples=64, epochs=1.0,
+                                                                 max_train_samples=32)
+    assert _finetune_settings(str(tmp_path)) == FinetuneSettings()  # a plain model folder: the defaults
+    (tiny_run / "metrics.json").write_text("{not json")
+    with pytest.raises(TrimbertError, match=r"^\S+/tiny-run/metrics.json: unreadable \(Expecting property name"):
+        _finetune_settings(str(tiny_run))
+    (tiny_run / "metrics.json").write_text(json.dumps({"kind": "finetune", "variant": "v", "model": "m", "extra": {"settings": {"epochs": -1.0}}}))
+    with pytest.raises(TrimbertError, match=r"tiny-run/metrics.json: its fine-tune settings are not valid \(--epochs"):
+        _finetune_settings(str(tiny_run))

@@ -26,8 +26,9 @@ def compress(
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compress a fine-tuned MODEL to --speedup over U* (or --latency-ms) in --runtime without retraining,
-    export, evaluate and time it against U*. A re-run of the same command resumes."""
+    """Compress a fine-tuned MODEL to --speedup over U* (or --latency-ms) in --runtime (without retraining, or
+    with --method search), optionally --recover, export, evaluate and time it against U*. A re-run of the same
+    command resumes."""
     from trimbert.compress.job import run_compress
     from trimbert.compress.report import write_report
     from trimbert.search.latency import check_cache_dir

@@ -15,8 +15,9 @@ from trimbert.report.ustar import WITHIN_POINTS
 
 
 def summarize(job: CompressJob) -> dict[str, Any]:
-    """The job's figures: trim, target runtime, U*, accuracy (and points vs the untrimmed fp32 model),
-    latency, speed-up vs U* with its interval, stage wall times."""
+    """The job's figures: trim and the method that chose it, target runtime, U*, accuracy (and points vs the
+    untrimmed fp32 model), latency, speed-up vs U* with its interval, stage wall times (and the recovery's
+    sub-steps')."""
     reference, compressed = job.stages["reference"], job.stages["compress"]
     evaluated, bench = job.stages["evaluate"], job.stages["bench"]
     fp32 = reference["accuracy"]["pytorch"]
@@ -26,6 +27,7 @@ def summarize(job: CompressJob) -> dict[str, Any]:
     seconds = {stage: job.stages[stage]["seconds"] for stage in STAGES if stage in job.stages}
     rows = [
         ("trim", compressed["summary"]),
+        ("method", compressed.get("method", "retraining-free")),
         ("runtime", evaluated["runtime"]),
         (f"{metric} (untrimmed PyTorch fp32)", f"{fp32:.4f}"),
         (f"{metric} (compressed, {evaluated['runtime']})", f"{evaluated['value']:.4f} ({delta:+.2f} points)"),
@@ -34,10 +36,15 @@ def summarize(job: CompressJob) -> dict[str, Any]:
         ("speed-up vs U* (paired, 95% interval)", f"{bench['speedup']:.2f}× [{bench['low']:.2f}–{bench['high']:.2f}]"
          + ("" if bench["stable"] else ", unstable")),
         ("predicted ms / budget ms", f"{compressed['predicted_ms']:.2f} / {compressed['budget_ms']:.2f}"),
-        ("compress wall time (Fisher + search + least squares)",
-         f"{compressed['fisher_seconds'] + compressed['search_seconds'] + compressed['lstsq_seconds']:.0f} s"),
     ]
+    if compressed.get("method") == "search":
+        rows.append(("compress wall time (evolutionary search)", f"{compressed['search_seconds']:.0f} s"))
+    else:
+        rows.append(("compress wall time (Fisher + search + least squares)",
+                     f"{compressed['fisher_seconds'] + compressed['search_seconds'] + compressed['lstsq_seconds']:.0f} s"))
     rows += [(f"stage {stage}", f"{value:.0f} s") for stage, value in seconds.items()]
+    steps = job.stages.get("recover", {}).get("steps") or {}
+    rows += [(f"recover: {step}", f"{result['seconds']:.0f} s") for step, result in steps.items()]
     return {
         "trim": compressed["spec"],
         "summary": compressed["summary"],
@@ -53,6 +60,8 @@ def summarize(job: CompressJob) -> dict[str, Any]:
         "speedup_interval": [bench["low"], bench["high"]],
         "speedup_stable": bench["stable"],
         "stage_seconds": seconds,
+        "method": compressed.get("method", "retraining-free"),
+        "recover_seconds": {step: result["seconds"] for step, result in steps.items()},
         "rows": rows,
     }
 
