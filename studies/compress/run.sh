@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 26's measurement: trimbert compress on a fine-tuned MiniLM, at several targets, against U*.
-#   bash studies/compress/run.sh RUN_DIR OUT_DIR [SPEEDUPS] [DISTILLED] [HEADS_ONLY]
+#   bash studies/compress/run.sh RUN_DIR OUT_DIR [SPEEDUPS] [DISTILLED] [HEADS_ONLY] [HEADS_DISTILLED]
+#   EXTRA="--batch-size 1 --seq-len 128" bash studies/compress/run.sh RUN_DIR OUT_DIR_1x128 "1.3 1.5 2.0" "" ""
 # RUN_DIR: a fine-tuned run (trimbert finetune ... --out RUN_DIR). Every job is `trimbert compress`
 # with --runtime auto (U*'s runtime) at batch 8 x 64 unless EXTRA says otherwise; a later target
 # starts from a copy of the first job's folder, so the reference stage and the latency predictor are
@@ -9,8 +10,9 @@
 set -euo pipefail
 run=$1; out=$2
 speedups=${3-"1.3 1.5 2.0"}; distilled=${4-"1.5 2.0"}; heads_only=${5-"1.1 1.2 1.3"}  # "" = none
+heads_distilled=${6-""}  # heads-only targets also recovered by distillation (from heads-X)
 cache=${TRIMBERT_CACHE:-$out/cache}
-compress() { trimbert compress "$run" --out "$1" --threads 2 --cache-dir "$cache" "${@:2}"; }
+compress() { trimbert compress "$run" --out "$1" --threads 2 --cache-dir "$cache" ${EXTRA-} "${@:2}"; }
 from_first() { [ -d "$1" ] || cp -r "$out/rf-${speedups%% *}" "$1"; }
 mkdir -p "$out"
 first=1
@@ -25,6 +27,10 @@ done
 for x in $heads_only; do
   from_first "$out/heads-$x"
   compress "$out/heads-$x" --speedup "$x" --units heads
+done
+for x in $heads_distilled; do
+  [ -d "$out/headsd-$x" ] || cp -r "$out/heads-$x" "$out/headsd-$x"
+  compress "$out/headsd-$x" --speedup "$x" --units heads --recover distill
 done
 python - "$out" <<'PY'
 import json, sys
