@@ -33,6 +33,7 @@ import torch
 from trimbert.compress.cost import LinearCost
 from trimbert.errors import TrimbertError
 from trimbert.importance.fisher import FisherScores
+from trimbert.model.ranking import descending
 
 EXACT_FFNS = 12  # enumerate every subset of FFNs kept up to this many FFNs (2^12 subsets)
 
@@ -95,11 +96,6 @@ def _mask(size: int, kept: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def _descending(scores: torch.Tensor) -> np.ndarray:
-    """Indices from the highest score to the lowest (ties: lower index first)."""
-    return torch.argsort(scores.double().cpu(), descending=True, stable=True).numpy()
-
-
 def _check_scores(scores: FisherScores, multiple: int) -> None:
     if not scores.heads:
         raise TrimbertError("compress: no head scores (every present block needs its heads scored)")
@@ -152,7 +148,7 @@ def search_masks(
         raise TrimbertError(f"compress: the latency budget must be a number of ms, not {budget_ms!r}")
     blocks = sorted(scores.heads)
     ffns = sorted(scores.neurons)
-    head_order = {b: _descending(scores.heads[b]) for b in blocks}
+    head_order = {b: descending(scores.heads[b]).numpy() for b in blocks}
     head_values = {b: scores.heads[b].double().numpy()[head_order[b]] for b in blocks}
     # the heads beyond each block's best, globally by score (ties: block, then rank)
     rest = sorted(
@@ -162,7 +158,7 @@ def search_masks(
     mandatory_heads = sum(float(head_values[b][0]) for b in blocks)
     head_counts = np.arange(len(rest) + 1) if cost.can_prune_heads else np.array([len(rest)])
     # the neuron groups beyond each FFN's best group, globally by value (ties: FFN, then rank)
-    neuron_order = {b: _descending(scores.neurons[b]) for b in ffns}
+    neuron_order = {b: descending(scores.neurons[b]).numpy() for b in ffns}
     group_values = {
         b: scores.neurons[b].double().numpy()[neuron_order[b]].reshape(-1, multiple).sum(1) for b in ffns
     }
