@@ -16,14 +16,16 @@ import pytest
 from conftest import GLUE_DIR, write_sst2
 from transformers import BertConfig
 
+import trimbert.sweep.benching
 import trimbert.sweep.run
 from trimbert.core.io import read_jsonl
 from trimbert.errors import TrimbertError
 from trimbert.measure.stats import paired_ratio
 from trimbert.spec import TrimRequest
+from trimbert.sweep.folder import lock
 from trimbert.sweep.plan import RESULTS_FILE, parse_shard, partition, plan_sweep
 from trimbert.sweep.recipe import Unit, load_recipe
-from trimbert.sweep.run import _lock, run_sweep
+from trimbert.sweep.run import run_sweep
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 FINETUNE = {"epochs": 1, "lr": 1e-3, "batch_size": 16, "max_length": 16, "seed": 7, "warmup_ratio": 0.0}
@@ -239,16 +241,16 @@ def test_a_kill_during_the_bench_reuses_the_finished_finetune(
     make_recipe, tmp_path, finetune_calls, monkeypatch
 ):
     recipe, out = make_recipe([{"name": "ffn", "drop_ffn": "0"}]), tmp_path / "sweep"
-    real_bench = trimbert.sweep.run.bench_models
+    real_bench = trimbert.sweep.benching.bench_models
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trimbert.sweep.run, "bench_models", interrupted)
+    monkeypatch.setattr(trimbert.sweep.benching, "bench_models", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(recipe, out)
     assert not (out / RESULTS_FILE).exists()  # the only unit never finished: nothing was recorded
-    monkeypatch.setattr(trimbert.sweep.run, "bench_models", real_bench)
+    monkeypatch.setattr(trimbert.sweep.benching, "bench_models", real_bench)
 
     result = run_sweep(recipe, out)
 
@@ -308,8 +310,8 @@ def test_teachers_run_first_and_only_brings_its_teachers(make_recipe, tmp_path):
 
 
 def test_two_sweeps_cannot_write_one_folder(tmp_path):
-    with _lock(tmp_path), pytest.raises(TrimbertError, match="another sweep is writing"):
-        with _lock(tmp_path):
+    with lock(tmp_path), pytest.raises(TrimbertError, match="another sweep is writing"):
+        with lock(tmp_path):
             pass
 
 
