@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
 
@@ -154,8 +155,6 @@ class _VariantBase(Table):
     @field_validator("name")
     @classmethod
     def _folder_name(cls, name: str) -> str:
-        import re
-
         if not re.match(NAME_PATTERN, name):
             raise problem("", f"{name!r} is not a valid variant name (letters, digits, '.', '_', '+', '-'; used in folder names)")
         return name
