@@ -6,15 +6,15 @@ import statistics
 import pytest
 import tomllib
 from conftest import write_sst2
+from recorded_latency import recorded_ms, recorded_speedup, use_recorded_latency
 
 import trimbert
-import trimbert.search.latency
 from trimbert.data.batches import make_batches
 from trimbert.data.source import DataSource
 from trimbert.data.tasks import get_task
 from trimbert.model import checkpoint
 from trimbert.search.estimator import model_metric, score_rows
-from trimbert.spec import TrimSpec, encoder_layernorms
+from trimbert.spec import TrimSpec
 from trimbert.train.settings import FinetuneSettings
 
 FAST = (
@@ -23,39 +23,14 @@ FAST = (
     "--batch-size", "1", "--seq-len", "16", "--threads", "1",
 )
 
-# Recorded component costs (ms) standing in for the probe timings: a block's fixed attention part, a
-# block's worth of heads, an FFN's fixed part, a full-width FFN's neurons, a LayerNorm, and each
-# normalizer beyond softmax. The untrimmed tiny model (2 blocks, 4 LayerNorms) costs 10.4 ms.
-COSTS = {"const": 1.0, "block": 0.5, "heads": 1.5, "ffn": 0.5, "neurons": 2.0, "layernorm": 0.1, "attention": {"relu": -0.3}}
 
-
-def recorded_ms(spec, layers, intermediate, heads):
-    """What the probe run "measured" for ``spec``: the sum of its components' recorded costs."""
-    counts, widths = spec.head_counts, spec.ffn_widths
-    ms = COSTS["const"] + COSTS["layernorm"] * (len(encoder_layernorms(layers, spec.drop_ffn, spec.drop_layers)) - len(spec.layernorm))
-    for block in spec.kept_layers(layers):
-        ms += COSTS["block"] + COSTS["heads"] * counts.get(block, heads) / heads + COSTS["attention"].get(spec.attention, 0.0)
-        if block not in spec.drop_ffn:
-            ms += COSTS["ffn"] + COSTS["neurons"] * widths.get(block, intermediate) / intermediate
-    return ms
-
-
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def recorded_latency(monkeypatch):
-    """The latency predictor is fitted on recorded timings (:data:`COSTS`) instead of timing the probes on this
-    machine, so the predicted speed-ups, and the search window they fall in, are the same on every run."""
-
-    def measure_specs(model, specs, conditions, **_):
-        config = model.config
-        shape = config.num_hidden_layers, config.intermediate_size, config.num_attention_heads
-        rows = []
-        for spec in specs:
-            ms = recorded_ms(spec, *shape)
-            rows.append({"spec": spec.to_dict(), "summary": spec.summary(), "measured_ms": ms, "p10_ms": ms, "p90_ms": ms})
-        return rows
-
-    monkeypatch.setattr(trimbert.search.latency, "measure_specs", measure_specs)
-    return lambda spec: recorded_ms(spec, 2, 64, 4)  # the tiny checkpoint's shape
+    """Every test here fits the latency predictor on recorded timings (tests/recorded_latency.py) instead of
+    timing the probes on this machine, so the predicted speed-ups, and the search window they fall in, are the
+    same on every run however loaded the machine is. Returns the recorded latency (ms) of a spec."""
+    use_recorded_latency(monkeypatch)
+    return recorded_ms  # of the tiny checkpoint's shape
 
 
 def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_checkpoint, tmp_path, recorded_latency):
@@ -147,6 +122,12 @@ def test_without_spare_rows_for_finalists_the_search_says_so(run_cli, tiny_check
     result = json.loads((tmp_path / "search" / "search.json").read_text())
     assert result["estimator"]["finalists"] == [] and result["estimator"]["final_rows"] == 0
     assert result["best"]["estimate"] == max(item["estimate"] for item in result["candidates"])
+    # the candidates: trims the recorded timings predict from 5% under the target to 10% over it; none past
+    # 1.111x (a dropped FFN: 10.4 / 7.8 = 1.33x)
+    assert result["speedup_window"] == [1.01 * 0.95, 1.01 * 1.1]
+    speedups = {item["summary"]: recorded_speedup(TrimSpec.from_dict(item["spec"])) for item in result["candidates"]}
+    assert {item["summary"]: item["predicted_speedup"] for item in result["candidates"]} == pytest.approx(speedups)
+    assert all(1.01 * 0.95 <= speedup <= 1.01 * 1.1 for speedup in speedups.values())
     assert not (tmp_path / "search" / "verify").exists()
 
 
