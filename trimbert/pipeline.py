@@ -1,11 +1,13 @@
 """Turn a :class:`~trimbert.spec.TrimRequest` into a trimmed model, with data where the trim needs it.
 
-Most trims are pure surgery (:func:`trimbert.model.trim.trim`). Three need a sample of real text:
+Most trims are pure surgery (:func:`trimbert.model.trim.trim`). Some need a sample of real text:
 ``--drop-ffn auto:N`` (which FFNs matter least is measured: the cut analysis of :mod:`trimbert.importance.cut`,
-or Taylor scores with ``--importance taylor``; :mod:`trimbert.importance.select`), ``--ffn-width N --importance taylor``
-(which neurons to keep, :mod:`trimbert.importance.taylor`) and ``--layernorm-replacement affine`` (the replacement maps are
-fitted, :mod:`trimbert.model.calibrate`). :func:`apply_trim` draws one sample, uses it for all, and
-returns what it chose so that records can say so. ``trim``, ``finetune`` and sweeps all trim through here.
+or Taylor scores with ``--importance taylor``; :mod:`trimbert.importance.select`), ``--ffn-width N`` and
+``--heads N`` with ``--importance taylor|fisher`` (which neurons and heads to keep) and
+``--layernorm-replacement affine`` (the replacement maps are fitted, :mod:`trimbert.model.calibrate`).
+Every rule is scored through the one interface, :func:`trimbert.importance.rules.score`.
+:func:`apply_trim` draws one sample, uses it for all, and returns what it chose so that records can say
+so. ``trim``, ``finetune`` and sweeps all trim through here.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from torch import nn
 
 from trimbert.data.batches import sample_batches
 from trimbert.errors import TrimbertError
-from trimbert.importance.select import auto_drop
-from trimbert.importance.taylor import taylor_importance
+from trimbert.importance.rules import score
+from trimbert.importance.scores import Importance
+from trimbert.importance.select import auto_drop, measure_name
 from trimbert.model.structure import applied_spec
 from trimbert.model.trim import trim
 from trimbert.spec import AFFINE, TrimRequest, TrimSpec
@@ -41,12 +44,16 @@ def apply_trim(
     """Trim ``model`` as ``request`` asks; returns the trimmed model and what data-driven steps chose.
 
     ``dataset``: rows of real text (a datasets split with ``text_a``/``text_b``/``label`` as
-    :mod:`trimbert.data.glue` loads them, tokenized or not) for ``auto:N`` and ``affine``; ``samples`` rows
-    are drawn from it with ``seed``. ``has_head``: the model has a fine-tuned head for this data (the
-    analysis then ranks FFNs by the change in task loss rather than by hidden-state similarity).
-    ``ranker``: a model fine-tuned on this data with the same structure as ``model`` (the distillation
-    teacher); ``--importance taylor`` then ranks FFNs and neurons by *its* task loss, which says what
-    the task needs, where a pretrained model without a trained head only offers hidden-state changes.
+    :mod:`trimbert.data.glue` loads them, tokenized or not) for ``auto:N``, ``affine`` and the data
+    rules of ``--importance``; ``samples`` rows are drawn from it with ``seed``. ``has_head``: the model
+    has a fine-tuned head for this data (FFNs, neurons and heads are then ranked by the change in task
+    loss rather than by hidden-state changes). ``--importance`` scores (any rule of
+    :func:`~trimbert.importance.rules.score`) choose the neurons ``--ffn-width`` keeps and the heads
+    ``--heads N`` keeps (heads named by index are kept as named); the saved spec's notes name the rule
+    (``ffn_width_rule``, ``heads_rule``). ``ranker``: a model fine-tuned on this data with the same
+    structure as ``model`` (the distillation teacher); ``--importance taylor|fisher`` then ranks by *its*
+    task loss, which says what the task needs, where a pretrained model without a trained head only
+    offers hidden-state changes.
     """
     info: dict[str, Any] = {}
     if not request.requested:
@@ -56,11 +63,11 @@ def apply_trim(
     if request.needs_data:
         if dataset is None:
             raise TrimbertError(
-                "--drop-ffn auto:N and --layernorm-replacement affine need text to measure on: "
-                "give --task (and --data-dir) or your own --train file"
+                "--drop-ffn auto:N, --layernorm-replacement affine and --importance taylor|fisher need text to "
+                "measure on: give --task (and --data-dir) or your own --train file"
             )
         if tokenizer is None:
-            raise TrimbertError("auto:N and affine calibration need the model's tokenizer")
+            raise TrimbertError("auto:N, affine calibration and --importance taylor|fisher need the model's tokenizer")
         batches = sample_batches(
             dataset,
             tokenizer,
@@ -70,18 +77,23 @@ def apply_trim(
             batch_size=batch_size,
             tokenized="input_ids" in getattr(dataset, "column_names", ()),
         )
-    scorer, scorer_head = model, has_head
-    if request.taylor and ranker is not None:
+    on_ranker = request.ranks_on_data and ranker is not None
+    if on_ranker:
         if applied_spec(ranker) != applied_spec(model):
-            raise TrimbertError("--importance taylor: the ranking model (teacher) must have the structure of the model trimmed")
-        scorer, scorer_head = ranker, True
+            raise TrimbertError(
+                f"--importance {request.importance}: the ranking model (teacher) must have the structure of the model trimmed"
+            )
         info["ranked_on"] = "teacher"
     if request.auto_count is not None:
         start = time.perf_counter()
-        if request.taylor:
-            auto = auto_drop(scorer, request.auto_count, batches, rule="taylor", has_head=scorer_head, seed=seed)
-        else:
-            auto = auto_drop(model, request.auto_count, batches, has_head=has_head, seed=seed)
+        auto = auto_drop(
+            ranker if on_ranker else model,
+            request.auto_count,
+            batches,
+            rule=request.importance or "cut",
+            has_head=on_ranker or has_head,
+            seed=seed,
+        )
         model = trim(model, auto)
         info["auto_drop"] = {
             **auto.notes,
@@ -91,15 +103,22 @@ def apply_trim(
         request = request.without_auto()
     if request.requested and request.to_dict().keys() - {"importance"}:
         calibration = batches if request.layernorm_replacement == AFFINE else None
-        scores = None
-        if request.taylor:
+        found = None
+        if request.ranks_units:
             start = time.perf_counter()
-            found = taylor_importance(scorer, batches, has_head=scorer_head, seed=seed)
-            scores = found.neurons
-            info["ffn_importance"] = {"rule": "taylor", "objective": found.objective, "time_s": time.perf_counter() - start}
-        model = trim(model, _without_importance(request), calibration_batches=calibration, ffn_importance=scores)
-        if scores is not None:
-            _note(model, "ffn_width_rule", f"taylor ({found.objective})")
+            scorer = ranker if on_ranker else model
+            found = score(scorer, str(request.importance), batches, has_head=on_ranker or has_head, seed=seed)
+            info["importance"] = {"rule": found.rule, "objective": found.objective, "time_s": time.perf_counter() - start}
+        earlier = applied_spec(model).notes
+        model = trim(
+            model,
+            _without_importance(request),
+            calibration_batches=calibration,
+            ffn_importance=found.neurons if found is not None and request.ffn_width is not None else None,
+            head_importance=found.heads if found is not None and request.heads_counted else None,
+        )
+        if found is not None:
+            _name_scores(model, found, earlier)
     if batches is not None:
         info["sample"] = {"rows": sum(len(batch["input_ids"]) for batch in batches), "seed": seed}
     return model, info
@@ -109,8 +128,16 @@ def _without_importance(request: TrimRequest) -> TrimRequest:
     return dataclasses.replace(request, importance=None)
 
 
-def _note(model: nn.Module, key: str, value: Any) -> None:
-    """Record provenance in the trimmed model's saved spec (``notes``)."""
+def _name_scores(model: nn.Module, found: Importance, earlier: dict[str, Any]) -> None:
+    """In the trimmed model's saved spec, name the rule that chose the units kept now: trim records
+    given scores as ``"scores"`` (last in ``ffn_width_rule``/``heads_rule``, after any earlier rule);
+    that becomes the measure (``"taylor (task-loss)"``, ``"fisher (hidden-gaussian)"``, ``"magnitude"``).
+    A note this trim left as it was (``earlier``: the notes before it) is not renamed."""
     spec = applied_spec(model)
-    model.config.trim_spec = TrimSpec.from_dict({**spec.to_dict(), "notes": {**spec.notes, key: value}}).to_dict()
+    notes = dict(spec.notes)
+    for key in ("ffn_width_rule", "heads_rule"):
+        rule = notes.get(key)
+        if isinstance(rule, str) and rule != earlier.get(key) and rule.endswith("scores"):
+            notes[key] = rule[: -len("scores")] + measure_name(found)
+    model.config.trim_spec = TrimSpec.from_dict({**spec.to_dict(), "notes": notes}).to_dict()
 

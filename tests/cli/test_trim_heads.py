@@ -56,3 +56,45 @@ def test_bad_heads_are_one_line_errors(run_cli, tmp_path, value, message):
     code, stdout, err = run_cli("trim", "minilm", "--out", out, "--heads", value)
     assert (code, err) == (2, message + "\n")
     assert not out.exists()
+
+
+def test_trim_heads_by_fisher_on_task_data(run_cli, tmp_path, tiny_checkpoint, monkeypatch):
+    from conftest import write_sst2
+
+    from trimbert.data.batches import sample_batches
+    from trimbert.importance.fisher import fisher_scores
+    from trimbert.importance.rules import score
+
+    drawn = []
+
+    def recorded(*args, **kwargs):
+        drawn.extend(sample_batches(*args, **kwargs))
+        return drawn
+
+    monkeypatch.setattr("trimbert.pipeline.sample_batches", recorded)
+    data = write_sst2(tmp_path / "SST-2")
+    out = tmp_path / "fisher"
+    code, stdout, err = run_cli(
+        "trim", tiny_checkpoint, "--out", out, "--heads", "2", "--importance", "fisher",
+        "--task", "sst2", "--data-dir", data, "--samples", "16",
+    )
+    assert code == 0, err
+    assert '"heads_rule": "fisher (hidden-gaussian)"' in stdout
+    assert sum(len(batch["input_ids"]) for batch in drawn) == 16
+    original = trimbert.load(tiny_checkpoint)
+    expected = fisher_scores(original, drawn, has_head=False, seed=0).importance().head_order()
+    by_magnitude = score(original, "magnitude").head_order()
+    assert any(sorted(expected[b][:2].tolist()) != sorted(by_magnitude[b][:2].tolist()) for b in (0, 1))
+    model = trimbert.load(out)
+    assert head_counts(model) == {0: 2, 1: 2}
+    for block in (0, 1):
+        heads = original.encoder.layer[block].attention.self.query.weight.reshape(4, 8, 32)
+        kept = sorted(expected[block][:2].tolist())
+        assert model.encoder.layer[block].attention.self.query.weight.equal(heads[kept].reshape(16, 32))
+
+
+def test_unknown_importance_rule_is_one_line(run_cli, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_cli("trim", "minilm", "--out", out, "--heads", "2", "--importance", "bogus")
+    assert (code, err) == (2, "error: --importance: unknown rule 'bogus' (choose from magnitude, taylor, fisher)\n")
+    assert not out.exists()

@@ -74,6 +74,42 @@ def test_requested_auto_and_needs_data():
     assert rest == TrimRequest(attention="relu")
 
 
+@pytest.mark.parametrize(
+    ("values", "ranks_units", "ranks_on_data", "needs_data"),
+    [
+        (dict(heads=2, importance="fisher"), True, True, True),
+        (dict(heads="0:2,3=0+1", importance="taylor"), True, True, True),
+        (dict(heads="3=0+1", importance="taylor"), False, False, False),  # named heads are not ranked
+        (dict(ffn_width=16, importance="fisher"), True, True, True),
+        (dict(heads=2, importance="magnitude"), True, False, False),
+        (dict(drop_ffn="auto:1", importance="taylor"), False, True, True),
+        (dict(heads=2), False, False, False),
+    ],
+)
+def test_what_importance_ranks_and_whether_it_needs_data(values, ranks_units, ranks_on_data, needs_data):
+    request = TrimRequest(**values)
+    assert (request.ranks_units, request.ranks_on_data, request.needs_data) == (ranks_units, ranks_on_data, needs_data)
+    assert request.taylor == (ranks_on_data and values["importance"] == "taylor")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (dict(importance="bogus"), "--importance: unknown rule 'bogus' (choose from magnitude, taylor, fisher)"),
+        (dict(heads="3=0+1", importance="fisher"),
+         "--importance: only used with --ffn-width, --heads N or --drop-ffn auto:N (named heads like 3=0+2+5 are not ranked)"),
+        (dict(drop_ffn="auto:2", heads=2, importance="fisher"),
+         "--importance fisher: auto:N ranks whole FFNs by data (the cut analysis, or --importance taylor); "
+         "fisher ranks neurons and heads"),
+    ],
+)
+def test_importance_errors_are_one_line(values, message):
+    with pytest.raises(TrimbertError) as caught:
+        TrimRequest(**values).check_importance()
+    assert str(caught.value) == message
+    TrimRequest(heads=2, importance="fisher").check_importance()  # heads by count are ranked
+
+
 def test_a_request_resolves_like_the_same_keywords():
     request = TrimRequest(drop_ffn="alternate", attention="relu", layernorm="half", ffn_width="0:32")
     by_request = resolve_spec(6, None, request, intermediate_size=64)

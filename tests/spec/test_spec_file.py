@@ -63,11 +63,11 @@ def test_a_spec_file_value_of_the_wrong_type_is_refused_naming_the_key(trim_spec
     ("data", "problem"),
     [
         ({"trim_spec": {"drop_ffn": [1], "ffn_width": {"0": 8}}, "importance": "bogus"},
-         'importance: expected one of magnitude, taylor or null, got "bogus"'),
+         'importance: expected one of magnitude, taylor, fisher or null, got "bogus"'),
         ({"trim_spec": {"drop_ffn": [1]}, "importance": "bogus"},  # no widths: was ignored silently
-         'importance: expected one of magnitude, taylor or null, got "bogus"'),
+         'importance: expected one of magnitude, taylor, fisher or null, got "bogus"'),
         ({"trim_spec": {"drop_ffn": [1]}, "importance": 1},
-         "importance: expected one of magnitude, taylor or null, got 1"),
+         "importance: expected one of magnitude, taylor, fisher or null, got 1"),
         ({"trim_spec": {"drop_ffn": [1]}, "drop_ffn": True},  # beside trim_spec: was ignored silently
          "drop_ffn is a trim_spec key: put it inside the trim_spec object"),
         ({"trim_spec": {}, "ffn_width": 767.5}, "ffn_width is a trim_spec key: put it inside the trim_spec object"),

@@ -78,7 +78,7 @@ def trim_specs(draw) -> dict:
 @st.composite
 def spec_files(draw) -> dict:
     data = {"trim_spec": draw(trim_specs())}
-    importance = st.one_of(st.sampled_from([None, "magnitude", "taylor"]), ANY)
+    importance = st.one_of(st.sampled_from([None, "magnitude", "taylor", "fisher"]), ANY)
     data.update(draw(st.fixed_dictionaries({}, optional={"importance": importance, "summary": ANY})))
     if draw(st.sampled_from([False] * 9 + [True])):
         data["drop_ffn"] = draw(ANY)  # a trim key beside trim_spec
@@ -111,7 +111,7 @@ def _check_accepted(data: dict, request: TrimRequest) -> None:
     assert trim_spec.get("attention", "softmax") in available_normalizers()
     assert trim_spec.get("layernorm_replacement", "identity") in LN_REPLACEMENTS
     assert isinstance(trim_spec.get("notes", {}), dict)
-    assert data.get("importance") in (None, "magnitude", "taylor")
+    assert data.get("importance") in (None, "magnitude", "taylor", "fisher")
     meant = _meaning(trim_spec)
     assert request.importance == (data.get("importance") if meant.ffn_width else None)
     try:

@@ -39,8 +39,10 @@ def check_auto_count(n: int, model: nn.Module) -> None:
 
 def measure_name(found: Importance) -> str:
     """How a spec's notes name the measure: the cut analysis's ``"loss"``/``"cka"``, else
-    ``"<rule> (<objective>)"`` (``"taylor (task-loss)"``)."""
-    return str(found.objective) if found.rule == "cut" else f"{found.rule} ({found.objective})"
+    ``"<rule> (<objective>)"`` (``"taylor (task-loss)"``), or the rule alone without data (``"magnitude"``)."""
+    if found.rule == "cut":
+        return str(found.objective)
+    return found.rule if found.objective is None else f"{found.rule} ({found.objective})"
 
 
 def auto_spec(found: Importance, n: int, seed: int | None = None) -> TrimSpec:

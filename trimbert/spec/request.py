@@ -35,7 +35,9 @@ from pydantic import (
 from trimbert.errors import TrimbertError
 from trimbert.spec.trimspec import AFFINE, SOFTMAX, SPEC_KEYS, TrimSpec, block_key, shown
 
-IMPORTANCE_RULES = ("magnitude", "taylor")
+IMPORTANCE_RULES = ("magnitude", "taylor", "fisher")
+DATA_RULES = ("taylor", "fisher")  # the rules that measure on a sample of data
+AUTO_RULES = ("taylor",)  # the rules that also score whole FFNs (auto:N); without one, the cut analysis
 _AUTO = re.compile(r"^auto(?::(.*))?$", re.IGNORECASE)
 
 
@@ -159,7 +161,8 @@ class TrimRequest:
         default=None,
         metadata=_option(
             "--heads",
-            "Attention heads each block keeps (the rest are removed; most important by weight magnitude): "
+            "Attention heads each block keeps (the rest are removed; by count, the most important by weight "
+            "magnitude or --importance): "
             "8 (every block) | 0:4,3:8 (per block) | 3=0+2+5 (block 3 keeps its heads 0, 2, 5); combinable: 0:4,3=0+2+5.",
         ),
     )
@@ -176,8 +179,9 @@ class TrimRequest:
         default=None,
         metadata=_option(
             "--importance",
-            "How --ffn-width and auto:N rank what to cut: magnitude (weights only; --ffn-width's default) | "
-            "taylor (gradients on a data sample: task loss with a fine-tuned head, else hidden states).",
+            "How --ffn-width, --heads N and auto:N rank what to cut: magnitude (weights only; the default of "
+            "--ffn-width and --heads) | taylor (gradients on a data sample: task loss with a fine-tuned head, else "
+            "hidden states) | fisher (Fisher information of neurons and heads on a data sample; not auto:N).",
         ),
     )
 
@@ -279,22 +283,44 @@ class TrimRequest:
         return parse_auto(self.drop_ffn)
 
     @property
+    def heads_counted(self) -> bool:
+        """Whether ``heads`` prunes some block to a head count (``8``, ``0:4``), whose heads are then
+        chosen by importance; heads named by index (``3=0+2+5``) are not ranked."""
+        return self.heads is not None and any("=" not in part for part in self.heads.split(","))
+
+    @property
+    def ranks_units(self) -> bool:
+        """Whether ``importance`` chooses neurons or heads: ``--ffn-width`` or heads by count."""
+        return self.importance is not None and (self.ffn_width is not None or self.heads_counted)
+
+    @property
+    def ranks_on_data(self) -> bool:
+        """Whether a data rule (:data:`DATA_RULES`: taylor, fisher) ranks something here (``auto:N``,
+        ``--ffn-width``, heads by count): the trim then depends on a data sample."""
+        return self.importance in DATA_RULES and (self.auto_count is not None or self.ranks_units)
+
+    @property
     def taylor(self) -> bool:
-        """Whether ``--importance taylor`` applies: it ranks ``auto:N`` and ``--ffn-width``."""
-        return self.importance == "taylor" and (self.auto_count is not None or self.ffn_width is not None)
+        """Whether ``--importance taylor`` applies: it ranks ``auto:N``, ``--ffn-width`` and heads by count."""
+        return self.importance == "taylor" and self.ranks_on_data
 
     @property
     def needs_data(self) -> bool:
-        """Whether resolving this request needs a sample of real text (``auto:N``, ``affine``, taylor)."""
-        return self.auto_count is not None or self.layernorm_replacement == AFFINE or self.taylor
+        """Whether resolving this request needs a sample of real text (``auto:N``, ``affine``, taylor, fisher)."""
+        return self.auto_count is not None or self.layernorm_replacement == AFFINE or self.ranks_on_data
 
     def check_importance(self) -> None:
-        """``--importance`` says how to rank FFN neurons or FFNs: refuse it when nothing is ranked."""
-        if self.importance is not None and self.auto_count is None and self.ffn_width is None:
-            raise TrimbertError("--importance: only used with --ffn-width or --drop-ffn auto:N")
-        if self.importance == "magnitude" and self.auto_count is not None:
+        """``--importance`` says how to rank FFNs, neurons or heads: refuse it when nothing is ranked,
+        and a rule that cannot rank whole FFNs with ``auto:N``."""
+        if self.importance is not None and self.auto_count is None and not self.ranks_units:
             raise TrimbertError(
-                "--importance magnitude: auto:N ranks whole FFNs by data (the cut analysis, or --importance taylor)"
+                "--importance: only used with --ffn-width, --heads N or --drop-ffn auto:N (named heads like "
+                "3=0+2+5 are not ranked)"
+            )
+        if self.importance is not None and self.importance not in AUTO_RULES and self.auto_count is not None:
+            raise TrimbertError(
+                f"--importance {self.importance}: auto:N ranks whole FFNs by data (the cut analysis, or "
+                f"--importance {' or '.join(AUTO_RULES)}); {self.importance} ranks neurons and heads"
             )
 
     def without_auto(self) -> TrimRequest:
