@@ -123,7 +123,7 @@ def test_set_on_the_command_line(tmp_path, run_cli):
         (['variants.kd.teacher="kd"'], "variants[1].teacher: variant 'kd' cannot be its own teacher"),
         (["model=3"], "model: expected a table, got an integer"),
         (["variants.kd.finetune={seed=3}"], "variants[1].finetune.seed: set seeds for the whole recipe (seeds = [...]), not per variant"),
-        (["variants.kd.importance=fast"], "variants[1].importance: unknown rule 'fast' (choose from magnitude, taylor)"),
+        (["variants.kd.importance=fast"], "variants[1].importance: unknown rule 'fast' (choose from magnitude, taylor, fisher)"),
         (["variants.baseline.distill={alpha_kd=1.0}"], 'variants[0].distill: needs a teacher (teacher = "<variant>")'),
         (["seeds=[]"], "seeds: expected a non-empty array of integers, got []"),
         (["finetune.seed=3"], "seeds: give either seeds = [...] or [finetune] seed, not both"),
