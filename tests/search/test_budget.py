@@ -7,13 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import write_sst2
+from recorded_latency import use_recorded_latency
 from test_evolve import PREDICTOR, SPACE, accuracy
 
+import trimbert.search.run
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
 from trimbert.model.checkpoint import load_config, resolve_source
 from trimbert.search.budget import Then, plan_search, rows_for_steps, trainer_steps
-from trimbert.search.costs import Costs, Workload
+from trimbert.search.costs import Costs, Workload, count_rows
 from trimbert.search.estimator import StopAt
 from trimbert.search.evolve import Candidate, SearchResult, choose_finalist, evolve
 from trimbert.search.latency import cached_predictor
@@ -215,7 +217,12 @@ def test_a_search_that_overruns_its_plan_still_ends_within_the_budget(tiny_check
     assert written["best"]["verified"] is None and not (tmp_path / "out" / "verify").exists()
 
 
-def test_the_cli_refuses_a_budget_too_short_before_training(run_cli, tiny_checkpoint, tmp_path):
+def test_the_cli_refuses_a_budget_too_short_before_training(run_cli, tiny_checkpoint, tmp_path, monkeypatch):
+    # the predictor fitted on recorded probe timings and the work priced by the recorded COSTS (a load alone: 10 s),
+    # so the budget is too short whatever this machine's load
+    use_recorded_latency(monkeypatch)
+    monkeypatch.setattr(trimbert.search.run, "measure_costs",
+                        lambda model, source, finetune, **_: (COSTS, count_rows(source, finetune)))
     data = write_sst2(tmp_path / "SST-2", train_rows=16, dev_rows=4)
     code, stdout, err = run_cli(
         "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.01", "--budget-minutes", "0.001",

@@ -6,6 +6,7 @@ import re
 
 import pytest
 from conftest import write_sst2
+from recorded_latency import recorded_ms, use_recorded_latency
 
 from trimbert.errors import TrimbertError
 from trimbert.search.latency import cached_predictor, untrusted
@@ -28,12 +29,14 @@ def data(tmp_path):
 
 
 def test_a_latency_the_untrimmed_model_meets_is_refused_and_a_cache_with_negative_times_is_measured_again(
-    run_cli, tiny_checkpoint, tmp_path, data
+    run_cli, tiny_checkpoint, tmp_path, data, monkeypatch
 ):
+    probe_runs = use_recorded_latency(monkeypatch)  # the probes' timings recorded: 10.4 ms for the untrimmed model
     args = ("search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--latency-ms", "100000", *FAST,
             "--cache-dir", tmp_path / "cache", "--out", tmp_path / "s")
     code, stdout, err = run_cli(*args)
-    assert code == 2 and MET.fullmatch(err.strip()), err
+    assert code == 2 and (match := MET.fullmatch(err.strip())), err
+    assert match.group(1) == "10.40" and len(probe_runs) == 1
     assert not (tmp_path / "s").exists() and "plan" not in stdout  # refused before anything was trained
     [cache] = (tmp_path / "cache" / "latency").glob("latency-*.json")
     tampered = json.loads(cache.read_text())
@@ -43,10 +46,12 @@ def test_a_latency_the_untrimmed_model_meets_is_refused_and_a_cache_with_negativ
     tampered["coefficients"] = {name: -abs(value) * 1000 for name, value in tampered["coefficients"].items()}
     cache.write_text(json.dumps(tampered))
     code, _, err = run_cli(*args)
-    assert code == 2 and (match := MET.fullmatch(err.strip())), err  # a positive time: measured again
-    assert 0 < float(match.group(1)) < 100000
+    assert code == 2 and (match := MET.fullmatch(err.strip())), err
+    assert match.group(1) == "10.40" and len(probe_runs) == 2  # the probes measured again
     measured = json.loads(cache.read_text())
-    assert measured["baseline_ms"] > 0 and all(probe["measured_ms"] > 0 for probe in measured["probes"])
+    assert measured["baseline_ms"] == recorded_ms(TrimSpec())
+    assert [probe["measured_ms"] for probe in measured["probes"]] == [
+        recorded_ms(TrimSpec.from_dict(probe["spec"])) for probe in measured["probes"]]  # the cache entry replaced
 
 
 def test_a_speedup_of_one_is_met_by_the_untrimmed_model():
