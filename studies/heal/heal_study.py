@@ -49,6 +49,8 @@ import sys
 import time
 from pathlib import Path
 
+from trimbert.report.records import HealCost, Record
+
 SEEDS = (42, 43, 44)
 BUDGETS = (150, 300, 600)
 GLUE = os.environ.get("TRIMBERT_GLUE_DIR") or str(Path(__file__).resolve().parents[3] / "shared" / "glue")
@@ -202,9 +204,17 @@ def _delta(mine: list[float | None], base: list[float | None]) -> str:
     return f"{100 * statistics.mean(pairs):+.2f}" if pairs else "–"
 
 
-def _heal(folder: Path) -> dict | None:
+def _heal(folder: Path) -> HealCost | None:
+    """What the heal in ``folder`` cost, from its heal.json (a version-1 record is upgraded)."""
     path = folder / "heal.json"
-    return json.loads(path.read_text())["extra"] if path.exists() else None
+    return Record.from_dict(json.loads(path.read_text())).heal if path.exists() else None
+
+
+def _cost(heal: HealCost | None) -> str:
+    """The tokens, wall time and held-out loss cells of a heal ("–" when it is not there)."""
+    if heal is None:
+        return "– | – | –"
+    return f"{heal.tokens:,} | {heal.time_s:.0f} s | {heal.loss_after:.3f}"
 
 
 def budget_table(out: Path, sweep: Path) -> None:
@@ -220,8 +230,7 @@ def budget_table(out: Path, sweep: Path) -> None:
             accuracy = _runs(sweep, "full-trim-healed-kd")
         else:
             accuracy = [_metric(out / "sst2" / f"full-healed{n}-kd-s{s}", "accuracy") for s in SEEDS]
-        cost = f"{heal['tokens']:,} | {heal['heal_time_s']:.0f} s | {heal['loss_after']:.3f}" if heal else "– | – | –"
-        print(f"| {n} | {cost} | {_stat(accuracy)} | {_delta(accuracy, base)} |")
+        print(f"| {n} | {_cost(heal)} | {_stat(accuracy)} | {_delta(accuracy, base)} |")
 
 
 def levers_table(out: Path, sweep: Path) -> None:
@@ -241,15 +250,15 @@ def levers_table(out: Path, sweep: Path) -> None:
         rows.append((f"full trim: --schedule progressive --steps 2400, fine-tune {' '.join(kd)}", out / "heal-full-prog-2400",
                      [_metric(out / "sst2" / f"full-prog-2400-kd{name}-s{s}", "accuracy") for s in SEEDS]))
     for label, folder, accuracy in rows:
-        heal = _heal(folder)
-        cost = f"{heal['tokens']:,} | {heal['heal_time_s']:.0f} s | {heal['loss_after']:.3f}" if heal else "– | – | –"
-        print(f"| {label} | {cost} | {_stat(accuracy)} | {_delta(accuracy, base)} |")
+        print(f"| {label} | {_cost(_heal(folder))} | {_stat(accuracy)} | {_delta(accuracy, base)} |")
 
 
 def _sweep_heal_dir(sweep: Path, variant: str) -> str | None:
+    """The healed checkpoint's folder of the sweep's first unit of ``variant`` that was fine-tuned from one."""
     path = sweep / "results.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return next((r["extra"]["heal_dir"] for r in rows if r["variant"] == variant and "heal_dir" in r["extra"]), None)
+    lines = path.read_text().splitlines() if path.exists() else []
+    records = [Record.from_dict(json.loads(line)) for line in lines if line.strip()]
+    return next((r.heal.dir for r in records if r.variant == variant and r.heal and r.heal.dir), None)
 
 
 def _runs(sweep: Path, variant: str) -> list[float | None]:

@@ -22,6 +22,7 @@ from search_study import (
     searched_variants,
 )
 
+from trimbert.report.records import Record
 from trimbert.search.outputs import verified_text
 
 
@@ -33,16 +34,19 @@ def _records(out: Path) -> dict[str, dict]:
     return {row["variant"]: row for row in rows if row.get("status") == "ok"}
 
 
-def _bench(out: Path, name: str = "bench.json") -> dict[str, dict]:
+def _bench(out: Path, name: str = "bench.json") -> dict[str, Record]:
+    """The records of a ``trimbert bench --out`` file by variant (a version-1 file is upgraded)."""
     path = out / name
     if not path.exists():
         return {}
-    return {row["variant"]: row for row in json.loads(path.read_text())}
+    records = [Record.from_dict(row) for row in json.loads(path.read_text())]
+    return {record.variant: record for record in records}
 
 
-def _speedup(bench: dict[str, dict], name: str) -> tuple[float, float, float] | None:
-    paired = bench.get(name, {}).get("extra", {}).get("paired", {}).get("latency")
-    return (paired["ratio"], paired["low"], paired["high"]) if paired else None
+def _speedup(bench: dict[str, Record], name: str) -> tuple[float, float, float] | None:
+    """A variant's paired latency speed-up against U* and its interval (None: not benched side by side)."""
+    paired = bench[name].speedup() if name in bench else None
+    return (paired.ratio, paired.low, paired.high) if paired else None
 
 
 def predictor_table(out: Path, runtime: str = "pytorch", name: str | None = None) -> None:
@@ -145,7 +149,7 @@ GROUPS = {None: "the searches before the window and finalists", "final": "window
           "seeds2": "--verify-seeds 2 (--undershoot 0.05, --verify 4)"}
 
 
-def searched_table(out: Path, records: dict[str, dict], bench: dict[str, dict], group: str | None = None) -> None:
+def searched_table(out: Path, records: dict[str, dict], bench: dict[str, Record], group: str | None = None) -> None:
     """Searched winners of one group (see search_study.bench_group) against the fixed patterns timed in
     the same bench run."""
     if not bench:
