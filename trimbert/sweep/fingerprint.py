@@ -53,7 +53,7 @@ def entry(recipe: Recipe, variant: Variant, seed: int, *, bench: bool = True) ->
 
 
 def fingerprint(recipe: Recipe, variant: Variant, seed: int, *, bench: bool = True) -> str:
-    """A short hash of :func:`entry`: a record's ``extra["recipe_hash"]`` (``bench=False``: of the fine-tune
+    """A short hash of :func:`entry`: a record's ``sweep.recipe_hash`` (``bench=False``: of the fine-tune
     alone, kept in the run folder, so that a bench-only change re-benches without fine-tuning again)."""
     return digest(entry(recipe, variant, seed, bench=bench))
 

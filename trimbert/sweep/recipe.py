@@ -66,9 +66,9 @@ lengths, the data (:meth:`DataSource.check`) and the heal corpora. Errors name t
 then bench side by side with the untrimmed fine-tuned baseline (or, when no baseline run is there,
 the untrimmed pretrained model with the same head), and appends one record (``kind="sweep"``) per
 unit to ``DIR/results.jsonl`` with a single fsync'd write. Each record carries
-``extra["recipe_hash"]``, the fingerprint of its unit's resolved settings
-(:mod:`trimbert.sweep.fingerprint`), and the paired ratio ``extra["paired_speedup"]`` = baseline
-latency / variant latency measured in the same run. With an export (``[export]``, a variant's
+``record.sweep.recipe_hash``, the fingerprint of its unit's resolved settings
+(:mod:`trimbert.sweep.fingerprint`), and the paired speed-up ``record.speedup()`` = reference
+latency / variant latency measured side by side in the same run. With an export (``[export]``, a variant's
 ``export``, or an ONNX Runtime in ``bench.runtimes``) the fine-tuned model is also exported to ``<run
 folder>/onnx`` and evaluated there, and each ONNX Runtime gets its own record (variant ``NAME@ort``,
 ``NAME@ort-int8``) with the accuracy of the exported model; every speed-up is against the untrimmed
@@ -230,7 +230,7 @@ class Recipe:
         return fingerprints.entry(self, variant, seed, bench=bench)
 
     def fingerprint(self, variant: Variant, seed: int, *, bench: bool = True) -> str:
-        """A short hash of :meth:`entry`: the record's ``extra["recipe_hash"]`` (``bench=False``: of the
+        """A short hash of :meth:`entry`: the record's ``sweep.recipe_hash`` (``bench=False``: of the
         fine-tune alone, kept in the run folder, so that a bench-only change re-benches without
         fine-tuning again)."""
         return fingerprints.fingerprint(self, variant, seed, bench=bench)
