@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from recorded_latency import recorded_speedup, use_recorded_latency
 from test_sweep import ok_records, recipe_text
 
 import trimbert.sweep.searching
@@ -52,6 +53,7 @@ def test_bad_search_tables_are_one_line_errors(tmp_path, tiny_checkpoint, sst2, 
 
 
 def test_a_sweep_searches_once_and_fine_tunes_the_searched_trim(tmp_path, tiny_checkpoint, sst2, monkeypatch):
+    probe_runs = use_recorded_latency(monkeypatch)  # the predictor fitted on recorded timings, not this machine's
     searches = []
     real = trimbert.sweep.searching.search
     monkeypatch.setattr(trimbert.sweep.searching, "search", lambda *a, **k: searches.append(a[2]) or real(*a, **k))
@@ -59,7 +61,7 @@ def test_a_sweep_searches_once_and_fine_tunes_the_searched_trim(tmp_path, tiny_c
     recipe = load_recipe(path)
     assert recipe.baseline.name == "baseline" and not recipe.variant("searched").untrimmed
     result = run_sweep(path, tmp_path / "out")
-    assert result.ok and len(searches) == 1
+    assert result.ok and len(searches) == 1 and len(probe_runs) == 1  # the probes timed once, for both seeds
     folder = searches[0]
     best = json.loads((folder / "best.json").read_text())
     records = ok_records(tmp_path / "out")["searched"]
@@ -70,4 +72,8 @@ def test_a_sweep_searches_once_and_fine_tunes_the_searched_trim(tmp_path, tiny_c
     assert all(r["trim_summary"] == summary for r in records)
     assert records[0]["search"]["estimate"] == best["estimate"]
     assert records[0]["search"]["time_s"] > 0
+    # the recorded timings predict the winner inside the search's window: 5% under the 1.01x target to 10% over it
+    searched = json.loads((folder / "search.json").read_text())
+    assert searched["best"]["predicted_speedup"] == pytest.approx(recorded_speedup(TrimSpec.from_dict(best["trim_spec"])))
+    assert 1.01 * 0.95 <= searched["best"]["predicted_speedup"] <= 1.01 * 1.1
     assert run_sweep(path, tmp_path / "out").skipped and len(searches) == 1
