@@ -9,7 +9,7 @@ change: embeddings, head, each block's attention fixed part, LayerNorms that sta
 what an FFN costs beyond its neurons and is saved when it loses all of them: its add, biases and the
 LayerNorm after it, ``per_ffn_ms`` unless that block differs). :func:`linear_cost` reads these numbers off any additive latency model by
 probing it: a :class:`LinearCost` as is, or ``predict(spec) -> ms`` (a callable, or an object with a
-``predict`` method such as :class:`trimbert.search.latency.Predictor`) of specs in the ORIGINAL
+``predict`` method such as :class:`trimbert.search.predictor.Predictor`) of specs in the ORIGINAL
 model's numbering. It times one narrowed FFN, each dropped FFN and one pruned self-attention against
 the model as it is, then checks the fitted line on a spec that changes all three in other blocks; a
 cost that is not additive there (the predictor's ``per-width`` form, a cost with interactions) is

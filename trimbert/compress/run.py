@@ -111,7 +111,7 @@ def compress_model(
     ``batches``: the sample (dicts of ``input_ids``, ``attention_mask``, ``labels`` when ``has_head``),
     used for the Fisher scores and the least-squares fix. ``cost``: a
     :class:`~trimbert.compress.cost.LinearCost`, or an additive latency model (``predict(spec) -> ms``, e.g.
-    a :class:`trimbert.search.latency.Predictor` of the linear form) read by
+    a :class:`trimbert.search.predictor.Predictor` of the linear form) read by
     :func:`~trimbert.compress.cost.linear_cost`. ``has_head``: score with the task loss (a fine-tuned
     head) or the head-less hidden-state Fisher. ``multiple``: kept FFN widths are multiples of it.
     ``rearrange_masks``: Kwon's per-block rearrangement; ``fix``: the least-squares scales (the last
