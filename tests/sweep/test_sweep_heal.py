@@ -98,6 +98,30 @@ def test_bad_heal_tables_are_one_line_errors(tmp_path, tiny_checkpoint, sst2, co
     assert message.startswith(f"{path}: {key}: ") and problem in message, message
 
 
+
+@pytest.mark.parametrize(
+    ("trim", "rule"),
+    [
+        ({"ffn_width": 32, "importance": "taylor"}, "taylor"),
+        ({"ffn_width": 32, "importance": "fisher"}, "fisher"),
+        ({"heads": 2, "importance": "fisher"}, "fisher"),
+    ],
+)
+def test_a_heal_refuses_a_trim_ranked_on_task_data(tmp_path, tiny_checkpoint, sst2, corpus, trim, rule):
+    variant = {"name": "x", **trim, "heal": {"corpus": str(corpus)}}
+    path = _write(tmp_path, tiny_checkpoint, sst2, [{"name": "baseline"}, variant])
+    with pytest.raises(TrimbertError) as raised:
+        load_recipe(path)
+    assert str(raised.value) == (
+        f"{path}: variants[1].heal: importance = {rule} ranks on task data while fine-tuning; heal needs a fixed trim"
+    )
+
+
+def test_a_heal_takes_a_trim_ranked_by_weights(tmp_path, tiny_checkpoint, sst2, corpus):
+    variant = {"name": "x", "heads": 2, "importance": "magnitude", "heal": {"corpus": str(corpus)}}
+    recipe = load_recipe(_write(tmp_path, tiny_checkpoint, sst2, [{"name": "baseline"}, variant]))
+    assert recipe.variant("x").heal == {"corpus": str(corpus)}
+
 def test_a_sweep_heals_once_for_every_seed_and_reports_the_cost(tmp_path, tiny_checkpoint, sst2, corpus, monkeypatch):
     heals = []
     real = trimbert.sweep.healing.heal

@@ -27,7 +27,6 @@ fine-tune the healed checkpoint. Their records carry the heal's cost (``Record.h
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import hashlib
 import json
@@ -43,84 +42,12 @@ from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
 from trimbert.model.trim import trim as trim_model
 from trimbert.report.records import HealCost, Record
-from trimbert.spec import AFFINE, TrimRequest
+from trimbert.spec import TrimRequest
 from trimbert.train.heal import HEAL_FILE, heal
 from trimbert.train.settings import HealSettings
 
 HEAL_DIR = "heal"
 CORPUS_KEYS = ("corpus", "text_column", "corpus_config")
-HEAL_KEYS = (*CORPUS_KEYS, *HealSettings.model_fields)
-
-
-def check_heal(check: Any, value: Any, defaults: dict[str, Any] | None, where: str) -> dict[str, Any]:
-    """A variant's ``heal`` value (a table, or ``true`` for ``[heal]``), merged over ``defaults`` (the
-    ``[heal]`` table) and validated: the corpus given (a local path made absolute) and the settings
-    valid. ``check`` is the recipe checker (its ``fail`` names the file and the key)."""
-    if value is True:
-        if defaults is None:
-            check.fail(where, "heal = true needs a [heal] table (or give heal = { corpus = ..., ... })")
-        table: dict[str, Any] = {}
-    else:
-        table = check.table(value, where)
-    check.known(table, HEAL_KEYS, where)
-    merged = {**(defaults or {}), **table}
-    if "corpus" not in merged:
-        check.fail(f"{where}.corpus", 'missing: the unlabeled text to heal on, e.g. corpus = "../shared/glue"')
-    corpus = check.string(merged["corpus"], f"{where}.corpus")
-    local = Path(corpus).expanduser()
-    if local.exists():
-        merged["corpus"] = str(local.absolute())
-        if local.is_file() and (problem := _not_text(local)):
-            check.fail(f"{where}.corpus", f"{corpus} {problem}")
-    elif corpus.startswith((".", "/", "~")) or local.suffix in (".txt", ".csv", ".tsv", ".jsonl"):
-        check.fail(f"{where}.corpus", f"{corpus} does not exist (relative to {Path.cwd()})")
-    for key in ("text_column", "corpus_config"):
-        if merged.get(key) is not None:
-            check.string(merged[key], f"{where}.{key}")
-    check.settings(HealSettings, _settings_part(merged), where)
-    return merged
-
-
-TEXT_PEEK = 1 << 20  # bytes of a corpus file read to check it is text (the heal reads all of it)
-
-
-def _not_text(path: Path) -> str | None:
-    """Why the corpus file ``path`` cannot be healed on, from its first :data:`TEXT_PEEK` bytes, or None:
-    unreadable, binary (a NUL byte) or not UTF-8 (what the heal's reader decodes)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(TEXT_PEEK)
-    except OSError as error:
-        return f"cannot be read ({error.strerror or error})"
-    if b"\0" in head:
-        return "is binary, not text (a NUL byte in its first MB)"
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < TEXT_PEEK)
-    except UnicodeDecodeError as error:
-        return f"is not UTF-8 text (byte {error.start} of the file: {error.reason})"
-    return None
-
-
-def check_defaults(check: Any, value: Any) -> dict[str, Any] | None:
-    """The recipe's ``[heal]`` table (keys and types; the corpus is checked per variant), or None."""
-    if value is None:
-        return None
-    table = check.table(value, "heal")
-    check.known(table, HEAL_KEYS, "heal")
-    check.settings(HealSettings, _settings_part(table), "heal")
-    return dict(table)
-
-
-def check_healable(check: Any, request: TrimRequest, untrimmed: bool, where: str) -> None:
-    """Healing needs a trim known before training: not untrimmed, not ``auto:N``, not ``affine``, not Taylor-ranked."""
-    if untrimmed:
-        check.fail(where, "an untrimmed variant has nothing to heal (add trim keys, or remove heal)")
-    if request.auto_count is not None:
-        check.fail(where, "drop_ffn = auto:N chooses blocks on task data while fine-tuning; heal needs a fixed trim")
-    if request.layernorm_replacement == AFFINE:
-        check.fail(where, "the affine replacement is fitted on task data; heal with identity or dyt")
-    if request.taylor:
-        check.fail(where, "importance = taylor ranks on task data while fine-tuning; heal needs a fixed trim")
 
 
 def _settings_part(table: dict[str, Any]) -> dict[str, Any]:

@@ -194,8 +194,8 @@ class _VariantBase(Table):
                 raise problem("heal", "drop_ffn = auto:N chooses blocks on task data while fine-tuning; heal needs a fixed trim")
             if request.layernorm_replacement == AFFINE:
                 raise problem("heal", "the affine replacement is fitted on task data; heal with identity or dyt")
-            if request.taylor:
-                raise problem("heal", "importance = taylor ranks on task data while fine-tuning; heal needs a fixed trim")
+            if request.ranks_on_data:
+                raise problem("heal", f"importance = {request.importance} ranks on task data while fine-tuning; heal needs a fixed trim")
         if self.compress is not None:
             given = [*request.to_dict(), *(k for k in ("teacher", "distill", "export", "heal", "search") if getattr(self, k) is not None)]
             given += ["finetune"] if self.finetune else []

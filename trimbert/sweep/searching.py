@@ -35,21 +35,6 @@ from trimbert.train.settings import FinetuneSettings
 SEARCH_DIR = "search"
 
 
-def check_search(check: Any, value: Any, request: TrimRequest, healing: Any, where: str) -> dict[str, Any] | None:
-    """A variant's ``search`` table, validated (None when absent): SearchSettings fields, no trim keys
-    beside it (the search chooses the whole trim) and no heal (not supported together yet)."""
-    if value is None or value is False:
-        return None
-    table = check.table(value, where)
-    check.settings(SearchSettings, table, where)
-    if request.requested:
-        given = ", ".join(request.to_dict())
-        check.fail(where, f"the search chooses the whole trim: remove {given} from this variant")
-    if healing is not None:
-        check.fail(where, "search and heal on one variant are not supported: heal the searched trim in a second variant")
-    return dict(table)
-
-
 def search_key(model: str, data: DataSource, finetune: FinetuneSettings, table: dict[str, Any]) -> str:
     """What a sweep's search depends on, hashed: model, data, super-model fine-tune settings, search table."""
     text = json.dumps(
