@@ -140,6 +140,9 @@ def test_from_spec_reapplies_a_resolved_spec():
     assert TrimRequest.from_spec(TrimSpec()) == TrimRequest()
     assert TrimRequest.from_spec(spec, "taylor") == dataclasses.replace(request, importance="taylor")
     assert TrimRequest.from_spec(TrimSpec(drop_ffn=(1,)), "taylor") == TrimRequest(drop_ffn="1")  # no widths: no rule
+    # heads (counts) are ranked by the rule too, with or without widths, as the search ranked them
+    assert TrimRequest.from_spec(TrimSpec(heads={0: 2, 3: 1}), "fisher") == TrimRequest(heads="0:2,3:1", importance="fisher")
+    assert TrimRequest.from_spec(TrimSpec(heads={1: 2}), "magnitude").ranks_units
 
 
 def test_the_request_is_frozen():

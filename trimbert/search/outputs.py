@@ -8,7 +8,7 @@
   finalists (search estimate and fresh re-score) as tables;
 - ``front.png``: every candidate and the front (predicted speed-up vs estimate);
 - ``best.json``: the chosen spec, which ``trim``/``finetune --spec best.json`` apply (with the same
-  ``--importance`` rule, so narrowed FFNs keep the neurons the search scored; see
+  ``--importance`` rule, so narrowed FFNs keep the neurons and pruned blocks the heads the search scored; see
   :meth:`trimbert.spec.TrimRequest.from_spec_file`);
 - ``variant.toml``: the chosen spec as a recipe variant, to fine-tune and bench it beside others.
 """
@@ -87,10 +87,11 @@ def write_outputs(folder: Path, report: SearchReport, settings: SearchSettings, 
 
 
 def spec_file(best: Candidate, importance: str) -> dict[str, Any]:
-    """What ``best.json`` holds: the spec, the rule that chose narrowed neurons, and the predictions."""
+    """What ``best.json`` holds: the spec, the rule that chose narrowed neurons and pruned heads (None
+    when the spec has neither), and the predictions."""
     return {
         "trim_spec": best.spec.to_dict(),
-        "importance": importance if best.spec.ffn_width else None,
+        "importance": TrimRequest.from_spec(best.spec, importance).importance,
         "summary": best.spec.summary(),
         "predicted_ms": best.predicted_ms,
         "predicted_speedup": best.predicted_speedup,
@@ -101,10 +102,9 @@ def spec_file(best: Candidate, importance: str) -> dict[str, Any]:
 
 
 def variant_toml(spec: TrimSpec, importance: str) -> str:
-    """The spec as a recipe ``[[variant]]`` (trim keys in the CLI syntax)."""
-    request = TrimRequest.from_spec(spec).to_dict()
-    if spec.ffn_width:
-        request["importance"] = importance
+    """The spec as a recipe ``[[variant]]`` (trim keys in the CLI syntax, with ``importance`` when it
+    narrows FFNs or prunes heads)."""
+    request = TrimRequest.from_spec(spec, importance).to_dict()
     lines = ["[[variants]]", 'name = "searched"']
     lines += [f"{key} = {json.dumps(value)}" for key, value in request.items()]
     return "\n".join(lines) + "\n"

@@ -213,9 +213,11 @@ class TrimRequest:
     @classmethod
     def from_spec(cls, spec: TrimSpec, importance: str | None = None) -> TrimRequest:
         """The request that adds everything ``spec`` removed (to apply a resolved spec to a model);
-        ``importance``: the rule that chooses its narrowed FFNs' neurons (kept only when it narrows some)."""
+        ``importance``: the rule that chooses its narrowed FFNs' neurons and its pruned blocks' heads
+        (kept only when it narrows an FFN or prunes heads: a spec's heads are counts, ranked by the rule,
+        as ``trimbert search`` ranked them)."""
         return cls(
-            importance=importance if spec.ffn_widths else None,
+            importance=importance if spec.ffn_widths or spec.head_counts else None,
             drop_ffn=list(spec.drop_ffn) or None,
             attention=None if spec.attention == SOFTMAX else spec.attention,
             layernorm=",".join(spec.layernorm) or None,
@@ -228,7 +230,7 @@ class TrimRequest:
     @classmethod
     def from_spec_file(cls, path: str | Path) -> TrimRequest:
         """The request of a spec file (``best.json`` of ``trimbert search``: a ``trim_spec`` object and the
-        ``importance`` rule its narrowed FFNs were scored with), applied to an untrimmed model; the file
+        ``importance`` rule its narrowed FFNs and pruned heads were scored with), applied to an untrimmed model; the file
         is checked by :meth:`from_spec_data`."""
         path = Path(path)
         try:
