@@ -4,7 +4,8 @@
 on the task as a weight-sharing *super-model*: before every training step a random sub-trim of the
 search space is switched on with :mod:`trimbert.model.gates` (dropped blocks, dropped FFNs, FFNs narrowed
 to a prefix of their neurons sorted by importance, so widths nest, attention heads pruned to a prefix of
-their heads sorted by weight magnitude, as ``trim --heads N`` keeps them, stripped LayerNorms, the normalizer);
+their heads sorted by the same scores, as ``trim --heads N --importance <rule>`` keeps them, stripped
+LayerNorms, the normalizer);
 a quarter of the steps train the whole model (the sandwich rule's largest network). A candidate is
 then scored by switching its gates on and evaluating a held-out sample of the task's rows, with no
 further training.
@@ -40,8 +41,8 @@ from trimbert.data.metrics import compute_metrics, predictions_from_logits
 from trimbert.data.sampling import tokenize
 from trimbert.data.source import DataSource
 from trimbert.errors import TrimbertError
-from trimbert.importance.magnitude import head_order
-from trimbert.importance.select import neuron_order as scored_neuron_order
+from trimbert.importance.rules import score as score_units
+from trimbert.importance.scores import Importance
 from trimbert.measure.size import model_device, model_mode
 from trimbert.model.gates import Gates, install_gates
 from trimbert.search.space import SearchSpace
@@ -241,9 +242,12 @@ def score_rows(
     return encoded["score"], encoded.get("final"), split
 
 
-def neuron_order(model: nn.Module, encoded_train: Any, tokenizer: Any, settings: FinetuneSettings, importance: str, samples: int) -> dict[int, torch.Tensor]:
-    """The FFN neurons of each block, most important first: what ``--ffn-width N --importance <rule>``
-    keeps when fine-tuning from this checkpoint with the same seed (the same sample, the same scores)."""
+def unit_scores(model: nn.Module, encoded_train: Any, tokenizer: Any, settings: FinetuneSettings, importance: str, samples: int) -> Importance:
+    """The scores of every FFN neuron and attention head by rule ``importance``, computed once: their
+    :meth:`~Importance.neuron_order` and :meth:`~Importance.head_order` are what ``--ffn-width N`` and
+    ``--heads N`` with ``--importance <rule>`` keep when fine-tuning from this checkpoint with the same seed
+    (the same sample, the same scores: :func:`trimbert.pipeline.apply_trim`, as ``finetune --spec best.json``
+    applies the search's winner)."""
     batches = None if importance == "magnitude" else sample_batches(
         encoded_train,
         tokenizer,
@@ -253,7 +257,7 @@ def neuron_order(model: nn.Module, encoded_train: Any, tokenizer: Any, settings:
         batch_size=settings.eval_batch_size,
         tokenized=True,
     )
-    return scored_neuron_order(model, importance, batches, seed=settings.seed)
+    return score_units(model, importance, batches, has_head=False, seed=settings.seed)
 
 
 def build_estimator(
@@ -277,8 +281,9 @@ def build_estimator(
     if kind not in ESTIMATORS:
         raise TrimbertError(f"--estimator: unknown estimator {kind!r} (choose from {', '.join(ESTIMATORS)})")
     task, tokenizer, model, encoded = prepare(model_source, source, settings)
-    order = neuron_order(model, encoded["train"], tokenizer, settings, importance, importance_samples)
-    heads = head_order(model) if space.heads else {}
+    found = unit_scores(model, encoded["train"], tokenizer, settings, importance, importance_samples)
+    order = found.neuron_order()
+    heads = found.head_order() if space.heads else {}
     held, final, split = score_rows(source, tokenizer, settings, rows, final_rows)
     sampler = SubTrimSampler(space, order, settings.seed, head_order=heads) if kind == "one-shot" else None
     stopper = StopAt(stop_at, clock) if stop_at is not None else None

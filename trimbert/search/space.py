@@ -4,7 +4,7 @@ A candidate is a resolved :class:`~trimbert.spec.TrimSpec` of the untrimmed mode
 numbering) it decides: keep the block or drop it (``drop_layers``, at most ``max_drop_layers``); its FFN
 dropped, at full width or narrowed to one of ``widths`` (neurons chosen by importance, so widths nest);
 each of its two LayerNorms kept or stripped (identity replacement; when ``layernorms`` is on); its
-attention heads, all or one of the counts of ``heads`` (heads chosen by weight magnitude, so counts
+attention heads, all or one of the counts of ``heads`` (heads chosen by importance, so counts
 nest; when ``heads`` is not empty); and, for the whole model, one attention normalizer of ``normalizers``. :meth:`SearchSpace.genes` and
 :meth:`SearchSpace.spec` convert between a spec and its genes (one tuple per block) so that the
 evolutionary search (:mod:`trimbert.search.evolve`) and the one-shot super-model
