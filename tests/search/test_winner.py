@@ -20,3 +20,6 @@ def test_a_heal_request_is_checked_before_the_search(tmp_path):
         check_heal_request(taylor, HealSettings(), str(tmp_path / "missing.txt"))
     with pytest.raises(TrimbertError, match="^--heal-schedule progressive re-trims from the untrimmed model"):
         check_heal_request(taylor, HealSettings(schedule="progressive"), str(corpus))
+    fisher = SearchSettings(speedup=1.5, importance="fisher")  # ranks on data as taylor does
+    with pytest.raises(TrimbertError, match="^--heal-schedule progressive .* cannot choose Fisher-ranked FFN neurons again"):
+        check_heal_request(fisher, HealSettings(schedule="progressive"), str(corpus))

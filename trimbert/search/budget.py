@@ -47,7 +47,7 @@ FINAL_SHARE = 0.10  # ... for re-scoring the finalists
 MIN_STEPS = 30  # the shortest fine-tune a budget may choose (fewer: the search is refused)
 MIN_ROWS = 100  # the fewest rows a budget may score candidates or finalists on
 RANDOM_FLOOR = 2  # random trims scored beside the patterns in the smallest plan
-IMPORTANCE_SAMPLES = 256  # rows the Taylor ranking of FFN neurons runs on (estimator.build_estimator)
+IMPORTANCE_SAMPLES = 256  # rows the Taylor or Fisher ranking of neurons and heads runs on (estimator.build_estimator)
 BENCH_OVERHEAD_S = 30.0  # the bench's warm-up and first rounds, beyond its re-measuring limit
 DISTILL_FACTOR = 4 / 3  # a distilled or healed step also runs the teacher forward (~1/3 of a step)
 STAGES = ("super-model", "scoring", "finalists", "report", "verify", "--finetune")  # in run order
@@ -175,7 +175,7 @@ def _estimate(
         score_n, split = min(sizes.score_rows, work.validation_rows), "validation"
     steps = trainer_steps(used, finetune.batch_size, finetune.epochs)
     row_train_s = costs.step_s / finetune.batch_size
-    ranking_s = min(IMPORTANCE_SAMPLES, used) * row_train_s if settings.importance == "taylor" else 0.0
+    ranking_s = min(IMPORTANCE_SAMPLES, used) * row_train_s if settings.importance != "magnitude" else 0.0
     fine_tune_s = costs.load_s + steps * costs.step_s
     scored_row_s = costs.row_s + (costs.probe_row_s if settings.scorer == "probe" else 0.0)
     candidate_s = score_n * scored_row_s

@@ -35,7 +35,7 @@ class SearchSettings(Settings):
     heads_choices: str | None = Field(
         None,
         description="Attention head counts a block may be pruned to (besides all of its heads), comma-separated: "
-        "6,9 (heads kept by weight magnitude, as trim --heads). Default: heads are not searched.",
+        "6,9 (the heads --importance ranks highest, as trim --heads N --importance). Default: heads are not searched.",
     )
     normalizers: str = Field("softmax,relu", description="Attention normalizers to search, comma-separated.")
     max_drop_layers: int = Field(2, ge=0, description="At most this many whole blocks dropped.")
@@ -52,8 +52,10 @@ class SearchSettings(Settings):
         description="probe: refit a linear head on each candidate's features; "
         "head: the super-model's own classifier (faster, ranks candidates less well).",
     )
-    importance: Literal["taylor", "magnitude"] = Field(
-        "taylor", description="How narrowed FFNs choose their neurons (as --importance for trim/finetune)."
+    importance: Literal["taylor", "magnitude", "fisher"] = Field(
+        "taylor",
+        description="How narrowed FFNs choose their neurons and pruned blocks their heads (as --importance for "
+        "trim/finetune): taylor | magnitude | fisher.",
     )
     overshoot: float = Field(
         0.10,

@@ -49,16 +49,17 @@ def runtimes_to_bench(searched: str) -> list[str]:
 
 def check_heal_request(settings: SearchSettings, heal: HealSettings | None, corpus: str | None) -> None:
     """Fail before the search when its winner could not be healed as asked: a local corpus that is not
-    there, or a progressive heal (it re-trims from the teacher, which cannot choose Taylor-ranked
-    neurons again)."""
+    there, or a progressive heal (it re-trims from the teacher, which cannot choose Taylor- or
+    Fisher-ranked neurons and heads again)."""
     if heal is None or corpus is None:
         return
     local = Path(corpus).expanduser()
     if not local.exists() and (corpus.startswith((".", "/", "~")) or local.suffix):
         raise TrimbertError(f"--heal-corpus: {corpus} does not exist")
-    if heal.schedule == "progressive" and settings.importance == "taylor":
+    if heal.schedule == "progressive" and settings.importance != "magnitude":
         raise TrimbertError(
-            "--heal-schedule progressive re-trims from the untrimmed model and cannot choose Taylor-ranked FFN neurons "
+            f"--heal-schedule progressive re-trims from the untrimmed model and cannot choose "
+            f"{settings.importance.capitalize()}-ranked FFN neurons "
             "again: use --heal-schedule oneshot or --importance magnitude"
         )
 
