@@ -8,9 +8,8 @@ import torch
 import trimbert
 from trimbert.errors import TrimbertError
 from trimbert.importance.cut import analyze_blocks
-from trimbert.importance.magnitude import magnitude
 from trimbert.importance.scores import Importance
-from trimbert.importance.select import auto_drop, auto_spec, check_auto_count, measure_name, neuron_order
+from trimbert.importance.select import auto_drop, auto_spec, check_auto_count, measure_name
 from trimbert.importance.taylor import taylor_importance
 
 
@@ -71,12 +70,3 @@ def test_auto_drop_by_taylor_scores(tiny_model, tiny_batch):
     assert spec.notes["measure"] == "taylor (task-loss)" and spec.notes["ffn_ranking"] == list(found.ffn_ranking())
     with pytest.raises(TrimbertError, match=re.escape("--drop-ffn auto:N ranks whole FFNs by cut or taylor, not 'fisher'")):
         auto_drop(tiny_model, 2, [batch], rule="fisher")
-
-
-def test_neuron_order_by_magnitude_or_taylor(tiny_model, tiny_batch):
-    assert {b: o.tolist() for b, o in neuron_order(tiny_model, "magnitude").items()} == {
-        b: o.tolist() for b, o in magnitude(tiny_model).neuron_order().items()
-    }
-    order = neuron_order(tiny_model, "taylor", [tiny_batch], seed=2)
-    expected = taylor_importance(tiny_model, [tiny_batch], has_head=False, seed=2).neuron_order()
-    assert {b: o.tolist() for b, o in order.items()} == {b: o.tolist() for b, o in expected.items()}

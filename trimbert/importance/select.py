@@ -1,12 +1,11 @@
-"""``--drop-ffn auto:N`` and the neuron orders of ``--ffn-width``: what to cut, chosen from importance scores.
+"""``--drop-ffn auto:N``: which whole FFNs to cut, chosen from importance scores.
 
 :func:`auto_drop` scores the FFNs of a model on a sample (the cut analysis by default, or Taylor
 scores with ``--importance taylor``) and returns a :class:`~trimbert.spec.TrimSpec` dropping the ``N``
 least important ones, with the scores as provenance in its ``notes``; :func:`check_auto_count` checks
-``N`` against the model before any data is drawn. :func:`neuron_order` is the order in which a width
-keeps each FFN's neurons (a width ``N`` keeps the first ``N``), by magnitude or Taylor scores.
+``N`` against the model before any data is drawn. (The neuron and head orders of ``--ffn-width`` and
+``--heads N`` are :meth:`~trimbert.importance.scores.Importance.neuron_order` and ``head_order``.)
 """
-
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -82,11 +81,3 @@ def auto_drop(
     check_auto_count(count, model)
     found = score(model, rule, batches, has_head=has_head, seed=seed or 0, units=("ffn",))
     return auto_spec(found, count, seed)
-
-
-def neuron_order(
-    model: nn.Module, rule: str, batches: Sequence[dict[str, torch.Tensor]] | None = None, *, seed: int = 0
-) -> dict[int, torch.Tensor]:
-    """The FFN neurons of each block, most important first by ``rule`` (``"magnitude"``: no data; else
-    scored on ``batches`` without a task head): what ``--ffn-width N --importance <rule>`` keeps."""
-    return score(model, rule, batches, has_head=False, seed=seed).neuron_order()
