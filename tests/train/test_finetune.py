@@ -352,6 +352,34 @@ def test_auto_drop_through_finetune_records_the_choice(tiny_checkpoint, tmp_path
     assert record.trim["drop_ffn"] == chosen
 
 
+@pytest.mark.parametrize(
+    ("fine_tuned", "request_", "key", "rule"),
+    [
+        (False, TrimRequest(heads="2", importance="fisher"), "heads_rule", "fisher (hidden-gaussian)"),
+        (True, TrimRequest(heads="2", importance="fisher"), "heads_rule", "fisher (task-loss)"),
+        (False, TrimRequest(ffn_width="32", importance="taylor"), "ffn_width_rule", "taylor (hidden-projection)"),
+        (True, TrimRequest(ffn_width="32", importance="taylor"), "ffn_width_rule", "taylor (task-loss)"),
+    ],
+)
+def test_data_rules_rank_on_the_task_loss_of_a_trained_head_only(
+    tiny_checkpoint, teacher_run, tmp_path, fine_tuned, request_, key, rule
+):
+    """Without a teacher: a fine-tuned checkpoint's own head gives the task loss; a base checkpoint's head
+    is new and random, so the hidden states are measured."""
+    run, data = teacher_run
+    finetune(
+        str(run if fine_tuned else tiny_checkpoint),
+        DataSource(task="sst2", data_dir=str(data)),
+        tmp_path / "run",
+        settings=FinetuneSettings(**{**FAST, "epochs": 1}),
+        request=request_,
+        auto_samples=16,
+        progress=False,
+    )
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["trim"]["notes"][key] == rule
+
+
 def test_auto_drop_bad_n_fails_before_training(tiny_checkpoint, tmp_path):
     data = write_sst2(tmp_path / "SST-2")
     for bad, message in (("auto:0", "1 <= N <= 2"), ("auto:3", "1 <= N <= 2"), ("auto:x", "auto:N")):

@@ -103,10 +103,13 @@ def finetune(
 ) -> Record:
     """Fine-tune ``model_source`` (trimmed on the fly as ``request`` asks) and write ``out``.
 
-    ``request.drop_ffn="auto:N"`` drops the N FFNs that matter least, and
-    ``layernorm_replacement="affine"`` fits its maps, on ``auto_samples`` training rows (drawn with
-    ``settings.seed``; see :func:`trimbert.pipeline.apply_trim`). With ``importance="taylor"`` and a
-    ``teacher``, FFNs and neurons are ranked by the teacher's task loss. ``teacher``: a fine-tuned run folder
+    ``request.drop_ffn="auto:N"`` drops the N FFNs that matter least, ``layernorm_replacement="affine"``
+    fits its maps, and the data rules of ``importance`` (taylor, fisher) rank the FFNs, neurons and heads
+    to cut, on ``auto_samples`` training rows (drawn with ``settings.seed``; see
+    :func:`trimbert.pipeline.apply_trim`). What they measure: with a ``teacher``, the teacher's task
+    loss; else, when ``model_source`` already has a trained head for this task (a fine-tuned checkpoint,
+    :func:`~trimbert.model.heads.has_task_head`), its task loss; else (a base checkpoint, whose head is
+    new and random) the change of the final hidden states. ``teacher``: a fine-tuned run folder
     for the same task; the model then trains with
     :func:`~trimbert.train.distill.distillation_loss` (weights from ``distill``, default
     :class:`~trimbert.train.settings.DistillSettings`). In a distributed run every process trains;
@@ -132,7 +135,7 @@ def finetune(
         request,
         dataset=encoded["train"],
         tokenizer=tokenizer,
-        has_head=request.auto_count is not None
+        has_head=(request.auto_count is not None or request.ranks_on_data)
         and has_task_head(model_source, task.num_labels, task.is_regression),
         samples=auto_samples,
         seed=settings.seed,
