@@ -13,7 +13,7 @@ import trimbert.sweep.compressing
 from trimbert.compress import stages as compress_stages
 from trimbert.core.io import read_jsonl
 from trimbert.errors import TrimbertError
-from trimbert.report.records import Record
+from trimbert.report.records import SCHEMA_VERSION, Record
 from trimbert.sweep.plan import RESULTS_FILE, plan_sweep
 from trimbert.sweep.recipe import load_recipe
 from trimbert.sweep.run import run_sweep
@@ -80,6 +80,9 @@ def test_a_sweep_compresses_the_baseline_and_records_it(tmp_path, tiny_checkpoin
     assert [(str(a[0]), str(a[2])) for a in jobs] == [(str(out / "runs" / "baseline-seed7"), str(out / "runs" / "small-seed7"))]
     stages = json.loads((out / "runs" / "small-seed7" / "compress.json").read_text())["stages"]
     row = next(r for r in read_jsonl(out / RESULTS_FILE) if r["variant"] == "small")
+    # written in the current schema, not upgraded from version 1 when read
+    assert row["schema_version"] == SCHEMA_VERSION and row["paired"] and not {k for k in row["extra"] if k.startswith("paired")}
+    assert sorted(row["extra"]) == ["compress_from", "compress_settings", "compress_time_s", "compress_u_star_accuracy"]
     record = Record.from_dict(row)
     assert record.status == "ok" and record.kind == "sweep" and record.seed == 7
     assert (record.metrics, record.main_metric, record.latency_ms) == ({"accuracy": 0.625}, "accuracy", 1.5)

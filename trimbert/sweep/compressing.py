@@ -22,7 +22,7 @@ from trimbert.compress.job import run_compress
 from trimbert.core.io import conditions, write_json_atomic
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import RUNTIME_SUFFIX
-from trimbert.report.records import Record
+from trimbert.report.records import Export, PairedRatio, PairedRatios, Record, SweepUnit
 from trimbert.spec import TrimSpec
 from trimbert.train.trainer import METRICS_FILE
 
@@ -62,38 +62,35 @@ def compress_record(recipe: Any, variant: Any, unit: Any, run_dir: Path, source_
     spec = TrimSpec.from_dict(compressed.get("spec") or {})
     reference = source_name + RUNTIME_SUFFIX[bench["u_star"]]
     settings = variant.compress
-    extra = {
-        **base,
-        "runtime": runtime,
-        "paired_baseline": reference,
-        "paired_speedup": bench["speedup"],
-        "paired_speedup_interval": [bench["low"], bench["high"]],
-        "paired_speedup_stable": bench["stable"],
-        "compress_from": source_name,
-        "compress_settings": settings.to_dict(),
-        "compress_u_star_accuracy": bench.get("u_star_accuracy"),
-        "compress_time_s": sum(stage.get("seconds") or 0.0 for stage in stages.values()),
-    }
     machine = conditions()
     machine["runtime"] = runtime
-    return Record.from_dict(
-        {
-            "kind": "sweep",
-            "variant": variant.name,
-            "model": recipe.model,
-            "trim": spec.to_dict() if not spec.is_empty else {},
-            "trim_summary": spec.summary(),
-            "task": recipe.task_name,
-            "seed": unit.seed,
-            "metrics": evaluated["metrics"],
-            "main_metric": evaluated["metric"],
-            "latency_ms": bench["latency_ms"],
-            "batch_size": settings.batch_size,
-            "seq_len": settings.seq_len,
-            "path": str(run_dir / "model"),
-            "conditions": machine,
-            "extra": extra,
-        }
+    ratio = PairedRatio(ratio=bench["speedup"], low=bench["low"], high=bench["high"], stable=bench["stable"])
+    return Record(
+        kind="sweep",
+        variant=variant.name,
+        model=recipe.model,
+        trim=spec.to_dict() if not spec.is_empty else {},
+        trim_summary=spec.summary(),
+        task=recipe.task_name,
+        seed=unit.seed,
+        metrics=evaluated["metrics"],
+        main_metric=evaluated["metric"],
+        latency_ms=bench["latency_ms"],
+        batch_size=settings.batch_size,
+        seq_len=settings.seq_len,
+        path=str(run_dir / "model"),
+        conditions=machine,
+        paired={reference: PairedRatios(latency=ratio)},
+        u_star=reference,
+        export=Export(runtime=runtime),
+        sweep=SweepUnit(**base),
+        # What only a compress unit has (free-form, not part of the schema):
+        extra={
+            "compress_from": source_name,
+            "compress_settings": settings.to_dict(),
+            "compress_u_star_accuracy": bench.get("u_star_accuracy"),
+            "compress_time_s": sum(stage.get("seconds") or 0.0 for stage in stages.values()),
+        },
     )
 
 
