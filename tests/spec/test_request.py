@@ -89,7 +89,6 @@ def test_requested_auto_and_needs_data():
 def test_what_importance_ranks_and_whether_it_needs_data(values, ranks_units, ranks_on_data, needs_data):
     request = TrimRequest(**values)
     assert (request.ranks_units, request.ranks_on_data, request.needs_data) == (ranks_units, ranks_on_data, needs_data)
-    assert request.taylor == (ranks_on_data and values["importance"] == "taylor")
 
 
 @pytest.mark.parametrize(

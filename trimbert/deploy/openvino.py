@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from trimbert.core.io import conditions
-from trimbert.deploy.runtime import ExportedModel, _first_line, exported_file, folder_extras
-from trimbert.errors import TrimbertError
+from trimbert.deploy.runtime import ExportedModel, exported_file, folder_extras
+from trimbert.errors import TrimbertError, first_line
 
 EXTRA_HINT = "pip install 'trimbert[openvino]'"
 OV_FP32_FILE = "model.xml"  # with model.bin beside it
@@ -59,7 +59,7 @@ def write_ir(
     try:
         model = ov.Core().read_model(str(onnx_file))
     except Exception as error:  # the converter's errors are many types
-        raise TrimbertError(f"OpenVINO cannot convert {onnx_file.name}: {_first_line(error)}") from error
+        raise TrimbertError(f"OpenVINO cannot convert {onnx_file.name}: {first_line(error)}") from error
     ov.save_model(model, str(folder / OV_FP32_FILE), compress_to_fp16=False)
     written = [OV_FP32_FILE, OV_FP32_FILE.replace(".xml", ".bin")]
     if int8:
@@ -127,7 +127,7 @@ def load_openvino(folder: str | Path, *, int8: bool = False, threads: int | None
     try:
         compiled = ov.Core().compile_model(str(path), "CPU", compile_config(threads))
     except Exception as error:  # OpenVINO raises RuntimeError for unreadable or truncated files
-        raise TrimbertError(f"OpenVINO cannot load {path}: {_first_line(error)}") from error
+        raise TrimbertError(f"OpenVINO cannot load {path}: {first_line(error)}") from error
     tokenizer, config = folder_extras(folder)
     return OpenVinoModel(path, info.get("output", "logits"), info, tokenizer, config, compiled=compiled)
 

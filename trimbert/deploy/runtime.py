@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from trimbert.core.io import conditions
-from trimbert.errors import TrimbertError
+from trimbert.errors import TrimbertError, first_line
 
 EXTRA_HINT = "pip install 'trimbert[onnx]'"
 FP32_FILE = "model.onnx"
@@ -69,12 +69,8 @@ def open_session(path: str | Path, threads: int | None = None) -> Any:
     try:
         return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as error:  # ORT raises its own exception types (InvalidGraph, NoSuchFile, ...)
-        raise TrimbertError(f"ONNX Runtime cannot load {path}: {_first_line(error)}") from error
+        raise TrimbertError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from error
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 @dataclass
@@ -109,7 +105,7 @@ class ExportedModel:
         except TrimbertError:
             raise
         except Exception as error:  # the runtimes' own exception types: bad token ids, shapes, ...
-            raise TrimbertError(f"{RUNTIME_LABELS[self.runtime]} failed on {self.path}: {_first_line(error)}") from error
+            raise TrimbertError(f"{RUNTIME_LABELS[self.runtime]} failed on {self.path}: {first_line(error)}") from error
 
     def predict(self, texts: Sequence[str] | Sequence[tuple[str, str]], *, max_length: int = 128) -> np.ndarray:
         """Tokenize ``texts`` (strings, or (first, second) pairs) with the export's tokenizer and run them."""
@@ -186,7 +182,7 @@ def folder_extras(folder: Path) -> tuple[Any, Any]:
             if any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
                 tokenizer = AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise TrimbertError(f"{folder}: unreadable config or tokenizer: {_first_line(error)}") from error
+            raise TrimbertError(f"{folder}: unreadable config or tokenizer: {first_line(error)}") from error
     return tokenizer, config
 
 

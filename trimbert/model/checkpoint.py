@@ -32,7 +32,7 @@ from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from trimbert.core.outputs import atomic_output_dir, check_output_dir
-from trimbert.errors import TrimbertError
+from trimbert.errors import TrimbertError, first_line
 from trimbert.model.modeling import TRIMBERT_CLASSES, bert_class_name
 from trimbert.model.portable import from_stock, make_portable
 from trimbert.model.structure import check_model_type
@@ -96,19 +96,15 @@ def load_config(source: str) -> PretrainedConfig:
         try:
             model_type = PretrainedConfig.get_config_dict(str(local))[0].get("model_type")
         except (OSError, ValueError) as error:
-            raise TrimbertError(f"corrupt config.json in {source}: {_first_line(error)}") from error
+            raise TrimbertError(f"corrupt config.json in {source}: {first_line(error)}") from error
         check_model_type(model_type, source)
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError, KeyError) as error:
-        raise TrimbertError(f"could not load the config of {source!r}: {_first_line(error)}") from error
+        raise TrimbertError(f"could not load the config of {source!r}: {first_line(error)}") from error
     check_model_type(config.model_type, source)
     return from_stock(config)  # a trim saved as plain BERT is a TrimBert model again
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 def check_weight_files(source: str) -> None:
@@ -214,7 +210,7 @@ def load(
     except TrimbertError:
         raise
     except Exception as error:  # safetensors/shape errors all mean an unusable checkpoint
-        raise TrimbertError(f"could not load the weights of {name_or_path}: {_first_line(error)}") from error
+        raise TrimbertError(f"could not load the weights of {name_or_path}: {first_line(error)}") from error
     new_keys = check_loading_info(name_or_path, info)
     if not new_head_ok:
         check_task_head(name_or_path, config, cls, new_keys)
@@ -234,7 +230,7 @@ def load_tokenizer(name_or_path: str | Path):
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError, KeyError) as error:
         if present:
-            raise TrimbertError(f"{name_or_path}: unreadable tokenizer: {_first_line(error)}") from error
+            raise TrimbertError(f"{name_or_path}: unreadable tokenizer: {first_line(error)}") from error
         return None
 
 

@@ -302,11 +302,6 @@ class TrimRequest:
         return self.importance in DATA_RULES and (self.auto_count is not None or self.ranks_units)
 
     @property
-    def taylor(self) -> bool:
-        """Whether ``--importance taylor`` applies: it ranks ``auto:N``, ``--ffn-width`` and heads by count."""
-        return self.importance == "taylor" and self.ranks_on_data
-
-    @property
     def needs_data(self) -> bool:
         """Whether resolving this request needs a sample of real text (``auto:N``, ``affine``, taylor, fisher)."""
         return self.auto_count is not None or self.layernorm_replacement == AFFINE or self.ranks_on_data
