@@ -242,7 +242,7 @@ def test_finetune_bad_inputs(run_cli, tiny_checkpoint, tmp_path):
     _assert_one_line_error(*finetune("--task", "sst5", "--data-dir", data)[::2], "unknown GLUE task 'sst5'")
     (data / "dev.tsv").unlink()
     _assert_one_line_error(
-        *finetune("--task", "sst2", "--data-dir", data)[::2], "sst2: required file", "dev.tsv is missing"
+        *finetune("--task", "sst2", "--data-dir", data)[::2], "--data-dir:", "dev.tsv does not exist (task sst2 needs it)"
     )
     write_sst2(data)
     (data / "dev.tsv").write_text("sentence\tlabel\nfine film \t7\n")
