@@ -92,7 +92,7 @@ bench-deploy: $(INSTALLED)
 # Sweeps (trimbert.sweep): trim, fine-tune, evaluate and bench every variant of a recipe; resumable:
 # rerunning skips the finished variants. Each sweep writes report.md, results.csv/json and plots into
 # its folder.
-#   make quickstart                                  MiniLM on SST-2, baseline + 6 trims, ~11 min on 2 CPU cores
+#   make quickstart                                  MiniLM on SST-2, baseline + 6 trims, 11-16 min on 2 CPU cores
 #   make sweep RECIPE=recipes/ffn-curve.toml [OUT=runs/ffn-curve] [ONLY=a,b] [SHARD=1/2]
 #   make report RUN=runs/quickstart                  re-render the report of one or more folders
 RECIPE ?= recipes/quickstart.toml
