@@ -7,9 +7,9 @@ from typer.testing import CliRunner
 
 from trimbert.cli import app
 from trimbert.cli.options import Group, trim_request, with_options
+from trimbert.core.settings import Settings
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import BenchSettings
-from trimbert.settings import Settings
 from trimbert.spec import TrimRequest
 from trimbert.train.settings import DistillSettings, FinetuneSettings
 

@@ -4,11 +4,11 @@ the Trainer's step count, more threads than the machine has CPUs."""
 import pytest
 from conftest import write_sst2
 
-import trimbert.settings
+import trimbert.core.settings
+from trimbert.core.settings import available_cpus
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import BenchSettings
 from trimbert.search.settings import SearchSettings
-from trimbert.settings import available_cpus
 from trimbert.train.settings import MAX_EPOCHS, FinetuneSettings
 
 
@@ -30,7 +30,7 @@ def test_finetune_refuses_absurd_epochs_before_loading_anything(run_cli, tiny_ch
 
 @pytest.fixture
 def two_cpus(monkeypatch):
-    monkeypatch.setattr(trimbert.settings, "available_cpus", lambda: 2)
+    monkeypatch.setattr(trimbert.core.settings, "available_cpus", lambda: 2)
 
 
 @pytest.mark.parametrize("settings", [BenchSettings, lambda **values: SearchSettings(speedup=1.5, **values)])

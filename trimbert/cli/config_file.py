@@ -20,8 +20,8 @@ from typer._click.core import ParameterSource
 from typer._click.globals import get_current_context
 
 from trimbert.cli.options import Group
+from trimbert.core.settings import SettingsError, describe_problem
 from trimbert.errors import TrimbertError
-from trimbert.settings import SettingsError, describe_problem
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,6 +1,6 @@
 """Typer options generated from the declared-once settings and the trim request.
 
-:func:`with_options` adds one command-line option per field of a :class:`~trimbert.settings.Settings`
+:func:`with_options` adds one command-line option per field of a :class:`~trimbert.core.settings.Settings`
 model or of :class:`~trimbert.spec.TrimRequest` (flag, default and help text from the field) to a
 command, and hands the command one validated object per group instead of the loose values. A new
 setting or trim option therefore appears in every command that takes its group, with no change here.
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from trimbert.settings import Settings
+from trimbert.core.settings import Settings
 from trimbert.spec import TrimRequest
 
 

@@ -1,4 +1,4 @@
-"""Compress settings, declared once (see :mod:`trimbert.settings`): ``trimbert compress``'s options.
+"""Compress settings, declared once (see :mod:`trimbert.core.settings`): ``trimbert compress``'s options.
 
 The target (a speed-up over U*, or milliseconds per batch), the runtime it is measured in, the latency
 shape, how the trim is chosen (retraining-free, or trimbert's evolutionary search), the sample the
@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from trimbert.settings import Settings, check_threads
+from trimbert.core.settings import Settings, check_threads
 from trimbert.train.settings import HEAL_STEPS
 
 TARGET_RUNTIMES = ("auto", "onnx", "onnx-int8", "openvino", "openvino-int8")

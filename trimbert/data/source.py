@@ -1,6 +1,6 @@
 """DataSource: where a command's labelled data comes from (a GLUE task or the user's own files); CorpusSource: its unlabeled text.
 
-Declared once (:mod:`trimbert.settings`): the fields are the data options of ``finetune`` and
+Declared once (:mod:`trimbert.core.settings`): the fields are the data options of ``finetune`` and
 ``analyze`` (``--task``, ``--data-dir``, ``--train``, ...) and the keys of a recipe's ``[data]`` table.
 """
 
@@ -13,11 +13,11 @@ from typing import Any, NoReturn
 
 from pydantic import Field
 
+from trimbert.core.settings import Settings
 from trimbert.data.files import load_user_data
 from trimbert.data.glue import load_glue, resolve_glue_dir
 from trimbert.data.tasks import TASK_TYPES, get_task
 from trimbert.errors import TrimbertError
-from trimbert.settings import Settings
 
 Naming = Callable[[str], str]  # a setting's name -> how a message names it
 

@@ -44,6 +44,7 @@ from pydantic import Field
 from torch import nn
 
 from trimbert.core.outputs import atomic_output_dir
+from trimbert.core.settings import Settings
 from trimbert.deploy.fusion import can_fuse, fusable_attention, optimize_graph
 from trimbert.deploy.openvino import OV_FP32_FILE, OV_INT8_FILE, load_openvino, require_openvino, write_ir
 from trimbert.deploy.runtime import (
@@ -56,7 +57,6 @@ from trimbert.deploy.runtime import (
 )
 from trimbert.errors import TrimbertError
 from trimbert.model.structure import applied_spec
-from trimbert.settings import Settings
 
 FP32_TOLERANCE = 1e-4  # max abs difference between a runtime's fp32 and PyTorch outputs, over max(1, max |output|)
 INT8_AGREEMENT = 0.99  # share of unchanged predictions (or mean cosine) expected of int8

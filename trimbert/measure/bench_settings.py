@@ -9,9 +9,9 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
+from trimbert.core.settings import Settings, check_threads
 from trimbert.deploy.openvino import OV_FP32_FILE, OV_INT8_FILE
 from trimbert.deploy.runtime import FP32_FILE, INT8_FILE, RUNTIMES
-from trimbert.settings import Settings, check_threads
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 PYTORCH, ORT, INT8, OPENVINO, OPENVINO_INT8 = RUNTIMES

@@ -1,4 +1,4 @@
-"""Search settings, declared once (see :mod:`trimbert.settings`): ``trimbert search``'s options.
+"""Search settings, declared once (see :mod:`trimbert.core.settings`): ``trimbert search``'s options.
 
 The fine-tune of the (super-)model that estimates accuracy takes the ``finetune`` settings (epochs,
 learning rate, rows, seed); these say what to search, under which target, and how long.
@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from trimbert.core.settings import Settings, check_threads
 from trimbert.errors import TrimbertError
-from trimbert.settings import Settings, check_threads
 
 
 class SearchSettings(Settings):

@@ -35,12 +35,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from trimbert.compress.settings import CompressSettings
+from trimbert.core.settings import Settings, SettingsError, describe_problem
 from trimbert.data.source import CorpusSource, DataSource
 from trimbert.deploy.export import ExportSettings
 from trimbert.errors import TrimbertError
 from trimbert.measure.bench import BenchSettings
 from trimbert.search.settings import SearchSettings
-from trimbert.settings import Settings, SettingsError, describe_problem
 from trimbert.spec import AFFINE, TrimRequest
 from trimbert.train.settings import DistillSettings, FinetuneSettings, HealSettings
 

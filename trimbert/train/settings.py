@@ -1,4 +1,4 @@
-"""Fine-tune and distillation settings, declared once (see :mod:`trimbert.settings`).
+"""Fine-tune and distillation settings, declared once (see :mod:`trimbert.core.settings`).
 
 Each field is a ``trimbert finetune`` option (``--epochs``, ``--distill-alpha-kd``, ...), a recipe key
 (``[finetune] epochs``, a variant's ``distill = {alpha_kd = ...}``) and its validation, in one place.
@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from trimbert.settings import Settings
+from trimbert.core.settings import Settings
 
 HEAL_STEPS = 300  # heal steps without --steps or --tokens
 MAX_EPOCHS = 1000  # more is a typo (1e308 epochs overflowed the Trainer's step count after minutes of loading)
