@@ -45,7 +45,13 @@ def test_sampler_draws_a_sub_trim_per_step_and_the_full_model_a_quarter_of_the_t
         assert binary_model(**tiny_batch).logits.equal(before)
 
 
-def test_scores_are_the_metric_of_the_masked_model(binary_model, tiny_batch):
+def test_scores_are_the_metric_of_the_masked_model(tiny_batch):
+    # weights drawn wider than BERT's 0.02 so that the trim changes a prediction on these three rows: the untrimmed
+    # model predicts 0, 0, 1 and the trimmed one 0, 0, 0 (at 0.02 both predict 1, 1, 1 and no score tells them apart)
+    torch.manual_seed(0)
+    config = tiny_config(num_labels=2)
+    config.initializer_range = 0.2
+    binary_model = BertForSequenceClassification(config).eval()
     labels = torch.tensor([0, 1, 1])
     order = magnitude(binary_model).neuron_order()
     estimator = Estimator("one-shot", binary_model, get_task("sst2"), [{**tiny_batch, "labels": labels}], order, "train", 3, 0.0, scorer="head")
@@ -58,6 +64,7 @@ def test_scores_are_the_metric_of_the_masked_model(binary_model, tiny_batch):
         with torch.no_grad():
             predictions = model(**tiny_batch).logits.argmax(-1)
         expected[candidate] = float((predictions == labels).float().mean())
+    assert expected == {TrimSpec(): pytest.approx(2 / 3), spec: pytest.approx(1 / 3)}
     assert estimator.score(spec) == pytest.approx(expected[spec])
     assert estimator.score(TrimSpec()) == pytest.approx(expected[TrimSpec()])
     assert set(estimator.cache) == {(spec, "head", "search"), (TrimSpec(), "head", "search")}
