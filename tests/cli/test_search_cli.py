@@ -95,15 +95,15 @@ def test_search_writes_the_front_and_a_spec_that_trim_applies(run_cli, tiny_chec
     assert recorded["trim_summary"] == TrimSpec.from_dict(again["best"]["spec"]).summary()
 
 
-def test_the_analyze_estimator_fine_tunes_once_without_sub_trims(run_cli, tiny_checkpoint, tmp_path):
+def test_the_best_verified_finalist_wins(run_cli, tiny_checkpoint, tmp_path):
     data = write_sst2(tmp_path / "SST-2", train_rows=96, dev_rows=8)
     code, stdout, err = run_cli(
         "search", tiny_checkpoint, "--task", "sst2", "--data-dir", data, "--speedup", "1.01", *FAST,
-        "--estimator", "analyze", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "search", "--json",
+        "--cache-dir", tmp_path / "cache", "--out", tmp_path / "search", "--json",
     )
     assert code == 0, err
     result = json.loads(stdout)
-    assert result["estimator"]["kind"] == "analyze" and result["estimator"]["sub_trims_drawn"] == 0
+    assert result["estimator"]["kind"] == "one-shot" and result["estimator"]["sub_trims_drawn"] > 0
     finalists = result["estimator"]["finalists"]
     verified = [item for item in finalists if item["verified"] is not None]
     assert verified[:4] == finalists[:4]  # --verify 4 by default: the 4 best fresh scores, and maybe one pattern

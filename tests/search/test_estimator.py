@@ -54,7 +54,7 @@ def test_scores_are_the_metric_of_the_masked_model(tiny_batch):
     binary_model = BertForSequenceClassification(config).eval()
     labels = torch.tensor([0, 1, 1])
     order = magnitude(binary_model).neuron_order()
-    estimator = Estimator("one-shot", binary_model, get_task("sst2"), [{**tiny_batch, "labels": labels}], order, "train", 3, 0.0, scorer="head")
+    estimator = Estimator(binary_model, get_task("sst2"), [{**tiny_batch, "labels": labels}], order, "train", 3, 0.0, scorer="head")
     spec = TrimSpec(drop_ffn=(1,), ffn_width={0: 16}, attention="relu")
     expected = {}
     for candidate in (TrimSpec(), spec):
@@ -99,7 +99,7 @@ def test_the_probe_score_is_a_linear_head_refitted_on_the_trimmed_models_feature
     trimmed = torch.from_numpy(features[spec][:, 0])
     labels = (trimmed > trimmed.median()).long()  # a linear function of the trimmed model's features
     order = magnitude(network).neuron_order()
-    estimator = Estimator("one-shot", network, get_task("sst2"), [{**batch, "labels": labels}], order, "train", 32, 0.0)
+    estimator = Estimator(network, get_task("sst2"), [{**batch, "labels": labels}], order, "train", 32, 0.0)
     expected = {}
     for candidate, rows in features.items():
         right = 0
@@ -144,7 +144,7 @@ def test_the_probe_scorer_refits_a_linear_head_on_the_masked_features(binary_mod
         pooled = binary_model.bert(**batch).pooler_output[:, 0]
     labels = (pooled > pooled.median()).long()  # a linear function of the head's input features
     order = magnitude(binary_model).neuron_order()
-    estimator = Estimator("one-shot", binary_model, get_task("sst2"), [{**batch, "labels": labels}], order, "train", 240, 0.0)
+    estimator = Estimator(binary_model, get_task("sst2"), [{**batch, "labels": labels}], order, "train", 240, 0.0)
     passes = []
     real = estimator._outputs
     estimator._outputs = lambda batches: passes.append(len(batches)) or real(batches)
@@ -162,7 +162,7 @@ def test_final_rows_are_scored_apart_from_the_search_rows(binary_model, tiny_bat
     search_rows = [{**tiny_batch, "labels": torch.tensor([0, 1, 1])}]
     final_rows = [{**tiny_batch, "labels": torch.tensor([1, 0, 0])}]  # the same texts, the opposite labels
     estimator = Estimator(
-        "one-shot", binary_model, get_task("sst2"), search_rows, order, "train", 3, 0.0, scorer="head",
+        binary_model, get_task("sst2"), search_rows, order, "train", 3, 0.0, scorer="head",
         final_batches=final_rows, final_rows=3,
     )
     spec = TrimSpec(drop_ffn=(0,))

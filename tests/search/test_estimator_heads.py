@@ -48,7 +48,7 @@ def test_a_head_pruned_candidate_scores_as_the_trimmed_model(binary_model, tiny_
     with torch.no_grad():
         before = binary_model(**tiny_batch).logits
     estimator = Estimator(
-        "one-shot", binary_model, get_task("sst2"), [{**tiny_batch, "labels": labels}],
+        binary_model, get_task("sst2"), [{**tiny_batch, "labels": labels}],
         magnitude(binary_model).neuron_order(), "train", 3, 0.0, scorer="head", head_order=head_order(binary_model),
     )
     spec = TrimSpec(drop_ffn=(1,), heads={0: 2, 2: 1, 3: 3})
@@ -97,7 +97,7 @@ def test_the_estimator_masks_the_heads_the_written_spec_keeps(rule, tiny_checkpo
     source = DataSource(task="sst2", data_dir=str(write_sst2(tmp_path / "SST-2", train_rows=48, dev_rows=8)))
     settings = FinetuneSettings(epochs=1, batch_size=8, eval_batch_size=16, max_length=16, max_train_samples=32, seed=3)
     space = SearchSpace(2, 64, widths=(16,), num_attention_heads=4, heads=(1, 2))
-    estimator = build_estimator(str(tiny_checkpoint), source, space, kind="analyze", scorer="head", settings=settings,
+    estimator = build_estimator(str(tiny_checkpoint), source, space, scorer="head", settings=settings,
                                 importance=rule, rows=16)
     _, tokenizer, model, encoded = prepare(str(tiny_checkpoint), source, settings)
     magnitude_heads = head_order(model)

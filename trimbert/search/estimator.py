@@ -1,6 +1,6 @@
 """Accuracy estimates for many candidate trims without training each one.
 
-``one-shot`` (AutoTinyBERT's idea on a pretrained checkpoint): the untrimmed model is fine-tuned once
+One-shot (AutoTinyBERT's idea on a pretrained checkpoint): the untrimmed model is fine-tuned once
 on the task as a weight-sharing *super-model*: before every training step a random sub-trim of the
 search space is switched on with :mod:`trimbert.model.gates` (dropped blocks, dropped FFNs, FFNs narrowed
 to a prefix of their neurons sorted by importance, so widths nest, attention heads pruned to a prefix of
@@ -9,10 +9,6 @@ LayerNorms, the normalizer);
 a quarter of the steps train the whole model (the sandwich rule's largest network). A candidate is
 then scored by switching its gates on and evaluating a held-out sample of the task's rows, with no
 further training.
-
-``analyze`` (the cheaper fallback): the model is fine-tuned once as usual and each candidate is cut out
-of it by masking and evaluated on the same sample, as :mod:`trimbert.importance.cut` cuts one unit at a time.
-It ranks by how little a cut disturbs the trained model, not by what training would recover.
 
 The score rows are training rows the fine-tune did not see (the rows after the first
 ``max_train_samples`` of the seeded shuffle), so the estimate is not tuned on the dev set the
@@ -51,7 +47,6 @@ from trimbert.train.finetune import prepare
 from trimbert.train.settings import FinetuneSettings
 from trimbert.train.trainer import Evaluator, make_trainer
 
-ESTIMATORS = ("one-shot", "analyze")
 SCORERS = ("head", "probe")
 FULL_MODEL_SHARE = 0.25  # share of super-model steps that train the whole model (sandwich rule)
 
@@ -103,7 +98,6 @@ class StopAt(TrainerCallback):
 class Estimator:
     """A trained (super-)model with gates, and a held-out sample to score candidates on."""
 
-    kind: str
     model: nn.Module
     task: Any
     batches: list[dict[str, torch.Tensor]]
@@ -265,7 +259,6 @@ def build_estimator(
     source: DataSource,
     space: SearchSpace,
     *,
-    kind: str = "one-shot",
     scorer: str = "probe",
     settings: FinetuneSettings,
     importance: str = "taylor",
@@ -276,16 +269,14 @@ def build_estimator(
     stop_at: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Estimator:
-    """Fine-tune ``model_source`` on the task (as a super-model for ``one-shot``) and return the estimator.
+    """Fine-tune ``model_source`` on the task as the super-model and return the estimator.
     ``stop_at``: a ``clock()`` time at which the fine-tune stops, done or not (``info["stopped_early"]`` says where)."""
-    if kind not in ESTIMATORS:
-        raise TrimbertError(f"--estimator: unknown estimator {kind!r} (choose from {', '.join(ESTIMATORS)})")
     task, tokenizer, model, encoded = prepare(model_source, source, settings)
     found = unit_scores(model, encoded["train"], tokenizer, settings, importance, importance_samples)
     order = found.neuron_order()
     heads = found.head_order() if space.heads else {}
     held, final, split = score_rows(source, tokenizer, settings, rows, final_rows)
-    sampler = SubTrimSampler(space, order, settings.seed, head_order=heads) if kind == "one-shot" else None
+    sampler = SubTrimSampler(space, order, settings.seed, head_order=heads)
     stopper = StopAt(stop_at, clock) if stop_at is not None else None
     callbacks = [callback for callback in (sampler, stopper) if callback is not None]
     with tempfile.TemporaryDirectory(prefix="trimbert-search-") as work_dir:
@@ -304,7 +295,6 @@ def build_estimator(
         train_time = time.perf_counter() - start
     trained = trainer.model.module if isinstance(trainer.model, nn.DataParallel) else trainer.model
     return Estimator(
-        kind=kind,
         model=trained.eval(),
         task=task,
         batches=make_batches(held, tokenizer, batch_size=settings.eval_batch_size),
@@ -312,7 +302,7 @@ def build_estimator(
         score_split=split,
         score_rows=len(held),
         train_time_s=train_time,
-        info={"train_rows": len(encoded["train"]), "sub_trims_drawn": sampler.drawn if sampler else 0, "importance": importance,
+        info={"train_rows": len(encoded["train"]), "sub_trims_drawn": sampler.drawn, "importance": importance,
               "stopped_early": None if stopper is None or stopper.stopped is None
               else {"step": stopper.stopped[0], "of": stopper.stopped[1]}},
         scorer=scorer,

@@ -162,7 +162,7 @@ def search(
 
     start = time.perf_counter()
     estimator = build_estimator(
-        model_source, source, space, kind=settings.estimator, scorer=settings.scorer, settings=finetune,
+        model_source, source, space, scorer=settings.scorer, settings=finetune,
         importance=settings.importance, rows=settings.score_rows, progress=progress,
         final_rows=settings.final_rows if settings.finalists else 0,
         stop_at=deadline("scoring", plan.least_candidates * plan.candidate_s), clock=clock,
@@ -207,7 +207,7 @@ def search(
         ]
     estimator.close()
     info = {
-        "kind": estimator.kind, "score_rows": estimator.score_rows, "score_split": estimator.score_split,
+        "kind": "one-shot", "score_rows": estimator.score_rows, "score_split": estimator.score_split,
         "train_time_s": estimator.train_time_s, "score_time_s": estimator.score_time_s,
         "untrimmed_estimate": untrimmed, "metric": estimator.task.main_metric, "patterns": patterns,
         "scorer": estimator.scorer, "best_by_scorer": best_by_scorer,

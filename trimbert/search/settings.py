@@ -44,9 +44,6 @@ class SearchSettings(Settings):
         description="Also search stripped LayerNorms (identity). Off by default: a stripped LayerNorm saves little "
         "time, and the one-shot estimate overrates it.",
     )
-    estimator: Literal["one-shot", "analyze"] = Field(
-        "one-shot", description="one-shot: a super-model trained with random sub-trims; analyze: cuts of a plain fine-tune."
-    )
     scorer: Literal["head", "probe"] = Field(
         "probe",
         description="probe: refit a linear head on each candidate's features; "
