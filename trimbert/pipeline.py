@@ -21,11 +21,10 @@ from torch import nn
 from trimbert.data.batches import sample_batches
 from trimbert.errors import TrimbertError
 from trimbert.importance.rules import score
-from trimbert.importance.scores import Importance
 from trimbert.importance.select import auto_drop, measure_name
 from trimbert.model.structure import applied_spec
 from trimbert.model.trim import trim
-from trimbert.spec import AFFINE, TrimRequest, TrimSpec
+from trimbert.spec import AFFINE, TrimRequest
 
 
 def apply_trim(
@@ -109,16 +108,14 @@ def apply_trim(
             scorer = ranker if on_ranker else model
             found = score(scorer, str(request.importance), batches, has_head=on_ranker or has_head, seed=seed)
             info["importance"] = {"rule": found.rule, "objective": found.objective, "time_s": time.perf_counter() - start}
-        earlier = applied_spec(model).notes
         model = trim(
             model,
             _without_importance(request),
             calibration_batches=calibration,
             ffn_importance=found.neurons if found is not None and request.ffn_width is not None else None,
             head_importance=found.heads if found is not None and request.heads_counted else None,
+            scores_rule=measure_name(found) if found is not None else "scores",
         )
-        if found is not None:
-            _name_scores(model, found, earlier)
     if batches is not None:
         info["sample"] = {"rows": sum(len(batch["input_ids"]) for batch in batches), "seed": seed}
     return model, info
@@ -126,18 +123,3 @@ def apply_trim(
 
 def _without_importance(request: TrimRequest) -> TrimRequest:
     return dataclasses.replace(request, importance=None)
-
-
-def _name_scores(model: nn.Module, found: Importance, earlier: dict[str, Any]) -> None:
-    """In the trimmed model's saved spec, name the rule that chose the units kept now: trim records
-    given scores as ``"scores"`` (last in ``ffn_width_rule``/``heads_rule``, after any earlier rule);
-    that becomes the measure (``"taylor (task-loss)"``, ``"fisher (hidden-gaussian)"``, ``"magnitude"``).
-    A note this trim left as it was (``earlier``: the notes before it) is not renamed."""
-    spec = applied_spec(model)
-    notes = dict(spec.notes)
-    for key in ("ffn_width_rule", "heads_rule"):
-        rule = notes.get(key)
-        if isinstance(rule, str) and rule != earlier.get(key) and rule.endswith("scores"):
-            notes[key] = rule[: -len("scores")] + measure_name(found)
-    model.config.trim_spec = TrimSpec.from_dict({**spec.to_dict(), "notes": notes}).to_dict()
-

@@ -292,6 +292,10 @@ def test_ffn_width_with_external_scores(tiny_model):
     assert trimmed.config.spec.notes["ffn_width_rule"] == "scores"
     assert torch.equal(encoder_layers(trimmed)[2].intermediate.dense.weight, source[2][[3, 17, 60]])
     assert encoder_layers(trimmed)[1].intermediate.dense.weight.shape == (64, 32)
+    # the caller may name its scores; a second narrowing is recorded after the first
+    again = trimbert.trim(trimmed, ffn_width="2:2", ffn_importance={2: torch.tensor([0.0, 1.0, 2.0])}, scores_rule="fisher (task-loss)")
+    assert again.config.spec.notes["ffn_width_rule"] == "scores, then fisher (task-loss)"
+    assert torch.equal(encoder_layers(again)[2].intermediate.dense.weight, source[2][[17, 60]])
 
 
 @pytest.mark.parametrize(

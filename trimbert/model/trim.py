@@ -110,6 +110,7 @@ def trim(
     *,
     ffn_importance: Mapping[int, torch.Tensor] | None = None,
     head_importance: Mapping[int, torch.Tensor] | None = None,
+    scores_rule: str = "scores",
     calibration_batches: Sequence[Mapping[str, torch.Tensor]] | None = None,
     calibration: str = "sequential",
     **options: Any,
@@ -126,14 +127,15 @@ def trim(
     intermediate neurons; the neurons kept are the most important ones by weight magnitude
     (:func:`~trimbert.model.ranking.magnitude_importance`), or by ``ffn_importance`` when given:
     ``{block: scores}``, one score per current neuron of every block narrowed now, higher = more
-    important. ``spec.notes["ffn_width_rule"]`` records ``"magnitude"`` or ``"scores"``.
+    important. ``spec.notes["ffn_width_rule"]`` records ``"magnitude"`` or ``scores_rule`` (what the
+    caller calls its scores, e.g. ``"taylor (task-loss)"``; default ``"scores"``).
 
     ``heads``: prune every present block's attention (an int) or some (``"0:4,3:8"``, ``{block: count}``)
     to that many heads, or keep the named heads (``"3=0+2+5"``, ``{3: [0, 2, 5]}``: indices among the
     block's current heads); counted heads are the most important ones by weight magnitude
     (:func:`~trimbert.model.ranking.head_magnitude_importance`), or by ``head_importance`` when given:
     ``{block: scores}``, one score per current head of every block pruned now by count, higher = more
-    important. ``spec.notes["heads_rule"]`` records ``"magnitude"``, ``"scores"`` or ``"explicit"``.
+    important. ``spec.notes["heads_rule"]`` records ``"magnitude"``, ``scores_rule`` or ``"explicit"``.
 
     ``layernorm_replacement="affine"`` needs ``calibration_batches`` (a list of dicts of
     ``input_ids``, ``attention_mask``, ...): ``model`` is run on them and each newly stripped
@@ -177,8 +179,8 @@ def trim(
             UserWarning,
             stacklevel=2,
         )
-    selections = _neuron_selections(model, before, composed, ffn_importance, notes)
-    head_selections = _head_selections(model, before, composed, named, head_importance, notes)
+    selections = _neuron_selections(model, before, composed, ffn_importance, scores_rule, notes)
+    head_selections = _head_selections(model, before, composed, named, head_importance, scores_rule, notes)
     new_affine = _affine_plan(before, composed, calibration_batches)
     if calibration_batches is not None:
         calibration_batches = _check_batches(calibration_batches)
@@ -205,6 +207,7 @@ def _neuron_selections(
     before: TrimSpec,
     composed: TrimSpec,
     ffn_importance: Mapping[int, Any] | None,
+    scores_rule: str,
     notes: dict[str, Any],
 ) -> dict[int, torch.Tensor]:
     """The neurons each FFN narrowed now keeps (block -> sorted indices); records the rule in ``notes``."""
@@ -237,7 +240,7 @@ def _neuron_selections(
         if importance is None:
             importance = magnitude_importance(layers[source_position[block]])
         selections[block] = select_neurons(importance, width)
-    _note_rule(notes, "ffn_width_rule", "scores" if ffn_importance is not None else "magnitude", bool(before.ffn_width))
+    _note_rule(notes, "ffn_width_rule", scores_rule if ffn_importance is not None else "magnitude", bool(before.ffn_width))
     return selections
 
 
@@ -247,6 +250,7 @@ def _head_selections(
     composed: TrimSpec,
     named: dict[int, tuple[int, ...]],
     head_importance: Mapping[int, Any] | None,
+    scores_rule: str,
     notes: dict[str, Any],
 ) -> dict[int, torch.Tensor]:
     """The heads each block pruned now keeps (block -> sorted indices among its current heads); records
@@ -279,7 +283,7 @@ def _head_selections(
     if named:
         rules.append("explicit")
     if counted:
-        rules.append("scores" if head_importance is not None else "magnitude")
+        rules.append(scores_rule if head_importance is not None else "magnitude")
     _note_rule(notes, "heads_rule", " and ".join(rules), bool(before.heads))
     return selections
 
