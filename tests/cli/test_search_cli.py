@@ -2,6 +2,7 @@
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import tomllib
@@ -264,7 +265,7 @@ def test_heal_and_distill_options_refuse_what_cannot_work_in_one_line(run_cli, t
         (("--finetune", "--no-distill", "--distill-alpha-kd", "1"),
          "error: --distill-* settings say how --finetune distils the winner: add --finetune, drop --no-distill"),
         (("--finetune", "--heal-steps", "9"), "error: --heal-* settings need --heal-corpus"),
-        (("--finetune", "--heal-corpus", tmp_path / "none.txt"), f"error: --heal-corpus: {tmp_path / 'none.txt'} does not exist"),
+        (("--finetune", "--heal-corpus", tmp_path / "none.txt"), f"error: --heal-corpus: {tmp_path / 'none.txt'} does not exist (relative to {Path.cwd()})"),
         (("--finetune", "--heal-corpus", data, "--heal-schedule", "progressive"),
          "error: --heal-schedule progressive re-trims from the untrimmed model and cannot choose Taylor-ranked FFN neurons "
          "again: use --heal-schedule oneshot or --importance magnitude"),

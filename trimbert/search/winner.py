@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trimbert.core.io import write_json_atomic
-from trimbert.data.source import DataSource
+from trimbert.data.source import CorpusSource, DataSource
 from trimbert.deploy.openvino import require_openvino
 from trimbert.errors import TrimbertError
 from trimbert.model import checkpoint
@@ -48,14 +48,12 @@ def runtimes_to_bench(searched: str) -> list[str]:
 
 
 def check_heal_request(settings: SearchSettings, heal: HealSettings | None, corpus: str | None) -> None:
-    """Fail before the search when its winner could not be healed as asked: a local corpus that is not
-    there, or a progressive heal (it re-trims from the teacher, which cannot choose Taylor- or
+    """Fail before the search when its winner could not be healed as asked: a corpus that is not there
+    or not text (:meth:`~trimbert.data.source.CorpusSource.check`, as ``trimbert heal`` checks it), or a progressive heal (it re-trims from the teacher, which cannot choose Taylor- or
     Fisher-ranked neurons and heads again)."""
     if heal is None or corpus is None:
         return
-    local = Path(corpus).expanduser()
-    if not local.exists() and (corpus.startswith((".", "/", "~")) or local.suffix):
-        raise TrimbertError(f"--heal-corpus: {corpus} does not exist")
+    CorpusSource(corpus=corpus).check(lambda _: "--heal-corpus")
     if heal.schedule == "progressive" and settings.importance != "magnitude":
         raise TrimbertError(
             f"--heal-schedule progressive re-trims from the untrimmed model and cannot choose "
