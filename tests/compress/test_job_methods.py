@@ -162,12 +162,14 @@ def test_fingerprints_keep_what_the_changed_settings_do_not_touch(tiny_run, tmp_
     assert after(SETTINGS.updated(method="search")) == ["reference", "predictor"]
     assert after(SETTINGS.updated(recover="heal+distill")) == ["reference", "predictor", "compress"]
     assert after(SETTINGS.updated(heal_steps=7)) == list(STAGES)  # no heal to redo
+    assert after(SETTINGS.updated(replans=2)) == ["reference", "predictor"]  # checked passes: another compression
     after = kept(SETTINGS.updated(method="search"))
-    assert after(SETTINGS.updated(method="search", samples=64, width_multiple=8)) == list(STAGES)  # retraining-free only
+    assert after(SETTINGS.updated(method="search", samples=64, width_multiple=8, replans=3)) == list(STAGES)  # retraining-free only
     assert after(SETTINGS.updated(method="search", speedup=1.5)) == ["reference", "predictor"]
     after = kept(SETTINGS.updated(recover="heal+distill"))
     assert after(SETTINGS.updated(recover="heal+distill", heal_steps=7)) == ["reference", "predictor", "compress"]
-    # a retraining-free job's fingerprints are those of a job written before --method and --heal-steps existed
+    # a retraining-free job with --replans 0 has the fingerprints of a job written before --method, --heal-steps and
+    # --replans existed
     old = {"reference": STAGE_SETTINGS["reference"], "predictor": STAGE_SETTINGS["predictor"],
            "compress": ("speedup", "latency_ms", "samples", "units", "width_multiple"), "recover": ("recover",)}
     names = [name for stage in old.values() for name in stage]

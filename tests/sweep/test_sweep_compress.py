@@ -51,6 +51,10 @@ def quick(monkeypatch):
     monkeypatch.setattr(trimbert.search.latency, "measure_specs", measure_specs)
     for stage, result in (("reference", REFERENCE), ("export", {"runtime": "onnxruntime"}), ("evaluate", EVALUATED), ("bench", BENCHED)):
         monkeypatch.setattr(compress_stages.Stages, stage, lambda self, job, result=result: dict(result))
+    # the compression's check of its first pass (export and time it beside U*): it meets the 1.3x asked
+    checked = {"asked": 1.3, "measured": 1.31, "latency_ms": 1.5, "speedup": 1.31, "low": 1.25, "high": 1.37,
+               "stable": True, "check_seconds": 1.0}
+    monkeypatch.setattr(compress_stages.Stages, "_check", lambda self, job: dict(checked))
 
 
 @pytest.fixture
@@ -92,6 +96,7 @@ def test_a_sweep_compresses_the_baseline_and_records_it(tmp_path, tiny_checkpoin
     assert (speedup.ratio, speedup.low, speedup.high, speedup.stable) == (1.31, 1.25, 1.37, True)
     assert record.sweep.recipe_hash == recipe.fingerprint(recipe.variant("small"), 7)
     assert record.trim == stages["compress"]["spec"] and record.trim_summary != "untrimmed"  # the compression's trim
+    assert [p["measured"] for p in stages["compress"]["passes"]] == [1.31]  # checked once, met the target: kept
     table = {row.variant: row for row in result.table.rows}
     assert "small" in table
     # resumed: nothing runs again; the input fine-tuned again (another lr): the compress starts over

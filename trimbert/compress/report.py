@@ -42,6 +42,13 @@ def summarize(job: CompressJob) -> dict[str, Any]:
     else:
         rows.append(("compress wall time (Fisher + search + least squares)",
                      f"{compressed['fisher_seconds'] + compressed['search_seconds'] + compressed['lstsq_seconds']:.0f} s"))
+        checked = [p for p in compressed.get("passes") or [] if "speedup" in p]
+        if checked:
+            steps = [f"{p['speedup']:.2f}× at {p['budget_ms']:.2f} ms" for p in checked]
+            if len(compressed["passes"]) > len(checked):
+                steps.append(f"kept unchecked at {compressed['passes'][-1]['budget_ms']:.2f} ms")
+            rows.append(("passes (speed-up vs U* in a short check, under the budget)", " → ".join(steps)))
+            rows.append(("checks wall time", f"{compressed['check_seconds']:.0f} s"))
     rows += [(f"stage {stage}", f"{value:.0f} s") for stage, value in seconds.items()]
     steps = job.stages.get("recover", {}).get("steps") or {}
     rows += [(f"recover: {step}", f"{result['seconds']:.0f} s") for step, result in steps.items()]

@@ -105,6 +105,7 @@ def compress_model(
     max_scale: float = MAX_SCALE,
     seed: int = 0,
     exact_ffns: int = EXACT_FFNS,
+    scores: FisherScores | None = None,
 ) -> tuple[nn.Module, CompressReport]:
     """Compress ``model`` to a predicted ``budget_ms`` without retraining; returns the trimmed model and a report.
 
@@ -116,13 +117,15 @@ def compress_model(
     head) or the head-less hidden-state Fisher. ``multiple``: kept FFN widths are multiples of it.
     ``rearrange_masks``: Kwon's per-block rearrangement; ``fix``: the least-squares scales (the last
     block's FFN is fitted on the first token for a sequence classifier); ``damp``/``max_scale``: the
-    solver's ridge and blow-up guard. Like :func:`~trimbert.model.trim.trim`, ``model`` must not be
+    solver's ridge and blow-up guard. ``scores``: Fisher scores of this model computed before (a second pass
+    at another budget reuses the first pass's ``report.fisher``; they must be of the untouched weights). Like :func:`~trimbert.model.trim.trim`, ``model`` must not be
     used afterwards (the scales are written into its weights, which the trimmed model takes over).
     """
     if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)) or not budget_ms > 0:
         raise TrimbertError(f"compress: the latency budget must be a positive number of ms, not {budget_ms!r}")
     line = linear_cost(cost, model)
-    scores = fisher_scores(model, batches, has_head=has_head, seed=seed)
+    if scores is None:
+        scores = fisher_scores(model, batches, has_head=has_head, seed=seed)
     start = time.perf_counter()
     plan = search_masks(scores, line, float(budget_ms), multiple=multiple, exact_ffns=exact_ffns)
     if rearrange_masks:

@@ -54,6 +54,12 @@ class CompressSettings(Settings):
     width_multiple: int = Field(
         32, ge=1, description="Retraining-free: kept FFN widths are multiples of this (CPU int8 kernels work in whole tiles)."
     )
+    replans: int = Field(
+        2, ge=0,
+        description="Retraining-free: after compressing, time the model in --runtime beside U*; while it is more than "
+        "2% short of the target, compress again under a budget tightened by the shortfall, at most this many "
+        "times (0: trust the latency predictor).",
+    )
     samples: int = Field(
         2048, ge=8,
         description="Retraining-free: training rows (at the input run's --max-length) the importance and the "

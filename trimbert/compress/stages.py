@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trimbert.compress.cost import LinearCost
-from trimbert.compress.run import compress_model
+from trimbert.compress.replan import compress_to_target
 from trimbert.compress.settings import CompressSettings
 from trimbert.core.io import write_json_atomic
 from trimbert.data.batches import sample_batches
@@ -38,7 +38,7 @@ from trimbert.train.settings import DistillSettings, FinetuneSettings, HealSetti
 EXPORTED = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
 SEARCH_NAME = {deployed: name for name, deployed in DEPLOY_RUNTIME.items()}  # onnxruntime -> onnx, ...
 CALIBRATION_ROWS = 300
-REFERENCE_BENCH_S = 20.0
+REFERENCE_BENCH_S = 20.0  # the reference stage's bench, and each re-plan check's, at most this long
 # --recover distill: soft labels, task loss and hidden states (the weights search --finetune distils with)
 RECOVER_DISTILL = DistillSettings(alpha_hidden=1.0)
 # --method search: trimbert search's defaults but for these. undershoot 0: the budget is a bound, as for the
@@ -142,9 +142,8 @@ class Stages:
         if self.settings.method == "search":
             return self._search(job)
         predictor = Predictor.from_dict(job.stages["predictor"]["predictor"])
-        model = checkpoint.load(self.model_source).eval()
-        line = search_cost(predictor, model.config, self.settings.units)
-        config = model.config
+        config = checkpoint.load_config(checkpoint.resolve_source(self.model_source))
+        line = search_cost(predictor, config, self.settings.units)
         layers = config.num_hidden_layers
         untrimmed_ms = line.ms(config.num_attention_heads * layers, config.intermediate_size * layers, layers)
         if self.settings.latency_ms is not None:
@@ -154,10 +153,44 @@ class Stages:
         batches = sample_batches(self.dataset["train"], self.tokenizer, samples=self.settings.samples,
                                  seed=self.settings.seed, max_length=self.finetuned.max_length)
         self.say("compress", f"budget {budget:.2f} ms (untrimmed predicted {untrimmed_ms:.2f} ms) on {self.settings.samples} rows")
-        compressed, report = compress_model(model, batches, line, budget, has_head=True, seed=self.settings.seed,
-                                            multiple=self.settings.width_multiple)
-        checkpoint.save(compressed, self.out / "compressed", tokenizer=self.tokenizer, force=True)
-        return {"method": "retraining-free", "budget_ms": budget, "untrimmed_predicted_ms": untrimmed_ms, **report.summary()}
+        result = compress_to_target(
+            lambda: checkpoint.load(self.model_source).eval(), batches, line, budget, replans=self.settings.replans,
+            save=lambda model: checkpoint.save(model, self.out / "compressed", tokenizer=self.tokenizer, force=True),
+            check=lambda: self._check(job), say=lambda message: self.say("compress", message),
+            seed=self.settings.seed, multiple=self.settings.width_multiple,
+        )
+        return {"method": "retraining-free", "untrimmed_predicted_ms": untrimmed_ms, **result}
+
+    def _check(self, job: Any) -> dict[str, Any]:
+        """``compressed/`` exported to the target runtime and timed side by side with the untrimmed model in U*'s
+        runtime (a short bench): ``asked``/``measured`` are the target and the measurement as speeds (the
+        speed-up over U*, or 1 / ms against ``--latency-ms``), with the paired speed-up and its interval."""
+        reference = job.stages["reference"]
+        target, star = DEPLOY_RUNTIME[reference["target"]], reference["u_star"]
+        start = time.perf_counter()
+        model = checkpoint.load(str(self.out / "compressed")).eval()
+        untrimmed = checkpoint.load(self.model_source).eval()
+        with tempfile.TemporaryDirectory(prefix="trimbert-check-") as work:
+            folder = Path(work) / "model"
+            export_onnx(model, folder, tokenizer=self.tokenizer, int8=is_int8(target), openvino=is_openvino(target),
+                        calibration=self._calibration() if target == "openvino-int8" else None, force=True,
+                        info={"source": "compressed", "data": job.data, "runtime": target})
+            report = bench_models(
+                {"compressed": (model, str(self.out / "compressed")), "untrimmed": (untrimmed, self.model_source)},
+                self._bench_settings(list(dict.fromkeys([target, star])), min(REFERENCE_BENCH_S, self.settings.bench_seconds)),
+                baseline="untrimmed", exports={"compressed": folder, "untrimmed": self.out / "reference"},
+                runtimes_of={"compressed": [target], "untrimmed": [star]},
+            )
+        records = {record.variant: record for record in report.records}
+        measured = records["compressed" + RUNTIME_SUFFIX[target]]
+        ratio = measured.paired["untrimmed" + RUNTIME_SUFFIX[star]].latency
+        ms = statistics.median(measured.timing.times_ms)
+        if self.settings.latency_ms is not None:
+            asked, got = 1 / self.settings.latency_ms, 1 / ms
+        else:
+            asked, got = float(self.settings.speedup), ratio.ratio
+        return {"asked": asked, "measured": got, "latency_ms": ms, "speedup": ratio.ratio, "low": ratio.low,
+                "high": ratio.high, "stable": ratio.stable, "check_seconds": time.perf_counter() - start}
 
     def search_settings(self, job: Any, config: Any) -> SearchSettings:
         """``trimbert search``'s settings for this job: the job's target (``--speedup`` over U* as a speed-up over

@@ -20,7 +20,7 @@ STAGES = ("reference", "predictor", "compress", "recover", "export", "evaluate",
 STAGE_SETTINGS = {
     "reference": ("batch_size", "seq_len", "threads", "runtime", "bench_seconds"),
     "predictor": ("probes", "seed"),
-    "compress": ("speedup", "latency_ms", "method", "samples", "units", "width_multiple"),
+    "compress": ("speedup", "latency_ms", "method", "samples", "units", "width_multiple", "replans"),
     "recover": ("recover", "heal_steps"),
     "export": (),
     "evaluate": (),
@@ -31,13 +31,15 @@ STAGE_SETTINGS = {
 def used(name: str, settings: dict[str, Any]) -> bool:
     """Whether setting ``name`` counts in the fingerprints of a job with ``settings``: one that does not
     apply is left out (another ``--heal-steps`` does not redo a plain ``--recover distill``; ``--samples``
-    does not redo a search), and so is ``--method retraining-free``, so that jobs written before
-    ``--method`` existed still resume."""
+    does not redo a search), and so are ``--method retraining-free`` and ``--replans 0``, so that jobs
+    written before those options existed still resume."""
     method = settings.get("method", "retraining-free")
     if name == "method":
         return method != "retraining-free"
     if name in ("samples", "width_multiple"):
         return method == "retraining-free"
+    if name == "replans":  # 0 is what a job did before --replans existed
+        return method == "retraining-free" and settings.get("replans", 0) != 0
     if name == "heal_steps":
         return settings.get("recover") == "heal+distill"
     return True
