@@ -139,6 +139,8 @@ def test_settings_need_exactly_one_target():
         CompressSettings(runtime="onnx")
     with pytest.raises(TrimbertError, match="give one target"):
         CompressSettings(speedup=1.5, latency_ms=3.0)
+    with pytest.raises(TrimbertError, match="--search-minutes: only with --method search"):
+        CompressSettings(speedup=1.5, search_minutes=5.0)
 
 
 def test_the_input_runs_settings_are_read_from_its_metrics_json(tiny_run, tmp_path):

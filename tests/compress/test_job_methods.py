@@ -15,6 +15,7 @@ from tests.compress.test_job import SETTINGS, SOURCE, make_tiny_run
 from tests.conftest import write_sst2
 from trimbert.compress import stages as compress_stages
 from trimbert.compress.job import STAGES, _save, open_job, run_compress
+from trimbert.compress.job import _finetune_settings as compress_job_settings
 from trimbert.compress.report import summarize
 from trimbert.compress.state import STAGE_SETTINGS, digest
 from trimbert.data.source import DataSource
@@ -140,6 +141,9 @@ def test_the_search_is_told_the_target_runtimes_speedup_over_the_untrimmed_model
     searched = stages.search_settings(job, config)
     assert (searched.speedup, searched.latency_ms, searched.runtime) == (3.0, None, "onnx")
     assert (searched.widths, searched.heads_choices, searched.max_drop_layers, searched.undershoot) == ("32", "2", 0, 0.0)
+    assert searched.budget_minutes is None
+    stages.settings = SETTINGS.updated(speedup=1.5, method="search", search_minutes=12.0)
+    assert stages.search_settings(job, config).budget_minutes == 12.0
     stages.settings = SETTINGS.updated(speedup=None, latency_ms=4.0, method="search")
     assert (stages.search_settings(job, config).speedup, stages.search_settings(job, config).latency_ms) == (None, 4.0)
     stages.settings = SETTINGS.updated(speedup=1.5, method="search")
@@ -166,6 +170,7 @@ def test_fingerprints_keep_what_the_changed_settings_do_not_touch(tiny_run, tmp_
     after = kept(SETTINGS.updated(method="search"))
     assert after(SETTINGS.updated(method="search", samples=64, width_multiple=8, replans=3)) == list(STAGES)  # retraining-free only
     assert after(SETTINGS.updated(method="search", speedup=1.5)) == ["reference", "predictor"]
+    assert after(SETTINGS.updated(method="search", search_minutes=5.0)) == ["reference", "predictor"]
     after = kept(SETTINGS.updated(recover="heal+distill"))
     assert after(SETTINGS.updated(recover="heal+distill", heal_steps=7)) == ["reference", "predictor", "compress"]
     # a retraining-free job with --replans 0 has the fingerprints of a job written before --method, --heal-steps and
@@ -229,3 +234,20 @@ def _finished(job):
     job.stages["bench"] = {"u_star": "onnxruntime", "u_star_accuracy": 0.5, "latency_ms": 1.0, "speedup": 1.1,
                            "low": 1.0, "high": 1.2, "stable": True, "seconds": 1.0}
     return job
+
+
+def test_the_distillation_runs_with_the_jobs_seed_and_the_input_runs_other_settings(tiny_run, tmp_path, monkeypatch):
+    seen = []
+
+    def finetune(model, source, out, settings, **kwargs):
+        seen.append(settings)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(compress_stages, "finetune", finetune)
+    finetuned = compress_job_settings(tiny_run)
+    stages = compress_stages.Stages(str(tiny_run), SOURCE, None, None, None, SETTINGS.updated(recover="distill", seed=7),
+                                    finetuned, tmp_path, tmp_path, lambda stage, message: None)
+    with pytest.raises(RuntimeError, match="stop"):
+        stages.recover(None)
+    assert seen[0].seed == 7 and finetuned.seed == 42
+    assert seen[0].to_dict() == {**finetuned.to_dict(), "seed": 7}  # max_length 32, 32 rows, 1 epoch: the input run's

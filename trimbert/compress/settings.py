@@ -60,6 +60,11 @@ class CompressSettings(Settings):
         "2% short of the target, compress again under a budget tightened by the shortfall, at most this many "
         "times (0: trust the latency predictor).",
     )
+    search_minutes: float | None = Field(
+        None, gt=0,
+        description="With --method search: bound the search to this many minutes (trimbert search --budget-minutes: "
+        "the work is planned up front and cut down to fit, or refused with the estimate).",
+    )
     samples: int = Field(
         2048, ge=8,
         description="Retraining-free: training rows (at the input run's --max-length) the importance and the "
@@ -70,7 +75,7 @@ class CompressSettings(Settings):
     threads: int | None = Field(None, ge=1, description="CPU threads for timing (default: torch's).")
     probes: int = Field(12, ge=4, description="Trims timed to fit the latency predictor (cached per runtime and shape).")
     bench_seconds: float = Field(60.0, gt=0, description="At most this long for the final side-by-side bench.")
-    seed: int = Field(42, description="Seed for sampling rows and for recovery training.")
+    seed: int = Field(42, description="Seed for sampling rows, the latency probes, the search and recovery training.")
 
     @field_validator("threads")
     @classmethod
@@ -83,4 +88,6 @@ class CompressSettings(Settings):
             raise ValueError("give one target: --speedup X (over U*) or --latency-ms X")
         if self.method == "search" and self.units != "heads+ffn":
             raise ValueError("--units: only --method retraining-free removes one kind of unit; the search trims both")
+        if self.method != "search" and self.search_minutes is not None:
+            raise ValueError("--search-minutes: only with --method search")
         return self

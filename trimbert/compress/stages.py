@@ -212,7 +212,8 @@ class Stages:
             **target, runtime=job.stages["reference"]["target"], device="cpu", batch_size=self.settings.batch_size,
             seq_len=self.settings.seq_len, threads=self.settings.threads, widths=str(space.widths[0]),
             heads_choices=str(space.heads[0]), normalizers="softmax", max_drop_layers=0, layernorms=False,
-            probes=self.settings.probes, search_seed=self.settings.seed, **SEARCH_OVERRIDES,
+            probes=self.settings.probes, search_seed=self.settings.seed, budget_minutes=self.settings.search_minutes,
+            **SEARCH_OVERRIDES,
         )
 
     def _search(self, job: Any) -> dict[str, Any]:
@@ -248,7 +249,8 @@ class Stages:
                 "search_seconds": seconds, "search_dir": "search"}
 
     def recover(self, job: Any) -> dict[str, Any]:
-        """``distill``: ``compressed/`` fine-tuned with the input model as teacher into ``recovered/``;
+        """``distill``: ``compressed/`` fine-tuned with the input model as teacher into ``recovered/`` (the input run's
+        fine-tune settings but the job's ``--seed``);
         ``heal+distill``: healed first (:meth:`_heal`), the healed model distilled. Each sub-step's result and
         wall time under ``steps``."""
         steps: dict[str, Any] = {}
@@ -258,7 +260,7 @@ class Stages:
             start_from = self.out / "healed"
         self.say("recover", f"distilling {start_from.name}/ from the input model")
         start = time.perf_counter()
-        record = finetune(str(start_from), self.source, self.out / "recovered", settings=self.finetuned,
+        record = finetune(str(start_from), self.source, self.out / "recovered", settings=self.finetuned.updated(seed=self.settings.seed),
                           teacher=self.model_source, distill=RECOVER_DISTILL, force=True, progress=False)
         steps["distill"] = {"seconds": time.perf_counter() - start, "from": start_from.name, "metrics": record.metrics,
                             "train_time_s": record.train_time_s}

@@ -20,7 +20,7 @@ STAGES = ("reference", "predictor", "compress", "recover", "export", "evaluate",
 STAGE_SETTINGS = {
     "reference": ("batch_size", "seq_len", "threads", "runtime", "bench_seconds"),
     "predictor": ("probes", "seed"),
-    "compress": ("speedup", "latency_ms", "method", "samples", "units", "width_multiple", "replans"),
+    "compress": ("speedup", "latency_ms", "method", "samples", "units", "width_multiple", "replans", "search_minutes"),
     "recover": ("recover", "heal_steps"),
     "export": (),
     "evaluate": (),
@@ -38,6 +38,8 @@ def used(name: str, settings: dict[str, Any]) -> bool:
         return method != "retraining-free"
     if name in ("samples", "width_multiple"):
         return method == "retraining-free"
+    if name == "search_minutes":
+        return method == "search" and settings.get("search_minutes") is not None
     if name == "replans":  # 0 is what a job did before --replans existed
         return method == "retraining-free" and settings.get("replans", 0) != 0
     if name == "heal_steps":
