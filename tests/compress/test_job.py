@@ -104,6 +104,9 @@ def test_compress_runs_every_stage_and_resumes_after_a_failure(tiny_run, tmp_pat
     summary = write_report(out, job)
     assert summary["speedup"] == bench["speedup"] and summary["value"] == job.stages["evaluate"]["value"]
     assert "| U* | untrimmed in " in (out / "report.md").read_text()
+    steps = [f"{first['speedup']:.2f}× at {first['budget_ms']:.2f} ms"] + [f"kept unchecked at {p['budget_ms']:.2f} ms" for p in more]
+    assert ("passes (speed-up vs U* in a short check, under the budget)", " → ".join(steps)) in summary["rows"]
+    assert ("checks wall time", f"{first['check_seconds']:.0f} s") in summary["rows"]
 
 
 def test_a_rerun_keeps_the_stages_whose_settings_did_not_change(tiny_run, tmp_path):

@@ -168,22 +168,12 @@ class Stages:
         reference = job.stages["reference"]
         target, star = DEPLOY_RUNTIME[reference["target"]], reference["u_star"]
         start = time.perf_counter()
-        model = checkpoint.load(str(self.out / "compressed")).eval()
-        untrimmed = checkpoint.load(self.model_source).eval()
         with tempfile.TemporaryDirectory(prefix="trimbert-check-") as work:
             folder = Path(work) / "model"
-            export_onnx(model, folder, tokenizer=self.tokenizer, int8=is_int8(target), openvino=is_openvino(target),
-                        calibration=self._calibration() if target == "openvino-int8" else None, force=True,
-                        info={"source": "compressed", "data": job.data, "runtime": target})
-            report = bench_models(
-                {"compressed": (model, str(self.out / "compressed")), "untrimmed": (untrimmed, self.model_source)},
-                self._bench_settings(list(dict.fromkeys([target, star])), min(REFERENCE_BENCH_S, self.settings.bench_seconds)),
-                baseline="untrimmed", exports={"compressed": folder, "untrimmed": self.out / "reference"},
-                runtimes_of={"compressed": [target], "untrimmed": [star]},
-            )
-        records = {record.variant: record for record in report.records}
-        measured = records["compressed" + RUNTIME_SUFFIX[target]]
-        ratio = measured.paired["untrimmed" + RUNTIME_SUFFIX[star]].latency
+            self._export(job, self.out / "compressed", folder)
+            records = self._side_by_side(job, self.out / "compressed", folder, list(dict.fromkeys([target, star])),
+                                         min(REFERENCE_BENCH_S, self.settings.bench_seconds), untrimmed_in=[star])
+        measured, ratio = _versus(records, target, star)
         ms = statistics.median(measured.timing.times_ms)
         if self.settings.latency_ms is not None:
             asked, got = 1 / self.settings.latency_ms, 1 / ms
@@ -308,14 +298,17 @@ class Stages:
     def _final(self, job: Any) -> Path:
         return self.out / ("recovered" if "recover" in job.stages else "compressed")
 
-    def export(self, job: Any) -> dict[str, Any]:
+    def _export(self, job: Any, source: Path, folder: Path) -> Any:
+        """The checkpoint ``source`` exported to the target runtime into ``folder`` (int8 calibrated on training rows)."""
         target = DEPLOY_RUNTIME[job.stages["reference"]["target"]]
-        model = checkpoint.load(str(self._final(job))).eval()
-        calibration = self._calibration() if target == "openvino-int8" else None
-        result = export_onnx(model, self.out / "model", tokenizer=self.tokenizer, int8=is_int8(target),
-                             openvino=is_openvino(target), calibration=calibration, force=True,
-                             info={"source": str(self._final(job)), "data": job.data, "runtime": target})
-        return {"runtime": target, "files": result.files, "export_s": result.export_s}
+        return export_onnx(checkpoint.load(str(source)).eval(), folder, tokenizer=self.tokenizer, int8=is_int8(target),
+                           openvino=is_openvino(target), force=True,
+                           calibration=self._calibration() if target == "openvino-int8" else None,
+                           info={"source": str(source), "data": job.data, "runtime": target})
+
+    def export(self, job: Any) -> dict[str, Any]:
+        result = self._export(job, self._final(job), self.out / "model")
+        return {"runtime": DEPLOY_RUNTIME[job.stages["reference"]["target"]], "files": result.files, "export_s": result.export_s}
 
     def evaluate(self, job: Any) -> dict[str, Any]:
         target = DEPLOY_RUNTIME[job.stages["reference"]["target"]]
@@ -324,27 +317,39 @@ class Stages:
         return {"runtime": target, "metric": result["main_metric"], "value": _main_value(result),
                 "metrics": result["metrics"]}
 
+    def _side_by_side(self, job: Any, source: Path, export: Path, runtimes: list[str], seconds: float,
+                      untrimmed_in: list[str] | None = None) -> dict[str, Any]:
+        """The checkpoint ``source`` (exported in ``export``) in the target runtime and the untrimmed model in
+        ``untrimmed_in`` (default: every one of ``runtimes``), timed side by side: variant -> record."""
+        runtimes_of = {"compressed": [DEPLOY_RUNTIME[job.stages["reference"]["target"]]]}
+        if untrimmed_in is not None:
+            runtimes_of["untrimmed"] = untrimmed_in
+        report = bench_models(
+            {"compressed": (checkpoint.load(str(source)).eval(), str(source)),
+             "untrimmed": (checkpoint.load(self.model_source).eval(), self.model_source)},
+            self._bench_settings(runtimes, seconds), baseline="untrimmed",
+            exports={"compressed": export, "untrimmed": self.out / "reference"}, runtimes_of=runtimes_of,
+        )
+        return {record.variant: record for record in report.records}
+
     def bench(self, job: Any) -> dict[str, Any]:
         reference = job.stages["reference"]
         target = DEPLOY_RUNTIME[reference["target"]]
-        runtimes = ["pytorch", *installed_runtimes()]
-        final = checkpoint.load(str(self._final(job))).eval()
-        untrimmed = checkpoint.load(self.model_source).eval()
-        report = bench_models(
-            {"compressed": (final, str(self._final(job))), "untrimmed": (untrimmed, self.model_source)},
-            self._bench_settings(runtimes, self.settings.bench_seconds), baseline="untrimmed",
-            exports={"compressed": self.out / "model", "untrimmed": self.out / "reference"},
-            runtimes_of={"compressed": [target]},
-        )
-        records = {record.variant: record for record in report.records}
+        records = self._side_by_side(job, self._final(job), self.out / "model", ["pytorch", *installed_runtimes()],
+                                     self.settings.bench_seconds)
         latency = {_runtime_of(name): statistics.median(record.timing.times_ms)
                    for name, record in records.items() if name.startswith("untrimmed")}
         star = u_star(reference["accuracy"], latency)
-        measured = records["compressed" + RUNTIME_SUFFIX[target]]
-        ratio = measured.paired["untrimmed" + RUNTIME_SUFFIX[star]].latency
+        measured, ratio = _versus(records, target, star)
         return {"u_star": star, "u_star_accuracy": reference["accuracy"][star], "latency_ms": statistics.median(measured.timing.times_ms),
                 "untrimmed_latency_ms": latency, "speedup": ratio.ratio, "low": ratio.low, "high": ratio.high,
                 "stable": ratio.stable, "other_cpu": measured.timing.other_cpu}
+
+
+def _versus(records: dict[str, Any], target: str, star: str) -> tuple[Any, Any]:
+    """The compressed model's record in ``target`` and its paired latency ratio against the untrimmed model in ``star``."""
+    measured = records["compressed" + RUNTIME_SUFFIX[target]]
+    return measured, measured.paired["untrimmed" + RUNTIME_SUFFIX[star]].latency
 
 
 def training_texts(rows: Any) -> list[str]:
