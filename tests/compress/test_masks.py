@@ -15,7 +15,7 @@ HEADS = {0: [5.0, 1.0, 0.5], 1: [0.2, 3.0, 0.1]}
 NEURONS = {0: [4.0, 0.3, 2.0, 0.05], 1: [0.6, 0.4, 0.01, 0.02]}
 
 
-def _scores(heads=HEADS, neurons=NEURONS):
+def _scores(heads=HEADS, neurons=NEURONS, ffns=None):
     return FisherScores(
         heads={b: torch.tensor(v, dtype=torch.float64) for b, v in heads.items()},
         neurons={b: torch.tensor(v, dtype=torch.float64) for b, v in neurons.items()},
@@ -24,6 +24,7 @@ def _scores(heads=HEADS, neurons=NEURONS):
         rows=0,
         seconds=0.0,
         objective="task-loss",
+        ffns={b: torch.tensor(v, dtype=torch.float64) for b, v in (ffns or {}).items()},
     )
 
 
@@ -57,6 +58,28 @@ def test_an_ffn_is_dropped_when_its_fixed_cost_buys_more_elsewhere():
     assert _kept(search_masks(_scores(), cost, 7.0, exact_ffns=1)) == _kept(plan)
 
 
+def test_a_dropped_ffn_is_charged_its_ffn_gate_score_not_its_neurons_sum():
+    cost = LinearCost(fixed_ms=0.0, per_head_ms=1.0, per_neuron_ms=1.0, per_ffn_ms=1.0)
+    total = sum(map(sum, HEADS.values())) + sum(map(sum, NEURONS.values()))  # 17.18; FFN 1's neurons: 1.03
+    # dropping FFN 1 removes 1.68 by its neurons (the test above); at a drop score of 1.5 it removes
+    # 1.68 - 1.03 + 1.5 = 2.15, still less than keeping it (2.58): dropped
+    cheap = search_masks(_scores(ffns={1: 1.5}), cost, 7.0)
+    assert _kept(cheap) == ({0: [0, 1, 2], 1: [1]}, {0: [0, 2], 1: []})
+    assert cheap.removed_importance == pytest.approx(2.15) and cheap.kept_importance == pytest.approx(15.5)
+    # at 5.0 it would remove 5.65: FFN 1 keeps its best neuron, the last ms buys neuron 2 of FFN 0
+    dear = search_masks(_scores(ffns={1: 5.0}), cost, 7.0)
+    assert _kept(dear) == ({0: [0], 1: [1]}, {0: [0, 2], 1: [0]}) and dear.drop_ffn == ()
+    assert dear.kept_importance == pytest.approx(14.6) and dear.removed_importance == pytest.approx(total - 14.6)
+    # Kwon's nested drops order the FFNs by their drop scores: FFN 0 (0.1) goes before FFN 1 (5.0)
+    nested = search_masks(_scores(ffns={0: 0.1, 1: 5.0}), cost, 7.0, exact_ffns=1)
+    assert _kept(nested) == _kept(search_masks(_scores(ffns={0: 0.1, 1: 5.0}), cost, 7.0))
+    assert nested.drop_ffn == (0,)
+    with pytest.raises(TrimbertError, match="block 1's FFN score is not finite"):
+        search_masks(_scores(ffns={1: float("nan")}), cost, 7.0)
+    with pytest.raises(TrimbertError, match="FFN score for a block without neuron scores"):
+        search_masks(_scores(ffns={2: 1.0}), cost, 7.0)
+
+
 def test_widths_are_multiples_of_the_group_size():
     # groups of 2: FFN 0 = (4+2, 0.3+0.05), FFN 1 = (0.6+0.4, 0.02+0.01); 2 ms left buy two heads (1.5)
     plan = search_masks(_scores(), LinearCost(fixed_ms=0.0, per_head_ms=1.0, per_neuron_ms=1.0), 8.0, multiple=2)
@@ -84,9 +107,12 @@ def test_heads_the_cost_cannot_price_are_all_kept():
     assert _kept(plan) == ({0: [0, 1, 2], 1: [0, 1, 2]}, {0: [0, 2], 1: []}) and plan.head_counts == {}
 
 
-def _brute_force(heads, neurons, cost, budget, multiple):
-    """The most importance any plan within the budget keeps (every subset of every block)."""
-    best = -np.inf
+def _brute_force(heads, neurons, cost, budget, multiple, ffns=None):
+    """The least importance any plan within the budget removes (every subset of every block; a dropped
+    FFN removes its drop score, ``ffns``, where given)."""
+    best = np.inf
+    total = sum(map(sum, heads.values())) + sum(map(sum, neurons.values()))
+    extra = {b: (ffns or {}).get(b, sum(values)) - sum(values) for b, values in neurons.items()}
     head_options = [
         [(len(s), sum(values[i] for i in s)) for r in range(1, len(values) + 1) for s in itertools.combinations(range(len(values)), r)]
         for values in heads.values()
@@ -100,16 +126,18 @@ def _brute_force(heads, neurons, cost, budget, multiple):
             kept_ffns = [b for b, (count, _) in zip(neurons, neuron_choice, strict=True) if count]
             ms = cost.ms(sum(c for c, _ in head_choice), sum(c for c, _ in neuron_choice), kept_ffns)
             if ms <= budget + 1e-9:
-                best = max(best, sum(v for _, v in head_choice) + sum(v for _, v in neuron_choice))
+                kept = sum(v for _, v in head_choice) + sum(v for _, v in neuron_choice)
+                best = min(best, total - kept + sum(extra[b] for b in neurons if b not in kept_ffns))
     return best
 
 
-@pytest.mark.parametrize("multiple", [1, 2])
-def test_the_search_finds_the_best_plan_of_all(multiple):
+@pytest.mark.parametrize(("multiple", "drop_scores"), [(1, False), (2, False), (1, True)])
+def test_the_search_finds_the_best_plan_of_all(multiple, drop_scores):
     rng = np.random.default_rng(7)
     for _ in range(12):
         heads = {b: list(rng.random(3)) for b in range(2)}
         neurons = {b: list(rng.random(4)) for b in range(2)}
+        ffns = {b: float(rng.uniform(0.0, 4.0)) for b in range(2)} if drop_scores else None
         cost = LinearCost(
             fixed_ms=0.5,
             per_head_ms=float(rng.uniform(0.1, 1.0)),
@@ -119,11 +147,12 @@ def test_the_search_finds_the_best_plan_of_all(multiple):
         )
         full = cost.ms(6, 8, [0, 1])
         budget = float(rng.uniform(cost.ms(2, 0, []), full))
-        plan = search_masks(_scores(heads, neurons), cost, budget, multiple=multiple)
+        plan = search_masks(_scores(heads, neurons, ffns), cost, budget, multiple=multiple)
         assert plan.predicted_ms <= budget + 1e-9
         assert all(len(kept) >= 1 for kept in plan.heads.values())
         assert all(len(kept) % multiple == 0 for kept in plan.neurons.values())
-        assert plan.kept_importance == pytest.approx(_brute_force(heads, neurons, cost, budget, multiple), abs=1e-12)
+        best = _brute_force(heads, neurons, cost, budget, multiple, ffns)
+        assert plan.removed_importance == pytest.approx(best, abs=1e-12)
 
 
 def test_greedy_rearrangement_removes_units_whose_gradients_cancel():

@@ -31,6 +31,9 @@ def test_scores_have_one_value_per_head_and_neuron_and_leave_the_model_as_it_was
     assert all(scores.shape == (64,) for scores in found.neurons.values())
     assert all(grads.shape == (2, 4) for grads in found.head_grads.values())
     assert all(grads.shape == (2, 64) for grads in found.neuron_grads.values())
+    assert sorted(found.ffns) == [0, 1, 2, 3] and all(grads.shape == (2,) for grads in found.ffn_grads.values())
+    assert all(score.shape == () and score > 0 for score in found.ffns.values())
+    assert torch.equal(found.ffns[1], found.ffn_grads[1].square().sum())
     assert all((scores >= 0).all() and scores.sum() > 0 for scores in (*found.heads.values(), *found.neurons.values()))
     assert torch.equal(found.heads[2], found.head_grads[2].square().sum(0))
     assert all(before[key].equal(value) for key, value in tiny_model.state_dict().items())
@@ -44,7 +47,7 @@ def test_a_score_is_the_sum_over_batches_of_the_squared_loss_derivative(tiny_mod
     batches = [_labelled(tiny_batch), _labelled(tiny_batch, (2, 0, 0))]
     found = fisher_scores(tiny_model, batches, has_head=True)
     step = 1e-6
-    expected_head, expected_neuron = 0.0, 0.0
+    expected_head, expected_neuron, expected_ffn = 0.0, 0.0, 0.0
     with torch.no_grad(), gated(tiny_model) as gates:
         for batch in batches:
             base = _loss(tiny_model, batch)
@@ -54,8 +57,13 @@ def test_a_score_is_the_sum_over_batches_of_the_squared_loss_derivative(tiny_mod
             gates.neurons[3][10] = 1 - step
             expected_neuron += float((base - _loss(tiny_model, batch)) / step) ** 2
             gates.reset()
+            gates.ffn[2].fill_(1 - step)  # the whole FFN, its bias and LayerNorm with it
+            expected_ffn += float((base - _loss(tiny_model, batch)) / step) ** 2
+            gates.reset()
     assert float(found.heads[1][2]) == pytest.approx(expected_head, rel=1e-4)
     assert float(found.neurons[3][10]) == pytest.approx(expected_neuron, rel=1e-4)
+    assert float(found.ffns[2]) == pytest.approx(expected_ffn, rel=1e-4)
+    assert float(found.ffns[2]) != pytest.approx(float(found.neurons[2].sum()), rel=0.05)
 
 
 def test_units_that_write_nothing_score_zero_with_and_without_a_head(tiny_model, tiny_batch):
